@@ -1,0 +1,16 @@
+//! Runtime plumbing shared by every keymesh service.
+//!
+//! Each service's `main.rs` is telemetry → config → bind → serve → drain; the
+//! pieces that are the same everywhere live here so they are written once:
+//! telemetry set-up and W3C trace-context propagation across gRPC hops, a
+//! TCP_NODELAY listener stream for tonic, the shutdown signal, hot-reloaded
+//! files, and a `Secret` string that never prints.
+
+pub mod net;
+pub mod propagation;
+pub mod reload;
+pub mod secret;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use secret::Secret;

@@ -1,0 +1,1 @@
+//! keymesh crypto-worker

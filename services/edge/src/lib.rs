@@ -1,0 +1,3 @@
+//! keymesh edge (work in progress).
+pub mod glob;
+pub mod keystores;
