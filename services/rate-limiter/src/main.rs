@@ -1,1 +1,13 @@
-fn main() {}
+//! keymesh rate-limiter: telemetry → config → bind → serve → drain.
+
+use clap::Parser;
+use keymesh_rate_limiter::{Args, Config, serve};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _telemetry = keymesh_common::telemetry::init("keymesh-rate-limiter")?;
+    let args = Args::parse();
+    let config = Config::load(args.config.as_deref())?;
+    let listener = keymesh_common::net::bind(args.listen, args.addr_file.as_deref()).await?;
+    serve(config, listener, keymesh_common::shutdown::signal()).await
+}

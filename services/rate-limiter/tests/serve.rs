@@ -1,0 +1,99 @@
+//! The real server on an ephemeral port, spoken to with real gRPC clients.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use governor::clock::FakeRelativeClock;
+use keymesh_proto::ratelimit::v1::AcquireRequest;
+use keymesh_proto::ratelimit::v1::rate_limiter_client::RateLimiterClient;
+use keymesh_rate_limiter::{Config, Quotas, serve_with_clock};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const QUOTAS: &str = r#"
+[[tenants]]
+tenant = "/demo/kms/xks/v1"
+rate_per_second = 10
+burst = 10
+"#;
+
+fn req(tenant: &str, permits: u32) -> AcquireRequest {
+    AcquireRequest {
+        tenant: tenant.into(),
+        operation: "Encrypt".into(),
+        permits,
+    }
+}
+
+#[tokio::test]
+async fn acquire_health_and_drain() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let clock = FakeRelativeClock::default();
+    let config = Config::fixed(Quotas::from_toml(QUOTAS.as_bytes()).unwrap());
+    let server = tokio::spawn(serve_with_clock(config, clock.clone(), listener, async {
+        let _ = stop_rx.await;
+    }));
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = RateLimiterClient::new(channel.clone());
+    let mut health = HealthClient::new(channel);
+
+    let status = health
+        .check(HealthCheckRequest {
+            service: "keymesh.ratelimit.v1.RateLimiter".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    let r = client
+        .acquire(req("/demo/kms/xks/v1", 8))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.granted, r.lease_ttl_ms), (8, 1000));
+    let r = client
+        .acquire(req("/demo/kms/xks/v1", 8))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.granted, 1, "partial lease falls back to one permit");
+    client.acquire(req("/demo/kms/xks/v1", 1)).await.unwrap();
+    let r = client
+        .acquire(req("/demo/kms/xks/v1", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.granted, r.retry_after_ms), (0, 100));
+    clock.advance(Duration::from_millis(100));
+    let r = client
+        .acquire(req("/demo/kms/xks/v1", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.granted, 1);
+
+    for bad in [req("", 1), req("/t", 0), req("/t", 10_001)] {
+        let err = client.acquire(bad).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    }
+
+    stop_tx.send(()).unwrap();
+    // Drain completes once the client's connection goes away.
+    drop(client);
+    drop(health);
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("server drained")
+        .unwrap()
+        .unwrap();
+}
