@@ -32,8 +32,14 @@ mod tests {
     fn wildcards() {
         assert!(glob_match("*", ""));
         assert!(glob_match("*", "anything"));
-        assert!(glob_match("arn:aws:iam::1111*", "arn:aws:iam::111122223333:role/x"));
-        assert!(!glob_match("arn:aws:iam::2222*", "arn:aws:iam::111122223333:role/x"));
+        assert!(glob_match(
+            "arn:aws:iam::1111*",
+            "arn:aws:iam::111122223333:role/x"
+        ));
+        assert!(!glob_match(
+            "arn:aws:iam::2222*",
+            "arn:aws:iam::111122223333:role/x"
+        ));
         assert!(glob_match("key-?", "key-1"));
         assert!(!glob_match("key-?", "key-12"));
         assert!(glob_match("a*b*c", "aXXbYYc"));

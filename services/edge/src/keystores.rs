@@ -112,7 +112,10 @@ pub fn valid_uri_path(p: &str) -> bool {
 }
 
 pub fn valid_access_key_id(id: &str) -> bool {
-    (20..=30).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+    (20..=30).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
 }
 
 pub fn valid_secret(s: &str) -> bool {
@@ -142,10 +145,16 @@ impl KeystoresFile {
             }
             for c in &ks.credentials {
                 if !valid_access_key_id(&c.access_key_id) {
-                    errors.push(format!("{}: invalid access_key_id {:?}", ks.uri_path, c.access_key_id));
+                    errors.push(format!(
+                        "{}: invalid access_key_id {:?}",
+                        ks.uri_path, c.access_key_id
+                    ));
                 }
                 if !valid_secret(c.secret_access_key.expose()) {
-                    errors.push(format!("{}: secret of {} is not 43-64 chars of A-Za-z0-9+/=", ks.uri_path, c.access_key_id));
+                    errors.push(format!(
+                        "{}: secret of {} is not 43-64 chars of A-Za-z0-9+/=",
+                        ks.uri_path, c.access_key_id
+                    ));
                 }
                 if !ids.insert(c.access_key_id.as_str()) {
                     errors.push(format!("access_key_id {} is used twice", c.access_key_id));
@@ -273,7 +282,9 @@ mod tests {
             br#"{"keystores":[{"uri_path":"/x","credentials":[{"access_key_id":"lower","secret_access_key":"short"}]}]}"#,
         );
         let msg = f.unwrap_err().to_string();
-        assert!(msg.contains("uri_path") && msg.contains("access_key_id") && msg.contains("secret of"));
+        assert!(
+            msg.contains("uri_path") && msg.contains("access_key_id") && msg.contains("secret of")
+        );
         assert!(!msg.contains("short"), "secrets never appear in errors");
     }
 }

@@ -1,0 +1,223 @@
+//! Edge configuration: TOML, typed, validated once with every problem reported
+//! together. `deploy/edge.toml` documents every field with its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::limiter::FailurePolicy;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listen address (default 127.0.0.1:8000).
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Write the bound address here once listening (default: none).
+    pub addr_file: Option<PathBuf>,
+    /// Total budget per request in ms (default 200).
+    #[serde(default = "defaults::deadline_ms")]
+    pub deadline_ms: u64,
+    /// crypto-worker gRPC endpoints (at least one).
+    pub workers: Vec<String>,
+    /// rate-limiter gRPC endpoint.
+    pub limiter: String,
+    /// Limiter unreachable: "open" (default) or "closed".
+    #[serde(default)]
+    pub limiter_failure_policy: FailurePolicy,
+    /// Largest quota lease per limiter round trip (default 64).
+    #[serde(default = "defaults::max_lease")]
+    pub limiter_max_lease: u32,
+    /// Key stores and credentials (JSON, hot-reloaded).
+    pub keystores_file: PathBuf,
+    /// Secondary-authorization policy (TOML, hot-reloaded; default: none = allow).
+    pub policy_file: Option<PathBuf>,
+    /// Poll interval for the two files above (default 1000 ms).
+    #[serde(default = "defaults::reload_ms")]
+    pub reload_interval_ms: u64,
+    /// Bodies above this are refused before authentication (default 65536).
+    #[serde(default = "defaults::max_body")]
+    pub max_body_bytes: usize,
+    /// Largest plaintext/ciphertext (default 32768; spec minimum 4300).
+    #[serde(default = "defaults::max_plaintext")]
+    pub max_plaintext_bytes: usize,
+    /// Largest AAD (default 8192, the spec minimum; at most 65535).
+    #[serde(default = "defaults::max_aad")]
+    pub max_aad_bytes: usize,
+    /// Accepted X-Amz-Date skew in seconds (default 300).
+    #[serde(default = "defaults::max_skew")]
+    pub max_skew_secs: u64,
+    /// Accepted SigV4 regions (default: any).
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// `xksProxyVendor` (default "keymesh").
+    #[serde(default = "defaults::vendor")]
+    pub xks_proxy_vendor: String,
+    /// `ekmVendor` (default: the HSM's manufacturer id).
+    #[serde(default)]
+    pub ekm_vendor: String,
+    /// TLS; absent = plain HTTP.
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA bundle for client certificates (enables mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// Required client subject CN (required with client_ca_file).
+    pub client_subject_cn: Option<String>,
+}
+
+mod defaults {
+    use std::net::{Ipv4Addr, SocketAddr};
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 8000))
+    }
+    pub fn deadline_ms() -> u64 {
+        200
+    }
+    pub fn max_lease() -> u32 {
+        64
+    }
+    pub fn reload_ms() -> u64 {
+        1000
+    }
+    pub fn max_body() -> usize {
+        65536
+    }
+    pub fn max_plaintext() -> usize {
+        32768
+    }
+    pub fn max_aad() -> usize {
+        8192
+    }
+    pub fn max_skew() -> u64 {
+        300
+    }
+    pub fn vendor() -> String {
+        "keymesh".into()
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let mut cfg: Self =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        // Relative file names are relative to the config file.
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rebase(&mut cfg.keystores_file);
+        if let Some(p) = cfg.policy_file.as_mut() {
+            rebase(p);
+        }
+        if let Some(p) = cfg.addr_file.as_mut() {
+            rebase(p);
+        }
+        if let Some(tls) = cfg.tls.as_mut() {
+            rebase(&mut tls.cert_file);
+            rebase(&mut tls.key_file);
+            if let Some(p) = tls.client_ca_file.as_mut() {
+                rebase(p);
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut errors = Vec::new();
+        if self.workers.is_empty() {
+            errors.push("workers: at least one crypto-worker endpoint is required".to_owned());
+        }
+        if self.workers.len() > 10 {
+            errors.push("workers: at most 10 (ekmFleetDetails holds 1 to 10 entries)".to_owned());
+        }
+        if !(10..=60_000).contains(&self.deadline_ms) {
+            errors.push("deadline_ms: must be 10..=60000".to_owned());
+        }
+        if self.max_plaintext_bytes < 4300 {
+            errors.push("max_plaintext_bytes: the XKS spec requires at least 4300".to_owned());
+        }
+        if !(8192..=65535).contains(&self.max_aad_bytes) {
+            errors.push("max_aad_bytes: must be 8192..=65535".to_owned());
+        }
+        // Base64 grows 4/3; plus AAD, ARNs and JSON framing.
+        let needed = (self.max_plaintext_bytes + self.max_aad_bytes) * 4 / 3 + 8192;
+        if self.max_body_bytes < needed {
+            errors.push(format!(
+                "max_body_bytes: must be at least {needed} to carry the largest plaintext and AAD"
+            ));
+        }
+        if self.limiter_max_lease == 0 {
+            errors.push("limiter_max_lease: must be at least 1".to_owned());
+        }
+        if let Some(tls) = &self.tls
+            && tls.client_ca_file.is_some() != tls.client_subject_cn.is_some()
+        {
+            errors.push(
+                "tls: client_ca_file and client_subject_cn must be set together (XKS-71)"
+                    .to_owned(),
+            );
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("invalid configuration:\n  {}", errors.join("\n  "))
+        }
+    }
+
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_is_reported_together() {
+        let cfg: Config = match toml::from_str(
+            r#"workers = []
+               limiter = "http://x"
+               keystores_file = "k.json"
+               deadline_ms = 1
+               max_plaintext_bytes = 10
+               [tls]
+               cert_file = "c"
+               key_file = "k"
+               client_ca_file = "ca""#,
+        ) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let msg = cfg
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        for field in ["workers", "deadline_ms", "max_plaintext_bytes", "tls"] {
+            assert!(msg.contains(field), "{field} missing in {msg}");
+        }
+    }
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let text = include_str!("../../../deploy/edge.toml");
+        let cfg: Result<Config, _> = toml::from_str(text);
+        assert!(cfg.is_ok_and(|c| c.validate().is_ok()));
+    }
+}

@@ -1,0 +1,72 @@
+//! Everything a request needs, built once from validated config in `main`
+//! and passed explicitly (no globals).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keymesh_common::reload::Reloadable;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::Config;
+use crate::keystores::Keystores;
+use crate::limiter::LimiterClient;
+use crate::policy::PolicyFile;
+use crate::sigv4::Verifier;
+use crate::workers::{WorkerPool, channel};
+
+pub struct AppState {
+    pub config: Config,
+    pub keystores: Arc<Reloadable<Keystores>>,
+    pub policy: Option<Arc<Reloadable<PolicyFile>>>,
+    pub verifier: Verifier,
+    pub workers: Arc<WorkerPool>,
+    pub limiter: LimiterClient,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl AppState {
+    /// Build the state and start its background tasks (file watches, health
+    /// probes); they stop when the runtime does.
+    pub fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Arc<Self>> {
+        let reload = Duration::from_millis(config.reload_interval_ms);
+        let keystores = Reloadable::load(&config.keystores_file, Keystores::parse)?;
+        keystores.spawn_watch(reload);
+        let policy = match &config.policy_file {
+            Some(p) => {
+                let r = Reloadable::load(p, PolicyFile::parse)?;
+                r.spawn_watch(reload);
+                Some(r)
+            }
+            None => None,
+        };
+        let limiter_channel = channel(&config.limiter)?;
+        let workers = Arc::new(WorkerPool::new(&config.workers, limiter_channel.clone())?);
+        workers.spawn_prober(Duration::from_secs(1));
+        let limiter = LimiterClient::new(
+            limiter_channel,
+            config.limiter_failure_policy,
+            config.limiter_max_lease,
+        );
+        let verifier = Verifier {
+            max_skew: Duration::from_secs(config.max_skew_secs),
+            regions: config.regions.clone(),
+        };
+        Ok(Arc::new(Self {
+            config,
+            keystores,
+            policy,
+            verifier,
+            workers,
+            limiter,
+            metrics,
+        }))
+    }
+}
