@@ -1,1 +1,130 @@
-//! keymesh crypto-worker
+//! keymesh crypto-worker: the only process that talks PKCS#11.
+//!
+//! A pool of logged-in sessions, each on its own OS thread ([`pool`]), serves
+//! the `keymesh.crypto.v1.CryptoWorker` gRPC API ([`service`]): AES-256-GCM
+//! with worker-chosen 12-byte IVs ([`aead`]) under keys found by label and
+//! cached ([`hsm`]). Failures map to gRPC codes plus a machine-readable
+//! reason in one place ([`error`]). Operators disable keys through the
+//! key-status file ([`key_status`], shared with keymeshctl), and a deep health
+//! check ([`health`]) drives both GetHealth and `grpc.health.v1`.
+
+pub mod aead;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod hsm;
+pub mod key_status;
+pub mod pool;
+pub mod service;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cryptoki::context::Pkcs11;
+use keymesh_common::net::nodelay_incoming;
+use keymesh_common::propagation::GrpcTraceLayer;
+use keymesh_proto::crypto::v1::crypto_worker_server::CryptoWorkerServer;
+use tokio::net::TcpListener;
+
+pub use config::{Args, Config, HsmArgs};
+pub use error::Error;
+
+use crate::health::HealthState;
+use crate::pool::Pool;
+
+/// How often the key-status file is checked for changes ("workers pick it up
+/// within a second").
+pub const KEY_STATUS_POLL: Duration = Duration::from_millis(500);
+
+/// Load the PKCS#11 module (one `C_Initialize` per process), open the token
+/// and serve until `shutdown` resolves; then report NOT_SERVING, drain
+/// in-flight RPCs and close every session.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let module = config.pkcs11_module.clone();
+    let ctx = tokio::task::spawn_blocking(move || hsm::load_module(&module))
+        .await?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot load PKCS#11 module {}: {e:#}",
+                config.pkcs11_module.display()
+            )
+        })?;
+    serve_with_module(config, ctx, listener, shutdown).await
+}
+
+/// [`serve`] with an already initialised module, for processes (tests) that
+/// run several servers or prepare the token first: `C_Initialize` may only
+/// happen once per process.
+pub async fn serve_with_module(
+    config: Config,
+    ctx: Pkcs11,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let label = config.token_label.clone();
+    let pin = config.pin.clone();
+    let sessions = config.sessions;
+    let (hsm, pool, threads) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+        let hsm = Arc::new(hsm::Hsm::open(ctx, &label, pin)?);
+        let (pool, threads) = Pool::start(Arc::clone(&hsm), sessions)?;
+        Ok((hsm, pool, threads))
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("cannot open token {:?}: {e:#}", config.token_label))?;
+    tracing::info!(token = ?hsm.token(), sessions, "HSM session pool ready");
+
+    let key_status = key_status::KeyStatusWatch::new(config.key_status_file.clone())?;
+    let watch = key_status.spawn(KEY_STATUS_POLL);
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health = Arc::new(HealthState::default());
+    // A first check before accepting traffic, so probes have an answer.
+    health::check_and_publish(&pool, &health, &reporter).await;
+    let checker = health::spawn_checker(
+        pool.clone(),
+        Arc::clone(&health),
+        reporter.clone(),
+        config.health_interval,
+    );
+
+    let service = service::CryptoService::new(
+        pool,
+        key_status,
+        Arc::clone(&health),
+        config.worker_id.clone(),
+        hsm.token(),
+    );
+
+    let drain_health = Arc::clone(&health);
+    let drain = async move {
+        shutdown.await;
+        // Probes see NOT_SERVING before connections start closing.
+        drain_health.start_draining(&reporter).await;
+        tracing::info!("draining in-flight requests");
+    };
+
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, worker_id = %config.worker_id, "crypto-worker serving");
+    let served = tonic::transport::Server::builder()
+        // Outermost: one span per RPC, parented on the caller's traceparent.
+        .layer(GrpcTraceLayer)
+        .add_service(health_service)
+        .add_service(CryptoWorkerServer::new(service))
+        .serve_with_incoming_shutdown(nodelay_incoming(listener), drain)
+        .await;
+
+    checker.abort();
+    watch.abort();
+    let _ = checker.await;
+    // The router (and its pool handles) is gone: the queue closes, and each
+    // session thread finishes queued jobs and closes its session.
+    tokio::task::spawn_blocking(move || threads.join()).await?;
+    served?;
+    tracing::info!("crypto-worker stopped");
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! Command line / environment configuration, validated once into [`Config`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keymesh_common::Secret;
+
+/// Longest allowed deep-health interval: GetHealth treats results older than
+/// 60 s as UNAVAILABLE, so a longer interval would flap.
+pub const MAX_HEALTH_INTERVAL_SECS: u64 = 60;
+
+/// Raw flags; every flag also reads its environment variable.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "crypto-worker",
+    about = "keymesh crypto-worker: AES-256-GCM over a PKCS#11 session pool"
+)]
+pub struct Args {
+    /// gRPC listen address (default 127.0.0.1:7100).
+    #[arg(long, env = "KEYMESH_WORKER_LISTEN", default_value = "127.0.0.1:7100")]
+    pub listen: SocketAddr,
+    /// Write the bound address here once listening (default: none).
+    #[arg(long, env = "KEYMESH_WORKER_ADDR_FILE")]
+    pub addr_file: Option<PathBuf>,
+    /// Stable id reported by GetHealth (default `<hostname>-<pid>`).
+    #[arg(long, env = "KEYMESH_WORKER_ID")]
+    pub worker_id: Option<String>,
+    #[command(flatten)]
+    pub hsm: HsmArgs,
+    /// PKCS#11 sessions, one dedicated thread each (default 2).
+    #[arg(long, env = "KEYMESH_WORKER_SESSIONS", default_value_t = 2)]
+    pub sessions: usize,
+    /// Key-status file, polled every 500 ms (default: none, all keys enabled).
+    #[arg(long, env = "KEYMESH_KEY_STATUS_FILE")]
+    pub key_status_file: Option<PathBuf>,
+    /// Seconds between deep health checks (default 10, max 60).
+    #[arg(long, env = "KEYMESH_HEALTH_INTERVAL_SECS", default_value_t = 10)]
+    pub health_interval_secs: u64,
+}
+
+/// The PKCS#11 flags the worker and keymeshctl share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HsmArgs {
+    /// PKCS#11 module (default /usr/lib/softhsm/libsofthsm2.so).
+    #[arg(
+        long,
+        env = "KEYMESH_PKCS11_MODULE",
+        default_value = "/usr/lib/softhsm/libsofthsm2.so",
+        global = true
+    )]
+    pub pkcs11_module: PathBuf,
+    /// Label of the token holding the keys (default keymesh).
+    #[arg(
+        long,
+        env = "KEYMESH_TOKEN_LABEL",
+        default_value = "keymesh",
+        global = true
+    )]
+    pub token_label: String,
+    /// User PIN (prefer --pin-file; the value is never printed).
+    #[arg(
+        long,
+        env = "KEYMESH_PIN",
+        hide_env_values = true,
+        conflicts_with = "pin_file",
+        global = true
+    )]
+    pub pin: Option<Secret>,
+    /// File holding the user PIN (trailing newline ignored).
+    #[arg(long, env = "KEYMESH_PIN_FILE", global = true)]
+    pub pin_file: Option<PathBuf>,
+}
+
+impl HsmArgs {
+    /// The user PIN from `--pin` or `--pin-file`; one is required.
+    pub fn pin(&self) -> anyhow::Result<Secret> {
+        match (&self.pin, &self.pin_file) {
+            (Some(pin), _) if !pin.expose().is_empty() => Ok(pin.clone()),
+            (_, Some(path)) => read_pin_file(path),
+            _ => anyhow::bail!(
+                "a PIN is required: --pin / KEYMESH_PIN or --pin-file / KEYMESH_PIN_FILE"
+            ),
+        }
+    }
+}
+
+/// Read a PIN file, dropping one trailing newline (editors add one).
+pub fn read_pin_file(path: &Path) -> anyhow::Result<Secret> {
+    let raw = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read PIN file {}: {e}", path.display()))?;
+    let raw = zeroize::Zeroizing::new(raw);
+    let pin = raw.trim_end_matches(['\n', '\r']);
+    if pin.is_empty() {
+        anyhow::bail!("PIN file {} is empty", path.display());
+    }
+    Ok(Secret::new(pin.to_owned()))
+}
+
+/// Validated configuration: what [`crate::serve`] needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub addr_file: Option<PathBuf>,
+    pub worker_id: String,
+    pub pkcs11_module: PathBuf,
+    pub token_label: String,
+    pub pin: Secret,
+    pub sessions: usize,
+    pub key_status_file: Option<PathBuf>,
+    pub health_interval: Duration,
+}
+
+impl Args {
+    /// Validate everything and report every problem at once.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let mut errors = Vec::new();
+        let pin = self.hsm.pin().map_err(|e| errors.push(e.to_string())).ok();
+        if self.sessions == 0 || self.sessions > 256 {
+            errors.push(format!("--sessions must be 1..=256, got {}", self.sessions));
+        }
+        if self.health_interval_secs == 0 || self.health_interval_secs > MAX_HEALTH_INTERVAL_SECS {
+            errors.push(format!(
+                "--health-interval-secs must be 1..={MAX_HEALTH_INTERVAL_SECS}, got {}",
+                self.health_interval_secs
+            ));
+        }
+        if self.hsm.token_label.is_empty() || self.hsm.token_label.len() > 32 {
+            errors.push("--token-label must be 1-32 characters".to_owned());
+        }
+        let worker_id = match self.worker_id {
+            Some(id) if !id.trim().is_empty() => id,
+            Some(_) => {
+                errors.push("--worker-id must not be empty".to_owned());
+                String::new()
+            }
+            None => default_worker_id(),
+        };
+        match pin {
+            Some(pin) if errors.is_empty() => Ok(Config {
+                listen: self.listen,
+                addr_file: self.addr_file,
+                worker_id,
+                pkcs11_module: self.hsm.pkcs11_module,
+                token_label: self.hsm.token_label,
+                pin,
+                sessions: self.sessions,
+                key_status_file: self.key_status_file,
+                health_interval: Duration::from_secs(self.health_interval_secs),
+            }),
+            _ => anyhow::bail!("invalid configuration: {}", errors.join("; ")),
+        }
+    }
+}
+
+/// `<hostname>-<pid>`; the host name comes from the kernel (no libc call).
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use clap::Parser as _;
+
+    #[test]
+    fn defaults_and_validation() {
+        let c = Args::try_parse_from(["w", "--pin", "1234"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7100");
+        assert_eq!(c.sessions, 2);
+        assert_eq!(c.health_interval, Duration::from_secs(10));
+        assert_eq!(c.token_label, "keymesh");
+        assert!(c.worker_id.ends_with(&format!("-{}", std::process::id())));
+        assert_eq!(format!("{:?}", c.pin), "\"<redacted>\"");
+    }
+
+    #[test]
+    fn every_error_reported_together() {
+        let err = Args::try_parse_from([
+            "w",
+            "--pin-file",
+            "/nonexistent/pin",
+            "--sessions",
+            "0",
+            "--health-interval-secs",
+            "61",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("PIN file"), "{err}");
+        assert!(err.contains("--sessions"), "{err}");
+        assert!(err.contains("--health-interval-secs"), "{err}");
+    }
+
+    #[test]
+    fn pin_file_drops_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pin");
+        std::fs::write(&p, "9876\n").unwrap();
+        assert_eq!(read_pin_file(&p).unwrap().expose(), "9876");
+    }
+}
