@@ -23,7 +23,9 @@ pub struct Reloadable<T> {
 
 impl<T> std::fmt::Debug for Reloadable<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reloadable").field("path", &self.path).finish()
+        f.debug_struct("Reloadable")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
