@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::xks::RequestMetadata;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Audit {
     pub kms_request_id: Option<String>,
     pub kms_operation: Option<String>,

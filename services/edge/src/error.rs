@@ -6,9 +6,8 @@
 //! printable ASCII, and never carry secrets, expected signatures or internals:
 //! the full cause is logged once by the audit line.
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::Full;
+use axum::response::Response;
+use http::{HeaderValue, StatusCode, header};
 use keymesh_proto::crypto::v1::{ErrorInfo, ErrorReason};
 use prost::Message as _;
 
@@ -84,12 +83,14 @@ impl XksError {
         self.wire().1
     }
 
-    /// `{"errorName","errorMessage"}` with `Content-Type: application/json`.
-    pub fn into_response(&self) -> Response<Full<Bytes>> {
+    /// `{"errorName","errorMessage"}` with `Content-Type: application/json`;
+    /// the response carries an [`Outcome`] extension for the audit layer.
+    pub fn into_response(&self) -> Response {
         let (status, name) = self.wire();
         let message = printable(&self.to_string());
         let body = serde_json::json!({ "errorName": name, "errorMessage": message });
         let mut resp = crate::json_response(status, body.to_string().into());
+        resp.extensions_mut().insert(Outcome(name));
         if status == StatusCode::METHOD_NOT_ALLOWED {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -123,6 +124,10 @@ impl XksError {
         }
     }
 }
+
+/// The `errorName` of a failed response (absent on success).
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome(pub &'static str);
 
 /// Keep printable ASCII only and stay under 512 chars (XKS-55).
 fn printable(s: &str) -> String {

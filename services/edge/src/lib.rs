@@ -5,11 +5,13 @@
 //! into a gRPC call to a crypto-worker. It holds no key material.
 
 pub mod aad;
+pub mod app;
 pub mod audit;
 pub mod config;
 pub mod error;
 pub mod glob;
 pub mod keystores;
+pub mod layers;
 pub mod limiter;
 pub mod policy;
 pub mod server;
@@ -19,13 +21,14 @@ pub mod tls;
 pub mod workers;
 pub mod xks;
 
+use axum::body::Body;
+use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::Full;
+use http::{HeaderValue, StatusCode, header};
 
 /// A JSON response (XKS-12: every response, errors included, is JSON).
-pub fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body));
+pub fn json_response(status: StatusCode, body: Bytes) -> Response {
+    let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

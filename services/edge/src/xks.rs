@@ -12,7 +12,6 @@ use std::time::SystemTime;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use http::StatusCode;
 use keymesh_proto::crypto::v1::{
     DecryptRequest, EncryptRequest, GetKeyMetadataRequest, HealthStatus, KeyStatus,
 };
@@ -54,6 +53,34 @@ pub struct Route<'a> {
     pub uri_path: &'a str,
     pub operation: Operation,
     pub key_id: &'a str,
+}
+
+/// A [`Route`] that owns its strings, for request extensions.
+#[derive(Debug, Clone)]
+pub struct OwnedRoute {
+    pub uri_path: String,
+    pub operation: Operation,
+    pub key_id: String,
+}
+
+impl From<Route<'_>> for OwnedRoute {
+    fn from(r: Route<'_>) -> Self {
+        Self {
+            uri_path: r.uri_path.to_owned(),
+            operation: r.operation,
+            key_id: r.key_id.to_owned(),
+        }
+    }
+}
+
+impl OwnedRoute {
+    pub fn borrow(&self) -> Route<'_> {
+        Route {
+            uri_path: &self.uri_path,
+            operation: self.operation,
+            key_id: &self.key_id,
+        }
+    }
 }
 
 /// Split `[/<prefix>]/kms/xks/v1/{keys/<id>/<op>|health}`. Key ids cannot
@@ -225,12 +252,13 @@ pub async fn handle(
 /// Quota for (key store, operation), through the limiter's lease cache.
 pub async fn rate_limit(
     state: &AppState,
-    route: &Route<'_>,
+    uri_path: &str,
+    operation: Operation,
     deadline: Instant,
 ) -> Result<(), XksError> {
     match state
         .limiter
-        .check(route.uri_path, route.operation.as_str(), deadline)
+        .check(uri_path, operation.as_str(), deadline)
         .await
     {
         Decision::Allow => Ok(()),
@@ -512,14 +540,12 @@ async fn health(state: &AppState, deadline: Instant) -> Result<Bytes, XksError> 
 /// Verify SigV4 for `route` against its key store. Returns the access key id.
 pub fn authenticate(
     state: &AppState,
-    route: &Route<'_>,
+    uri_path: &str,
     parts: &http::request::Parts,
     body: &[u8],
 ) -> Result<String, XksError> {
     let keystores = state.keystores.get();
-    let keystore = keystores
-        .get(route.uri_path)
-        .ok_or(XksError::InvalidUriPath)?;
+    let keystore = keystores.get(uri_path).ok_or(XksError::InvalidUriPath)?;
     state
         .verifier
         .verify(parts, body, keystore, SystemTime::now())
@@ -535,8 +561,6 @@ pub fn content_type_ok(headers: &http::HeaderMap) -> bool {
         })
     })
 }
-
-pub const OK: StatusCode = StatusCode::OK;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,204 @@
+//! The XKS request pipeline as tower middleware (see `app.rs` for the order
+//! and why each step sits where it does). Each step either passes the request
+//! on with what it learnt in the request extensions, or answers with an
+//! `XksError` response; the wire mapping lives only in `error.rs`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::audit::Audit;
+use crate::error::{Outcome, XksError};
+use crate::json_response;
+use crate::state::AppState;
+use crate::xks::{self, OwnedRoute};
+
+/// When the request's total budget runs out.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub Instant);
+
+/// The request body, buffered within `max_body_bytes`.
+#[derive(Debug, Clone)]
+pub struct RawBody(pub Bytes);
+
+fn audit_of(resp: &mut Response) -> &mut Audit {
+    resp.extensions_mut().get_or_insert_default::<Audit>()
+}
+
+/// Span, audit line and metrics for every XKS request.
+pub async fn observe(State(_): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = xks::route(req.uri().path()).map(OwnedRoute::from);
+    let (uri_path, operation, key_id) = route
+        .as_ref()
+        .map(|r| (r.uri_path.clone(), r.operation.as_str(), r.key_id.clone()))
+        .unwrap_or_default();
+    let operation = if route.is_some() {
+        operation
+    } else {
+        "Unknown"
+    };
+    let span = tracing::info_span!(
+        "xks",
+        operation,
+        uri_path = %uri_path,
+        key_id = %key_id,
+        kms_request_id = tracing::field::Empty
+    );
+    let mut resp = match route {
+        None => XksError::InvalidUriPath.into_response(),
+        Some(route) => {
+            req.extensions_mut().insert(route);
+            next.run(req).instrument(span.clone()).await
+        }
+    };
+    let latency = start.elapsed();
+    let outcome = resp
+        .extensions()
+        .get::<Outcome>()
+        .map_or("success", |o| o.0);
+    let status = resp.status().as_u16();
+    let audit = audit_of(&mut resp);
+    if let Some(id) = &audit.kms_request_id {
+        span.record("kms_request_id", id.as_str());
+    }
+    let _entered = span.enter();
+    audit.log(&uri_path, operation, &key_id, status, outcome, latency);
+    metrics::counter!("keymesh_edge_requests_total", "operation" => operation, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("keymesh_edge_request_seconds", "operation" => operation)
+        .record(latency.as_secs_f64());
+    resp
+}
+
+/// The total budget; past it → 503 DependencyTimeoutException.
+pub async fn deadline(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let at = Instant::now() + state.config.deadline();
+    req.extensions_mut().insert(Deadline(at));
+    match tokio::time::timeout_at(at, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => XksError::DependencyTimeout.into_response(),
+    }
+}
+
+/// 405 for anything but POST; 404 for a key store we do not serve.
+pub async fn resolve(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return XksError::MethodNotAllowed.into_response();
+    }
+    let known = req
+        .extensions()
+        .get::<OwnedRoute>()
+        .is_some_and(|r| state.keystores.get().get(&r.uri_path).is_some());
+    if !known {
+        return XksError::InvalidUriPath.into_response();
+    }
+    next.run(req).await
+}
+
+/// Buffer at most `max_body_bytes` (501 beyond); a body that fails or stalls → 400.
+pub async fn body_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let max = state.config.max_body_bytes;
+    let too_big = XksError::Unsupported("the request body exceeds this proxy's maximum size");
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return too_big.into_response();
+    }
+    let Some(Deadline(at)) = req.extensions().get::<Deadline>().copied() else {
+        return XksError::Internal.into_response();
+    };
+    let (mut parts, body) = req.into_parts();
+    let bytes = match tokio::time::timeout_at(at, Limited::new(body, max).collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_big.into_response(),
+        Ok(Err(_)) => {
+            return XksError::Validation("the request body could not be read").into_response();
+        }
+        Err(_) => {
+            return XksError::Validation("the request body did not arrive in time").into_response();
+        }
+    };
+    parts.extensions.insert(RawBody(bytes));
+    next.run(Request::from_parts(parts, axum::body::Body::empty()))
+        .await
+}
+
+/// SigV4 against the addressed key store's credentials (401), then Content-Type (400).
+pub async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let verified = match (
+        parts.extensions.get::<OwnedRoute>(),
+        parts.extensions.get::<RawBody>(),
+    ) {
+        (Some(route), Some(RawBody(bytes))) => {
+            xks::authenticate(&state, &route.uri_path, &parts, bytes)
+        }
+        _ => Err(XksError::Internal),
+    };
+    let access_key_id = match verified {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    if !xks::content_type_ok(&parts.headers) {
+        let mut resp =
+            XksError::Validation("Content-Type must be application/json").into_response();
+        audit_of(&mut resp).access_key_id = Some(access_key_id);
+        return resp;
+    }
+    let mut resp = next.run(Request::from_parts(parts, body)).await;
+    audit_of(&mut resp).access_key_id = Some(access_key_id);
+    resp
+}
+
+/// Quota per (key store, operation) through the limiter's lease cache (429).
+pub async fn rate_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let (Some(route), Some(Deadline(at))) = (
+        req.extensions().get::<OwnedRoute>(),
+        req.extensions().get::<Deadline>().copied(),
+    ) else {
+        return XksError::Internal.into_response();
+    };
+    if let Err(e) = xks::rate_limit(&state, &route.uri_path, route.operation, at).await {
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
+/// The operation itself.
+pub async fn handler(state: Arc<AppState>, req: Request) -> Result<Response, Infallible> {
+    let ext = req.extensions();
+    let (Some(route), Some(Deadline(at)), Some(RawBody(body))) = (
+        ext.get::<OwnedRoute>(),
+        ext.get::<Deadline>().copied(),
+        ext.get::<RawBody>(),
+    ) else {
+        return Ok(XksError::Internal.into_response());
+    };
+    let mut audit = Audit::default();
+    let mut resp = match xks::handle(&state, &route.borrow(), body, at, &mut audit).await {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(e) => e.into_response(),
+    };
+    resp.extensions_mut().insert(audit);
+    Ok(resp)
+}
