@@ -1,1 +1,176 @@
-fn main() {}
+//! keymeshctl: the keymesh admin CLI.
+//!
+//! HSM commands (`token`, `key create|list`) speak PKCS#11 through the
+//! crypto-worker library, so keys are created with exactly the attributes the
+//! worker expects. Key status lives in the worker's key-status file and SigV4
+//! credentials in the edge's keystores file; both are rewritten atomically so
+//! the running services (which poll them) never see a torn file.
+//!
+//! Errors go to stderr with exit code 1. Nothing secret is ever printed,
+//! except the console configuration that `credential create|rotate` exists to
+//! hand over.
+
+mod credentials;
+mod keys;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use keymesh_common::Secret;
+use keymesh_crypto_worker::HsmArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keymeshctl",
+    about = "keymesh admin CLI: HSM token, keys, SigV4 credentials"
+)]
+struct Cli {
+    #[command(flatten)]
+    hsm: HsmArgs,
+    /// Key-status file shared with the crypto-workers.
+    #[arg(long, env = "KEYMESH_KEY_STATUS_FILE", global = true)]
+    key_status_file: Option<PathBuf>,
+    /// Keystores file shared with the edge.
+    #[arg(long, env = "KEYMESH_KEYSTORES_FILE", global = true)]
+    keystores_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The HSM token.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// AES-256 keys on the token.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// SigV4 credentials of XKS key stores.
+    #[command(subcommand)]
+    Credential(CredentialCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Initialise a free slot as token --token-label and set the user PIN.
+    Init {
+        /// Security Officer PIN (default: the user PIN).
+        #[arg(long, env = "KEYMESH_SO_PIN", hide_env_values = true)]
+        so_pin: Option<Secret>,
+        /// Succeed without changes when the token already exists.
+        #[arg(long)]
+        if_missing: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Generate an AES-256 key (sensitive, non-extractable) labelled <id>.
+    Create {
+        id: String,
+        #[arg(long, value_enum, default_value_t = keys::Usage::EncryptDecrypt)]
+        usage: keys::Usage,
+    },
+    /// Id, key spec, usages and status of every key.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-enable a key (key-status file).
+    Enable { id: String },
+    /// Disable a key (key-status file); workers refuse it within a second.
+    Disable { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum CredentialCommand {
+    /// New credential for key store P (created if missing); prints the console JSON.
+    Create {
+        #[arg(long)]
+        uri_path: String,
+        /// Also write the console JSON to this file (mode 0600).
+        #[arg(long)]
+        console_config: Option<PathBuf>,
+    },
+    /// Add a credential and keep only the newest previous one.
+    Rotate {
+        #[arg(long)]
+        uri_path: String,
+        #[arg(long)]
+        console_config: Option<PathBuf>,
+    },
+    /// Remove one credential.
+    Revoke {
+        #[arg(long)]
+        uri_path: String,
+        #[arg(long)]
+        access_key_id: String,
+    },
+    /// Access key ids and creation times (never secrets).
+    List {
+        #[arg(long)]
+        uri_path: Option<String>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keymeshctl: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let keystores = || {
+        cli.keystores_file
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("--keystores-file / KEYMESH_KEYSTORES_FILE is required"))
+    };
+    match cli.command {
+        Command::Token(TokenCommand::Init { so_pin, if_missing }) => {
+            keys::token_init(&cli.hsm, so_pin, if_missing)
+        }
+        Command::Key(KeyCommand::Create { id, usage }) => keys::create(&cli.hsm, &id, usage),
+        Command::Key(KeyCommand::List { json }) => {
+            keys::list(&cli.hsm, cli.key_status_file.as_deref(), json)
+        }
+        Command::Key(KeyCommand::Enable { id }) => {
+            keys::set_disabled(&cli.hsm, cli.key_status_file.as_deref(), &id, false)
+        }
+        Command::Key(KeyCommand::Disable { id }) => {
+            keys::set_disabled(&cli.hsm, cli.key_status_file.as_deref(), &id, true)
+        }
+        Command::Credential(CredentialCommand::Create {
+            uri_path,
+            console_config,
+        }) => credentials::create(&keystores()?, &uri_path, console_config.as_deref(), false),
+        Command::Credential(CredentialCommand::Rotate {
+            uri_path,
+            console_config,
+        }) => credentials::create(&keystores()?, &uri_path, console_config.as_deref(), true),
+        Command::Credential(CredentialCommand::Revoke {
+            uri_path,
+            access_key_id,
+        }) => credentials::revoke(&keystores()?, &uri_path, &access_key_id),
+        Command::Credential(CredentialCommand::List { uri_path }) => {
+            credentials::list(&keystores()?, uri_path.as_deref())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,224 @@
+//! `token init` and `key ...`: PKCS#11 through the worker library, key status
+//! through the worker's key-status file.
+
+use std::path::Path;
+
+use cryptoki::context::Pkcs11;
+use cryptoki::session::Session;
+use keymesh_common::Secret;
+use keymesh_crypto_worker::HsmArgs;
+use keymesh_crypto_worker::hsm::{self, Hsm, TokenInit};
+use keymesh_crypto_worker::key_status;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Usage {
+    EncryptDecrypt,
+    Encrypt,
+    Decrypt,
+    None,
+}
+
+impl Usage {
+    fn flags(self) -> (bool, bool) {
+        match self {
+            Usage::EncryptDecrypt => (true, true),
+            Usage::Encrypt => (true, false),
+            Usage::Decrypt => (false, true),
+            Usage::None => (false, false),
+        }
+    }
+}
+
+/// Key ids are PKCS#11 labels and XKS key ids: 1-128 of `A-Za-z0-9-._`.
+pub fn validate_key_id(id: &str) -> anyhow::Result<()> {
+    if id.is_empty() || id.len() > 128 {
+        anyhow::bail!("key id must be 1-128 characters, got {}", id.len());
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        anyhow::bail!("key id {id:?} may only contain A-Z a-z 0-9 - . _");
+    }
+    if id == hsm::HEALTH_KEY_LABEL {
+        anyhow::bail!("key id {id:?} is reserved for the worker's health check");
+    }
+    Ok(())
+}
+
+fn load(args: &HsmArgs) -> anyhow::Result<Pkcs11> {
+    hsm::load_module(&args.pkcs11_module).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot load PKCS#11 module {}: {e:#}",
+            args.pkcs11_module.display()
+        )
+    })
+}
+
+/// A logged-in session on the configured token.
+fn user_session(args: &HsmArgs) -> anyhow::Result<Session> {
+    let pin = args.pin()?;
+    let hsm = Hsm::open(load(args)?, &args.token_label, pin)?;
+    hsm.open_session()
+        .map_err(|e| anyhow::anyhow!("cannot log in to token {:?}: {e}", args.token_label))
+}
+
+pub fn token_init(args: &HsmArgs, so_pin: Option<Secret>, if_missing: bool) -> anyhow::Result<()> {
+    let pin = args.pin()?;
+    let so_pin = so_pin.unwrap_or_else(|| pin.clone());
+    let ctx = load(args)?;
+    match hsm::init_token(&ctx, &args.token_label, &so_pin, &pin, if_missing)? {
+        TokenInit::Created => println!("initialised token {:?}", args.token_label),
+        TokenInit::AlreadyExists => println!("token {:?} already exists", args.token_label),
+    }
+    Ok(())
+}
+
+pub fn create(args: &HsmArgs, id: &str, usage: Usage) -> anyhow::Result<()> {
+    validate_key_id(id)?;
+    let session = user_session(args)?;
+    // PKCS#11 allows duplicate labels; the worker would then refuse the key
+    // as ambiguous, so uniqueness is enforced here.
+    if !hsm::find_key_handles(&session, id)?.is_empty() {
+        anyhow::bail!("a key labelled {id:?} already exists");
+    }
+    let (encrypt, decrypt) = usage.flags();
+    hsm::generate_aes_256(&session, id, encrypt, decrypt)
+        .map_err(|e| anyhow::anyhow!("key generation failed: {e}"))?;
+    println!("created key {id} (AES_256)");
+    Ok(())
+}
+
+#[derive(Debug, serde::Serialize)]
+struct KeyRow {
+    id: String,
+    key_spec: String,
+    key_usage: Vec<&'static str>,
+    status: &'static str,
+}
+
+pub fn list(args: &HsmArgs, status_file: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let status = match status_file {
+        Some(p) => key_status::read(p)?,
+        None => key_status::KeyStatusFile::default(),
+    };
+    let session = user_session(args)?;
+    let rows: Vec<KeyRow> = hsm::list_keys(&session)?
+        .into_iter()
+        .map(|(id, info)| KeyRow {
+            status: if status.is_disabled(&id) {
+                "DISABLED"
+            } else {
+                "ENABLED"
+            },
+            key_spec: info.key_spec(),
+            key_usage: info.usage.names(),
+            id,
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", table(&rows));
+    }
+    Ok(())
+}
+
+fn table(rows: &[KeyRow]) -> String {
+    let usage = |r: &KeyRow| {
+        if r.key_usage.is_empty() {
+            "-".to_owned()
+        } else {
+            r.key_usage.join(",")
+        }
+    };
+    let w_id = rows
+        .iter()
+        .map(|r| r.id.len())
+        .chain([2])
+        .max()
+        .unwrap_or(2);
+    let w_spec = rows
+        .iter()
+        .map(|r| r.key_spec.len())
+        .chain([8])
+        .max()
+        .unwrap_or(8);
+    let w_use = rows
+        .iter()
+        .map(|r| usage(r).len())
+        .chain([5])
+        .max()
+        .unwrap_or(5);
+    let mut out = format!(
+        "{:w_id$}  {:w_spec$}  {:w_use$}  STATUS\n",
+        "ID", "KEY_SPEC", "USAGE"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:w_id$}  {:w_spec$}  {:w_use$}  {}\n",
+            r.id,
+            r.key_spec,
+            usage(r),
+            r.status
+        ));
+    }
+    out
+}
+
+pub fn set_disabled(
+    args: &HsmArgs,
+    status_file: Option<&Path>,
+    id: &str,
+    disabled: bool,
+) -> anyhow::Result<()> {
+    let path = status_file.ok_or_else(|| {
+        anyhow::anyhow!("--key-status-file / KEYMESH_KEY_STATUS_FILE is required")
+    })?;
+    let session = user_session(args)?;
+    if hsm::find_key_handles(&session, id)?.is_empty() {
+        anyhow::bail!("no key labelled {id:?} on token {:?}", args.token_label);
+    }
+    key_status::modify(path, |f| {
+        if disabled {
+            f.disabled.insert(id.to_owned());
+        } else {
+            f.disabled.remove(id);
+        }
+    })?;
+    println!("key {id} {}", if disabled { "disabled" } else { "enabled" });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn key_ids() {
+        assert!(validate_key_id("a").is_ok());
+        assert!(validate_key_id("Key-1.prod_2").is_ok());
+        assert!(validate_key_id(&"a".repeat(128)).is_ok());
+        assert!(validate_key_id(&"a".repeat(129)).is_err());
+        assert!(validate_key_id("").is_err());
+        assert!(validate_key_id("a b").is_err());
+        assert!(validate_key_id("a/b").is_err());
+        assert!(validate_key_id("ключ").is_err());
+        assert!(validate_key_id(hsm::HEALTH_KEY_LABEL).is_err());
+    }
+
+    #[test]
+    fn table_aligns() {
+        let rows = vec![KeyRow {
+            id: "k1".into(),
+            key_spec: "AES_256".into(),
+            key_usage: vec!["ENCRYPT", "DECRYPT"],
+            status: "ENABLED",
+        }];
+        let t = table(&rows);
+        assert!(t.starts_with("ID  KEY_SPEC  USAGE"), "{t}");
+        assert!(t.contains("k1  AES_256   ENCRYPT,DECRYPT  ENABLED"), "{t}");
+    }
+}

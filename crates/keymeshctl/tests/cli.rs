@@ -1,0 +1,161 @@
+//! keymeshctl as an operator runs it, against a fresh SoftHSM2 token.
+//! Every invocation is a child process, so SOFTHSM2_CONF is set per child and
+//! this process's environment is never touched.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+struct Env {
+    _dir: tempfile::TempDir,
+    conf: PathBuf,
+    status: PathBuf,
+    keystores: PathBuf,
+    pin_file: PathBuf,
+}
+
+impl Env {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let pin_file = dir.path().join("pin");
+        std::fs::write(&pin_file, "5678\n").unwrap();
+        Self {
+            status: dir.path().join("key-status.json"),
+            keystores: dir.path().join("keystores.json"),
+            conf,
+            pin_file,
+            _dir: dir,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_keymeshctl"))
+            .args(args)
+            .env_clear()
+            .env("SOFTHSM2_CONF", &self.conf)
+            .env("KEYMESH_PKCS11_MODULE", MODULE)
+            .env("KEYMESH_PIN_FILE", &self.pin_file)
+            .env("KEYMESH_KEY_STATUS_FILE", &self.status)
+            .env("KEYMESH_KEYSTORES_FILE", &self.keystores)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn fails(&self, args: &[&str], needle: &str) {
+        let out = self.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn operator_workflow() {
+    if !Path::new(MODULE).exists() {
+        eprintln!("SKIPPED: {MODULE} not installed");
+        return;
+    }
+    let env = Env::new();
+    env.fails(&["key", "list"], "no token labelled");
+    env.ok(&["token", "init"]);
+    env.fails(&["token", "init"], "already exists");
+    assert!(
+        env.ok(&["token", "init", "--if-missing"])
+            .contains("already exists")
+    );
+
+    env.ok(&["key", "create", "k1"]);
+    env.ok(&["key", "create", "k2", "--usage", "encrypt"]);
+    env.ok(&["key", "create", "k3", "--usage", "none"]);
+    env.fails(&["key", "create", "k1"], "already exists");
+    env.fails(&["key", "create", "bad id"], "may only contain");
+    env.fails(&["key", "disable", "missing"], "no key labelled");
+
+    env.ok(&["key", "disable", "k2"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["key", "list", "--json"])).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!([
+            {"id": "k1", "key_spec": "AES_256", "key_usage": ["ENCRYPT", "DECRYPT"], "status": "ENABLED"},
+            {"id": "k2", "key_spec": "AES_256", "key_usage": ["ENCRYPT"], "status": "DISABLED"},
+            {"id": "k3", "key_spec": "AES_256", "key_usage": [], "status": "ENABLED"},
+        ])
+    );
+    env.ok(&["key", "enable", "k2"]);
+    assert!(
+        env.ok(&["key", "list"])
+            .contains("k2  AES_256   ENCRYPT          ENABLED")
+    );
+
+    // Wrong PIN: a clear error, no PIN in it.
+    let out = Command::new(env!("CARGO_BIN_EXE_keymeshctl"))
+        .args(["key", "list", "--pin", "0000"])
+        .env_clear()
+        .env("SOFTHSM2_CONF", &env.conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("0000"));
+
+    // Credentials.
+    let p = "/demo/kms/xks/v1";
+    let first: serde_json::Value =
+        serde_json::from_str(&env.ok(&["credential", "create", "--uri-path", p])).unwrap();
+    let first_id = first["XksProxyAuthenticationCredential"]["AccessKeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secret = first["XksProxyAuthenticationCredential"]["RawSecretAccessKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.ok(&["credential", "rotate", "--uri-path", p]);
+    env.ok(&["credential", "rotate", "--uri-path", p]);
+    let listed = env.ok(&["credential", "list"]);
+    assert!(
+        !listed.contains(&first_id),
+        "rotated twice: the first credential is gone"
+    );
+    assert!(!listed.contains(&secret));
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    env.fails(
+        &["credential", "rotate", "--uri-path", "/other/kms/xks/v1"],
+        "no key store",
+    );
+    env.fails(
+        &[
+            "credential",
+            "revoke",
+            "--uri-path",
+            p,
+            "--access-key-id",
+            &first_id,
+        ],
+        "has no credential",
+    );
+}
