@@ -1,0 +1,153 @@
+//! The raw HSM ceiling: AES-GCM encrypt straight through cryptoki, no network,
+//! no service — the upper bound the keymesh stack is measured against.
+//!
+//! Like the crypto-worker: one logged-in session per thread, the key handle
+//! found once, a fresh 12-byte IV from the OS CSPRNG per operation.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as Pkcs11Error, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use keymesh_common::Secret;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::stats::Stats;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RawHsmArgs {
+    /// PKCS#11 module.
+    #[arg(
+        long,
+        env = "KEYMESH_PKCS11_MODULE",
+        default_value = "/usr/lib/softhsm/libsofthsm2.so"
+    )]
+    pub module: PathBuf,
+    /// Token label.
+    #[arg(long, env = "KEYMESH_TOKEN_LABEL", default_value = "keymesh")]
+    pub token_label: String,
+    /// User PIN (prefer the env var: argv is world-readable).
+    #[arg(long, env = "KEYMESH_PIN", hide_env_values = true)]
+    pub pin: Secret,
+    /// Key label.
+    #[arg(long)]
+    pub key_id: String,
+    /// Plaintext bytes per encrypt.
+    #[arg(long, default_value_t = 32)]
+    pub size: usize,
+    /// Threads, one session each.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Seconds.
+    #[arg(long)]
+    pub duration: f64,
+}
+
+fn login(session: &Session, pin: &Secret) -> Result<(), Pkcs11Error> {
+    match session.login(UserType::User, Some(&AuthPin::from(pin.expose()))) {
+        // Login state is per token per process: every session after the
+        // first is already logged in.
+        Ok(()) | Err(Pkcs11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn find_slot(ctx: &Pkcs11, label: &str) -> anyhow::Result<Slot> {
+    for slot in ctx.get_slots_with_token()? {
+        let info = ctx.get_token_info(slot)?;
+        if info.token_initialized() && info.label() == label {
+            return Ok(slot);
+        }
+    }
+    anyhow::bail!("no initialised token labelled {label:?}")
+}
+
+fn find_key(session: &Session, label: &str) -> anyhow::Result<ObjectHandle> {
+    let handles = session.find_objects(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Token(true),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ])?;
+    match handles.as_slice() {
+        [h] => Ok(*h),
+        [] => anyhow::bail!("no secret key labelled {label:?}"),
+        _ => anyhow::bail!("several keys labelled {label:?}"),
+    }
+}
+
+/// One thread's loop until `end`.
+fn encrypt_loop(
+    ctx: &Pkcs11,
+    slot: Slot,
+    pin: &Secret,
+    key: ObjectHandle,
+    plaintext: &[u8],
+    end: Instant,
+) -> anyhow::Result<Stats> {
+    let session = ctx.open_ro_session(slot)?;
+    login(&session, pin)?;
+    let rng = SystemRandom::new();
+    let mut stats = Stats::new()?;
+    let mut iv = [0u8; 12];
+    while Instant::now() < end {
+        let t0 = Instant::now();
+        rng.fill(&mut iv)
+            .map_err(|_| anyhow::anyhow!("CSPRNG failure"))?;
+        let params = GcmParams::new(&mut iv, &[], 128.into())?;
+        match session.encrypt(&Mechanism::AesGcm(params), key, plaintext) {
+            Ok(_) => {
+                let d = t0.elapsed();
+                stats.record_ok(d, d);
+            }
+            Err(Pkcs11Error::Pkcs11(rv, _)) => stats.record_error(format!("{rv:?}")),
+            Err(e) => stats.record_error(e.to_string()),
+        }
+    }
+    Ok(stats)
+}
+
+/// Run the loop on `threads` threads; returns merged stats and wall time.
+pub fn run(args: &RawHsmArgs) -> anyhow::Result<(Stats, Duration)> {
+    let ctx = Pkcs11::new(&args.module)?;
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))?;
+    let slot = find_slot(&ctx, &args.token_label)?;
+    // Handles are per token, valid in every session of this process: find
+    // the key once (C_FindObjects costs 40–60 µs and is not what we measure).
+    // The lookup session stays open for the whole run: closing a token's last
+    // session logs it out, and SoftHSM2 then invalidates handles of private
+    // objects (CKR_OBJECT_HANDLE_INVALID in every thread).
+    let lookup = ctx.open_ro_session(slot)?;
+    login(&lookup, &args.pin)?;
+    let key = find_key(&lookup, &args.key_id)?;
+    let plaintext: Vec<u8> = (0..args.size).map(|i| (i % 251) as u8).collect();
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(args.duration);
+    let results: Vec<anyhow::Result<Stats>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..args.threads)
+            .map(|_| {
+                let (ctx, pin, plaintext) = (&ctx, &args.pin, &plaintext);
+                scope.spawn(move || encrypt_loop(ctx, slot, pin, key, plaintext, end))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("encrypt thread panicked")))
+            })
+            .collect()
+    });
+    let elapsed = start.elapsed();
+    drop(lookup);
+    let mut total = Stats::new()?;
+    for r in results {
+        total.merge(&r?)?;
+    }
+    Ok((total, elapsed))
+}
