@@ -103,13 +103,19 @@ fn check_key_id(key_id: &str) -> Result<(), Error> {
     Ok(())
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Encrypt,
+    Decrypt,
+}
+
 /// Checks that need no HSM call, in contract order: disabled, not AES-256,
 /// usage not permitted.
 fn check_key_for(
     key_id: &str,
     key: &KeyInfo,
     status: &KeyStatusFile,
-    operation: &'static str,
+    operation: Operation,
 ) -> Result<(), Error> {
     if status.is_disabled(key_id) {
         return Err(Error::KeyDisabled {
@@ -122,14 +128,14 @@ fn check_key_for(
             key_spec: key.key_spec(),
         });
     }
-    let permitted = match operation {
-        "ENCRYPT" => key.usage.encrypt,
-        _ => key.usage.decrypt,
+    let (permitted, name) = match operation {
+        Operation::Encrypt => (key.usage.encrypt, "ENCRYPT"),
+        Operation::Decrypt => (key.usage.decrypt, "DECRYPT"),
     };
     if !permitted {
         return Err(Error::UsageNotPermitted {
             key_id: key_id.to_owned(),
-            operation,
+            operation: name,
         });
     }
     Ok(())
@@ -212,7 +218,7 @@ impl CryptoWorker for CryptoService {
             .pool
             .run(deadline, move |ctx| {
                 ctx.with_key(&key_id, |session, rng, key| {
-                    check_key_for(&key_id, key, &status, "ENCRYPT")?;
+                    check_key_for(&key_id, key, &status, Operation::Encrypt)?;
                     aead::seal(
                         session,
                         key.handle,
@@ -255,7 +261,7 @@ impl CryptoWorker for CryptoService {
             .pool
             .run(deadline, move |ctx| {
                 ctx.with_key(&req.key_id, |session, _, key| {
-                    check_key_for(&req.key_id, key, &status, "DECRYPT")?;
+                    check_key_for(&req.key_id, key, &status, Operation::Decrypt)?;
                     let plaintext = aead::open(
                         session,
                         key.handle,
