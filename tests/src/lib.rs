@@ -248,6 +248,9 @@ impl Proc {
 
     /// SIGTERM, then wait up to `timeout` for exit (SIGKILL after that).
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        if let Some(st) = self.exited() {
+            return Some(st);
+        }
         let _ = self.signal("CONT");
         let _ = self.signal("TERM");
         let r = poll(&format!("{} to exit", self.name), timeout, || self.exited());
@@ -268,8 +271,10 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.signal("CONT");
-        self.kill();
+        if self.exited().is_none() {
+            let _ = self.signal("CONT");
+            self.kill();
+        }
     }
 }
 
@@ -1003,23 +1008,25 @@ pub fn shared_mesh(cell: &'static OnceLock<Mesh>, opts: impl FnOnce() -> MeshOpt
 }
 
 impl Mesh {
-    /// Import raw AES key bytes into the token with `softhsm2-util --import --aes`
+    /// Import raw AES key bytes into the token with `pkcs11-tool --write-object`
     /// (bypassing keymeshctl, e.g. for spec test vectors, a duplicate label or
-    /// a non-256-bit key).
+    /// a non-256-bit key). The key may encrypt and decrypt.
+    /// (`softhsm2-util --import --aes` is not used: it sets no CKA_VALUE_LEN.)
     pub fn import_aes_key(&self, label: &str, key: &[u8], id_hex: &str) -> Result<()> {
         let f = self.root().join(format!("import-{}.key", random_hex(4)));
         fs::write(&f, key)?;
         let pin = fs::read_to_string(&self.pin_file)?.trim().to_owned();
-        let out = Command::new("softhsm2-util")
-            .args(["--import"])
+        let out = Command::new("pkcs11-tool")
+            .args(["--module", &pkcs11_module(), "--token-label", "keymesh", "--login", "--pin", &pin, "--write-object"])
             .arg(&f)
-            .args(["--aes", "--token", "keymesh", "--label", label, "--id", id_hex, "--pin", &pin])
+            .args(["--type", "secrkey", "--key-type", &format!("AES:{}", key.len()), "--label", label, "--id", id_hex])
+            .args(["--usage-decrypt", "--sensitive"])
             .env("SOFTHSM2_CONF", &self.softhsm_conf)
             .output()?;
         let _ = fs::remove_file(&f);
         if !out.status.success() {
             bail!(
-                "softhsm2-util --import --aes {label}: {}{}",
+                "pkcs11-tool --write-object {label}: {}{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );

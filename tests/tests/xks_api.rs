@@ -184,7 +184,8 @@ async fn health_status_reports_fleet() {
 async fn lenient_request_metadata() {
     // XKS-16..19: long ARNs, opaque request ids, unknown kmsOperation, unknown members.
     let c = a();
-    let arn = format!("arn:aws:iam::111122223333:role/{}", "r".repeat(2048 - 37));
+    let prefix = "arn:aws:iam::111122223333:role/";
+    let arn = format!("{prefix}{}", "r".repeat(2048 - prefix.len()));
     assert_eq!(arn.len(), 2048);
     let mut req = EncryptRequest::new(plaintext(16));
     req.metadata.aws_principal_arn = Some(arn.clone());
@@ -667,6 +668,21 @@ async fn get_on_api_uris_is_405() {
 
 // ---------------------------------------------------------------- SigV4
 
+/// Sign `r` now (headers fixed), so later edits to it break the signature.
+fn presign(c: &XksClient, r: &mut RawRequest) {
+    let sig = xks::sign::sign_request(
+        r.signing.as_ref().unwrap(),
+        r.method.as_str(),
+        &c.config().authority,
+        &r.path,
+        &[("content-type", "application/json")],
+        &r.body,
+    )
+    .unwrap();
+    r.signing = None;
+    r.extra_headers.extend(sig.headers);
+}
+
 async fn expect_401_all_ops(c: &XksClient, what: &str, mutate: impl Fn(&mut RawRequest)) {
     for op in Operation::ALL {
         let mut raw = signed(c, op, KEY_ED, &body_for(op));
@@ -704,9 +720,15 @@ async fn sigv4_failures_are_401() {
     })
     .await;
     expect_401_all_ops(&c, "body changed after signing", |r| {
+        presign(&c, r);
         let mut b = r.body.to_vec();
         b.push(b' ');
         r.body = b.into();
+    })
+    .await;
+    expect_401_all_ops(&c, "path changed after signing", |r| {
+        presign(&c, r);
+        r.path = r.path.replace("/tenant-a/", "/tenant-b/");
     })
     .await;
     expect_401_all_ops(&c, "junk Authorization", |r| {
