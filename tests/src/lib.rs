@@ -525,6 +525,8 @@ impl Mesh {
             ("SOFTHSM2_CONF".into(), self.softhsm_conf.display().to_string()),
             ("RUST_LOG".into(), self.opts.rust_log.clone()),
             ("RUST_BACKTRACE".into(), "1".into()),
+            // Panics get backtraces; anyhow errors stay one line.
+            ("RUST_LIB_BACKTRACE".into(), "0".into()),
         ]
     }
 
