@@ -66,7 +66,10 @@ fn parse_apis(s: &str) -> BTreeSet<Operation> {
 pub fn parse_table(csv: &str) -> Vec<Row> {
     let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
     let header = lines.next().expect("header");
-    assert_eq!(split_csv(header), ["http_status", "error_name", "scenario", "apis"]);
+    assert_eq!(
+        split_csv(header),
+        ["http_status", "error_name", "scenario", "apis"]
+    );
     lines
         .map(|l| {
             let f = split_csv(l);
@@ -115,11 +118,18 @@ pub fn assert_error_shape(resp: &XksResponse, op: Operation) {
         "{op:?} {}: error Content-Type is {ct:?}, want application/json (body {body:.200})",
         resp.status()
     );
-    let err = resp
-        .error_body()
-        .unwrap_or_else(|| panic!("{op:?} {}: body is not an XKS error: {body:.400}", resp.status()));
+    let err = resp.error_body().unwrap_or_else(|| {
+        panic!(
+            "{op:?} {}: body is not an XKS error: {body:.400}",
+            resp.status()
+        )
+    });
     if let Some(m) = &err.error_message {
-        assert!(m.len() < 512, "{op:?}: errorMessage is {} chars (must be < 512)", m.len());
+        assert!(
+            m.len() < 512,
+            "{op:?}: errorMessage is {} chars (must be < 512)",
+            m.len()
+        );
         assert!(
             m.bytes().all(|b| (0x20..=0x7e).contains(&b)),
             "{op:?}: errorMessage has non-printable/non-ASCII chars: {m:?}"
@@ -129,8 +139,19 @@ pub fn assert_error_shape(resp: &XksResponse, op: Operation) {
     let row = rows
         .iter()
         .find(|r| r.error_name == err.error_name)
-        .unwrap_or_else(|| panic!("{op:?}: errorName {} is not in the XKS error table", err.error_name));
-    assert_eq!(row.status, resp.status(), "{op:?}: {} must be sent with HTTP {}", err.error_name, row.status);
+        .unwrap_or_else(|| {
+            panic!(
+                "{op:?}: errorName {} is not in the XKS error table",
+                err.error_name
+            )
+        });
+    assert_eq!(
+        row.status,
+        resp.status(),
+        "{op:?}: {} must be sent with HTTP {}",
+        err.error_name,
+        row.status
+    );
     let tolerated = op == Operation::GetHealthStatus && err.error_name == "ValidationException";
     assert!(
         row.apis.contains(&op) || tolerated,
@@ -152,12 +173,26 @@ mod tests {
     fn table_parses() {
         let t = table();
         assert_eq!(t.len(), 12);
-        let v = t.iter().find(|r| r.error_name == "ValidationException").unwrap();
+        let v = t
+            .iter()
+            .find(|r| r.error_name == "ValidationException")
+            .unwrap();
         assert!(!v.apis.contains(&Operation::GetHealthStatus));
         assert_eq!(v.apis.len(), 3);
-        let ic = t.iter().find(|r| r.error_name == "InvalidCiphertextException").unwrap();
+        let ic = t
+            .iter()
+            .find(|r| r.error_name == "InvalidCiphertextException")
+            .unwrap();
         assert_eq!(ic.apis, [Operation::Decrypt].into_iter().collect());
-        let ku = t.iter().find(|r| r.error_name == "InvalidKeyUsageException").unwrap();
-        assert_eq!(ku.apis, [Operation::Encrypt, Operation::Decrypt].into_iter().collect());
+        let ku = t
+            .iter()
+            .find(|r| r.error_name == "InvalidKeyUsageException")
+            .unwrap();
+        assert_eq!(
+            ku.apis,
+            [Operation::Encrypt, Operation::Decrypt]
+                .into_iter()
+                .collect()
+        );
     }
 }

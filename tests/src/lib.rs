@@ -74,9 +74,14 @@ pub fn marker_needles() -> Vec<String> {
         String::from_utf8(MARKER.to_vec()).unwrap(),
         b64.encode(m),
         // The marker's hex form, in case a byte slice is Debug-printed as hex.
-        MARKER.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        MARKER
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
         // Debug of a Vec<u8>: "[75, 77, 80, ...".
-        format!("{:?}", &MARKER[..8]).trim_end_matches(']').to_owned(),
+        format!("{:?}", &MARKER[..8])
+            .trim_end_matches(']')
+            .to_owned(),
     ]
 }
 
@@ -148,7 +153,10 @@ fn find_bin(dir: &Path, names: &[&str]) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    bail!("none of {names:?} found in {} (build with `cargo build --workspace --bins`)", dir.display())
+    bail!(
+        "none of {names:?} found in {} (build with `cargo build --workspace --bins`)",
+        dir.display()
+    )
 }
 
 impl Bins {
@@ -186,8 +194,12 @@ fn spawn_from_keeper(cmd: Command) -> std::io::Result<Child> {
         Mutex::new(tx)
     });
     let (rtx, rrx) = mpsc::channel();
-    tx.lock().unwrap().send((cmd, rtx)).map_err(|_| std::io::Error::other("keeper gone"))?;
-    rrx.recv().map_err(|_| std::io::Error::other("keeper gone"))?
+    tx.lock()
+        .unwrap()
+        .send((cmd, rtx))
+        .map_err(|_| std::io::Error::other("keeper gone"))?;
+    rrx.recv()
+        .map_err(|_| std::io::Error::other("keeper gone"))?
 }
 
 /// A running child process with its log file.
@@ -200,11 +212,21 @@ pub struct Proc {
 
 impl Proc {
     /// Start `program args` with `env`, output appended to `log`.
-    fn start(name: &str, program: &Path, args: &[String], env: &[(String, String)], log: &Path) -> Result<Self> {
+    fn start(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: &Path,
+    ) -> Result<Self> {
         let out = fs::OpenOptions::new().create(true).append(true).open(log)?;
         let err = out.try_clone()?;
         let mut cmd = Command::new("setpriv");
-        cmd.arg("--pdeathsig").arg("KILL").arg("--").arg(program).args(args);
+        cmd.arg("--pdeathsig")
+            .arg("KILL")
+            .arg("--")
+            .arg(program)
+            .args(args);
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         for (k, v) in env {
             cmd.env(k, v);
@@ -288,16 +310,27 @@ fn log_tail(path: &Path, n: usize) -> String {
 fn wait_addr(proc: &mut Proc, addr_file: &Path, timeout: Duration) -> Result<SocketAddr> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Ok(s) = fs::read_to_string(addr_file) {
-            if let Ok(a) = s.trim().parse::<SocketAddr>() {
-                return Ok(a);
-            }
+        if let Some(a) = fs::read_to_string(addr_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<SocketAddr>().ok())
+        {
+            return Ok(a);
         }
         if let Some(st) = proc.exited() {
-            bail!("{} exited ({st}) before writing {}:\n{}", proc.name, addr_file.display(), proc.log_tail(3000));
+            bail!(
+                "{} exited ({st}) before writing {}:\n{}",
+                proc.name,
+                addr_file.display(),
+                proc.log_tail(3000)
+            );
         }
         if Instant::now() >= deadline {
-            bail!("{} did not write {} within {timeout:?}:\n{}", proc.name, addr_file.display(), proc.log_tail(3000));
+            bail!(
+                "{} did not write {} within {timeout:?}:\n{}",
+                proc.name,
+                addr_file.display(),
+                proc.log_tail(3000)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -307,10 +340,19 @@ fn wait_addr(proc: &mut Proc, addr_file: &Path, timeout: Duration) -> Result<Soc
 // Plain HTTP probes (sync, std only) for /readyz, /livez, /ping, /metrics
 
 /// One HTTP/1.1 request over a fresh TCP connection; returns (status, body).
-pub fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(u16, String)> {
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -325,13 +367,18 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| anyhow!("bad HTTP response: {text:.200}"))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
 /// `GET path` → status (0 when the connection failed).
 pub fn http_get_status(addr: SocketAddr, path: &str) -> u16 {
-    http_request(addr, "GET", path, &[], b"").map(|r| r.0).unwrap_or(0)
+    http_request(addr, "GET", path, &[], b"")
+        .map(|r| r.0)
+        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------
@@ -416,13 +463,17 @@ pub struct Mesh {
 
 impl std::fmt::Debug for Mesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mesh").field("dir", &self.dir.path()).field("edge", &self.edge_addr).finish()
+        f.debug_struct("Mesh")
+            .field("dir", &self.dir.path())
+            .field("edge", &self.edge_addr)
+            .finish()
     }
 }
 
 /// The PKCS#11 module path.
 pub fn pkcs11_module() -> String {
-    std::env::var("KEYMESH_PKCS11_MODULE").unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into())
+    std::env::var("KEYMESH_PKCS11_MODULE")
+        .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into())
 }
 
 impl Mesh {
@@ -455,7 +506,10 @@ impl Mesh {
         let policy_file = root.join("policy.toml");
         fs::write(&policy_file, &opts.policy_toml)?;
         let limiter_file = root.join("limiter.toml");
-        fs::write(&limiter_file, opts.limiter_toml.as_deref().unwrap_or(LIMITER_DEFAULT_TOML))?;
+        fs::write(
+            &limiter_file,
+            opts.limiter_toml.as_deref().unwrap_or(LIMITER_DEFAULT_TOML),
+        )?;
         let pki = match opts.tls {
             TlsMode::Plain => None,
             _ => Some(pki::Pki::generate(&root.join("tls"))?),
@@ -517,12 +571,17 @@ impl Mesh {
     fn log_path(&self, name: &str) -> PathBuf {
         let mut n = self.log_counter.lock().unwrap();
         *n += 1;
-        self.root().join("logs").join(format!("{name}.{:02}.log", *n))
+        self.root()
+            .join("logs")
+            .join(format!("{name}.{:02}.log", *n))
     }
 
     fn child_env(&self) -> Vec<(String, String)> {
         vec![
-            ("SOFTHSM2_CONF".into(), self.softhsm_conf.display().to_string()),
+            (
+                "SOFTHSM2_CONF".into(),
+                self.softhsm_conf.display().to_string(),
+            ),
             ("RUST_LOG".into(), self.opts.rust_log.clone()),
             ("RUST_BACKTRACE".into(), "1".into()),
             // Panics get backtraces; anyhow errors stay one line.
@@ -577,24 +636,49 @@ impl Mesh {
     /// key store's current credential.
     pub fn create_credential(&self, uri_path: &str) -> Result<Credentials> {
         let f = self.root().join(format!("console-{}.json", random_hex(4)));
-        self.ctl(&["credential", "create", "--uri-path", uri_path, "--console-config", f.to_str().unwrap()])?;
+        self.ctl(&[
+            "credential",
+            "create",
+            "--uri-path",
+            uri_path,
+            "--console-config",
+            f.to_str().unwrap(),
+        ])?;
         let c = read_console_config(&f, uri_path)?;
-        self.creds.lock().unwrap().insert(uri_path.to_owned(), c.clone());
+        self.creds
+            .lock()
+            .unwrap()
+            .insert(uri_path.to_owned(), c.clone());
         Ok(c)
     }
 
     /// `credential rotate`; returns the new credential (also remembered).
     pub fn rotate_credential(&self, uri_path: &str) -> Result<Credentials> {
         let f = self.root().join(format!("console-{}.json", random_hex(4)));
-        self.ctl(&["credential", "rotate", "--uri-path", uri_path, "--console-config", f.to_str().unwrap()])?;
+        self.ctl(&[
+            "credential",
+            "rotate",
+            "--uri-path",
+            uri_path,
+            "--console-config",
+            f.to_str().unwrap(),
+        ])?;
         let c = read_console_config(&f, uri_path)?;
-        self.creds.lock().unwrap().insert(uri_path.to_owned(), c.clone());
+        self.creds
+            .lock()
+            .unwrap()
+            .insert(uri_path.to_owned(), c.clone());
         Ok(c)
     }
 
     /// The current credential of a key store.
     pub fn credentials(&self, uri_path: &str) -> Credentials {
-        self.creds.lock().unwrap().get(uri_path).cloned().unwrap_or_else(|| panic!("no credential for {uri_path}"))
+        self.creds
+            .lock()
+            .unwrap()
+            .get(uri_path)
+            .cloned()
+            .unwrap_or_else(|| panic!("no credential for {uri_path}"))
     }
 
     fn spawn_limiter(&self, listen: &str) -> Result<(Proc, SocketAddr)> {
@@ -608,7 +692,13 @@ impl Mesh {
             "--config".into(),
             self.limiter_file.display().to_string(),
         ];
-        let mut p = Proc::start("rate-limiter", &self.bins.limiter, &args, &self.child_env(), &self.log_path("rate-limiter"))?;
+        let mut p = Proc::start(
+            "rate-limiter",
+            &self.bins.limiter,
+            &args,
+            &self.child_env(),
+            &self.log_path("rate-limiter"),
+        )?;
         let a = wait_addr(&mut p, &addr_file, WAIT)?;
         Ok((p, a))
     }
@@ -637,7 +727,13 @@ impl Mesh {
             "1".into(),
         ];
         let name = format!("crypto-worker-{i}");
-        let mut p = Proc::start(&name, &self.bins.worker, &args, &self.child_env(), &self.log_path(&name))?;
+        let mut p = Proc::start(
+            &name,
+            &self.bins.worker,
+            &args,
+            &self.child_env(),
+            &self.log_path(&name),
+        )?;
         let a = wait_addr(&mut p, &addr_file, WAIT)?;
         Ok((p, a))
     }
@@ -692,7 +788,13 @@ impl Mesh {
         let addr_file = self.root().join("edge.addr");
         let _ = fs::remove_file(&addr_file);
         let args = vec!["--config".into(), self.edge_config.display().to_string()];
-        let mut p = Proc::start("edge", &self.bins.edge, &args, &self.child_env(), &self.log_path("edge"))?;
+        let mut p = Proc::start(
+            "edge",
+            &self.bins.edge,
+            &args,
+            &self.child_env(),
+            &self.log_path("edge"),
+        )?;
         let a = wait_addr(&mut p, &addr_file, WAIT)?;
         Ok((p, a))
     }
@@ -713,7 +815,10 @@ impl Mesh {
         let path = path.to_owned();
         std::thread::scope(|s| {
             s.spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async move {
                     let c = XksClient::new(mesh_client).unwrap();
                     let mut r = xks::RawRequest::post_json(path, bytes::Bytes::new(), c.signing());
@@ -731,10 +836,10 @@ impl Mesh {
     /// Wait until `/readyz` is 200.
     pub fn wait_ready(&self) -> Result<()> {
         poll("edge /readyz = 200", WAIT, || {
-            if let Some(p) = self.edge.lock().unwrap().as_mut() {
-                if let Some(st) = p.exited() {
-                    return Some(Err(anyhow!("edge exited ({st}):\n{}", p.log_tail(3000))));
-                }
+            if let Some(p) = self.edge.lock().unwrap().as_mut()
+                && let Some(st) = p.exited()
+            {
+                return Some(Err(anyhow!("edge exited ({st}):\n{}", p.log_tail(3000))));
             }
             (self.readyz() == 200).then_some(Ok(()))
         })
@@ -742,19 +847,33 @@ impl Mesh {
     }
 
     fn edge_log_tail(&self) -> String {
-        self.edge.lock().unwrap().as_ref().map(|p| p.log_tail(3000)).unwrap_or_default()
+        self.edge
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|p| p.log_tail(3000))
+            .unwrap_or_default()
     }
 
     /// Client configuration for key store `uri_path` with its current credential,
     /// plain or TLS (trusting the mesh CA, presenting the KMS client cert on mTLS).
     pub fn client_config(&self, uri_path: &str) -> ClientConfig {
-        let creds = self.creds.lock().unwrap().get(uri_path).cloned().unwrap_or_else(|| Credentials::new("AAAAAAAAAAAAAAAAAAAAAAAAAA", "x".repeat(44)));
+        let creds = self
+            .creds
+            .lock()
+            .unwrap()
+            .get(uri_path)
+            .cloned()
+            .unwrap_or_else(|| Credentials::new("AAAAAAAAAAAAAAAAAAAAAAAAAA", "x".repeat(44)));
         let mut cfg = ClientConfig::plain(self.edge_addr, uri_path, creds);
         cfg.timeout = Duration::from_secs(10);
         if let Some(p) = &self.pki {
             let mut t = TlsConfig::new(p.server_ca_pem.clone().into_bytes(), "localhost");
             if self.opts.tls == TlsMode::Mtls {
-                t = t.with_client_identity(p.client_chain_pem.clone().into_bytes(), p.client_key_pem.clone().into_bytes());
+                t = t.with_client_identity(
+                    p.client_chain_pem.clone().into_bytes(),
+                    p.client_key_pem.clone().into_bytes(),
+                );
             }
             cfg.tls = Some(t);
             cfg.authority = format!("localhost:{}", self.edge_addr.port());
@@ -778,12 +897,18 @@ impl Mesh {
 
     /// PID of worker `i` (panics if it is not running).
     pub fn worker_pid(&self, i: usize) -> u32 {
-        self.workers.lock().unwrap()[i].as_ref().expect("worker running").pid()
+        self.workers.lock().unwrap()[i]
+            .as_ref()
+            .expect("worker running")
+            .pid()
     }
 
     /// Signal worker `i` (`STOP`, `CONT`, `TERM`, ...).
     pub fn signal_worker(&self, i: usize, sig: &str) -> Result<()> {
-        self.workers.lock().unwrap()[i].as_ref().ok_or_else(|| anyhow!("worker {i} not running"))?.signal(sig)
+        self.workers.lock().unwrap()[i]
+            .as_ref()
+            .ok_or_else(|| anyhow!("worker {i} not running"))?
+            .signal(sig)
     }
 
     /// kill -9 worker `i` and reap it.
@@ -823,7 +948,12 @@ impl Mesh {
 
     /// Signal the rate-limiter.
     pub fn signal_limiter(&self, sig: &str) -> Result<()> {
-        self.limiter.lock().unwrap().as_ref().ok_or_else(|| anyhow!("limiter not running"))?.signal(sig)
+        self.limiter
+            .lock()
+            .unwrap()
+            .as_ref()
+            .ok_or_else(|| anyhow!("limiter not running"))?
+            .signal(sig)
     }
 
     /// kill -9 the rate-limiter.
@@ -855,12 +985,22 @@ impl Mesh {
 
     /// Signal the edge.
     pub fn signal_edge(&self, sig: &str) -> Result<()> {
-        self.edge.lock().unwrap().as_ref().ok_or_else(|| anyhow!("edge not running"))?.signal(sig)
+        self.edge
+            .lock()
+            .unwrap()
+            .as_ref()
+            .ok_or_else(|| anyhow!("edge not running"))?
+            .signal(sig)
     }
 
     /// Whether the edge process is still running.
     pub fn edge_alive(&self) -> bool {
-        self.edge.lock().unwrap().as_mut().map(|p| p.exited().is_none()).unwrap_or(false)
+        self.edge
+            .lock()
+            .unwrap()
+            .as_mut()
+            .map(|p| p.exited().is_none())
+            .unwrap_or(false)
     }
 
     /// Replace the policy file atomically (the edge hot-reloads it).
@@ -890,7 +1030,10 @@ impl Mesh {
             for n in &needles {
                 if let Some(pos) = text.find(n.as_str()) {
                     let start = text[..pos].rfind('\n').map(|p| p + 1).unwrap_or(0);
-                    let end = text[pos..].find('\n').map(|e| pos + e).unwrap_or(text.len());
+                    let end = text[pos..]
+                        .find('\n')
+                        .map(|e| pos + e)
+                        .unwrap_or(text.len());
                     panic!(
                         "plaintext marker {n:?} found in {}:\n{}",
                         f.display(),
@@ -918,11 +1061,23 @@ impl Mesh {
 
     /// Run curl's own SigV4 signer (`--aws-sigv4`) against `path` with `body`.
     /// Returns (status, body).
-    pub fn curl(&self, path: &str, body: &[u8], creds: &Credentials, extra: &[&str]) -> Result<(u16, String)> {
-        let f = self.root().join(format!("curl-body-{}.json", random_hex(4)));
+    pub fn curl(
+        &self,
+        path: &str,
+        body: &[u8],
+        creds: &Credentials,
+        extra: &[&str],
+    ) -> Result<(u16, String)> {
+        let f = self
+            .root()
+            .join(format!("curl-body-{}.json", random_hex(4)));
         fs::write(&f, body)?;
         let scheme = if self.pki.is_some() { "https" } else { "http" };
-        let host = if self.pki.is_some() { "localhost" } else { "127.0.0.1" };
+        let host = if self.pki.is_some() {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
         let url = format!("{scheme}://{host}:{}{path}", self.edge_addr.port());
         let mut cmd = Command::new("curl");
         cmd.args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"])
@@ -935,17 +1090,29 @@ impl Mesh {
             .args(extra);
         if let Some(p) = &self.pki {
             cmd.arg("--cacert").arg(&p.server_ca_cert);
-            cmd.arg("--resolve").arg(format!("localhost:{}:127.0.0.1", self.edge_addr.port()));
+            cmd.arg("--resolve")
+                .arg(format!("localhost:{}:127.0.0.1", self.edge_addr.port()));
             if self.opts.tls == TlsMode::Mtls {
-                cmd.arg("--cert").arg(&p.client_cert).arg("--key").arg(&p.client_key);
+                cmd.arg("--cert")
+                    .arg(&p.client_cert)
+                    .arg("--key")
+                    .arg(&p.client_key);
             }
         }
         cmd.arg(url);
         let out = cmd.output()?;
         let _ = fs::remove_file(&f);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').ok_or_else(|| anyhow!("curl output: {text}"))?;
-        let code: u16 = code.trim().parse().map_err(|_| anyhow!("curl failed: {} {}", text, String::from_utf8_lossy(&out.stderr)))?;
+        let (body, code) = text
+            .rsplit_once('\n')
+            .ok_or_else(|| anyhow!("curl output: {text}"))?;
+        let code: u16 = code.trim().parse().map_err(|_| {
+            anyhow!(
+                "curl failed: {} {}",
+                text,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
         Ok((code, body.to_owned()))
     }
 }
@@ -960,20 +1127,32 @@ impl Drop for Mesh {
         if std::env::var_os("KEYMESH_KEEP_TMP").is_some() {
             let p = self.dir.path().to_path_buf();
             eprintln!("keeping {}", p.display());
-            std::mem::forget(std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()));
+            std::mem::forget(std::mem::replace(
+                &mut self.dir,
+                tempfile::tempdir().unwrap(),
+            ));
         }
     }
 }
 
 fn read_console_config(f: &Path, uri_path: &str) -> Result<Credentials> {
-    let v: serde_json::Value = serde_json::from_slice(&fs::read(f).with_context(|| format!("read {}", f.display()))?)?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&fs::read(f).with_context(|| format!("read {}", f.display()))?)?;
     if v["XksProxyUriPath"] != uri_path {
-        bail!("console config {} names {} not {uri_path}", f.display(), v["XksProxyUriPath"]);
+        bail!(
+            "console config {} names {} not {uri_path}",
+            f.display(),
+            v["XksProxyUriPath"]
+        );
     }
     let c = &v["XksProxyAuthenticationCredential"];
     Ok(Credentials::new(
-        c["AccessKeyId"].as_str().ok_or_else(|| anyhow!("no AccessKeyId"))?,
-        c["RawSecretAccessKey"].as_str().ok_or_else(|| anyhow!("no RawSecretAccessKey"))?,
+        c["AccessKeyId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no AccessKeyId"))?,
+        c["RawSecretAccessKey"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no RawSecretAccessKey"))?,
     ))
 }
 
@@ -995,7 +1174,10 @@ pub fn random_hex(n: usize) -> String {
 
 /// Shared meshes: one per test binary, started on first use, never dropped
 /// (children die with the test process via PDEATHSIG).
-pub fn shared_mesh(cell: &'static OnceLock<Mesh>, opts: impl FnOnce() -> MeshOptions) -> &'static Mesh {
+pub fn shared_mesh(
+    cell: &'static OnceLock<Mesh>,
+    opts: impl FnOnce() -> MeshOptions,
+) -> &'static Mesh {
     static START: Mutex<()> = Mutex::new(());
     if let Some(m) = cell.get() {
         return m;
@@ -1019,9 +1201,27 @@ impl Mesh {
         fs::write(&f, key)?;
         let pin = fs::read_to_string(&self.pin_file)?.trim().to_owned();
         let out = Command::new("pkcs11-tool")
-            .args(["--module", &pkcs11_module(), "--token-label", "keymesh", "--login", "--pin", &pin, "--write-object"])
+            .args([
+                "--module",
+                &pkcs11_module(),
+                "--token-label",
+                "keymesh",
+                "--login",
+                "--pin",
+                &pin,
+                "--write-object",
+            ])
             .arg(&f)
-            .args(["--type", "secrkey", "--key-type", &format!("AES:{}", key.len()), "--label", label, "--id", id_hex])
+            .args([
+                "--type",
+                "secrkey",
+                "--key-type",
+                &format!("AES:{}", key.len()),
+                "--label",
+                label,
+                "--id",
+                id_hex,
+            ])
             .args(["--usage-decrypt", "--sensitive"])
             .env("SOFTHSM2_CONF", &self.softhsm_conf)
             .output()?;

@@ -48,21 +48,40 @@ impl Ca {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = dn(cn);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.not_before = OffsetDateTime::now_utc() - Duration::days(1);
         params.not_after = OffsetDateTime::now_utc() + Duration::days(365);
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
-        Ok(Self { cert_pem: cert.pem(), params, key })
+        Ok(Self {
+            cert_pem: cert.pem(),
+            params,
+            key,
+        })
     }
 
     /// Issue a leaf for `cn` with `sans`, valid in [not_before, not_after].
-    pub fn issue(&self, cn: &str, sans: &[&str], client: bool, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Result<Leaf> {
-        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+    pub fn issue(
+        &self,
+        cn: &str,
+        sans: &[&str],
+        client: bool,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Leaf> {
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
         params.distinguished_name = dn(cn);
         params.not_before = not_before;
         params.not_after = not_after;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = vec![if client {
             ExtendedKeyUsagePurpose::ClientAuth
         } else {
@@ -71,13 +90,22 @@ impl Ca {
         let key = KeyPair::generate()?;
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer)?;
-        Ok(Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 
     /// A currently valid leaf.
     pub fn issue_valid(&self, cn: &str, sans: &[&str], client: bool) -> Result<Leaf> {
         let now = OffsetDateTime::now_utc();
-        self.issue(cn, sans, client, now - Duration::days(1), now + Duration::days(30))
+        self.issue(
+            cn,
+            sans,
+            client,
+            now - Duration::days(1),
+            now + Duration::days(30),
+        )
     }
 }
 

@@ -20,16 +20,36 @@ const DUP: &str = "key-dup";
 /// (errorName, API) combinations the table allows but keymesh cannot produce,
 /// by design.
 const NOT_PRODUCIBLE: &[(&str, Operation, &str)] = &[
-    ("InvalidStateException", Operation::GetKeyMetadata, "a disabled key is reported as keyStatus DISABLED with 200 (spec §5.1)"),
-    ("InvalidStateException", Operation::GetHealthStatus, "keymesh has no way to disable a whole key store"),
+    (
+        "InvalidStateException",
+        Operation::GetKeyMetadata,
+        "a disabled key is reported as keyStatus DISABLED with 200 (spec §5.1)",
+    ),
+    (
+        "InvalidStateException",
+        Operation::GetHealthStatus,
+        "keymesh has no way to disable a whole key store",
+    ),
 ];
 
 /// Combinations whose outcome is an implementation choice the spec leaves open
 /// (reported when not observed, not a failure).
 const IMPLEMENTATION_CHOICE: &[(&str, Operation, &str)] = &[
-    ("ThrottlingException", Operation::GetHealthStatus, "health checks may be exempt from per-tenant quotas"),
-    ("DependencyTimeoutException", Operation::GetHealthStatus, "health may answer from a cached background check (§5.4, ≤ 60 s)"),
-    ("InternalException", Operation::GetHealthStatus, "with every worker down either 500 or 503 is allowed (§15.7)"),
+    (
+        "ThrottlingException",
+        Operation::GetHealthStatus,
+        "health checks may be exempt from per-tenant quotas",
+    ),
+    (
+        "DependencyTimeoutException",
+        Operation::GetHealthStatus,
+        "health may answer from a cached background check (§5.4, ≤ 60 s)",
+    ),
+    (
+        "InternalException",
+        Operation::GetHealthStatus,
+        "with every worker down either 500 or 503 is allowed (§15.7)",
+    ),
 ];
 
 fn body(op: Operation) -> serde_json::Value {
@@ -77,7 +97,11 @@ async fn every_row_of_the_error_table() {
     m.import_aes_key(DUP, &[2; 32], "d2").unwrap();
     let c = m.client(TENANT_A);
     let mut seen: BTreeMap<(String, Operation), u16> = BTreeMap::new();
-    let keyed = [Operation::GetKeyMetadata, Operation::Encrypt, Operation::Decrypt];
+    let keyed = [
+        Operation::GetKeyMetadata,
+        Operation::Encrypt,
+        Operation::Decrypt,
+    ];
 
     // 400 ValidationException
     for op in keyed {
@@ -87,7 +111,12 @@ async fn every_row_of_the_error_table() {
     // 400 InvalidStateException (disabled key)
     m.ctl(&["key", "disable", KEY_TOGGLE]).unwrap();
     poll_async("key disabled", Duration::from_secs(5), || async {
-        (c.encrypt(KEY_TOGGLE, &EncryptRequest::new(plaintext(8))).await.ok()?.status() == 400).then_some(())
+        (c.encrypt(KEY_TOGGLE, &EncryptRequest::new(plaintext(8)))
+            .await
+            .ok()?
+            .status()
+            == 400)
+            .then_some(())
     })
     .await
     .unwrap();
@@ -96,13 +125,29 @@ async fn every_row_of_the_error_table() {
     }
     m.ctl(&["key", "enable", KEY_TOGGLE]).unwrap();
     // 400 InvalidCiphertextException
-    record(&mut seen, &call(&c, Operation::Decrypt, KEY_ED).await, Operation::Decrypt);
+    record(
+        &mut seen,
+        &call(&c, Operation::Decrypt, KEY_ED).await,
+        Operation::Decrypt,
+    );
     // 400 InvalidKeyUsageException
-    record(&mut seen, &call(&c, Operation::Encrypt, KEY_DEC).await, Operation::Encrypt);
-    record(&mut seen, &call(&c, Operation::Decrypt, KEY_ENC).await, Operation::Decrypt);
+    record(
+        &mut seen,
+        &call(&c, Operation::Encrypt, KEY_DEC).await,
+        Operation::Encrypt,
+    );
+    record(
+        &mut seen,
+        &call(&c, Operation::Decrypt, KEY_ENC).await,
+        Operation::Decrypt,
+    );
     // 401 AuthenticationFailedException
     for op in Operation::ALL {
-        let mut raw = RawRequest::post_json(op.path(TENANT_A, KEY_ED), serde_json::to_vec(&body(op)).unwrap(), c.signing());
+        let mut raw = RawRequest::post_json(
+            op.path(TENANT_A, KEY_ED),
+            serde_json::to_vec(&body(op)).unwrap(),
+            c.signing(),
+        );
         raw.signing = Some(c.signing().skewed(-3600));
         record(&mut seen, &c.send(raw).await.unwrap(), op);
     }
@@ -111,14 +156,22 @@ async fn every_row_of_the_error_table() {
     for op in keyed {
         record(&mut seen, &call(&pol, op, KEY_ED).await, op);
     }
-    assert_eq!(call(&pol, Operation::GetHealthStatus, "").await.status(), 200, "health bypasses policy");
+    assert_eq!(
+        call(&pol, Operation::GetHealthStatus, "").await.status(),
+        200,
+        "health bypasses policy"
+    );
     // 404 KeyNotFoundException
     for op in keyed {
         record(&mut seen, &call(&c, op, "no-such-key").await, op);
     }
     // 404 InvalidUriPathException
     for op in Operation::ALL {
-        let raw = RawRequest::post_json(op.path("/nope/kms/xks/v1", KEY_ED), serde_json::to_vec(&body(op)).unwrap(), c.signing());
+        let raw = RawRequest::post_json(
+            op.path("/nope/kms/xks/v1", KEY_ED),
+            serde_json::to_vec(&body(op)).unwrap(),
+            c.signing(),
+        );
         record(&mut seen, &c.send(raw).await.unwrap(), op);
     }
     // 429 ThrottlingException
@@ -150,8 +203,15 @@ async fn every_row_of_the_error_table() {
     m.signal_worker(0, "CONT").unwrap();
     // Health with the worker dead: 500 or 503.
     m.kill_worker(0);
-    poll("readyz 503", Duration::from_secs(10), || (m.readyz() == 503).then_some(())).unwrap();
-    record(&mut seen, &call(&c, Operation::GetHealthStatus, "").await, Operation::GetHealthStatus);
+    poll("readyz 503", Duration::from_secs(10), || {
+        (m.readyz() == 503).then_some(())
+    })
+    .unwrap();
+    record(
+        &mut seen,
+        &call(&c, Operation::GetHealthStatus, "").await,
+        Operation::GetHealthStatus,
+    );
 
     // ---- compare with the table
     let rows = table();
@@ -163,32 +223,66 @@ async fn every_row_of_the_error_table() {
             let line = if let Some(st) = seen.get(&key) {
                 assert_eq!(*st, row.status);
                 "observed"
-            } else if let Some((_, _, why)) = NOT_PRODUCIBLE.iter().find(|(n, o, _)| *n == row.error_name && o == op) {
-                report.push_str(&format!("  {} {} {:?}: not producible: {why}\n", row.status, row.error_name, op));
+            } else if let Some((_, _, why)) = NOT_PRODUCIBLE
+                .iter()
+                .find(|(n, o, _)| *n == row.error_name && o == op)
+            {
+                report.push_str(&format!(
+                    "  {} {} {:?}: not producible: {why}\n",
+                    row.status, row.error_name, op
+                ));
                 continue;
-            } else if let Some((_, _, why)) = IMPLEMENTATION_CHOICE.iter().find(|(n, o, _)| *n == row.error_name && o == op) {
-                report.push_str(&format!("  {} {} {:?}: not observed ({why})\n", row.status, row.error_name, op));
+            } else if let Some((_, _, why)) = IMPLEMENTATION_CHOICE
+                .iter()
+                .find(|(n, o, _)| *n == row.error_name && o == op)
+            {
+                report.push_str(&format!(
+                    "  {} {} {:?}: not observed ({why})\n",
+                    row.status, row.error_name, op
+                ));
                 continue;
             } else {
                 missing.push(format!("{} {} for {:?}", row.status, row.error_name, op));
                 "MISSING"
             };
-            report.push_str(&format!("  {} {} {:?}: {line}\n", row.status, row.error_name, op));
+            report.push_str(&format!(
+                "  {} {} {:?}: {line}\n",
+                row.status, row.error_name, op
+            ));
         }
     }
     eprintln!("error table coverage:\n{report}");
-    assert!(missing.is_empty(), "rows not produced: {missing:#?}\n{report}");
-    let observed_pairs: BTreeSet<(u16, String)> = OBSERVED.lock().unwrap().iter().map(|(s, n, _)| (*s, n.clone())).collect();
-    let table_pairs: BTreeSet<(u16, String)> = rows.iter().map(|r| (r.status, r.error_name.clone())).collect();
-    assert_eq!(observed_pairs, table_pairs, "observed (status, errorName) pairs must equal the table");
+    assert!(
+        missing.is_empty(),
+        "rows not produced: {missing:#?}\n{report}"
+    );
+    let observed_pairs: BTreeSet<(u16, String)> = OBSERVED
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(s, n, _)| (*s, n.clone()))
+        .collect();
+    let table_pairs: BTreeSet<(u16, String)> = rows
+        .iter()
+        .map(|r| (r.status, r.error_name.clone()))
+        .collect();
+    assert_eq!(
+        observed_pairs, table_pairs,
+        "observed (status, errorName) pairs must equal the table"
+    );
     m.assert_no_plaintext_in_logs();
 }
 
 /// The copy of the table the tests ship matches the shared one when present.
 #[test]
 fn fixture_matches_shared_table() {
-    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/errors/xks.csv");
+    let shared =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/errors/xks.csv");
     if let Ok(s) = std::fs::read_to_string(&shared) {
-        assert_eq!(s, keymesh_tests::errors::XKS_CSV, "tests/fixtures/xks.csv is out of date");
+        assert_eq!(
+            s,
+            keymesh_tests::errors::XKS_CSV,
+            "tests/fixtures/xks.csv is out of date"
+        );
     }
 }

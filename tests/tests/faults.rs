@@ -25,15 +25,30 @@ async fn stopped_worker_gives_dependency_timeout_within_deadline() {
     let deadline = 300u64;
     let m = Mesh::start(opts(deadline)).unwrap();
     let c = m.client(TENANT_A);
-    let enc = c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32))).await.unwrap().parse::<EncryptResponse>().unwrap();
+    let enc = c
+        .encrypt(KEY_ED, &EncryptRequest::new(plaintext(32)))
+        .await
+        .unwrap()
+        .parse::<EncryptResponse>()
+        .unwrap();
     m.signal_worker(0, "STOP").unwrap();
     let margin = Duration::from_millis(700);
-    for op in [Operation::Encrypt, Operation::Decrypt, Operation::GetKeyMetadata] {
+    for op in [
+        Operation::Encrypt,
+        Operation::Decrypt,
+        Operation::GetKeyMetadata,
+    ] {
         let t0 = Instant::now();
         let r = match op {
             Operation::Encrypt => c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32))).await,
-            Operation::Decrypt => c.decrypt(KEY_ED, &DecryptRequest::from_encrypt(&enc, None)).await,
-            _ => c.get_key_metadata(KEY_ED, &GetKeyMetadataRequest::default()).await,
+            Operation::Decrypt => {
+                c.decrypt(KEY_ED, &DecryptRequest::from_encrypt(&enc, None))
+                    .await
+            }
+            _ => {
+                c.get_key_metadata(KEY_ED, &GetKeyMetadataRequest::default())
+                    .await
+            }
         }
         .unwrap();
         let took = t0.elapsed();
@@ -47,7 +62,11 @@ async fn stopped_worker_gives_dependency_timeout_within_deadline() {
     // must come in time (503/500) or a 200 must not claim ACTIVE for the frozen worker.
     let t0 = Instant::now();
     let h = c.health(&HealthRequest::default()).await.unwrap();
-    assert!(t0.elapsed() <= Duration::from_millis(deadline) + margin, "health took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() <= Duration::from_millis(deadline) + margin,
+        "health took {:?}",
+        t0.elapsed()
+    );
     if h.status() == 200 {
         let hs = h.parse::<HealthStatus>().unwrap();
         eprintln!("health with frozen worker: {hs:?}");
@@ -56,12 +75,24 @@ async fn stopped_worker_gives_dependency_timeout_within_deadline() {
         assert_error_shape(&h, Operation::GetHealthStatus);
     }
     m.signal_worker(0, "CONT").unwrap();
-    poll_async("recovery after SIGCONT", Duration::from_secs(10), || async {
-        (c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32))).await.ok()?.status() == 200).then_some(())
-    })
+    poll_async(
+        "recovery after SIGCONT",
+        Duration::from_secs(10),
+        || async {
+            (c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32)))
+                .await
+                .ok()?
+                .status()
+                == 200)
+                .then_some(())
+        },
+    )
     .await
     .unwrap();
-    let d = c.decrypt(KEY_ED, &DecryptRequest::from_encrypt(&enc, None)).await.unwrap();
+    let d = c
+        .decrypt(KEY_ED, &DecryptRequest::from_encrypt(&enc, None))
+        .await
+        .unwrap();
     assert_eq!(d.status(), 200);
 }
 
@@ -72,7 +103,12 @@ async fn killed_worker_fails_fast_then_recovers_on_restart() {
     let m = Mesh::start(opts(500)).unwrap();
     let c = m.client(TENANT_A);
     let c2 = m.client_h2(TENANT_A);
-    let enc = c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32))).await.unwrap().parse::<EncryptResponse>().unwrap();
+    let enc = c
+        .encrypt(KEY_ED, &EncryptRequest::new(plaintext(32)))
+        .await
+        .unwrap()
+        .parse::<EncryptResponse>()
+        .unwrap();
     assert_eq!(m.readyz(), 200);
     // Load in flight while the worker dies.
     let load = {
@@ -97,20 +133,46 @@ async fn killed_worker_fails_fast_then_recovers_on_restart() {
     tokio::task::yield_now().await;
     m.kill_worker(0);
     let statuses = load.await.unwrap();
-    assert!(statuses.iter().all(|s| matches!(s, 200 | 500 | 503)), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 500 | 503)),
+        "{statuses:?}"
+    );
 
-    for op in [Operation::Encrypt, Operation::Decrypt, Operation::GetKeyMetadata] {
+    for op in [
+        Operation::Encrypt,
+        Operation::Decrypt,
+        Operation::GetKeyMetadata,
+    ] {
         for client in [&c, &c2] {
             let t0 = Instant::now();
             let r = match op {
-                Operation::Encrypt => client.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32))).await,
-                Operation::Decrypt => client.decrypt(KEY_ED, &DecryptRequest::from_encrypt(&enc, None)).await,
-                _ => client.get_key_metadata(KEY_ED, &GetKeyMetadataRequest::default()).await,
+                Operation::Encrypt => {
+                    client
+                        .encrypt(KEY_ED, &EncryptRequest::new(plaintext(32)))
+                        .await
+                }
+                Operation::Decrypt => {
+                    client
+                        .decrypt(KEY_ED, &DecryptRequest::from_encrypt(&enc, None))
+                        .await
+                }
+                _ => {
+                    client
+                        .get_key_metadata(KEY_ED, &GetKeyMetadataRequest::default())
+                        .await
+                }
             }
             .unwrap();
-            assert!(t0.elapsed() < Duration::from_secs(2), "{op:?} took {:?} with the worker dead", t0.elapsed());
             assert!(
-                matches!(r.error_name().as_deref(), Some("InternalException" | "DependencyTimeoutException")),
+                t0.elapsed() < Duration::from_secs(2),
+                "{op:?} took {:?} with the worker dead",
+                t0.elapsed()
+            );
+            assert!(
+                matches!(
+                    r.error_name().as_deref(),
+                    Some("InternalException" | "DependencyTimeoutException")
+                ),
                 "{op:?} with the worker dead: {} {}",
                 r.status(),
                 String::from_utf8_lossy(&r.body)
@@ -118,50 +180,103 @@ async fn killed_worker_fails_fast_then_recovers_on_restart() {
             assert_error_shape(&r, op);
         }
     }
-    poll("readyz 503 with no worker", Duration::from_secs(10), || (m.readyz() == 503).then_some(())).unwrap();
+    poll("readyz 503 with no worker", Duration::from_secs(10), || {
+        (m.readyz() == 503).then_some(())
+    })
+    .unwrap();
     assert_eq!(m.probe("/livez"), 200, "livez stays 200");
     let h = c.health(&HealthRequest::default()).await.unwrap();
-    assert!(matches!(h.status(), 500 | 503), "GetHealthStatus with no worker: {} {:?}", h.status(), h.body);
+    assert!(
+        matches!(h.status(), 500 | 503),
+        "GetHealthStatus with no worker: {} {:?}",
+        h.status(),
+        h.body
+    );
     assert_error_shape(&h, Operation::GetHealthStatus);
 
     m.restart_worker(0).unwrap();
-    poll("readyz 200 after restart", Duration::from_secs(15), || (m.readyz() == 200).then_some(())).unwrap();
+    poll("readyz 200 after restart", Duration::from_secs(15), || {
+        (m.readyz() == 200).then_some(())
+    })
+    .unwrap();
     poll_async("Encrypt after restart", Duration::from_secs(15), || async {
-        (c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32))).await.ok()?.status() == 200).then_some(())
+        (c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32)))
+            .await
+            .ok()?
+            .status()
+            == 200)
+            .then_some(())
     })
     .await
     .unwrap();
-    assert_eq!(c2.decrypt(KEY_ED, &DecryptRequest::from_encrypt(&enc, None)).await.unwrap().status(), 200);
-    assert_eq!(c.health(&HealthRequest::default()).await.unwrap().status(), 200);
+    assert_eq!(
+        c2.decrypt(KEY_ED, &DecryptRequest::from_encrypt(&enc, None))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.health(&HealthRequest::default()).await.unwrap().status(),
+        200
+    );
 }
 
 /// Two workers: killing one keeps the service up; health reports the fleet.
 #[tokio::test]
 async fn one_of_two_workers_down_keeps_serving() {
-    let m = Mesh::start(MeshOptions { workers: 2, ..opts(500) }).unwrap();
+    let m = Mesh::start(MeshOptions {
+        workers: 2,
+        ..opts(500)
+    })
+    .unwrap();
     let c = m.client(TENANT_A);
-    let h = c.health(&HealthRequest::default()).await.unwrap().parse::<HealthStatus>().unwrap();
+    let h = c
+        .health(&HealthRequest::default())
+        .await
+        .unwrap()
+        .parse::<HealthStatus>()
+        .unwrap();
     assert_eq!(h.ekm_fleet_details.len(), 2, "{h:?}");
     m.kill_worker(1);
     // After at most a few failures, requests are routed to the live worker.
-    poll_async("all requests to the survivor", Duration::from_secs(10), || async {
-        for _ in 0..10 {
-            if c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32))).await.ok()?.status() != 200 {
-                return None;
+    poll_async(
+        "all requests to the survivor",
+        Duration::from_secs(10),
+        || async {
+            for _ in 0..10 {
+                if c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32)))
+                    .await
+                    .ok()?
+                    .status()
+                    != 200
+                {
+                    return None;
+                }
             }
-        }
-        Some(())
-    })
+            Some(())
+        },
+    )
     .await
     .unwrap();
     assert_eq!(m.readyz(), 200, "one worker suffices for readiness");
-    let h = poll_async("health to show the dead worker", Duration::from_secs(10), || async {
-        let r = c.health(&HealthRequest::default()).await.ok()?;
-        let h = r.parse::<HealthStatus>().ok()?;
-        h.ekm_fleet_details.iter().any(|d| d.health_status != "ACTIVE").then_some(h)
-    })
+    let h = poll_async(
+        "health to show the dead worker",
+        Duration::from_secs(10),
+        || async {
+            let r = c.health(&HealthRequest::default()).await.ok()?;
+            let h = r.parse::<HealthStatus>().ok()?;
+            h.ekm_fleet_details
+                .iter()
+                .any(|d| d.health_status != "ACTIVE")
+                .then_some(h)
+        },
+    )
     .await;
-    assert!(h.is_ok(), "GetHealthStatus keeps reporting every worker ACTIVE after one died");
+    assert!(
+        h.is_ok(),
+        "GetHealthStatus keeps reporting every worker ACTIVE after one died"
+    );
 }
 
 /// SIGTERM drains the worker; /readyz follows.
@@ -170,10 +285,19 @@ async fn terminated_worker_exits_cleanly_and_readyz_follows() {
     let m = Mesh::start(opts(500)).unwrap();
     let st = m.terminate_worker(0);
     assert!(st.is_some(), "worker did not exit within 20 s of SIGTERM");
-    assert!(st.unwrap().success(), "worker exit status after SIGTERM: {st:?}");
-    poll("readyz 503", Duration::from_secs(10), || (m.readyz() == 503).then_some(())).unwrap();
+    assert!(
+        st.unwrap().success(),
+        "worker exit status after SIGTERM: {st:?}"
+    );
+    poll("readyz 503", Duration::from_secs(10), || {
+        (m.readyz() == 503).then_some(())
+    })
+    .unwrap();
     m.restart_worker(0).unwrap();
-    poll("readyz 200", Duration::from_secs(15), || (m.readyz() == 200).then_some(())).unwrap();
+    poll("readyz 200", Duration::from_secs(15), || {
+        (m.readyz() == 200).then_some(())
+    })
+    .unwrap();
 }
 
 /// Limiter down with fail-open: requests are still served; readiness reflects it.
@@ -184,43 +308,97 @@ async fn limiter_down_fail_open_still_serves() {
     m.kill_limiter();
     for i in 0..20 {
         let t0 = Instant::now();
-        let r = c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32))).await.unwrap();
-        assert_eq!(r.status(), 200, "request {i} with the limiter down (fail-open): {:?}", String::from_utf8_lossy(&r.body));
-        assert!(t0.elapsed() < Duration::from_secs(1), "request {i} took {:?}", t0.elapsed());
+        let r = c
+            .encrypt(KEY_ED, &EncryptRequest::new(plaintext(32)))
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "request {i} with the limiter down (fail-open): {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "request {i} took {:?}",
+            t0.elapsed()
+        );
     }
     // Frozen (not just dead) limiter: still served within the deadline.
     m.restart_limiter().unwrap();
     m.signal_limiter("STOP").unwrap();
     for i in 0..5 {
         let t0 = Instant::now();
-        let r = c.get_key_metadata(KEY_ED, &GetKeyMetadataRequest::default()).await.unwrap();
-        assert_eq!(r.status(), 200, "request {i} with the limiter frozen (fail-open)");
-        assert!(t0.elapsed() < Duration::from_millis(1500), "request {i} took {:?}", t0.elapsed());
+        let r = c
+            .get_key_metadata(KEY_ED, &GetKeyMetadataRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "request {i} with the limiter frozen (fail-open)"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_millis(1500),
+            "request {i} took {:?}",
+            t0.elapsed()
+        );
     }
     m.signal_limiter("CONT").unwrap();
-    poll("readyz 200 with the limiter back", Duration::from_secs(10), || (m.readyz() == 200).then_some(())).unwrap();
+    poll(
+        "readyz 200 with the limiter back",
+        Duration::from_secs(10),
+        || (m.readyz() == 200).then_some(()),
+    )
+    .unwrap();
 }
 
 /// Limiter down with fail-closed: 503 DependencyTimeoutException in time.
 #[tokio::test]
 async fn limiter_down_fail_closed_is_dependency_timeout() {
-    let m = Mesh::start(MeshOptions { limiter_failure_policy: "closed".into(), ..opts(400) }).unwrap();
+    let m = Mesh::start(MeshOptions {
+        limiter_failure_policy: "closed".into(),
+        ..opts(400)
+    })
+    .unwrap();
     let c = m.client(TENANT_A);
-    assert_eq!(c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32))).await.unwrap().status(), 200);
+    assert_eq!(
+        c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32)))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     m.signal_limiter("STOP").unwrap();
     // Leases already taken may still serve a few requests; then 503.
-    let r = poll_async("503 with the limiter frozen", Duration::from_secs(10), || async {
-        let t0 = Instant::now();
-        let r = c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32))).await.ok()?;
-        assert!(t0.elapsed() < Duration::from_millis(1500), "took {:?}", t0.elapsed());
-        (r.status() != 200).then_some(r)
-    })
+    let r = poll_async(
+        "503 with the limiter frozen",
+        Duration::from_secs(10),
+        || async {
+            let t0 = Instant::now();
+            let r = c
+                .encrypt(KEY_ED, &EncryptRequest::new(plaintext(32)))
+                .await
+                .ok()?;
+            assert!(
+                t0.elapsed() < Duration::from_millis(1500),
+                "took {:?}",
+                t0.elapsed()
+            );
+            (r.status() != 200).then_some(r)
+        },
+    )
     .await
     .unwrap();
     assert_xks_error(&r, Operation::Encrypt, 503, "DependencyTimeoutException");
     m.signal_limiter("CONT").unwrap();
     poll_async("served again", Duration::from_secs(10), || async {
-        (c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32))).await.ok()?.status() == 200).then_some(())
+        (c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32)))
+            .await
+            .ok()?
+            .status()
+            == 200)
+            .then_some(())
     })
     .await
     .unwrap();
@@ -231,7 +409,13 @@ async fn limiter_down_fail_closed_is_dependency_timeout() {
 async fn edge_sigterm_exits_cleanly() {
     let m = Mesh::start(opts(500)).unwrap();
     let c = m.client(TENANT_A);
-    assert_eq!(c.health(&HealthRequest::default()).await.unwrap().status(), 200);
+    assert_eq!(
+        c.health(&HealthRequest::default()).await.unwrap().status(),
+        200
+    );
     m.signal_edge("TERM").unwrap();
-    poll("edge exit", Duration::from_secs(20), || (!m.edge_alive()).then_some(())).unwrap();
+    poll("edge exit", Duration::from_secs(20), || {
+        (!m.edge_alive()).then_some(())
+    })
+    .unwrap();
 }

@@ -100,7 +100,10 @@ impl TlsConfig {
         self
     }
 
-    fn build(&self, http: HttpVersion) -> Result<(tokio_rustls::TlsConnector, ServerName<'static>), Error> {
+    fn build(
+        &self,
+        http: HttpVersion,
+    ) -> Result<(tokio_rustls::TlsConnector, ServerName<'static>), Error> {
         let tls = |e: rustls::Error| Error::Tls(e.to_string());
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(&self.root_ca_pem) {
@@ -205,7 +208,11 @@ pub struct RawRequest {
 
 impl RawRequest {
     /// A signed `POST path` with a JSON body, signed with `signing`.
-    pub fn post_json(path: impl Into<String>, body: impl Into<Bytes>, signing: SigningOptions) -> Self {
+    pub fn post_json(
+        path: impl Into<String>,
+        body: impl Into<Bytes>,
+        signing: SigningOptions,
+    ) -> Self {
         Self {
             method: Method::POST,
             path: path.into(),
@@ -298,7 +305,9 @@ pub struct XksClient {
 
 impl std::fmt::Debug for XksClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("XksClient").field("config", &self.config).finish()
+        f.debug_struct("XksClient")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -363,7 +372,9 @@ impl XksClient {
                         .negotiated_cipher_suite()
                         .map(|s| format!("{:?}", s.suite()))
                         .unwrap_or_default(),
-                    alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
+                    alpn: conn
+                        .alpn_protocol()
+                        .map(|p| String::from_utf8_lossy(p).into_owned()),
                 };
                 if let Ok(mut g) = self.tls_info.lock() {
                     *g = Some(info);
@@ -401,9 +412,18 @@ impl XksClient {
             headers.push(("content-type".into(), ct.clone()));
         }
         if let Some(signing) = &raw.signing {
-            let signed: Vec<(&str, &str)> =
-                headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-            let sig = sign_request(signing, raw.method.as_str(), authority, &raw.path, &signed, &raw.body)?;
+            let signed: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            let sig = sign_request(
+                signing,
+                raw.method.as_str(),
+                authority,
+                &raw.path,
+                &signed,
+                &raw.body,
+            )?;
             headers.extend(sig.headers);
         }
         let uri = match self.config.http {
@@ -480,7 +500,11 @@ impl XksClient {
                         version: parts.version,
                     });
                 }
-                Err(e) if reused && attempt < 2 && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) => {
+                Err(e)
+                    if reused
+                        && attempt < 2
+                        && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) =>
+                {
                     *self.conn.lock().await = None;
                 }
                 Err(e) => {
@@ -492,44 +516,68 @@ impl XksClient {
     }
 
     /// A signed POST of `body` (exact bytes) to `op` on `key_id`.
-    pub async fn post(&self, op: Operation, key_id: &str, body: impl Into<Bytes>) -> Result<XksResponse, Error> {
+    pub async fn post(
+        &self,
+        op: Operation,
+        key_id: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<XksResponse, Error> {
         let path = op.path(&self.config.uri_path, key_id);
-        self.send(RawRequest::post_json(path, body, self.signing())).await
+        self.send(RawRequest::post_json(path, body, self.signing()))
+            .await
     }
 
     /// A signed POST of a JSON value to `op` on `key_id`.
-    pub async fn post_json(&self, op: Operation, key_id: &str, body: &Value) -> Result<XksResponse, Error> {
+    pub async fn post_json(
+        &self,
+        op: Operation,
+        key_id: &str,
+        body: &Value,
+    ) -> Result<XksResponse, Error> {
         let bytes = serde_json::to_vec(body).map_err(|e| Error::Config(e.to_string()))?;
         self.post(op, key_id, bytes).await
     }
 
     /// GetKeyMetadata.
-    pub async fn get_key_metadata(&self, key_id: &str, req: &GetKeyMetadataRequest) -> Result<XksResponse, Error> {
-        self.post_json(Operation::GetKeyMetadata, key_id, &req.to_json()).await
+    pub async fn get_key_metadata(
+        &self,
+        key_id: &str,
+        req: &GetKeyMetadataRequest,
+    ) -> Result<XksResponse, Error> {
+        self.post_json(Operation::GetKeyMetadata, key_id, &req.to_json())
+            .await
     }
 
     /// Encrypt.
     pub async fn encrypt(&self, key_id: &str, req: &EncryptRequest) -> Result<XksResponse, Error> {
-        self.post_json(Operation::Encrypt, key_id, &req.to_json()).await
+        self.post_json(Operation::Encrypt, key_id, &req.to_json())
+            .await
     }
 
     /// Decrypt.
     pub async fn decrypt(&self, key_id: &str, req: &DecryptRequest) -> Result<XksResponse, Error> {
-        self.post_json(Operation::Decrypt, key_id, &req.to_json()).await
+        self.post_json(Operation::Decrypt, key_id, &req.to_json())
+            .await
     }
 
     /// GetHealthStatus.
     pub async fn health(&self, req: &HealthRequest) -> Result<XksResponse, Error> {
-        self.post_json(Operation::GetHealthStatus, "", &req.to_json()).await
+        self.post_json(Operation::GetHealthStatus, "", &req.to_json())
+            .await
     }
 }
 
 type RespFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>> + Send>,
+    Box<
+        dyn std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>
+            + Send,
+    >,
 >;
 
 fn futures_boxed(
-    f: impl std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>> + Send + 'static,
+    f: impl std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>
+    + Send
+    + 'static,
 ) -> RespFuture {
     Box::pin(f)
 }

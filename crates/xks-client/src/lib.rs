@@ -37,7 +37,9 @@ pub mod client;
 pub mod model;
 pub mod sign;
 
-pub use client::{ClientConfig, HttpVersion, RawRequest, TlsConfig, TlsInfo, TlsVersion, XksClient, XksResponse};
+pub use client::{
+    ClientConfig, HttpVersion, RawRequest, TlsConfig, TlsInfo, TlsVersion, XksClient, XksResponse,
+};
 pub use sign::{Credentials, SigningOptions};
 
 /// Failures that prevented a request from producing an HTTP response, or a

@@ -226,7 +226,10 @@ impl std::fmt::Debug for EncryptRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EncryptRequest")
             .field("metadata", &self.metadata)
-            .field("plaintext", &format_args!("<{} bytes>", self.plaintext.len()))
+            .field(
+                "plaintext",
+                &format_args!("<{} bytes>", self.plaintext.len()),
+            )
             .field("aad", &self.aad.as_ref().map(Vec::len))
             .field("cdiv_algorithm", &self.cdiv_algorithm)
             .finish()
@@ -263,13 +266,19 @@ impl EncryptRequest {
     pub fn to_json(&self) -> Value {
         let mut members = vec![
             ("plaintext", Value::String(b64(&self.plaintext))),
-            ("encryptionAlgorithm", Value::String(self.encryption_algorithm.clone())),
+            (
+                "encryptionAlgorithm",
+                Value::String(self.encryption_algorithm.clone()),
+            ),
         ];
         if let Some(aad) = &self.aad {
             members.push(("additionalAuthenticatedData", Value::String(b64(aad))));
         }
         if let Some(alg) = &self.cdiv_algorithm {
-            members.push(("ciphertextDataIntegrityValueAlgorithm", Value::String(alg.clone())));
+            members.push((
+                "ciphertextDataIntegrityValueAlgorithm",
+                Value::String(alg.clone()),
+            ));
         }
         body_with(&self.metadata, members)
     }
@@ -312,7 +321,10 @@ impl DecryptRequest {
     pub fn to_json(&self) -> Value {
         let mut members = vec![
             ("ciphertext", Value::String(b64(&self.ciphertext))),
-            ("encryptionAlgorithm", Value::String(self.encryption_algorithm.clone())),
+            (
+                "encryptionAlgorithm",
+                Value::String(self.encryption_algorithm.clone()),
+            ),
             ("initializationVector", Value::String(b64(&self.iv))),
             ("authenticationTag", Value::String(b64(&self.tag))),
         ];
@@ -471,7 +483,9 @@ impl FromJson for HealthStatus {
             fleet_size: v
                 .get("xksProxyFleetSize")
                 .and_then(Value::as_u64)
-                .ok_or_else(|| Error::Malformed("xksProxyFleetSize is not an unsigned integer".into()))?,
+                .ok_or_else(|| {
+                    Error::Malformed("xksProxyFleetSize is not an unsigned integer".into())
+                })?,
             proxy_vendor: str_member(v, "xksProxyVendor")?.to_owned(),
             proxy_model: str_member(v, "xksProxyModel")?.to_owned(),
             ekm_vendor: str_member(v, "ekmVendor")?.to_owned(),
@@ -547,7 +561,10 @@ mod tests {
             &unb64("D2e6d6rFmlDeYA==").unwrap(),
             &unb64("xFDqNpJZJtrAIIz8JcT7Aw==").unwrap(),
         );
-        assert_eq!(hex(&d), "9a8e808ed6504b817c35b17e3a83f80d91aac8330481d6748aec0b6e59c8dcc8");
+        assert_eq!(
+            hex(&d),
+            "9a8e808ed6504b817c35b17e3a83f80d91aac8330481d6748aec0b6e59c8dcc8"
+        );
         assert_eq!(b64(&d), "mo6AjtZQS4F8NbF+OoP4DZGqyDMEgdZ0iuwLblnI3Mg=");
         // §7.3 (b)
         let d = cdiv(
@@ -590,7 +607,11 @@ mod tests {
         let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
         let iv: [u8; 12] = core::array::from_fn(|i| i as u8);
         for (aad, cm, tag) in [
-            (&b"tenant=blue;app=ledger"[..], &b"kv=7"[..], "xFDqNpJZJtrAIIz8JcT7Aw=="),
+            (
+                &b"tenant=blue;app=ledger"[..],
+                &b"kv=7"[..],
+                "xFDqNpJZJtrAIIz8JcT7Aw==",
+            ),
             (&b""[..], &b""[..], "mJhlsXlHTS24iNH/Fpd19w=="),
         ] {
             let mut buf = b"Hello XKS!".to_vec();
@@ -614,7 +635,10 @@ mod tests {
             .to_json();
         assert_eq!(v["plaintext"], "SGVsbG8gWEtTIQ==");
         assert_eq!(v["encryptionAlgorithm"], "AES_GCM");
-        assert_eq!(v["additionalAuthenticatedData"], "dGVuYW50PWJsdWU7YXBwPWxlZGdlcg==");
+        assert_eq!(
+            v["additionalAuthenticatedData"],
+            "dGVuYW50PWJsdWU7YXBwPWxlZGdlcg=="
+        );
         assert_eq!(v["ciphertextDataIntegrityValueAlgorithm"], "SHA_256");
         assert_eq!(v["requestMetadata"]["kmsOperation"], "Encrypt");
         assert!(v["requestMetadata"].get("kmsViaService").is_none());
@@ -635,7 +659,8 @@ mod tests {
         assert_eq!(d["additionalAuthenticatedData"], "eA==");
         let h = HealthStatus::from_json(&serde_json::json!({
             "xksProxyFleetSize": 3, "xksProxyVendor": "v", "xksProxyModel": "m", "ekmVendor": "e",
-            "ekmFleetDetails": [{"id": "a", "model": "b", "healthStatus": "ACTIVE"}]})).unwrap();
+            "ekmFleetDetails": [{"id": "a", "model": "b", "healthStatus": "ACTIVE"}]}))
+        .unwrap();
         assert_eq!(h.fleet_size, 3);
         assert!(ErrorBody::from_json(&serde_json::json!({"errorMessage": "x"})).is_err());
     }

@@ -163,8 +163,15 @@ mod tests {
         };
         let body = br#"{"requestMetadata":{"kmsRequestId":"4112f4d6-db54-4af4-ae30-c55a22a8dfae","kmsOperation":"KmsHealthCheck"}}"#;
         assert_eq!(body.len(), 107);
-        let sig = sign_request(&opts, "POST", "xks.example.com", "/tenant-a/kms/xks/v1/health", &[], body)
-            .unwrap();
+        let sig = sign_request(
+            &opts,
+            "POST",
+            "xks.example.com",
+            "/tenant-a/kms/xks/v1/health",
+            &[],
+            body,
+        )
+        .unwrap();
         assert_eq!(
             sig.signature,
             "06629912cc95d9c95be59e0bf6e57c6f9264d56466d2d0b6d2946708cef17789"
@@ -202,9 +209,20 @@ mod tests {
             b"{}",
         )
         .unwrap();
-        let auth = &sig.headers.iter().find(|(n, _)| n == "authorization").unwrap().1;
-        assert!(auth.contains("SignedHeaders=content-type;host;x-amz-date"), "{auth}");
-        assert!(auth.contains("/eu-west-1/kms-xks-proxy/aws4_request"), "{auth}");
+        let auth = &sig
+            .headers
+            .iter()
+            .find(|(n, _)| n == "authorization")
+            .unwrap()
+            .1;
+        assert!(
+            auth.contains("SignedHeaders=content-type;host;x-amz-date"),
+            "{auth}"
+        );
+        assert!(
+            auth.contains("/eu-west-1/kms-xks-proxy/aws4_request"),
+            "{auth}"
+        );
     }
 
     #[test]
@@ -212,7 +230,10 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut o = SigningOptions::new(Credentials::new("a", "b"), "r");
         o.time = Some(t0);
-        assert_eq!(o.clone().skewed(-600).time, Some(t0 - Duration::from_secs(600)));
+        assert_eq!(
+            o.clone().skewed(-600).time,
+            Some(t0 - Duration::from_secs(600))
+        );
         assert_eq!(o.skewed(600).time, Some(t0 + Duration::from_secs(600)));
     }
 
