@@ -49,7 +49,7 @@ wait_file() { for _ in $(seq 200); do [ -s "$1" ] && return 0; sleep 0.05; done;
 
 "$BIN/crypto-worker" --listen 127.0.0.1:0 --addr-file "$DIR/worker.addr" --sessions "$SESSIONS" 2>"$DIR/worker.log" &
 PIDS+=($!); WORKER_PID=$!
-"$BIN/keymesh-rate-limiter" --listen 127.0.0.1:0 --addr-file "$DIR/limiter.addr" --config "$DIR/quotas.toml" 2>"$DIR/limiter.log" &
+"$BIN/rate-limiter" --listen 127.0.0.1:0 --addr-file "$DIR/limiter.addr" --config "$DIR/quotas.toml" 2>"$DIR/limiter.log" &
 PIDS+=($!); LIMITER_PID=$!
 wait_file "$DIR/worker.addr"; wait_file "$DIR/limiter.addr"
 
