@@ -4,6 +4,10 @@
 use clap::Parser as _;
 use keymesh_crypto_worker::{Args, serve};
 
+// mimalloc: glibc malloc showed up as ~15% of CPU per request under load.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let _telemetry = match keymesh_common::telemetry::init("crypto-worker") {

@@ -13,6 +13,10 @@ struct Args {
     config: PathBuf,
 }
 
+// mimalloc: glibc malloc showed up as ~15% of CPU per request under load.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = keymesh_common::telemetry::init("keymesh-edge")?;

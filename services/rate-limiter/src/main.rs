@@ -3,6 +3,10 @@
 use clap::Parser;
 use keymesh_rate_limiter::{Args, Config, serve};
 
+// mimalloc: glibc malloc showed up as ~15% of CPU per request under load.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = keymesh_common::telemetry::init("keymesh-rate-limiter")?;
