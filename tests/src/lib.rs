@@ -1003,6 +1003,11 @@ impl Mesh {
             .unwrap_or(false)
     }
 
+    /// The edge's exit status, if it has exited.
+    pub fn edge_exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.edge.lock().unwrap().as_mut().and_then(Proc::exited)
+    }
+
     /// Replace the policy file atomically (the edge hot-reloads it).
     pub fn write_policy(&self, toml: &str) -> Result<()> {
         atomic_write(&self.policy_file, toml.as_bytes())
@@ -1045,9 +1050,14 @@ impl Mesh {
     }
 
     /// Stop every child: SIGTERM (graceful, so logs flush), SIGKILL after a deadline.
+    ///
+    /// The edge gets 3 s: when a test drops its mesh, the test's HTTP/2 client
+    /// connections are still open on a runtime that is not being polled, so
+    /// they cannot answer the edge's GOAWAY and the drain would run into its
+    /// timeout. Clean drains are tested explicitly in `faults.rs`.
     pub fn shutdown(&self) {
         if let Some(mut p) = self.edge.lock().unwrap().take() {
-            p.terminate(Duration::from_secs(10));
+            p.terminate(Duration::from_secs(3));
         }
         for w in self.workers.lock().unwrap().iter_mut() {
             if let Some(mut p) = w.take() {

@@ -404,18 +404,37 @@ async fn limiter_down_fail_closed_is_dependency_timeout() {
     .unwrap();
 }
 
-/// The edge drains on SIGTERM and exits 0.
+/// The edge drains on SIGTERM and exits 0, promptly, even with idle
+/// HTTP/1.1 and HTTP/2 keep-alive connections open (the runtime keeps
+/// polling the client connections, so they can answer GOAWAY).
 #[tokio::test]
-async fn edge_sigterm_exits_cleanly() {
+async fn edge_sigterm_drains_idle_connections_and_exits_cleanly() {
     let m = Mesh::start(opts(500)).unwrap();
-    let c = m.client(TENANT_A);
+    let c1 = m.client(TENANT_A);
+    let c2 = m.client_h2(TENANT_A);
     assert_eq!(
-        c.health(&HealthRequest::default()).await.unwrap().status(),
+        c1.health(&HealthRequest::default()).await.unwrap().status(),
         200
     );
+    assert_eq!(
+        c2.health(&HealthRequest::default()).await.unwrap().status(),
+        200
+    );
+    let t0 = Instant::now();
     m.signal_edge("TERM").unwrap();
-    poll("edge exit", Duration::from_secs(20), || {
+    poll_async("edge exit", Duration::from_secs(20), || async {
         (!m.edge_alive()).then_some(())
     })
+    .await
     .unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "edge took {:?} to drain idle connections",
+        t0.elapsed()
+    );
+    let st = m.edge_exit_status();
+    assert!(
+        st.is_none_or(|s| s.success()),
+        "edge exit status after SIGTERM: {st:?}"
+    );
 }

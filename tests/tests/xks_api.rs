@@ -613,15 +613,25 @@ async fn oversized_body_is_refused_and_connection_recovers() {
         body["padding"] = json!("p".repeat(m.opts.max_body_bytes));
         // HTTP/2: the 501 must arrive, and the connection keeps working.
         let c = m.client_h2(TENANT_A);
-        assert_eq!(c.health(&HealthRequest::default()).await.unwrap().status(), 200);
+        assert_eq!(
+            c.health(&HealthRequest::default()).await.unwrap().status(),
+            200
+        );
         let r = c.post_json(op, KEY_ED, &body).await.unwrap();
         assert_xks_error(&r, op, 501, "UnsupportedOperationException");
-        assert_eq!(c.health(&HealthRequest::default()).await.unwrap().status(), 200, "h2 request after an oversized body");
+        assert_eq!(
+            c.health(&HealthRequest::default()).await.unwrap().status(),
+            200,
+            "h2 request after an oversized body"
+        );
         // HTTP/1.1: the edge answers before reading the body; if it closes the
         // connection without draining, a client still writing gets EPIPE/RST
         // instead of the 501. Recorded (and reported) but not fatal.
         let c = a();
-        assert_eq!(c.health(&HealthRequest::default()).await.unwrap().status(), 200);
+        assert_eq!(
+            c.health(&HealthRequest::default()).await.unwrap().status(),
+            200
+        );
         match c.post_json(op, KEY_ED, &body).await {
             Ok(r) => assert_xks_error(&r, op, 501, "UnsupportedOperationException"),
             Err(e) => h1_transport_errors.push(format!("{op:?}: {e}")),
@@ -631,7 +641,9 @@ async fn oversized_body_is_refused_and_connection_recovers() {
         assert_eq!(r.status(), 200, "request after an oversized body");
     }
     if !h1_transport_errors.is_empty() {
-        eprintln!("WARNING: HTTP/1.1 oversized body got a transport error instead of 501: {h1_transport_errors:?}");
+        eprintln!(
+            "WARNING: HTTP/1.1 oversized body got a transport error instead of 501: {h1_transport_errors:?}"
+        );
     }
 }
 
