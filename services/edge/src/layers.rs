@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -108,33 +108,53 @@ pub async fn resolve(State(state): State<Arc<AppState>>, req: Request, next: Nex
     next.run(req).await
 }
 
+/// How much of an oversized body is read and discarded so an HTTP/1.1 client
+/// that is still sending sees the 501 instead of a reset connection.
+const DRAIN_CAP: usize = 1 << 20;
+
 /// Buffer at most `max_body_bytes` (501 beyond); a body that fails or stalls → 400.
 pub async fn body_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let max = state.config.max_body_bytes;
-    let too_big = XksError::Unsupported("the request body exceeds this proxy's maximum size");
+    let Some(Deadline(at)) = req.extensions().get::<Deadline>().copied() else {
+        return XksError::Internal.into_response();
+    };
     let declared = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return too_big.into_response();
+    let (mut parts, mut body) = req.into_parts();
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(max));
+    let mut seen = 0usize;
+    let read = tokio::time::timeout_at(at, async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| ())?;
+            if let Ok(data) = frame.into_data() {
+                seen += data.len();
+                if seen <= max {
+                    buf.extend_from_slice(&data);
+                } else if seen > DRAIN_CAP {
+                    break;
+                }
+            }
+        }
+        Ok::<(), ()>(())
+    })
+    .await;
+    if seen > max {
+        return XksError::Unsupported("the request body exceeds this proxy's maximum size")
+            .into_response();
     }
-    let Some(Deadline(at)) = req.extensions().get::<Deadline>().copied() else {
-        return XksError::Internal.into_response();
-    };
-    let (mut parts, body) = req.into_parts();
-    let bytes = match tokio::time::timeout_at(at, Limited::new(body, max).collect()).await {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_big.into_response(),
-        Ok(Err(_)) => {
+    match read {
+        Ok(Ok(())) => {}
+        Ok(Err(())) => {
             return XksError::Validation("the request body could not be read").into_response();
         }
         Err(_) => {
             return XksError::Validation("the request body did not arrive in time").into_response();
         }
-    };
-    parts.extensions.insert(RawBody(bytes));
+    }
+    parts.extensions.insert(RawBody(buf.freeze()));
     next.run(Request::from_parts(parts, axum::body::Body::empty()))
         .await
 }
