@@ -80,7 +80,8 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         use tracing::Instrument;
-        let span = tracing::info_span!("grpc", rpc = %req.uri().path());
+        // Debug level: free unless a trace exporter (or RUST_LOG=debug) wants it.
+        let span = tracing::debug_span!("grpc", rpc = %req.uri().path());
         extract(req.headers(), &span);
         let fut = {
             let _g = span.enter();

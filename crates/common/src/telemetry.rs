@@ -11,6 +11,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+/// What the trace exporter records: INFO everywhere plus keymesh's request spans.
+const SPAN_FILTER: &str = "info,keymesh_edge=debug,keymesh_common=debug,keymesh_crypto_worker=debug,keymesh_rate_limiter=debug";
+
 /// Flushes exported spans when dropped; keep it alive in `main`.
 #[must_use]
 pub struct TelemetryGuard {
@@ -63,7 +66,9 @@ pub fn init(service: &'static str) -> anyhow::Result<TelemetryGuard> {
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer(service))
-            .with_filter(EnvFilter::new("info"))
+            // Request spans are DEBUG so that plain logging never pays for them;
+            // the exporter wants them.
+            .with_filter(EnvFilter::new(SPAN_FILTER))
     });
     tracing_subscriber::registry()
         .with(fmt)

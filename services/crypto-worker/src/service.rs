@@ -167,7 +167,7 @@ fn wipe(buf: Bytes) {
 
 #[tonic::async_trait]
 impl CryptoWorker for CryptoService {
-    #[tracing::instrument(skip_all, fields(key_id = %request.get_ref().key_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(key_id = %request.get_ref().key_id))]
     async fn get_key_metadata(
         &self,
         request: Request<GetKeyMetadataRequest>,
@@ -194,7 +194,7 @@ impl CryptoWorker for CryptoService {
         reply(result)
     }
 
-    #[tracing::instrument(skip_all, fields(key_id = %request.get_ref().key_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(key_id = %request.get_ref().key_id))]
     async fn encrypt(
         &self,
         request: Request<EncryptRequest>,
@@ -244,7 +244,7 @@ impl CryptoWorker for CryptoService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(key_id = %request.get_ref().key_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(key_id = %request.get_ref().key_id))]
     async fn decrypt(
         &self,
         request: Request<DecryptRequest>,

@@ -46,7 +46,9 @@ pub async fn observe(State(_): State<Arc<AppState>>, mut req: Request, next: Nex
     } else {
         "Unknown"
     };
-    let span = tracing::info_span!(
+    // Debug level: the audit line already carries these fields, so the span
+    // costs nothing unless traces are exported (or RUST_LOG=debug).
+    let span = tracing::debug_span!(
         "xks",
         operation,
         uri_path = %uri_path,
