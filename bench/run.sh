@@ -6,7 +6,8 @@
 #   bench/run.sh [OUT=bench/results.jsonl] [DURATION=10]
 #
 # Env: WORKER_SESSIONS (default 2), SIZES (default "32 4300"),
-#      CONCURRENCY (default "1 8 32"), RATES (open loop, default "1000 3000").
+#      CONCURRENCY (default "1 8 32 64"), RATES (open loop, default "1800").
+# bench/report.py turns the JSONL into the tables of bench/REPORT.md.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,8 +15,8 @@ OUT=${1:-$ROOT/bench/results.jsonl}
 DURATION=${2:-10}
 SESSIONS=${WORKER_SESSIONS:-2}
 SIZES=${SIZES:-"32 4300"}
-CONCURRENCY=${CONCURRENCY:-"1 8 32"}
-RATES=${RATES:-"1000 3000"}
+CONCURRENCY=${CONCURRENCY:-"1 8 32 64"}
+RATES=${RATES:-"1800"}
 
 cargo build --release --manifest-path "$ROOT/Cargo.toml" \
   -p keymesh-edge -p keymesh-crypto-worker -p keymesh-rate-limiter -p keymeshctl -p keymesh-loadgen
@@ -36,7 +37,10 @@ export SOFTHSM2_CONF=$DIR/softhsm2.conf
 export KEYMESH_PIN=bench-pin-1234
 export KEYMESH_KEYSTORES_FILE=$DIR/keystores.json
 export KEYMESH_KEY_STATUS_FILE=$DIR/key-status.json
-export RUST_LOG=warn
+# Audit logging stays on (info): a production edge writes one line per request.
+export RUST_LOG=info
+# One runtime thread per service: all processes share two cores (see REPORT.md).
+export TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-1}
 
 "$BIN/keymeshctl" token init --so-pin bench-so-5678 >/dev/null
 "$BIN/keymeshctl" key create bench-key >/dev/null
@@ -71,18 +75,24 @@ LG=$BIN/keymesh-loadgen
 # Warm-up (connections, key handle caches), not recorded.
 "$LG" closed --concurrency 4 --duration 2 "${COMMON[@]}" encrypt --size 32 >/dev/null
 
+# The raw SoftHSM2 ceiling, measured in the same run on the same token.
 for size in $SIZES; do
   "$LG" raw-hsm --key-id bench-key --size "$size" --threads 1 --duration "$DURATION" >>"$OUT"
-  "$LG" raw-hsm --key-id bench-key --size "$size" --threads "$SESSIONS" --duration "$DURATION" >>"$OUT"
+done
+for size in $SIZES; do
   for c in $CONCURRENCY; do
     "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" encrypt --size "$size" >>"$OUT"
-    "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" decrypt --size "$size" >>"$OUT"
   done
   for r in $RATES; do
     "$LG" open --rate "$r" --duration "$DURATION" "${COMMON[@]}" encrypt --size "$size" >>"$OUT"
   done
 done
-"$LG" closed --concurrency 8 --duration "$DURATION" "${COMMON[@]}" metadata >>"$OUT"
-"$LG" closed --concurrency 8 --duration "$DURATION" "${COMMON[@]}" health >>"$OUT"
+for c in $CONCURRENCY; do
+  "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" decrypt --size 32 >>"$OUT"
+done
+for c in $CONCURRENCY; do
+  "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" health >>"$OUT"
+done
+"$LG" closed --concurrency 32 --duration "$DURATION" "${COMMON[@]}" metadata >>"$OUT"
 
 echo "results appended to $OUT" >&2

@@ -9,7 +9,7 @@
 //! reported next to it so the two can be compared.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -118,23 +118,34 @@ pub async fn open(
 ) -> anyhow::Result<(Stats, Duration, OpenOutcome)> {
     let interval = Duration::from_secs_f64(1.0 / rate);
     let scheduled = (duration.as_secs_f64() * rate).floor() as u64;
-    let ticket = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let hard_stop = start + duration + OPEN_DRAIN;
+    // tokio's timer wheel has 1 ms granularity: a worker sleeping until its
+    // slot would send up to 1 ms late and charge that to the server. One OS
+    // thread paces the schedule with nanosleep (tens of µs) and hands each
+    // due slot to whichever worker is free.
+    let (due_tx, due_rx) = flume::unbounded::<Instant>();
+    let pacer_start = start.into_std();
+    let pacer = std::thread::spawn(move || {
+        for i in 0..scheduled {
+            let intended = pacer_start + interval.mul_f64(i as f64);
+            let now = std::time::Instant::now();
+            if intended > now {
+                std::thread::sleep(intended - now);
+            }
+            if due_tx.send(Instant::from_std(intended)).is_err() {
+                break;
+            }
+        }
+    });
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
             let shared = Arc::clone(&shared);
-            let ticket = Arc::clone(&ticket);
+            let due = due_rx.clone();
             tokio::spawn(async move {
                 let mut stats = Stats::new()?;
                 let mut conn = Conn::connect(shared.target.addr).await.ok();
-                loop {
-                    let i = ticket.fetch_add(1, Ordering::Relaxed);
-                    if i >= scheduled {
-                        break;
-                    }
-                    let intended = start + interval.mul_f64(i as f64);
-                    tokio::time::sleep_until(intended).await;
+                while let Ok(intended) = due.recv_async().await {
                     let sent = Instant::now();
                     if sent >= hard_stop {
                         break;
@@ -148,10 +159,14 @@ pub async fn open(
             })
         })
         .collect();
+    drop(due_rx);
     let total = join(workers).await?;
+    pacer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the pacing thread panicked"))?;
     let elapsed = start.elapsed();
-    // Every claimed ticket ends as one success or one error (a failed
-    // connect included), unless the drain window closed first.
+    // Every paced slot ends as one success or one error (a failed connect
+    // included), unless the drain window closed first.
     let attempted = total.ok + total.error_count();
     let unsent = scheduled.saturating_sub(attempted);
     Ok((total, elapsed, OpenOutcome { scheduled, unsent }))
