@@ -194,6 +194,7 @@ fn raw_hsm_run(args: &raw_hsm::RawHsmArgs) -> anyhow::Result<Value> {
     let (stats, elapsed) = raw_hsm::run(args)?;
     Ok(json!({
         "mode": "raw-hsm", "op": "encrypt", "size": args.size, "threads": args.threads,
+        "key": if args.session_copy { "session-copy" } else { "token" },
         "elapsed_s": round1(elapsed.as_secs_f64()),
         "ok": stats.ok, "error_count": stats.error_count(), "errors": errors_json(&stats),
         "throughput_rps": round1(stats.ok as f64 / elapsed.as_secs_f64()),

@@ -47,6 +47,11 @@ pub struct RawHsmArgs {
     /// Seconds.
     #[arg(long)]
     pub duration: f64,
+    /// Encrypt with a session-object copy of the key (C_CopyObject,
+    /// CKA_TOKEN=false), as the crypto-worker does with
+    /// --session-key-copies, instead of the token object.
+    #[arg(long)]
+    pub session_copy: bool,
 }
 
 fn login(session: &Session, pin: &Secret) -> Result<(), Pkcs11Error> {
@@ -124,7 +129,14 @@ pub fn run(args: &RawHsmArgs) -> anyhow::Result<(Stats, Duration)> {
     // objects (CKR_OBJECT_HANDLE_INVALID in every thread).
     let lookup = ctx.open_ro_session(slot)?;
     login(&lookup, &args.pin)?;
-    let key = find_key(&lookup, &args.key_id)?;
+    let token_key = find_key(&lookup, &args.key_id)?;
+    // The copy is a session object of `lookup`, which outlives the run;
+    // session objects are visible to every session of the process.
+    let key = if args.session_copy {
+        lookup.copy_object(token_key, &[Attribute::Token(false)])?
+    } else {
+        token_key
+    };
     let plaintext: Vec<u8> = (0..args.size).map(|i| (i % 251) as u8).collect();
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(args.duration);
@@ -144,6 +156,10 @@ pub fn run(args: &RawHsmArgs) -> anyhow::Result<(Stats, Duration)> {
             .collect()
     });
     let elapsed = start.elapsed();
+    if args.session_copy {
+        // Closing `lookup` would destroy it too; be explicit anyway.
+        let _ = lookup.destroy_object(key);
+    }
     drop(lookup);
     let mut total = Stats::new()?;
     for r in results {

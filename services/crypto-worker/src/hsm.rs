@@ -141,6 +141,14 @@ impl Hsm {
         login(&session, UserType::User, &self.pin)?;
         Ok(session)
     }
+
+    /// A read-only session logged in as the user. Enough to create session
+    /// objects (key copies), and it cannot create or change token objects.
+    pub fn open_ro_session(&self) -> Result<Session, Pkcs11Error> {
+        let session = self.ctx.open_ro_session(self.slot)?;
+        login(&session, UserType::User, &self.pin)?;
+        Ok(session)
+    }
 }
 
 /// Usage attributes of a key (CKA_ENCRYPT ... CKA_DERIVE).
@@ -248,6 +256,87 @@ pub fn key_info(session: &Session, handle: ObjectHandle) -> Result<KeyInfo, Pkcs
         }
     }
     Ok(info)
+}
+
+/// The protection attributes of a key: what a session copy must carry over
+/// unchanged from its token source. The check value (CKA_CHECK_VALUE, a
+/// 3-byte commitment to the key value, not the key) tells apart two keys
+/// that happen to get the same handle; tokens that do not report it leave
+/// it `None`. It is never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyProtection {
+    pub token: bool,
+    pub sensitive: bool,
+    pub extractable: bool,
+    pub check_value: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for KeyProtection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyProtection")
+            .field("token", &self.token)
+            .field("sensitive", &self.sensitive)
+            .field("extractable", &self.extractable)
+            .field(
+                "check_value",
+                &self.check_value.as_ref().map(|_| "<present>"),
+            )
+            .finish()
+    }
+}
+
+impl KeyProtection {
+    /// Same protection and same key value, wherever the object lives.
+    pub fn same_key_as(&self, other: &Self) -> bool {
+        self.sensitive == other.sensitive
+            && self.extractable == other.extractable
+            && self.check_value == other.check_value
+    }
+}
+
+/// Read a key's CKA_TOKEN, CKA_SENSITIVE, CKA_EXTRACTABLE and CKA_CHECK_VALUE.
+/// Unreported attributes fall back to the least flattering value
+/// (not sensitive, extractable), so a token that hides them never looks safer
+/// than it is.
+pub fn key_protection(
+    session: &Session,
+    handle: ObjectHandle,
+) -> Result<KeyProtection, Pkcs11Error> {
+    let mut p = KeyProtection {
+        token: false,
+        sensitive: false,
+        extractable: true,
+        check_value: None,
+    };
+    for attr in session.get_attributes(
+        handle,
+        &[
+            AttributeType::Token,
+            AttributeType::Sensitive,
+            AttributeType::Extractable,
+            AttributeType::CheckValue,
+        ],
+    )? {
+        match attr {
+            Attribute::Token(b) => p.token = b,
+            Attribute::Sensitive(b) => p.sensitive = b,
+            Attribute::Extractable(b) => p.extractable = b,
+            Attribute::CheckValue(v) if !v.is_empty() => p.check_value = Some(v),
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+/// Copy the token key `handle` into a session object (CKA_TOKEN=false) owned
+/// by `session`. Only CKA_TOKEN is changed; every other attribute, notably
+/// CKA_SENSITIVE, CKA_EXTRACTABLE and the usage flags, is inherited. Tokens
+/// may refuse (CKA_COPYABLE=false, CKR_ACTION_PROHIBITED, ...).
+pub fn copy_to_session_object(
+    session: &Session,
+    handle: ObjectHandle,
+) -> Result<ObjectHandle, Pkcs11Error> {
+    session.copy_object(handle, &[Attribute::Token(false)])
 }
 
 /// Handles of the customer secret keys labelled `label`. CKA_TOKEN=true keeps

@@ -3,7 +3,8 @@
 //! A pool of logged-in sessions, each on its own OS thread ([`pool`]), serves
 //! the `keymesh.crypto.v1.CryptoWorker` gRPC API ([`service`]): AES-256-GCM
 //! with worker-chosen 12-byte IVs ([`aead`]) under keys found by label and
-//! cached ([`hsm`]). Failures map to gRPC codes plus a machine-readable
+//! cached, by default with per-process session-object copies for the crypto
+//! ([`hsm`], [`key_cache`]). Failures map to gRPC codes plus a machine-readable
 //! reason in one place ([`error`]). Operators disable keys through the
 //! key-status file ([`key_status`], shared with keymeshctl), and a deep health
 //! check ([`health`]) drives both GetHealth and `grpc.health.v1`.
@@ -13,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod hsm;
+pub mod key_cache;
 pub mod key_status;
 pub mod pool;
 pub mod service;
@@ -69,14 +71,24 @@ pub async fn serve_with_module(
     let label = config.token_label.clone();
     let pin = config.pin.clone();
     let sessions = config.sessions;
+    let key_options = key_cache::KeyCacheOptions {
+        session_copies: config.session_key_copies,
+        revalidate: config.key_revalidate,
+    };
     let (hsm, pool, threads) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
         let hsm = Arc::new(hsm::Hsm::open(ctx, &label, pin)?);
-        let (pool, threads) = Pool::start(Arc::clone(&hsm), sessions)?;
+        let (pool, threads) = Pool::start(Arc::clone(&hsm), sessions, key_options)?;
         Ok((hsm, pool, threads))
     })
     .await?
     .map_err(|e| anyhow::anyhow!("cannot open token {:?}: {e:#}", config.token_label))?;
-    tracing::info!(token = ?hsm.token(), sessions, "HSM session pool ready");
+    tracing::info!(
+        token = ?hsm.token(),
+        sessions,
+        session_key_copies = key_options.session_copies,
+        key_revalidate_secs = key_options.revalidate.as_secs(),
+        "HSM session pool ready"
+    );
 
     let key_status = key_status::KeyStatusWatch::new(config.key_status_file.clone())?;
     let watch = key_status.spawn(KEY_STATUS_POLL);

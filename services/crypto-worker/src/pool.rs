@@ -7,8 +7,7 @@
 //! and answers over a oneshot. The queue is bounded so overload turns into an
 //! immediate HSM_BUSY instead of unbounded latency.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use cryptoki::error::Error as Pkcs11Error;
@@ -19,37 +18,11 @@ use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::hsm::{self, Hsm, KeyInfo};
+use crate::key_cache::{CachedKey, CryptoKey, KeyCache, KeyCacheOptions};
 
 /// Jobs queued per session before callers get HSM_BUSY. At ~20 µs per AES-GCM
 /// call this bounds queueing delay to a few milliseconds.
 pub const QUEUE_PER_SESSION: usize = 128;
-
-/// Key handles by label, shared by every session thread: a token object's
-/// handle is valid in every session of the process. Misses are not cached,
-/// so a key created after start is found on the next request.
-#[derive(Debug, Default)]
-pub struct KeyCache {
-    keys: RwLock<HashMap<String, KeyInfo>>,
-}
-
-impl KeyCache {
-    fn get(&self, key_id: &str) -> Option<KeyInfo> {
-        // A poisoned lock only means another thread panicked mid-insert of a
-        // complete value; the map itself is still consistent.
-        let map = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        map.get(key_id).cloned()
-    }
-
-    fn insert(&self, key_id: &str, info: KeyInfo) {
-        let mut map = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        map.insert(key_id.to_owned(), info);
-    }
-
-    fn remove(&self, key_id: &str) {
-        let mut map = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        map.remove(key_id);
-    }
-}
 
 /// What a session thread lends to a job: its session (opened on demand), the
 /// shared key cache, the CSPRNG and the session's health-check key.
@@ -111,6 +84,17 @@ impl SessionCtx {
         }
     }
 
+    /// [`Self::reset`] after the session was lost. Whatever took it (token
+    /// removed, login gone) may have taken the key-copy keeper session too:
+    /// check, and replace it, before this thread creates session objects
+    /// whose handles could collide with those of dead copies.
+    fn reset_after_loss(&mut self) {
+        self.reset();
+        if let Some(keeper) = self.keys.keeper() {
+            keeper.check_alive();
+        }
+    }
+
     fn attempt<T>(
         &mut self,
         op: &mut impl FnMut(&Session, &SystemRandom, &mut Option<ObjectHandle>) -> Result<T, Error>,
@@ -131,7 +115,7 @@ impl SessionCtx {
         match self.attempt(&mut op) {
             Err(e) if lost(&e) => {
                 tracing::warn!(error = %e, "HSM session lost; re-opening and logging in");
-                self.reset();
+                self.reset_after_loss();
                 self.attempt(&mut op)
             }
             other => other,
@@ -146,36 +130,117 @@ impl SessionCtx {
         self.with_session_state(|s, rng, _| op(s, rng))
     }
 
-    /// The cached key labelled `key_id`, looked up on a miss.
+    /// The cached key labelled `key_id` (the token object), looked up on a
+    /// miss and re-validated against the token when older than
+    /// `--key-revalidate-secs`.
     pub fn key(&mut self, key_id: &str) -> Result<KeyInfo, Error> {
-        if let Some(info) = self.keys.get(key_id) {
-            return Ok(info);
-        }
-        let info = self.with_session(|s, _| hsm::find_key(s, key_id))?;
-        self.keys.insert(key_id, info.clone());
-        Ok(info)
+        Ok(self.entry(key_id)?.token.clone())
     }
 
-    /// Run `op` with the key labelled `key_id`. A stale cached handle (the key
-    /// was deleted or re-created elsewhere) is dropped, the key found again
-    /// and `op` retried once.
+    /// The cache entry for `key_id`. A fresh entry costs no HSM call; an old
+    /// one (or none) is re-found by label: gone → KEY_NOT_FOUND and the entry
+    /// (with its copy) dropped; changed → a new entry with a new copy.
+    pub fn entry(&mut self, key_id: &str) -> Result<Arc<CachedKey>, Error> {
+        let now = Instant::now();
+        let old = match self.keys.fresh(key_id, now) {
+            Ok(entry) => return Ok(entry),
+            Err(old) => old,
+        };
+        let found = self.with_session(|s, _| {
+            let info = hsm::find_key(s, key_id)?;
+            let protection =
+                hsm::key_protection(s, info.handle).map_err(|e| Error::from_pkcs11(e, key_id))?;
+            Ok((info, protection))
+        });
+        match found {
+            Ok((info, protection)) => {
+                self.keys
+                    .store(key_id, info, protection, old.as_deref(), now)
+            }
+            Err(e) => {
+                if old.is_some()
+                    && matches!(e, Error::KeyNotFound { .. } | Error::AmbiguousKey { .. })
+                {
+                    tracing::info!(
+                        key_id,
+                        "key no longer resolves on the token; dropping its cache entry"
+                    );
+                    drop(old);
+                    self.keys.remove(key_id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Run `op` once with `key`.
+    fn run_with_key<T>(
+        &mut self,
+        key: &CachedKey,
+        op: &mut impl FnMut(&Session, &SystemRandom, &KeyInfo) -> Result<T, Error>,
+    ) -> Attempt<T> {
+        let result = match key.crypto_key() {
+            CryptoKey::Token(info) => {
+                return Attempt::Done(self.with_session(|s, rng| op(s, rng, info)));
+            }
+            CryptoKey::Dead => return Attempt::CopyDead,
+            // The guard inside `copy` pins the keeper generation: the copy
+            // handle cannot die and be reused while `op` runs. Nothing here
+            // may touch the keeper (replacing it needs the write lock), so
+            // no re-open inside; that happens below, with the guard gone.
+            CryptoKey::Copy(copy) => self.attempt(&mut |s, rng, _| op(s, rng, &copy.info)),
+        };
+        match result {
+            Err(e) if lost(&e) => {
+                tracing::warn!(error = %e, "HSM session lost; re-opening and logging in");
+                self.reset_after_loss();
+                Attempt::SessionLost(e)
+            }
+            other => Attempt::Done(other),
+        }
+    }
+
+    /// Run `op` with the key labelled `key_id`. `key.handle` is the object to
+    /// run crypto on: the session copy when there is one, else the token
+    /// object; every other field describes the token object. A stale handle
+    /// (the key was deleted or re-created elsewhere, or its copy is gone) is
+    /// dropped, the key found (and copied) again and `op` retried once; so is
+    /// a lost session (re-opened first).
     pub fn with_key<T>(
         &mut self,
         key_id: &str,
         mut op: impl FnMut(&Session, &SystemRandom, &KeyInfo) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let key = self.key(key_id)?;
-        match self.with_session(|s, rng| op(s, rng, &key)) {
-            Err(e) if stale(&e) => {
+        let first = self
+            .entry(key_id)
+            .map(|key| self.run_with_key(&key, &mut op));
+        match first {
+            Ok(Attempt::Done(Err(e))) | Err(e) if stale(&e) => {
                 tracing::info!(
                     key_id,
                     "cached key handle is stale; looking the key up again"
                 );
                 self.keys.remove(key_id);
-                let key = self.key(key_id)?;
-                self.with_session(|s, rng| op(s, rng, &key))
             }
-            other => other,
+            Ok(Attempt::CopyDead) => {
+                tracing::debug!(
+                    key_id,
+                    "key copy died with the keeper session; copying again"
+                );
+                self.keys.remove(key_id);
+            }
+            // The entry is still good; only this thread's session was renewed.
+            Ok(Attempt::SessionLost(_)) => {}
+            Ok(Attempt::Done(result)) => return result,
+            Err(e) => return Err(e),
+        }
+        let key = self.entry(key_id)?;
+        match self.run_with_key(&key, &mut op) {
+            Attempt::Done(result) => result,
+            Attempt::SessionLost(e) => Err(e),
+            // The keeper was replaced twice within one request: serve this
+            // one from the token object just found.
+            Attempt::CopyDead => self.with_session(|s, rng| op(s, rng, &key.token)),
         }
     }
 
@@ -197,6 +262,15 @@ impl SessionCtx {
             op(s, rng, key)
         })
     }
+}
+
+/// One try of a job's crypto with a cached key.
+enum Attempt<T> {
+    Done(Result<T, Error>),
+    /// The key's copy died with a replaced keeper session.
+    CopyDead,
+    /// This thread's session was lost (and has been re-opened).
+    SessionLost(Error),
 }
 
 type JobFn = Box<dyn FnOnce(Result<&mut SessionCtx, Error>) + Send>;
@@ -243,9 +317,15 @@ impl Pool {
     /// Start `sessions` threads and open (and log in) one session on each.
     /// Blocks until every session is open; fails if any cannot be, so a wrong
     /// PIN stops the worker at start instead of at the first request.
-    pub fn start(hsm: Arc<Hsm>, sessions: usize) -> Result<(Self, PoolThreads), Error> {
+    /// With session key copies on, also opens the keeper session that owns
+    /// the copies (see [`crate::key_cache`]).
+    pub fn start(
+        hsm: Arc<Hsm>,
+        sessions: usize,
+        keys: KeyCacheOptions,
+    ) -> Result<(Self, PoolThreads), Error> {
         let (tx, rx) = flume::bounded::<Job>(sessions.max(1) * QUEUE_PER_SESSION);
-        let keys = Arc::new(KeyCache::default());
+        let keys = Arc::new(KeyCache::new(&hsm, keys)?);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), Error>>();
         let mut threads = Vec::with_capacity(sessions);
         for i in 0..sessions {

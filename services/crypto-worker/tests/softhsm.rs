@@ -60,10 +60,12 @@ mod child {
     use super::*;
 
     use cryptoki::mechanism::Mechanism;
-    use cryptoki::object::Attribute;
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
     use keymesh_common::Secret;
+    use keymesh_crypto_worker::aead;
     use keymesh_crypto_worker::error::Error;
     use keymesh_crypto_worker::hsm::{self, Hsm};
+    use keymesh_crypto_worker::key_cache::KeyCacheOptions;
     use keymesh_crypto_worker::pool::Pool;
     use keymesh_crypto_worker::{Config, key_status};
     use keymesh_proto::crypto::v1::crypto_worker_client::CryptoWorkerClient;
@@ -137,6 +139,9 @@ mod child {
             .unwrap();
         rt.block_on(async {
             pool_deadline(&admin).await;
+            key_copies(&admin, &session).await;
+            key_copies_refused(&admin, &session).await;
+            key_copies_off(&admin, &session).await;
             grpc_suite(ctx.clone(), &session, &dir).await;
         });
     }
@@ -144,7 +149,7 @@ mod child {
     /// A job whose deadline has passed is answered without touching the HSM.
     async fn pool_deadline(admin: &Hsm) {
         let hsm = Arc::new(Hsm::open(admin.context().clone(), LABEL, pin()).unwrap());
-        let (pool, threads) = Pool::start(hsm, 1).unwrap();
+        let (pool, threads) = Pool::start(hsm, 1, KeyCacheOptions::default()).unwrap();
         let r = pool
             .run(Some(Instant::now()), |_ctx| -> Result<(), Error> {
                 panic!("ran a job after its deadline")
@@ -157,6 +162,246 @@ mod child {
         tokio::task::spawn_blocking(move || threads.join())
             .await
             .unwrap();
+    }
+
+    /// Session-object (CKA_TOKEN=false) secret keys labelled `label`: the
+    /// worker's key copies. Session objects are visible to every session of
+    /// the process, so the test's admin session sees the pool's copies.
+    fn session_copies(admin: &cryptoki::session::Session, label: &str) -> Vec<ObjectHandle> {
+        admin
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Token(false),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .unwrap()
+    }
+
+    fn bool_attr(admin: &cryptoki::session::Session, h: ObjectHandle, t: AttributeType) -> bool {
+        match admin.get_attributes(h, &[t]).unwrap().as_slice() {
+            [
+                Attribute::Token(b)
+                | Attribute::Sensitive(b)
+                | Attribute::Extractable(b)
+                | Attribute::Encrypt(b)
+                | Attribute::Decrypt(b)
+                | Attribute::Wrap(b),
+            ] => *b,
+            other => panic!("unexpected attributes {other:?}"),
+        }
+    }
+
+    /// Encrypt `pt` with `key_id` through the pool; returns whether the
+    /// pool used a session copy, and iv, ciphertext, tag.
+    async fn pool_seal(
+        pool: &Pool,
+        key_id: &'static str,
+        pt: &'static [u8],
+    ) -> Result<(bool, aead::Sealed), Error> {
+        pool.run(None, move |ctx| {
+            let sealed = ctx.with_key(key_id, |s, rng, key| {
+                aead::seal(
+                    s,
+                    key.handle,
+                    key_id,
+                    rng,
+                    aead::SealRequest {
+                        plaintext: pt,
+                        aad: b"aad",
+                        integrity_prefix: None,
+                        verify: true,
+                    },
+                )
+            })?;
+            Ok((ctx.entry(key_id)?.uses_copy(), sealed))
+        })
+        .await
+    }
+
+    fn token_open(
+        admin: &cryptoki::session::Session,
+        key_id: &str,
+        sealed: &aead::Sealed,
+    ) -> Vec<u8> {
+        let key = hsm::find_key(admin, key_id).unwrap();
+        aead::open(
+            admin,
+            key.handle,
+            key_id,
+            &sealed.iv,
+            &sealed.ciphertext,
+            &sealed.tag,
+            b"aad",
+        )
+        .unwrap()
+        .to_vec()
+    }
+
+    async fn stop(pool: Pool, threads: keymesh_crypto_worker::pool::PoolThreads) {
+        drop(pool);
+        tokio::task::spawn_blocking(move || threads.join())
+            .await
+            .unwrap();
+    }
+
+    /// Crypto runs on a session copy that carries the token key's protection;
+    /// revalidation drops the copy when the token key is deleted and
+    /// refreshes it when the key is re-created.
+    async fn key_copies(admin: &Hsm, session: &cryptoki::session::Session) {
+        let token = hsm::generate_aes_256(session, "k-copy", true, true).unwrap();
+        let hsm = Arc::new(Hsm::open(admin.context().clone(), LABEL, pin()).unwrap());
+        let options = KeyCacheOptions {
+            session_copies: true,
+            revalidate: Duration::from_secs(1),
+        };
+        let (pool, threads) = Pool::start(hsm, 2, options).unwrap();
+
+        let (copied, sealed) = pool_seal(&pool, "k-copy", b"copy me").await.unwrap();
+        assert!(copied, "crypto did not use a session copy");
+        // Same key material: the token object opens what the copy sealed.
+        assert_eq!(token_open(session, "k-copy", &sealed), b"copy me");
+        let copies = session_copies(session, "k-copy");
+        assert_eq!(copies.len(), 1, "one copy per process, shared by sessions");
+        let copy = copies[0];
+        assert_ne!(copy, token);
+        assert!(!bool_attr(session, copy, AttributeType::Token));
+        assert!(bool_attr(session, copy, AttributeType::Sensitive));
+        assert!(!bool_attr(session, copy, AttributeType::Extractable));
+        assert!(bool_attr(session, copy, AttributeType::Encrypt));
+        assert!(bool_attr(session, copy, AttributeType::Decrypt));
+        assert!(!bool_attr(session, copy, AttributeType::Wrap));
+        // Sensitive: the value cannot be read from the copy either.
+        let value = session.get_attributes(copy, &[AttributeType::Value]);
+        assert!(
+            !matches!(value.as_deref(), Ok([Attribute::Value(v)]) if !v.is_empty()),
+            "key value readable from the copy"
+        );
+        // Both session threads share the copy.
+        for _ in 0..8 {
+            assert!(pool_seal(&pool, "k-copy", b"x").await.unwrap().0);
+        }
+        assert_eq!(session_copies(session, "k-copy"), [copy]);
+
+        // Deleted on the token: KEY_NOT_FOUND within the revalidation
+        // interval, and the copy is destroyed.
+        session.destroy_object(token).unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            match pool_seal(&pool, "k-copy", b"x").await {
+                Err(Error::KeyNotFound { .. }) => break,
+                Ok(_) => {}
+                Err(e) => panic!("unexpected error {e:?}"),
+            }
+            assert!(Instant::now() < until, "deleted key still served");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            session_copies(session, "k-copy").is_empty(),
+            "copy outlived its key"
+        );
+
+        // Deleted and re-created behind the cache (now encrypt-only) with no
+        // request in between: the entry and the copy are refreshed within
+        // the interval.
+        let second = hsm::generate_aes_256(session, "k-copy", true, true).unwrap();
+        assert!(pool_seal(&pool, "k-copy", b"x").await.unwrap().0);
+        let first = session_copies(session, "k-copy");
+        assert_eq!(first.len(), 1);
+        session.destroy_object(second).unwrap();
+        let recreated = hsm::generate_aes_256(session, "k-copy", true, false).unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let key = pool.run(None, |ctx| ctx.key("k-copy")).await.unwrap();
+            if key.handle == recreated {
+                assert!(key.usage.encrypt && !key.usage.decrypt);
+                break;
+            }
+            assert!(Instant::now() < until, "re-created key never picked up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (copied, _) = pool_seal_no_verify(&pool, "k-copy", b"new key").await;
+        assert!(copied);
+        let now = session_copies(session, "k-copy");
+        assert_eq!(now.len(), 1, "old copy not destroyed");
+        assert_ne!(now, first);
+        assert!(!bool_attr(session, now[0], AttributeType::Decrypt));
+
+        // Shutting the pool down destroys the copies with the keeper session.
+        stop(pool, threads).await;
+        assert!(session_copies(session, "k-copy").is_empty());
+        session.destroy_object(recreated).unwrap();
+    }
+
+    /// `verify` needs decrypt; for an encrypt-only key seal without it.
+    async fn pool_seal_no_verify(
+        pool: &Pool,
+        key_id: &'static str,
+        pt: &'static [u8],
+    ) -> (bool, aead::Sealed) {
+        // (The key under test is encrypt-only, so nothing can open the
+        // result; the copy's usage flags are checked instead.)
+        pool.run(None, move |ctx| {
+            let sealed = ctx.with_key(key_id, |s, rng, key| {
+                aead::seal(
+                    s,
+                    key.handle,
+                    key_id,
+                    rng,
+                    aead::SealRequest {
+                        plaintext: pt,
+                        aad: b"aad",
+                        integrity_prefix: None,
+                        verify: false,
+                    },
+                )
+            })?;
+            Ok((ctx.entry(key_id)?.uses_copy(), sealed))
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A key the HSM will not copy (CKA_COPYABLE=false) is served from the
+    /// token object.
+    async fn key_copies_refused(admin: &Hsm, session: &cryptoki::session::Session) {
+        let mut template = hsm::aes_256_template("k-nocopy", true, true, true);
+        template.push(Attribute::Copyable(false));
+        let token = session
+            .generate_key(&Mechanism::AesKeyGen, &template)
+            .unwrap();
+        let hsm = Arc::new(Hsm::open(admin.context().clone(), LABEL, pin()).unwrap());
+        let (pool, threads) = Pool::start(hsm, 1, KeyCacheOptions::default()).unwrap();
+        for _ in 0..3 {
+            let (copied, sealed) = pool_seal(&pool, "k-nocopy", b"plain").await.unwrap();
+            assert!(!copied, "a non-copyable key was copied");
+            assert_eq!(token_open(session, "k-nocopy", &sealed), b"plain");
+        }
+        assert!(session_copies(session, "k-nocopy").is_empty());
+        stop(pool, threads).await;
+        session.destroy_object(token).unwrap();
+    }
+
+    /// `--session-key-copies=false`: crypto on the token object, no copies.
+    async fn key_copies_off(admin: &Hsm, session: &cryptoki::session::Session) {
+        let hsm = Arc::new(Hsm::open(admin.context().clone(), LABEL, pin()).unwrap());
+        let options = KeyCacheOptions {
+            session_copies: false,
+            revalidate: Duration::from_secs(1),
+        };
+        let (pool, threads) = Pool::start(hsm, 2, options).unwrap();
+        let (copied, sealed) = pool_seal(&pool, "k-aes", b"no copy").await.unwrap();
+        assert!(!copied);
+        assert_eq!(token_open(session, "k-aes", &sealed), b"no copy");
+        assert!(session_copies(session, "k-aes").is_empty());
+        // Revalidation applies without copies too: a deleted key is noticed.
+        let token = hsm::generate_aes_256(session, "k-gone", true, true).unwrap();
+        assert!(!pool_seal(&pool, "k-gone", b"x").await.unwrap().0);
+        session.destroy_object(token).unwrap();
+        assert!(matches!(
+            pool_seal(&pool, "k-gone", b"x").await,
+            Err(Error::KeyNotFound { .. })
+        ));
+        stop(pool, threads).await;
     }
 
     async fn grpc_suite(
@@ -175,6 +420,8 @@ mod child {
             sessions: 2,
             key_status_file: Some(status_file.clone()),
             health_interval: Duration::from_secs(1),
+            session_key_copies: true,
+            key_revalidate: Duration::from_secs(1),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -386,8 +633,9 @@ mod child {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
 
-        // A key deleted and re-created elsewhere: the stale cached handle is
-        // dropped and the key found again.
+        // A key deleted and re-created elsewhere (now also for decrypt): the
+        // worker keeps serving, and within --key-revalidate-secs (1 s here)
+        // it has dropped the old handle and copy and uses the new key.
         let old = hsm::find_key(admin, "k-enc").unwrap();
         admin.destroy_object(old.handle).unwrap();
         hsm::generate_aes_256(admin, "k-enc", true, true).unwrap();
@@ -398,6 +646,44 @@ mod child {
         })
         .await
         .unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = c
+                .get_key_metadata(GetKeyMetadataRequest {
+                    key_id: "k-enc".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if m.key_usage.iter().any(|u| u == "DECRYPT") {
+                break;
+            }
+            assert!(Instant::now() < until, "re-created key never picked up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let e = c
+            .encrypt(EncryptRequest {
+                key_id: "k-enc".into(),
+                plaintext: pt.clone().into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let d = c
+            .decrypt(DecryptRequest {
+                key_id: "k-enc".into(),
+                ciphertext: e.ciphertext,
+                iv: e.iv,
+                tag: e.tag,
+                aad: Default::default(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(d.plaintext.as_ref(), pt.as_slice());
+        // One live copy of the new key, none of the old.
+        assert_eq!(session_copies(admin, "k-enc").len(), 1);
 
         // Deep health.
         let h = c
