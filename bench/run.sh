@@ -5,7 +5,7 @@
 #
 #   bench/run.sh [OUT=bench/results.jsonl] [DURATION=10]
 #
-# Env: WORKER_SESSIONS (default 2), SIZES (default "32 4300"),
+# Env: WORKER_SESSIONS (default 1: SoftHSM2 serialises sessions inside one process), SIZES (default "32 4300"),
 #      CONCURRENCY (default "1 8 32 64"), RATES (open loop, default "1800").
 # bench/report.py turns the JSONL into the tables of bench/REPORT.md.
 set -euo pipefail
@@ -13,7 +13,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${1:-$ROOT/bench/results.jsonl}
 DURATION=${2:-10}
-SESSIONS=${WORKER_SESSIONS:-2}
+SESSIONS=${WORKER_SESSIONS:-1}
 SIZES=${SIZES:-"32 4300"}
 CONCURRENCY=${CONCURRENCY:-"1 8 32 64"}
 RATES=${RATES:-"1800"}
@@ -78,6 +78,7 @@ LG=$BIN/keymesh-loadgen
 # The raw SoftHSM2 ceiling, measured in the same run on the same token.
 for size in $SIZES; do
   "$LG" raw-hsm --key-id bench-key --size "$size" --threads 1 --duration "$DURATION" >>"$OUT"
+  "$LG" raw-hsm --key-id bench-key --size "$size" --threads 1 --duration "$DURATION" --session-copy >>"$OUT"
 done
 for size in $SIZES; do
   for c in $CONCURRENCY; do
