@@ -185,6 +185,28 @@ fn decode_opt(
     }
 }
 
+/// `encryptionAlgorithm` must be present and `AES_GCM` (XKS-27).
+fn aes_gcm(b: &Body<'_>) -> Result<(), XksError> {
+    match required(&b.encryption_algorithm, "encryptionAlgorithm is required")? {
+        "AES_GCM" => Ok(()),
+        _ => Err(XksError::Validation("encryptionAlgorithm must be AES_GCM")),
+    }
+}
+
+/// The decoded request AAD, within this proxy's limit (501 above it).
+fn request_aad(state: &AppState, b: &Body<'_>) -> Result<Zeroizing<Vec<u8>>, XksError> {
+    let aad = decode_opt(
+        &b.additional_authenticated_data,
+        "additionalAuthenticatedData is not valid Base64",
+    )?;
+    if aad.len() > state.config.max_aad_bytes {
+        return Err(XksError::Unsupported(
+            "additionalAuthenticatedData exceeds this proxy's maximum size",
+        ));
+    }
+    Ok(aad)
+}
+
 fn check_metadata(op: Operation, md: &RequestMetadata<'_>) -> Result<(), XksError> {
     let missing = |f: &Option<Cow<'_, str>>| f.is_none();
     if missing(&md.kms_request_id) || missing(&md.kms_operation) {
@@ -349,9 +371,7 @@ async fn encrypt(
         required(&b.plaintext, "plaintext is required")?,
         "plaintext is not valid Base64",
     )?;
-    if required(&b.encryption_algorithm, "encryptionAlgorithm is required")? != "AES_GCM" {
-        return Err(XksError::Validation("encryptionAlgorithm must be AES_GCM"));
-    }
+    aes_gcm(b)?;
     let cdiv = match b.ciphertext_data_integrity_value_algorithm.as_deref() {
         None => false,
         Some("SHA_256") => true,
@@ -361,18 +381,10 @@ async fn encrypt(
             ));
         }
     };
-    let aad = decode_opt(
-        &b.additional_authenticated_data,
-        "additionalAuthenticatedData is not valid Base64",
-    )?;
+    let aad = request_aad(state, b)?;
     if plaintext.len() > state.config.max_plaintext_bytes {
         return Err(XksError::Unsupported(
             "plaintext exceeds this proxy's maximum size",
-        ));
-    }
-    if aad.len() > state.config.max_aad_bytes {
-        return Err(XksError::Unsupported(
-            "additionalAuthenticatedData exceeds this proxy's maximum size",
         ));
     }
     // keymesh returns no ciphertextMetadata, so the framed AAD ends in a zero length
@@ -426,9 +438,7 @@ async fn decrypt(
         required(&b.ciphertext, "ciphertext is required")?,
         "ciphertext is not valid Base64",
     )?;
-    if required(&b.encryption_algorithm, "encryptionAlgorithm is required")? != "AES_GCM" {
-        return Err(XksError::Validation("encryptionAlgorithm must be AES_GCM"));
-    }
+    aes_gcm(b)?;
     let iv = decode(
         required(&b.initialization_vector, "initializationVector is required")?,
         "initializationVector is not valid Base64",
@@ -437,10 +447,7 @@ async fn decrypt(
         required(&b.authentication_tag, "authenticationTag is required")?,
         "authenticationTag is not valid Base64",
     )?;
-    let aad = decode_opt(
-        &b.additional_authenticated_data,
-        "additionalAuthenticatedData is not valid Base64",
-    )?;
+    let aad = request_aad(state, b)?;
     let metadata = decode_opt(
         &b.ciphertext_metadata,
         "ciphertextMetadata is not valid Base64",
@@ -451,11 +458,6 @@ async fn decrypt(
     if ciphertext.len() > state.config.max_plaintext_bytes {
         return Err(XksError::Unsupported(
             "ciphertext exceeds this proxy's maximum size",
-        ));
-    }
-    if aad.len() > state.config.max_aad_bytes {
-        return Err(XksError::Unsupported(
-            "additionalAuthenticatedData exceeds this proxy's maximum size",
         ));
     }
     if !matches!(iv.len(), 12 | 16) {
