@@ -413,6 +413,11 @@ pub struct MeshOptions {
     pub edge_extra: String,
     pub worker_sessions: usize,
     pub rust_log: String,
+    /// Extra environment for every service process (e.g. the OTLP endpoint).
+    pub extra_env: Vec<(String, String)>,
+    /// Start the limiter and workers with `--metrics-listen` (addresses in
+    /// [`Mesh::limiter_metrics_addr`], [`Mesh::worker_metrics_addrs`]).
+    pub metrics: bool,
 }
 
 impl Default for MeshOptions {
@@ -431,6 +436,8 @@ impl Default for MeshOptions {
             edge_extra: String::new(),
             worker_sessions: 2,
             rust_log: "info,keymesh_edge=debug,keymesh_crypto_worker=debug,keymesh_rate_limiter=debug,keymesh_common=debug,edge=debug,crypto_worker=debug,rate_limiter=debug".into(),
+            extra_env: Vec::new(),
+            metrics: false,
         }
     }
 }
@@ -454,6 +461,10 @@ pub struct Mesh {
     pub limiter_addr: SocketAddr,
     pub worker_addrs: Vec<SocketAddr>,
     pub edge_addr: SocketAddr,
+    /// The limiter's `/metrics` address when [`MeshOptions::metrics`] is set.
+    pub limiter_metrics_addr: Option<SocketAddr>,
+    /// Each worker's `/metrics` address when [`MeshOptions::metrics`] is set.
+    pub worker_metrics_addrs: Vec<SocketAddr>,
     creds: Mutex<HashMap<String, Credentials>>,
     limiter: Mutex<Option<Proc>>,
     workers: Mutex<Vec<Option<Proc>>>,
@@ -529,6 +540,8 @@ impl Mesh {
             limiter_addr: "127.0.0.1:0".parse()?,
             worker_addrs: Vec::new(),
             edge_addr: "127.0.0.1:0".parse()?,
+            limiter_metrics_addr: None,
+            worker_metrics_addrs: Vec::new(),
             creds: Mutex::new(HashMap::new()),
             limiter: Mutex::new(None),
             workers: Mutex::new(Vec::new()),
@@ -545,6 +558,12 @@ impl Mesh {
             mesh.create_credential(&ks)?;
         }
 
+        if mesh.opts.metrics {
+            mesh.limiter_metrics_addr = Some(free_port()?);
+            for _ in 0..mesh.opts.workers {
+                mesh.worker_metrics_addrs.push(free_port()?);
+            }
+        }
         // rate-limiter
         let (p, a) = mesh.spawn_limiter("127.0.0.1:0")?;
         mesh.limiter_addr = a;
@@ -577,7 +596,7 @@ impl Mesh {
     }
 
     fn child_env(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env = vec![
             (
                 "SOFTHSM2_CONF".into(),
                 self.softhsm_conf.display().to_string(),
@@ -586,7 +605,9 @@ impl Mesh {
             ("RUST_BACKTRACE".into(), "1".into()),
             // Panics get backtraces; anyhow errors stay one line.
             ("RUST_LIB_BACKTRACE".into(), "0".into()),
-        ]
+        ];
+        env.extend(self.opts.extra_env.iter().cloned());
+        env
     }
 
     /// Run keymeshctl with the mesh's token, pin and files; returns stdout.
@@ -684,7 +705,7 @@ impl Mesh {
     fn spawn_limiter(&self, listen: &str) -> Result<(Proc, SocketAddr)> {
         let addr_file = self.root().join("limiter.addr");
         let _ = fs::remove_file(&addr_file);
-        let args = vec![
+        let mut args = vec![
             "--listen".into(),
             listen.into(),
             "--addr-file".into(),
@@ -692,6 +713,9 @@ impl Mesh {
             "--config".into(),
             self.limiter_file.display().to_string(),
         ];
+        if let Some(a) = self.limiter_metrics_addr {
+            args.extend(["--metrics-listen".into(), a.to_string()]);
+        }
         let mut p = Proc::start(
             "rate-limiter",
             &self.bins.limiter,
@@ -706,7 +730,7 @@ impl Mesh {
     fn spawn_worker(&self, i: usize, listen: &str) -> Result<(Proc, SocketAddr)> {
         let addr_file = self.root().join(format!("worker{i}.addr"));
         let _ = fs::remove_file(&addr_file);
-        let args = vec![
+        let mut args = vec![
             "--listen".into(),
             listen.into(),
             "--addr-file".into(),
@@ -726,6 +750,9 @@ impl Mesh {
             "--health-interval-secs".into(),
             "1".into(),
         ];
+        if let Some(a) = self.worker_metrics_addrs.get(i) {
+            args.extend(["--metrics-listen".into(), a.to_string()]);
+        }
         let name = format!("crypto-worker-{i}");
         let mut p = Proc::start(
             &name,
@@ -1164,6 +1191,14 @@ fn read_console_config(f: &Path, uri_path: &str) -> Result<Credentials> {
             .as_str()
             .ok_or_else(|| anyhow!("no RawSecretAccessKey"))?,
     ))
+}
+
+/// A port free right now on 127.0.0.1, for a child's second listener that
+/// has no addr file (`--metrics-listen`). Another process could take it
+/// before the child binds; the kernel hands out ephemeral ports round-robin,
+/// so in practice it does not.
+pub fn free_port() -> Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// Write `path` via a temp file and rename.

@@ -2,11 +2,13 @@
 //!
 //! Each service's `main.rs` is telemetry → config → bind → serve → drain; the
 //! pieces that are the same everywhere live here so they are written once:
-//! telemetry set-up and W3C trace-context propagation across gRPC hops, a
-//! TCP_NODELAY listener stream for tonic, the shutdown signal, hot-reloaded
+//! telemetry set-up and W3C trace-context propagation across gRPC hops, the
+//! Prometheus recorder and `/metrics` listener, a TCP_NODELAY listener stream
+//! for tonic, the shutdown signal, hot-reloaded
 //! files, and a `Secret` string that never prints.
 
 pub mod net;
+pub mod prometheus;
 pub mod propagation;
 pub mod reload;
 pub mod secret;

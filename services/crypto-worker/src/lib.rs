@@ -7,7 +7,8 @@
 //! ([`hsm`], [`key_cache`]). Failures map to gRPC codes plus a machine-readable
 //! reason in one place ([`error`]). Operators disable keys through the
 //! key-status file ([`key_status`], shared with keymeshctl), and a deep health
-//! check ([`health`]) drives both GetHealth and `grpc.health.v1`.
+//! check ([`health`]) drives both GetHealth and `grpc.health.v1`. HSM latency,
+//! session-pool use and health are exported as Prometheus metrics ([`metrics`]).
 
 pub mod aead;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod health;
 pub mod hsm;
 pub mod key_cache;
 pub mod key_status;
+pub mod metrics;
 pub mod pool;
 pub mod service;
 
@@ -104,6 +106,9 @@ pub async fn serve_with_module(
         config.health_interval,
     );
 
+    metrics::describe();
+    let sampler = metrics::spawn_sampler(pool.clone(), Arc::clone(&health));
+
     let service = service::CryptoService::new(
         pool,
         key_status,
@@ -132,7 +137,10 @@ pub async fn serve_with_module(
 
     checker.abort();
     watch.abort();
+    sampler.abort();
     let _ = checker.await;
+    // The sampler holds a pool handle: the session threads stop only once it is gone.
+    let _ = sampler.await;
     // The router (and its pool handles) is gone: the queue closes, and each
     // session thread finishes queued jobs and closes its session.
     tokio::task::spawn_blocking(move || threads.join()).await?;

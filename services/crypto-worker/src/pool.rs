@@ -8,6 +8,7 @@
 //! immediate HSM_BUSY instead of unbounded latency.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use cryptoki::error::Error as Pkcs11Error;
@@ -287,6 +288,9 @@ struct Job {
 pub struct Pool {
     tx: flume::Sender<Job>,
     sessions: usize,
+    /// Sessions running a job now (for the metrics sampler; two relaxed
+    /// atomic ops per job).
+    busy: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -326,10 +330,12 @@ impl Pool {
     ) -> Result<(Self, PoolThreads), Error> {
         let (tx, rx) = flume::bounded::<Job>(sessions.max(1) * QUEUE_PER_SESSION);
         let keys = Arc::new(KeyCache::new(&hsm, keys)?);
+        let busy = Arc::new(AtomicUsize::new(0));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), Error>>();
         let mut threads = Vec::with_capacity(sessions);
         for i in 0..sessions {
             let rx = rx.clone();
+            let busy = Arc::clone(&busy);
             let ready = ready_tx.clone();
             let mut ctx = SessionCtx::new(Arc::clone(&hsm), Arc::clone(&keys));
             let spawned = std::thread::Builder::new()
@@ -340,7 +346,7 @@ impl Pool {
                     let _ = ready.send(opened);
                     drop(ready);
                     if ok {
-                        session_loop(&mut ctx, &rx);
+                        session_loop(&mut ctx, &rx, &busy);
                     }
                 });
             match spawned {
@@ -352,7 +358,7 @@ impl Pool {
             }
         }
         drop(ready_tx);
-        let pool = Self { tx, sessions };
+        let pool = Self { tx, sessions, busy };
         for _ in 0..sessions {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -366,6 +372,21 @@ impl Pool {
 
     pub fn sessions(&self) -> usize {
         self.sessions
+    }
+
+    /// Jobs waiting for a session.
+    pub fn queued(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Jobs the queue holds before [`Pool::run`] answers HSM_BUSY.
+    pub fn capacity(&self) -> usize {
+        self.tx.capacity().unwrap_or(0)
+    }
+
+    /// Sessions running a job.
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::Relaxed)
     }
 
     fn job<T, F>(deadline: Option<Instant>, op: F) -> (Job, oneshot::Receiver<Result<T, Error>>)
@@ -410,13 +431,15 @@ impl Pool {
     }
 }
 
-fn session_loop(ctx: &mut SessionCtx, rx: &flume::Receiver<Job>) {
+fn session_loop(ctx: &mut SessionCtx, rx: &flume::Receiver<Job>, busy: &AtomicUsize) {
     // `recv` fails once every sender is gone and the queue is empty: drained.
     while let Ok(job) = rx.recv() {
         if job.deadline.is_some_and(|d| Instant::now() >= d) {
             (job.run)(Err(Error::DeadlineExceeded));
         } else {
+            busy.fetch_add(1, Ordering::Relaxed);
             (job.run)(Ok(ctx));
+            busy.fetch_sub(1, Ordering::Relaxed);
         }
     }
     ctx.reset();

@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::health::HealthState;
 use crate::hsm::KeyInfo;
 use crate::key_status::{KeyStatusFile, KeyStatusWatch};
+use crate::metrics;
 use crate::pool::Pool;
 
 /// Longest accepted key id (labels longer than this cannot have been created
@@ -177,7 +178,15 @@ impl CryptoWorker for CryptoService {
         let result = async {
             check_key_id(&key_id)?;
             let id = key_id.clone();
-            let key = self.pool.run(deadline, move |ctx| ctx.key(&id)).await?;
+            let key = self
+                .pool
+                .run(deadline, move |ctx| {
+                    let started = Instant::now();
+                    let key = ctx.key(&id);
+                    metrics::record_hsm("get_key_metadata", started, &key);
+                    key
+                })
+                .await?;
             // Disabled is a status to report here, not an error.
             let status = if self.key_status.get().is_disabled(&key_id) {
                 KeyStatus::Disabled
@@ -217,7 +226,8 @@ impl CryptoWorker for CryptoService {
         let result = self
             .pool
             .run(deadline, move |ctx| {
-                ctx.with_key(&key_id, |session, rng, key| {
+                let started = Instant::now();
+                let sealed = ctx.with_key(&key_id, |session, rng, key| {
                     check_key_for(&key_id, key, &status, Operation::Encrypt)?;
                     aead::seal(
                         session,
@@ -231,7 +241,9 @@ impl CryptoWorker for CryptoService {
                             verify,
                         },
                     )
-                })
+                });
+                metrics::record_hsm("encrypt", started, &sealed);
+                sealed
             })
             .await;
         // The job (and its clone of the plaintext) is gone by now.
@@ -260,7 +272,8 @@ impl CryptoWorker for CryptoService {
         let result = self
             .pool
             .run(deadline, move |ctx| {
-                ctx.with_key(&req.key_id, |session, _, key| {
+                let started = Instant::now();
+                let plaintext = ctx.with_key(&req.key_id, |session, _, key| {
                     check_key_for(&req.key_id, key, &status, Operation::Decrypt)?;
                     let plaintext = aead::open(
                         session,
@@ -274,7 +287,9 @@ impl CryptoWorker for CryptoService {
                     // The wire copy cannot be wiped once handed to tonic; the
                     // HSM's buffer is (Zeroizing drop).
                     Ok(Bytes::copy_from_slice(&plaintext))
-                })
+                });
+                metrics::record_hsm("decrypt", started, &plaintext);
+                plaintext
             })
             .await;
         reply(result.map(|plaintext| DecryptResponse { plaintext }))

@@ -28,9 +28,7 @@ async fn main() -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(|e| anyhow::anyhow!("metrics recorder: {e}"))?;
+    let metrics = keymesh_common::prometheus::install()?;
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
     let listener = keymesh_common::net::bind(config.listen, config.addr_file.as_deref()).await?;
     tracing::info!(

@@ -49,6 +49,9 @@ pub struct Args {
     /// TOML quota file, hot-reloaded (default: built-in 20000/s, burst 40000).
     #[arg(long, env = "KEYMESH_LIMITER_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Serve Prometheus metrics at GET /metrics on this address (default: off).
+    #[arg(long, env = "KEYMESH_LIMITER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Validated runtime configuration.

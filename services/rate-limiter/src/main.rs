@@ -12,6 +12,10 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = keymesh_common::telemetry::init("keymesh-rate-limiter")?;
     let args = Args::parse();
     let config = Config::load(args.config.as_deref())?;
+    if let Some(addr) = args.metrics_listen {
+        // Process-wide recorder, so here rather than in the embeddable library.
+        keymesh_common::prometheus::install_and_serve(addr).await?;
+    }
     let listener = keymesh_common::net::bind(args.listen, args.addr_file.as_deref()).await?;
     serve(config, listener, keymesh_common::shutdown::signal()).await
 }
