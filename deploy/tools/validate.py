@@ -1,0 +1,534 @@
+#!/usr/bin/env python3
+"""Offline checks of keymesh's deploy/ tree; run by scripts/validate-deploy.
+
+Usage: validate.py RENDERED_DIR
+
+RENDERED_DIR holds one `<overlay>.yaml` per kustomize overlay, as rendered by
+`kustomize build` / `kubectl kustomize`. Checks, all reported together:
+
+1. Every rendered object validates against the Kubernetes OpenAPI schemas that
+   ship with the kubernetes-validate package (strict: unknown fields are errors),
+   for each version in K8S_VERSIONS.
+2. keymesh rules the schemas cannot express (deploy/ conventions, STYLE.md 18):
+   pod/container hardening, requests and limits, probes (gRPC for worker and
+   limiter), preStop sleep shorter than the grace period, TOKIO_WORKER_THREADS
+   from the CPU limit, headless worker Service, PDB/HPA targets that exist,
+   ConfigMaps/Secrets referenced by pods rendered (or created out of band, see
+   EXTERNAL), NetworkPolicy default deny.
+3. The edge.toml in every edge ConfigMap: TOML, only fields documented in
+   deploy/edge.toml (the edge denies unknown fields), the edge's own validation
+   rules, and every file it names mounted into the edge container. limiter.toml
+   and policy.toml parse; the keystores Secret is JSON.
+4. deploy/observability: the Grafana dashboard is JSON with panels and targets,
+   the alert rules have Prometheus' rule-file structure, and every metric
+   either names a metric the services record (grepped from services/ and crates/)
+   or is on EXTERNAL_METRICS.
+5. services/*/Dockerfile have the expected multi-stage shape (no engine here).
+
+Exit status 1 with one line per problem, 0 when clean.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import kubernetes_validate
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+
+# The oldest Kubernetes minor we support and the newest the validator ships.
+K8S_VERSIONS = ["1.30.0", "1.37.0"]
+
+# Objects pods may reference that are created out of band (certificates).
+EXTERNAL = {
+    ("Secret", "edge-tls"),
+    ("Secret", "edge-ingress-tls"),
+    ("ConfigMap", "edge-client-ca"),
+}
+
+# Metrics from outside keymesh that the alerts may use.
+EXTERNAL_METRICS = {"up", "kube_deployment_status_replicas_available", "kube_deployment_spec_replicas"}
+
+# Services whose containers run a tokio runtime (all of ours).
+SERVICE_CONTAINERS = {"edge", "crypto-worker", "rate-limiter"}
+GRPC_SERVICES = {"crypto-worker", "rate-limiter"}
+
+errors: list[str] = []
+
+
+def err(where: str, msg: str) -> None:
+    errors.append(f"{where}: {msg}")
+
+
+# --------------------------------------------------------------------------- 1
+
+
+def validate_schemas(overlay: str, docs: list[dict]) -> None:
+    for doc in docs:
+        name = f"{overlay}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        for version in K8S_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                path = ".".join(str(p) for p in e.path)
+                err(name, f"k8s {version} schema: {path}: {e.message}")
+            except kubernetes_validate.SchemaNotFoundError as e:
+                err(name, f"k8s {version}: {e.message}")
+
+
+# --------------------------------------------------------------------------- 2
+
+
+def pod_specs(doc: dict):
+    kind = doc["kind"]
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+        return doc["spec"]["template"]["spec"]
+    return None
+
+
+def check_workloads(overlay: str, docs: list[dict]) -> None:
+    by_kind: dict[str, dict[str, dict]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+
+    for name in sorted(SERVICE_CONTAINERS):
+        if name not in by_kind.get("Deployment", {}):
+            err(overlay, f"no Deployment {name}")
+        if name not in by_kind.get("Service", {}):
+            err(overlay, f"no Service {name}")
+
+    for d in docs:
+        spec = pod_specs(d)
+        if spec is None:
+            continue
+        where = f"{overlay}: {d['kind']}/{d['metadata']['name']}"
+        psc = spec.get("securityContext", {})
+        if psc.get("runAsNonRoot") is not True:
+            err(where, "pod securityContext.runAsNonRoot must be true")
+        if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+            err(where, "pod seccompProfile must be RuntimeDefault")
+        if spec.get("automountServiceAccountToken") is not False:
+            err(where, "automountServiceAccountToken must be false (no pod talks to the API)")
+        grace = spec.get("terminationGracePeriodSeconds", 30)
+        mounts_ok = {v["name"] for v in spec.get("volumes", [])}
+        for v in spec.get("volumes", []):
+            ref = None
+            if "configMap" in v:
+                ref = ("ConfigMap", v["configMap"]["name"])
+            elif "secret" in v:
+                ref = ("Secret", v["secret"]["secretName"])
+            elif "persistentVolumeClaim" in v:
+                ref = ("PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"])
+            if ref and ref not in EXTERNAL and ref[1] not in by_kind.get(ref[0], {}):
+                err(where, f"volume {v['name']} references {ref[0]}/{ref[1]}, which is not rendered")
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            cw = f"{where}/{c['name']}"
+            sc = c.get("securityContext", {})
+            if sc.get("allowPrivilegeEscalation") is not False:
+                err(cw, "allowPrivilegeEscalation must be false")
+            if sc.get("readOnlyRootFilesystem") is not True:
+                err(cw, "readOnlyRootFilesystem must be true")
+            if sc.get("capabilities", {}).get("drop") != ["ALL"]:
+                err(cw, "capabilities.drop must be [ALL]")
+            res = c.get("resources", {})
+            for k in ("requests", "limits"):
+                for r in ("cpu", "memory"):
+                    if r not in res.get(k, {}):
+                        err(cw, f"resources.{k}.{r} missing")
+            for m in c.get("volumeMounts", []):
+                if m["name"] not in mounts_ok:
+                    err(cw, f"volumeMount {m['name']} has no volume")
+                if "subPath" in m:
+                    err(cw, f"volumeMount {m['name']}: subPath blocks ConfigMap/Secret updates (hot reload)")
+            for e in c.get("envFrom", []):
+                ref = e.get("configMapRef", {}).get("name")
+                if ref and ref not in by_kind.get("ConfigMap", {}):
+                    err(cw, f"envFrom ConfigMap/{ref} is not rendered")
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref and ref["name"] not in by_kind.get("Secret", {}):
+                    err(cw, f"env {e['name']} references Secret/{ref['name']}, which is not rendered")
+            if d["kind"] != "Deployment":
+                continue
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                if probe not in c:
+                    err(cw, f"{probe} missing")
+            if c["name"] in GRPC_SERVICES:
+                for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                    if "grpc" not in c.get(probe, {}):
+                        err(cw, f"{probe} must be a native gRPC probe (grpc.health.v1)")
+            if c["name"] in SERVICE_CONTAINERS:
+                env = {e["name"]: e for e in c.get("env", [])}
+                tw = env.get("TOKIO_WORKER_THREADS", {}).get("valueFrom", {}).get("resourceFieldRef", {})
+                if tw.get("resource") != "limits.cpu" or tw.get("containerName") != c["name"]:
+                    err(cw, "TOKIO_WORKER_THREADS must come from this container's limits.cpu")
+                cmd = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+                if len(cmd) != 2 or cmd[0] != "sleep" or not cmd[1].isdigit():
+                    err(cw, 'preStop must be exec ["sleep", "<seconds>"] (endpoint removal before SIGTERM)')
+                elif not 0 < int(cmd[1]) < grace:
+                    err(cw, f"preStop sleep {cmd[1]} s must be shorter than terminationGracePeriodSeconds {grace}")
+                elif grace - int(cmd[1]) < 5:
+                    err(cw, f"grace period {grace} s leaves under 5 s to drain after the preStop sleep")
+
+    svc = by_kind.get("Service", {}).get("crypto-worker")
+    if svc and svc["spec"].get("clusterIP") != "None":
+        err(overlay, "Service/crypto-worker must be headless (clusterIP: None)")
+    for kind in ("HorizontalPodAutoscaler",):
+        for name, h in by_kind.get(kind, {}).items():
+            tgt = h["spec"]["scaleTargetRef"]
+            if tgt["name"] not in by_kind.get(tgt["kind"], {}):
+                err(overlay, f"{kind}/{name} targets missing {tgt['kind']}/{tgt['name']}")
+    for want in ("edge", "crypto-worker"):
+        if want not in by_kind.get("HorizontalPodAutoscaler", {}):
+            err(overlay, f"no HorizontalPodAutoscaler {want}")
+    if "crypto-worker" not in by_kind.get("PodDisruptionBudget", {}):
+        err(overlay, "no PodDisruptionBudget crypto-worker")
+    for name, p in by_kind.get("PodDisruptionBudget", {}).items():
+        sel = p["spec"]["selector"]["matchLabels"]
+        if not any(
+            all(d["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in sel.items())
+            for d in by_kind.get("Deployment", {}).values()
+        ):
+            err(overlay, f"PodDisruptionBudget/{name} selects no Deployment's pods")
+    nps = by_kind.get("NetworkPolicy", {})
+    if not any(n["spec"].get("podSelector") == {} and "Ingress" in n["spec"].get("policyTypes", []) and not n["spec"].get("ingress") for n in nps.values()):
+        err(overlay, "no default-deny ingress NetworkPolicy")
+    for target, port in (("crypto-worker", 7100), ("rate-limiter", 7200)):
+        pols = [n for n in nps.values() if n["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == target]
+        if not pols:
+            err(overlay, f"no NetworkPolicy selecting {target}")
+        for n in pols:
+            for rule in n["spec"].get("ingress", []):
+                ports = [p.get("port") for p in rule.get("ports", [])]
+                if ports and port not in ports and "grpc" not in ports:
+                    continue  # e.g. Prometheus on the metrics port
+                peers = rule.get("from")
+                if not peers or any(
+                    peer.get("podSelector", {}).get("matchLabels") != {"app.kubernetes.io/name": "edge"}
+                    or "namespaceSelector" in peer
+                    for peer in peers
+                ):
+                    err(overlay, f"NetworkPolicy/{n['metadata']['name']}: only the edge may reach {target}'s gRPC port {port}")
+    check_configs(overlay, by_kind)
+
+
+# --------------------------------------------------------------------------- 3
+
+
+def documented_edge_fields() -> tuple[set[str], set[str]]:
+    """Top-level and [tls] field names in deploy/edge.toml, commented or not."""
+    top, tls, section = set(), set(), None
+    for line in (DEPLOY / "edge.toml").read_text().splitlines():
+        s = line.lstrip("# ").strip()
+        if re.fullmatch(r"\[[a-z_]+\]", s):
+            section = s[1:-1]
+            continue
+        m = re.match(r"([a-z_]+)\s*=", s)
+        if m:
+            (tls if section == "tls" else top).add(m.group(1))
+    return top, tls
+
+
+def mount_dirs(container: dict, spec: dict) -> dict[str, dict]:
+    vols = {v["name"]: v for v in spec.get("volumes", [])}
+    return {m["mountPath"].rstrip("/"): vols.get(m["name"], {}) for m in container.get("volumeMounts", [])}
+
+
+def file_is_mounted(path: str, mounts: dict[str, dict]) -> bool:
+    parent, _, fname = path.rpartition("/")
+    vol = mounts.get(parent)
+    if vol is None:
+        return False
+    items = (vol.get("secret") or vol.get("configMap") or {}).get("items")
+    return items is None or any(i["path"] == fname for i in items)
+
+
+def check_edge_toml(where: str, text: str, container: dict, spec: dict) -> None:
+    try:
+        cfg = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        err(where, f"edge.toml is not TOML: {e}")
+        return
+    top, tls_fields = documented_edge_fields()
+    for k in cfg:
+        if k not in top and k != "tls":
+            err(where, f"edge.toml: unknown field {k!r} (not in deploy/edge.toml; the edge denies unknown fields)")
+    for k in ("workers", "limiter", "keystores_file"):
+        if k not in cfg:
+            err(where, f"edge.toml: required field {k!r} missing")
+    workers = cfg.get("workers", [])
+    if not 1 <= len(workers) <= 10:
+        err(where, "edge.toml: workers must list 1..=10 endpoints")
+    if not 10 <= cfg.get("deadline_ms", 200) <= 60000:
+        err(where, "edge.toml: deadline_ms must be 10..=60000")
+    pt, aad = cfg.get("max_plaintext_bytes", 32768), cfg.get("max_aad_bytes", 8192)
+    if pt < 4300:
+        err(where, "edge.toml: max_plaintext_bytes below the spec minimum 4300")
+    if not 8192 <= aad <= 65535:
+        err(where, "edge.toml: max_aad_bytes must be 8192..=65535")
+    if cfg.get("max_body_bytes", 65536) < (pt + aad) * 4 // 3 + 8192:
+        err(where, "edge.toml: max_body_bytes too small for the largest plaintext and AAD")
+    if cfg.get("limiter_failure_policy", "open") not in ("open", "closed"):
+        err(where, "edge.toml: limiter_failure_policy must be open or closed")
+    files = [cfg.get("keystores_file"), cfg.get("policy_file")]
+    tls = cfg.get("tls")
+    if tls is not None:
+        for k in tls:
+            if k not in tls_fields:
+                err(where, f"edge.toml: unknown [tls] field {k!r}")
+        if ("client_ca_file" in tls) != ("client_subject_cn" in tls):
+            err(where, "edge.toml: client_ca_file and client_subject_cn must be set together")
+        files += [tls.get("cert_file"), tls.get("key_file"), tls.get("client_ca_file")]
+    mounts = mount_dirs(container, spec)
+    for f in filter(None, files):
+        if not f.startswith("/"):
+            err(where, f"edge.toml: {f} should be absolute in a container")
+        elif not file_is_mounted(f, mounts):
+            err(where, f"edge.toml names {f}, which no volume of the edge container provides")
+    port = int(cfg.get("listen", "127.0.0.1:8000").rsplit(":", 1)[1])
+    if not cfg.get("listen", "").startswith(("0.0.0.0:", "[::]:")):
+        err(where, "edge.toml: listen must be a wildcard address in a pod")
+    if port not in [p["containerPort"] for p in container.get("ports", [])]:
+        err(where, f"edge.toml listens on {port}, not a containerPort of the edge")
+
+
+def check_configs(overlay: str, by_kind: dict[str, dict[str, dict]]) -> None:
+    cms, secrets = by_kind.get("ConfigMap", {}), by_kind.get("Secret", {})
+    edge = by_kind.get("Deployment", {}).get("edge")
+    if edge:
+        spec = edge["spec"]["template"]["spec"]
+        c = next(c for c in spec["containers"] if c["name"] == "edge")
+        args = c.get("args", [])
+        cfg_path = args[args.index("--config") + 1] if "--config" in args else None
+        if not cfg_path:
+            err(overlay, "edge container has no --config argument")
+        else:
+            mounts = mount_dirs(c, spec)
+            vol = mounts.get(cfg_path.rpartition("/")[0], {})
+            cm = cms.get(vol.get("configMap", {}).get("name", ""))
+            if cm is None or cfg_path.rpartition("/")[2] not in cm.get("data", {}):
+                err(overlay, f"edge --config {cfg_path} is not provided by a rendered ConfigMap")
+            else:
+                check_edge_toml(f"{overlay}: ConfigMap/{cm['metadata']['name']}", cm["data"][cfg_path.rpartition("/")[2]], c, spec)
+    for cm in cms.values():
+        for key, text in cm.get("data", {}).items():
+            where = f"{overlay}: ConfigMap/{cm['metadata']['name']}/{key}"
+            if key == "limiter.toml":
+                try:
+                    q = tomllib.loads(text)
+                except tomllib.TOMLDecodeError as e:
+                    err(where, f"not TOML: {e}")
+                    continue
+                buckets = [q.get("default", {})] + q.get("tenants", [])
+                for t in q.get("tenants", []):
+                    buckets += list(t.get("operations", {}).values())
+                    if "tenant" not in t:
+                        err(where, "a [[tenants]] entry has no tenant")
+                for b in buckets:
+                    if b and not (b.get("rate_per_second", 0) > 0 and b.get("burst", 0) > 0):
+                        err(where, f"bucket {b} needs rate_per_second and burst > 0")
+            elif key.endswith(".toml") and key != "edge.toml":
+                try:
+                    tomllib.loads(text)
+                except tomllib.TOMLDecodeError as e:
+                    err(where, f"not TOML: {e}")
+    for s in secrets.values():
+        for key, text in s.get("stringData", {}).items():
+            if key.endswith(".json"):
+                try:
+                    ks = json.loads(text)
+                    if not isinstance(ks.get("keystores"), list):
+                        err(f"{overlay}: Secret/{s['metadata']['name']}/{key}", 'needs a "keystores" list')
+                except json.JSONDecodeError as e:
+                    err(f"{overlay}: Secret/{s['metadata']['name']}/{key}", f"not JSON: {e}")
+
+
+# --------------------------------------------------------------------------- 4
+
+
+def recorded_metrics() -> set[str]:
+    """Metric series names the services export, from their metrics! macros."""
+    names: set[str] = set()
+    for root in ("services", "crates"):
+        for f in (REPO / root).rglob("*.rs"):
+            text = f.read_text()
+            for kind, name in re.findall(r'\b(counter|histogram|gauge)!\(\s*"([a-zA-Z_:][a-zA-Z0-9_:]*)"', text):
+                names.add(name)
+                if kind == "histogram":
+                    # Rendered with buckets (keymesh_common::prometheus) or, without
+                    # them, as a summary: allow both shapes' series.
+                    names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return names
+
+
+PROMQL_WORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
+    "unless", "offset", "inf", "nan", "atan2",
+}
+
+
+def metrics_in(expr: str) -> set[str]:
+    e = re.sub(r'"(?:\\.|[^"\\])*"', '""', expr)
+    e = re.sub(r"\{[^}]*\}", "", e)
+    e = re.sub(r"\[[^\]]*\]", "", e)
+    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", e)
+    e = re.sub(r"\$\{?[A-Za-z_]+\}?", "", e)  # Grafana variables
+    out = set()
+    for m in re.finditer(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)\b(\s*\()?", e):
+        if m.group(2) or m.group(1).lower() in PROMQL_WORDS:
+            continue
+        if re.fullmatch(r"\d+[smhdwy]", m.group(1)):
+            continue
+        out.add(m.group(1))
+    return out
+
+
+def check_metrics(where: str, expr: str, known: set[str]) -> None:
+    used = metrics_in(expr)
+    if not used:
+        err(where, f"expression uses no metric: {expr}")
+    for name in sorted(used - known - EXTERNAL_METRICS):
+        err(where, f"unknown metric {name!r} (not recorded by services/ or crates/)")
+
+
+def check_observability() -> None:
+    known = recorded_metrics()
+    obs = DEPLOY / "observability"
+    dashboards = sorted(obs.glob("*.json"))
+    if not dashboards:
+        err("deploy/observability", "no Grafana dashboard JSON")
+    for path in dashboards:
+        where = str(path.relative_to(REPO))
+        try:
+            dash = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            err(where, f"not JSON: {e}")
+            continue
+        for k in ("title", "uid", "panels", "schemaVersion"):
+            if k not in dash:
+                err(where, f"dashboard has no {k!r}")
+        panels = []
+        for p in dash.get("panels", []):
+            panels.append(p)
+            panels.extend(p.get("panels", []))
+        ids = [p.get("id") for p in panels]
+        if len(ids) != len(set(ids)):
+            err(where, "panel ids are not unique")
+        for p in panels:
+            if p.get("type") == "row":
+                continue
+            targets = p.get("targets", [])
+            if not targets:
+                err(where, f"panel {p.get('title')!r} has no targets")
+            for t in targets:
+                check_metrics(f"{where}: panel {p.get('title')!r}", t.get("expr", ""), known)
+    rule_files = sorted(obs.glob("*.rules.yaml")) + sorted(obs.glob("*.rules.yml"))
+    if not rule_files:
+        err("deploy/observability", "no Prometheus rules file (*.rules.yaml)")
+    for path in rule_files:
+        where = str(path.relative_to(REPO))
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            err(where, f"not YAML: {e}")
+            continue
+        if not isinstance(doc, dict) or set(doc) != {"groups"} or not isinstance(doc["groups"], list):
+            err(where, "a rules file is {groups: [...]} and nothing else")
+            continue
+        seen = set()
+        for g in doc["groups"]:
+            if not isinstance(g, dict) or not g.get("name") or not isinstance(g.get("rules"), list):
+                err(where, "every group needs a name and a rules list")
+                continue
+            if g["name"] in seen:
+                err(where, f"duplicate group {g['name']}")
+            seen.add(g["name"])
+            extra = set(g) - {"name", "interval", "rules", "limit", "query_offset", "labels"}
+            if extra:
+                err(where, f"group {g['name']}: unknown keys {sorted(extra)}")
+            for r in g["rules"]:
+                rw = f"{where}: {g['name']}/{r.get('alert') or r.get('record')}"
+                if ("alert" in r) == ("record" in r):
+                    err(rw, "a rule has exactly one of alert/record")
+                extra = set(r) - {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
+                if extra:
+                    err(rw, f"unknown keys {sorted(extra)}")
+                if not isinstance(r.get("expr"), str) or not r["expr"].strip():
+                    err(rw, "expr missing")
+                    continue
+                if r["expr"].count("(") != r["expr"].count(")"):
+                    err(rw, "unbalanced parentheses in expr")
+                if "for" in r and not re.fullmatch(r"(\d+[smhdwy])+", str(r["for"])):
+                    err(rw, f"for: {r['for']!r} is not a duration")
+                if "alert" in r:
+                    if r.get("labels", {}).get("severity") not in ("critical", "warning", "info"):
+                        err(rw, "labels.severity must be critical, warning or info")
+                    for a in ("summary", "description", "runbook"):
+                        if not r.get("annotations", {}).get(a):
+                            err(rw, f"annotations.{a} missing")
+                check_metrics(rw, r["expr"], known)
+
+
+# ---------------------------------------------------------------------------
+
+
+PACKAGES = {"edge": "keymesh-edge", "crypto-worker": "keymesh-crypto-worker", "rate-limiter": "keymesh-rate-limiter"}
+
+
+def check_dockerfiles() -> None:
+    """No Docker engine here: check the multi-stage shape by reading them."""
+    for svc, pkg in PACKAGES.items():
+        path = REPO / "services" / svc / "Dockerfile"
+        where = str(path.relative_to(REPO))
+        if not path.exists():
+            err(where, "missing")
+            continue
+        text = path.read_text()
+        froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
+        if len(froms) < 2 or not froms[0].startswith("rust:1.95-bookworm") or froms[-1] != "debian:bookworm-slim":
+            err(where, "expected a rust:1.95-bookworm build stage and a debian:bookworm-slim runtime")
+        if not re.search(rf"cargo build --release --locked\b.*-p {re.escape(pkg)}\b", text):
+            err(where, f"expected cargo build --release --locked -p {pkg}")
+        users = re.findall(r"^USER\s+(\S+)", text, re.M)
+        if not users or users[-1].split(":")[0] in ("root", "0"):
+            err(where, "the runtime stage must switch to a non-root USER")
+        if svc == "crypto-worker" and "softhsm2" not in text:
+            err(where, "the worker runtime installs softhsm2")
+
+
+def main() -> int:
+    rendered = Path(sys.argv[1])
+    overlays = sorted(rendered.glob("*.yaml"))
+    if not overlays:
+        err(str(rendered), "no rendered overlays")
+    total = 0
+    for path in overlays:
+        overlay = path.stem
+        try:
+            docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        except yaml.YAMLError as e:
+            err(overlay, f"rendered output is not YAML: {e}")
+            continue
+        total += len(docs)
+        validate_schemas(overlay, docs)
+        check_workloads(overlay, docs)
+    check_observability()
+    check_dockerfiles()
+    if errors:
+        for e in errors:
+            print(f"  FAIL {e}")
+        print(f"validate-deploy: {len(errors)} problem(s)")
+        return 1
+    print(f"validate-deploy: {len(overlays)} renders, {total} objects valid against Kubernetes "
+          f"{', '.join(K8S_VERSIONS)} (strict); edge/limiter/policy configs, dashboard, alert rules and Dockerfiles OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
