@@ -397,6 +397,9 @@ pub enum TlsMode {
 #[derive(Debug, Clone)]
 pub struct MeshOptions {
     pub workers: usize,
+    /// List the workers to the edge as `dns+http://localhost:PORT` (resolved
+    /// by the edge) instead of `http://127.0.0.1:PORT`.
+    pub dns_workers: bool,
     /// Key stores to create, each with one credential.
     pub keystores: Vec<String>,
     /// rate-limiter quota file; `None` = generous defaults.
@@ -424,6 +427,7 @@ impl Default for MeshOptions {
     fn default() -> Self {
         Self {
             workers: 1,
+            dns_workers: false,
             keystores: vec![TENANT_A.into(), TENANT_B.into()],
             limiter_toml: None,
             policy_toml: String::new(),
@@ -771,7 +775,13 @@ impl Mesh {
         let workers = self
             .worker_addrs
             .iter()
-            .map(|a| format!("\"http://{a}\""))
+            .map(|a| {
+                if o.dns_workers {
+                    format!("\"dns+http://localhost:{}\"", a.port())
+                } else {
+                    format!("\"http://{a}\"")
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ");
         let mut s = format!(

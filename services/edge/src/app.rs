@@ -31,6 +31,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(from_fn_with_state(Arc::clone(&state), layers::authenticate))
         // Quota after authentication, so nobody can spend another tenant's.
         .layer(from_fn_with_state(Arc::clone(&state), layers::rate_limit))
+        // Load shed last: only here is the budget left for the worker call
+        // known (body reading, SigV4 and the limiter have spent theirs).
+        .layer(from_fn_with_state(Arc::clone(&state), layers::shed))
         .service_fn({
             let state = Arc::clone(&state);
             move |req| layers::handler(Arc::clone(&state), req)

@@ -20,8 +20,16 @@ pub struct Config {
     /// Total budget per request in ms (default 200).
     #[serde(default = "defaults::deadline_ms")]
     pub deadline_ms: u64,
-    /// crypto-worker gRPC endpoints (at least one).
+    /// crypto-worker gRPC endpoints (at least one): `http://host:port`, or
+    /// `dns+http://name:port` = every A/AAAA record of `name` (headless Service).
     pub workers: Vec<String>,
+    /// How often `dns+http://` worker names are re-resolved, in ms (default 2000).
+    #[serde(default = "defaults::resolve_ms")]
+    pub worker_resolve_interval_ms: u64,
+    /// A request with less budget than this left before its worker call is
+    /// refused with 429 instead of becoming a 503, in ms (default 5).
+    #[serde(default = "defaults::shed_floor_ms")]
+    pub shed_floor_ms: u64,
     /// rate-limiter gRPC endpoint.
     pub limiter: String,
     /// Limiter unreachable: "open" (default) or "closed".
@@ -85,6 +93,12 @@ mod defaults {
     }
     pub fn max_lease() -> u32 {
         64
+    }
+    pub fn resolve_ms() -> u64 {
+        2000
+    }
+    pub fn shed_floor_ms() -> u64 {
+        5
     }
     pub fn reload_ms() -> u64 {
         1000
@@ -161,6 +175,17 @@ impl Config {
                 "max_body_bytes: must be at least {needed} to carry the largest plaintext and AAD"
             ));
         }
+        for w in &self.workers {
+            if let Err(e) = crate::workers::Source::parse(w) {
+                errors.push(format!("workers: {e}"));
+            }
+        }
+        if !(100..=60_000).contains(&self.worker_resolve_interval_ms) {
+            errors.push("worker_resolve_interval_ms: must be 100..=60000".to_owned());
+        }
+        if self.shed_floor_ms >= self.deadline_ms {
+            errors.push("shed_floor_ms: must be below deadline_ms".to_owned());
+        }
         if self.limiter_max_lease == 0 {
             errors.push("limiter_max_lease: must be at least 1".to_owned());
         }
@@ -182,6 +207,10 @@ impl Config {
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)
     }
+
+    pub fn shed_floor(&self) -> Duration {
+        Duration::from_millis(self.shed_floor_ms)
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +225,7 @@ mod tests {
                keystores_file = "k.json"
                deadline_ms = 1
                max_plaintext_bytes = 10
+               worker_resolve_interval_ms = 1
                [tls]
                cert_file = "c"
                key_file = "k"
@@ -209,7 +239,13 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        for field in ["workers", "deadline_ms", "max_plaintext_bytes", "tls"] {
+        for field in [
+            "workers",
+            "deadline_ms",
+            "max_plaintext_bytes",
+            "tls",
+            "worker_resolve_interval_ms",
+        ] {
             assert!(msg.contains(field), "{field} missing in {msg}");
         }
     }

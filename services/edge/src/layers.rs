@@ -206,6 +206,29 @@ pub async fn rate_limit(State(state): State<Arc<AppState>>, req: Request, next: 
     next.run(req).await
 }
 
+/// Load shedding at the last step before the worker call: with less than
+/// `shed_floor_ms` of the budget left, no worker round trip can finish in time
+/// (a loopback gRPC hop alone costs ~0.1 ms, an HSM operation more, and a
+/// queue adds to both), so the request would end as a 503
+/// DependencyTimeoutException after holding a worker slot. Refusing now with
+/// 429 ThrottlingException tells the caller to back off instead. The second
+/// half of the rule, a worker whose queue exceeds the remaining budget, is
+/// decided per worker in `WorkerPool::call`.
+pub async fn shed(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let (Some(route), Some(Deadline(at))) = (
+        req.extensions().get::<OwnedRoute>(),
+        req.extensions().get::<Deadline>().copied(),
+    ) else {
+        return XksError::Internal.into_response();
+    };
+    if at.saturating_duration_since(Instant::now()) < state.config.shed_floor() {
+        metrics::counter!("keymesh_edge_shed_total", "operation" => route.operation.as_str(), "reason" => "deadline")
+            .increment(1);
+        return XksError::Throttled.into_response();
+    }
+    next.run(req).await
+}
+
 /// The operation itself.
 pub async fn handler(state: Arc<AppState>, req: Request) -> Result<Response, Infallible> {
     let ext = req.extensions();

@@ -49,7 +49,10 @@ impl AppState {
         };
         let limiter_channel = channel(&config.limiter)?;
         let workers = Arc::new(WorkerPool::new(&config.workers, limiter_channel.clone())?);
-        workers.spawn_prober(Duration::from_secs(1));
+        workers.start(
+            Duration::from_secs(1),
+            Duration::from_millis(config.worker_resolve_interval_ms),
+        );
         let limiter = LimiterClient::new(
             limiter_channel,
             config.limiter_failure_policy,

@@ -1,19 +1,44 @@
-//! The crypto-worker pool as the edge sees it: one lazily connected gRPC
-//! channel per worker, round-robin over the workers whose `grpc.health.v1`
-//! answers SERVING, and a background prober that also watches the limiter
-//! (readiness = at least one worker and the limiter answer).
+//! The crypto-worker pool as the edge sees it.
+//!
+//! * **Membership.** `workers` entries are static URLs or
+//!   `dns+http://name:port`: every A/AAAA record of `name` is a worker (a
+//!   Kubernetes headless Service), re-resolved every
+//!   `worker_resolve_interval_ms`. The members live in an [`ArcSwap`]
+//!   snapshot, so the request path never takes a lock.
+//! * **Health.** Every member is probed with `grpc.health.v1` Check each
+//!   second (catches a hung worker) and watched with Watch (a SIGTERMed
+//!   worker's NOT_SERVING arrives within a round trip, before it closes its
+//!   connections); a transport error ejects at once. Only admitted members
+//!   take traffic, unless none is admitted (then any is tried: the probe may
+//!   lag a restart and the caller has a deadline anyway).
+//! * **Balancing.** Power of two choices on in-flight requests: two random
+//!   members, the one with fewer requests in flight wins. One atomic counter
+//!   per worker, no queue, no task per request.
+//! * **Shedding** ([`Worker::queue_wait`]): a request whose expected wait
+//!   exceeds its remaining budget is refused at once (429) instead of timing
+//!   out later (503).
+//! * **Retries** ([`WorkerPool::call`]): once, on another worker, only when
+//!   the failure proves the worker died or was unreachable, and for Encrypt
+//!   only when the request provably never left the edge.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use keymesh_proto::crypto::v1::crypto_worker_client::CryptoWorkerClient;
 use keymesh_proto::crypto::v1::{GetHealthRequest, GetHealthResponse, HealthStatus};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+
+use crate::error::XksError;
 
 /// A gRPC channel to `url` with the settings every keymesh hop uses.
 pub fn channel(url: &str) -> anyhow::Result<Channel> {
@@ -27,25 +52,259 @@ pub fn channel(url: &str) -> anyhow::Result<Channel> {
         .connect_lazy())
 }
 
-#[derive(Debug)]
-pub struct Worker {
-    pub endpoint: String,
-    channel: Channel,
-    serving: AtomicBool,
+/// How long a health probe may take before the worker counts as down.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Pause before re-opening a health Watch that ended or failed.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
+/// A retry needs at least this much budget left to be worth sending.
+const RETRY_FLOOR: Duration = Duration::from_millis(5);
+
+/// Where workers come from: one `workers` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// One worker at this URL.
+    Static(String),
+    /// Every address `host` resolves to, on `port`.
+    Dns { host: String, port: u16 },
 }
 
-impl Worker {
-    pub fn client(&self) -> CryptoWorkerClient<Channel> {
-        CryptoWorkerClient::new(self.channel.clone())
+impl Source {
+    /// `http(s)://...` or `dns+http://name:port`.
+    pub fn parse(entry: &str) -> Result<Self, String> {
+        if let Some(rest) = entry.strip_prefix("dns+http://") {
+            let authority = rest.trim_end_matches('/');
+            let (host, port) = authority
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{entry:?}: dns+http:// needs name:port"))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("{entry:?}: bad port {port:?}"))?;
+            if host.is_empty() || host.contains(['/', '@', '[', ']']) {
+                return Err(format!("{entry:?}: bad host name"));
+            }
+            return Ok(Self::Dns {
+                host: host.to_owned(),
+                port,
+            });
+        }
+        if !(entry.starts_with("http://") || entry.starts_with("https://")) {
+            return Err(format!(
+                "{entry:?}: expected http://host:port or dns+http://name:port"
+            ));
+        }
+        Endpoint::from_shared(entry.to_owned()).map_err(|e| format!("{entry:?}: {e}"))?;
+        Ok(Self::Static(entry.to_owned()))
     }
 }
 
 #[derive(Debug)]
+pub struct Worker {
+    pub endpoint: String,
+    channel: Channel,
+    /// Admitted: its last probe/watch said SERVING and no transport error since.
+    serving: AtomicBool,
+    in_flight: AtomicUsize,
+    /// µs since the pool epoch of the last answer, or of the moment the worker
+    /// went from idle to busy (so idle time never counts as service time).
+    progress_at_us: AtomicU64,
+    /// EWMA (1/8) of the busy time between two answers, in µs: the inverse of
+    /// the worker's throughput under its current load.
+    interval_us: AtomicU64,
+    requests: metrics::Counter,
+}
+
+impl Worker {
+    fn new(endpoint: String, serving: bool) -> anyhow::Result<Self> {
+        let requests =
+            metrics::counter!("keymesh_edge_worker_requests_total", "worker" => endpoint.clone());
+        Ok(Self {
+            channel: channel(&endpoint)?,
+            endpoint,
+            serving: AtomicBool::new(serving),
+            in_flight: AtomicUsize::new(0),
+            progress_at_us: AtomicU64::new(0),
+            interval_us: AtomicU64::new(0),
+            requests,
+        })
+    }
+
+    pub fn client(&self) -> CryptoWorkerClient<Channel> {
+        CryptoWorkerClient::new(self.channel.clone())
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
+    }
+
+    /// How long a request sent now is expected to queue behind the ones in
+    /// flight: `in_flight × interval`, where interval is the worker's busy
+    /// time per answer — its EWMA, or the time since its last answer if that
+    /// is longer (a worker that hangs stops answering, so this grows with the
+    /// stall instead of trusting an average from when it was healthy). An
+    /// idle worker has no queue.
+    pub fn queue_wait(&self, now_us: u64) -> Duration {
+        let n = self.in_flight() as u64;
+        if n == 0 {
+            return Duration::ZERO;
+        }
+        let since = now_us.saturating_sub(self.progress_at_us.load(Ordering::Relaxed));
+        let interval = self.interval_us.load(Ordering::Relaxed).max(since);
+        Duration::from_micros(n.saturating_mul(interval))
+    }
+
+    fn begin(&self, now_us: u64) -> InFlight<'_> {
+        self.requests.increment(1);
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.progress_at_us.store(now_us, Ordering::Relaxed);
+        }
+        InFlight(self)
+    }
+
+    /// The worker answered (with a result or an application error).
+    fn answered(&self, now_us: u64) {
+        let last = self.progress_at_us.swap(now_us, Ordering::Relaxed);
+        let sample = now_us.saturating_sub(last);
+        // A racy read-modify-write is fine: this is an estimate.
+        let old = self.interval_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.interval_us.store(new, Ordering::Relaxed);
+    }
+}
+
+/// One request in flight on a worker; dropped when it ends, however it ends
+/// (including cancellation when the request deadline passes).
+struct InFlight<'a>(&'a Worker);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Which failures a call may be retried after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Decrypt, GetKeyMetadata: no side effect, so any evidence that the
+    /// worker died or was unreachable allows one retry.
+    Idempotent,
+    /// Encrypt: a second IV/ciphertext for one request must not be produced
+    /// unless the first request provably never reached a worker.
+    IfNeverSent,
+}
+
+/// Whether any error in `status`'s source chain satisfies `f`.
+fn in_chain(
+    status: &tonic::Status,
+    f: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> bool {
+    let mut cause = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if f(e) {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// hyper's HTTP/2 client reports `canceled` only for a request it never
+/// handed to the connection ("connection was not ready", or "connection
+/// closed" with the request given back undelivered): e.g. one queued while
+/// a draining worker's GOAWAY arrived.
+fn hyper_canceled(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_canceled)
+}
+
+/// RFC 9113 §6.8/§8.7: a stream above a GOAWAY's last-stream-id, or reset
+/// with REFUSED_STREAM, was not processed by the server. h2 reports a remote
+/// NO_ERROR GOAWAY on a stream only in that case (or when opening a stream
+/// after the GOAWAY, which sends nothing): streams the worker accepted keep
+/// running through its graceful drain, and a connection lost later fails
+/// them with an I/O error instead.
+fn h2_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<h2::Error>().is_some_and(|h| {
+        h.is_remote()
+            && ((h.is_go_away() && h.reason() == Some(h2::Reason::NO_ERROR))
+                || (h.is_reset() && h.reason() == Some(h2::Reason::REFUSED_STREAM)))
+    })
+}
+
+/// The worker died or could not be reached: the status carries no worker
+/// `ErrorInfo` and says UNAVAILABLE, or was made by the edge's own transport
+/// (tonic attaches the underlying error as `source`; a status received from a
+/// worker has none). A deadline is not such evidence; a cancel only when
+/// hyper says it never sent the request.
+pub fn is_transport_failure(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    if !status.details().is_empty() {
+        return false;
+    }
+    match status.code() {
+        Code::DeadlineExceeded => false,
+        Code::Cancelled => in_chain(status, hyper_canceled),
+        Code::Unavailable => true,
+        _ => {
+            std::error::Error::source(status).is_some()
+                && !in_chain(status, |e| e.is::<tonic::TimeoutExpired>())
+        }
+    }
+}
+
+/// The request provably never reached a worker's application: a failed
+/// connection attempt (tonic: UNAVAILABLE with a `tonic::ConnectError` in the
+/// source chain, the TCP connect failed before any byte of the request was
+/// written), a request hyper never handed to the connection, or a stream the
+/// worker refused unprocessed (see [`h2_refused`]). Anything else (a reset,
+/// an I/O error, EOF) may have happened after the worker received it.
+pub fn never_sent(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable => {
+            in_chain(status, |e| e.is::<tonic::ConnectError>() || h2_refused(e))
+        }
+        tonic::Code::Cancelled => in_chain(status, hyper_canceled),
+        _ => in_chain(status, h2_refused),
+    }
+}
+
 pub struct WorkerPool {
-    workers: Vec<Worker>,
-    next: AtomicUsize,
+    sources: Vec<Source>,
+    /// Every known worker, in configuration then resolution order.
+    members: ArcSwap<Vec<Arc<Worker>>>,
+    /// The members currently admitted (rebuilt when membership or health changes).
+    admitted: ArcSwap<Vec<Arc<Worker>>>,
+    /// Serialises rebuilds of `admitted` (never held across an await).
+    rebuild: Mutex<()>,
+    /// Membership bookkeeping for the resolver: the last good answer per DNS
+    /// source and the health Watch task of each member.
+    book: Mutex<Book>,
+    rng: AtomicU64,
+    epoch: Instant,
     limiter: Channel,
     limiter_serving: AtomicBool,
+}
+
+#[derive(Default)]
+struct Book {
+    last_good: HashMap<usize, Vec<SocketAddr>>,
+    watches: HashMap<String, AbortHandle>,
+}
+
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("sources", &self.sources)
+            .field("members", &self.members.load().len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// One `ekmFleetDetails` entry.
@@ -71,85 +330,397 @@ async fn serving(channel: Channel, timeout: Duration) -> bool {
     )
 }
 
+/// A gRPC request with the remaining budget as its deadline and the trace context.
+pub fn grpc<T>(msg: T, deadline: Instant) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+    keymesh_common::propagation::inject(req.metadata_mut());
+    req
+}
+
+/// splitmix64: a cheap, well-mixed random number per pick from one counter.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 impl WorkerPool {
-    pub fn new(endpoints: &[String], limiter: Channel) -> anyhow::Result<Self> {
-        let workers = endpoints
+    /// The pool with its static workers (admitted optimistically, so a fresh
+    /// edge does not refuse traffic for a probe interval); DNS sources are
+    /// resolved by the task [`WorkerPool::start`] spawns.
+    pub fn new(entries: &[String], limiter: Channel) -> anyhow::Result<Self> {
+        let sources = entries
             .iter()
-            .map(|e| {
-                Ok(Worker {
-                    endpoint: e.clone(),
-                    channel: channel(e)?,
-                    // Optimistic until the first probe: a fresh edge should not
-                    // refuse traffic for a probe interval.
-                    serving: AtomicBool::new(true),
-                })
+            .map(|e| Source::parse(e).map_err(|m| anyhow::anyhow!("workers: {m}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let members = sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Static(url) => Some(url),
+                Source::Dns { .. } => None,
             })
-            .collect::<anyhow::Result<_>>()?;
+            .map(|url| Worker::new(url.clone(), true).map(Arc::new))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let admitted = members.clone();
         Ok(Self {
-            workers,
-            next: AtomicUsize::new(0),
+            sources,
+            members: ArcSwap::from_pointee(members),
+            admitted: ArcSwap::from_pointee(admitted),
+            rebuild: Mutex::new(()),
+            book: Mutex::new(Book::default()),
+            rng: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+            epoch: Instant::now(),
             limiter,
             limiter_serving: AtomicBool::new(false),
         })
     }
 
-    /// Round-robin over serving workers; if none is known to serve, try any
-    /// (the probe may lag a restart, and the caller has a deadline anyway).
-    pub fn pick(&self) -> &Worker {
-        let n = self.workers.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| &self.workers[(start + i) % n])
-            .find(|w| w.serving.load(Ordering::Relaxed))
-            .unwrap_or(&self.workers[start % n])
+    fn now_us(&self, now: Instant) -> u64 {
+        u64::try_from(now.duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Every worker currently known (admitted or not).
+    pub fn members(&self) -> Arc<Vec<Arc<Worker>>> {
+        self.members.load_full()
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        // Every update is a plain insert/remove: never half-written.
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn rebuild_admitted(&self) {
+        let _one = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
+        let members = self.members.load();
+        let admitted: Vec<_> = members.iter().filter(|w| w.serving()).cloned().collect();
+        metrics::gauge!("keymesh_edge_workers", "state" => "known").set(members.len() as f64);
+        metrics::gauge!("keymesh_edge_workers", "state" => "admitted").set(admitted.len() as f64);
+        self.admitted.store(Arc::new(admitted));
+    }
+
+    fn set_serving(&self, w: &Worker, ok: bool, why: &'static str) {
+        if w.serving.swap(ok, Ordering::Relaxed) != ok {
+            if ok {
+                tracing::info!(worker = %w.endpoint, why, "worker admitted");
+            } else {
+                tracing::warn!(worker = %w.endpoint, why, "worker ejected");
+            }
+            metrics::gauge!("keymesh_edge_worker_serving", "worker" => w.endpoint.clone())
+                .set(if ok { 1.0 } else { 0.0 });
+            self.rebuild_admitted();
+        }
+    }
+
+    /// Power of two choices among the admitted workers (all members when none
+    /// is admitted), never `exclude`. `None` only when there is no candidate.
+    pub fn pick(&self, exclude: Option<&Worker>) -> Option<Arc<Worker>> {
+        let admitted = self.admitted.load();
+        let list = if admitted.is_empty() {
+            self.members.load_full()
+        } else {
+            Arc::clone(&admitted)
+        };
+        let ok = |w: &Arc<Worker>| exclude.is_none_or(|x| !std::ptr::eq(Arc::as_ptr(w), x));
+        let n = list.len();
+        match n {
+            0 => None,
+            1 => list.first().filter(|w| ok(w)).cloned(),
+            _ => {
+                let r = mix(self.rng.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed));
+                let i = (r as usize) % n;
+                let mut j = ((r >> 32) as usize) % (n - 1);
+                if j >= i {
+                    j += 1; // two distinct members
+                }
+                let (a, b) = (&list[i], &list[j]);
+                let chosen = match (ok(a), ok(b)) {
+                    (true, true) if b.in_flight() < a.in_flight() => b,
+                    (true, _) => a,
+                    (false, true) => b,
+                    (false, false) => return None,
+                };
+                Some(Arc::clone(chosen))
+            }
+        }
+    }
+
+    /// One crypto call: pick a worker (P2C), shed if it cannot answer within
+    /// the budget, send, and retry once on another worker as `retry` allows.
+    /// `send` issues the RPC on a client; `msg` is cloned only when a retry
+    /// is possible.
+    pub async fn call<M, T, F, Fut>(
+        &self,
+        operation: &'static str,
+        deadline: Instant,
+        retry: Retry,
+        msg: M,
+        mut send: F,
+    ) -> Result<T, XksError>
+    where
+        M: Clone,
+        F: FnMut(CryptoWorkerClient<Channel>, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let Some(w) = self.pick(None) else {
+            metrics::counter!("keymesh_edge_no_workers_total", "operation" => operation)
+                .increment(1);
+            tracing::warn!(operation, "no crypto-worker known");
+            return Err(XksError::Internal);
+        };
+        let now = Instant::now();
+        // Shed rule: the chosen worker (the less loaded of two) is expected to
+        // make this request queue longer than the budget it has left, so it
+        // would become a 503 anyway; a 429 now tells the caller to back off
+        // without spending HSM capacity on an answer nobody will read.
+        if w.queue_wait(self.now_us(now)) >= deadline.saturating_duration_since(now) {
+            metrics::counter!("keymesh_edge_shed_total", "operation" => operation, "reason" => "queue")
+                .increment(1);
+            return Err(XksError::Throttled);
+        }
+        let can_retry = self.members.load().len() > 1;
+        let mut spare = Some(msg);
+        let first = if can_retry {
+            spare.clone()
+        } else {
+            spare.take()
+        };
+        let Some(first) = first else {
+            return Err(XksError::Internal);
+        };
+        let status = match self
+            .attempt(&w, send(w.client(), grpc(first, deadline)))
+            .await
+        {
+            Ok(r) => return Ok(r),
+            Err(s) => s,
+        };
+        let allowed = is_transport_failure(&status)
+            && match retry {
+                Retry::Idempotent => true,
+                Retry::IfNeverSent => never_sent(&status),
+            };
+        let budget = deadline.saturating_duration_since(Instant::now());
+        let (true, Some(msg), true) = (allowed, spare, budget > RETRY_FLOOR) else {
+            return Err(XksError::from_worker(&status));
+        };
+        let Some(w2) = self.pick(Some(&w)) else {
+            return Err(XksError::from_worker(&status));
+        };
+        metrics::counter!("keymesh_edge_worker_retries_total", "operation" => operation)
+            .increment(1);
+        tracing::debug!(operation, from = %w.endpoint, to = %w2.endpoint, "retrying on another worker");
+        self.attempt(&w2, send(w2.client(), grpc(msg, deadline)))
+            .await
+            .map_err(|s| XksError::from_worker(&s))
+    }
+
+    /// Run one RPC on `w`, keeping its in-flight count and answer rate, and
+    /// ejecting it on a transport failure (the probe re-admits it).
+    async fn attempt<T>(
+        &self,
+        w: &Worker,
+        rpc: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        let _in_flight = w.begin(self.now_us(Instant::now()));
+        let result = rpc.await;
+        match &result {
+            Err(s) if is_transport_failure(s) => {
+                tracing::warn!(worker = %w.endpoint, code = ?s.code(), error = %s.message(), "worker transport failure");
+                self.set_serving(w, false, "transport error");
+            }
+            Err(s) => {
+                tracing::debug!(worker = %w.endpoint, code = ?s.code(), error = %s.message(), "worker error");
+                w.answered(self.now_us(Instant::now()));
+            }
+            Ok(_) => w.answered(self.now_us(Instant::now())),
+        }
+        result.map(tonic::Response::into_inner)
     }
 
     pub fn ready(&self) -> bool {
-        self.limiter_serving.load(Ordering::Relaxed)
-            && self
-                .workers
-                .iter()
-                .any(|w| w.serving.load(Ordering::Relaxed))
+        self.limiter_serving.load(Ordering::Relaxed) && !self.admitted.load().is_empty()
     }
 
     /// Probe every worker and the limiter once.
     pub async fn probe(&self) {
-        let timeout = Duration::from_millis(500);
-        let checks = self
-            .workers
+        let members = self.members.load_full();
+        let checks = members
             .iter()
-            .map(|w| serving(w.channel.clone(), timeout));
+            .map(|w| serving(w.channel.clone(), PROBE_TIMEOUT));
         let (results, limiter) = tokio::join!(
             futures_util::future::join_all(checks),
-            serving(self.limiter.clone(), timeout)
+            serving(self.limiter.clone(), PROBE_TIMEOUT)
         );
-        for (w, ok) in self.workers.iter().zip(results) {
-            if w.serving.swap(ok, Ordering::Relaxed) != ok {
-                tracing::warn!(worker = %w.endpoint, serving = ok, "worker health changed");
-            }
-            metrics::gauge!("keymesh_edge_worker_serving", "worker" => w.endpoint.clone())
-                .set(if ok { 1.0 } else { 0.0 });
+        for (w, ok) in members.iter().zip(results) {
+            self.set_serving(w, ok, "health check");
         }
         if self.limiter_serving.swap(limiter, Ordering::Relaxed) != limiter {
             tracing::warn!(serving = limiter, "rate-limiter health changed");
         }
     }
 
-    pub fn spawn_prober(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+    /// Start the background tasks: the prober (every `probe_every`), the DNS
+    /// resolver (every `resolve_every`, only with DNS sources) and one health
+    /// Watch per worker. They stop when the runtime does.
+    pub fn start(self: &Arc<Self>, probe_every: Duration, resolve_every: Duration) {
+        for w in self.members.load().iter() {
+            self.watch(w);
+        }
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            let mut tick = tokio::time::interval(probe_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 this.probe().await;
             }
-        })
+        });
+        if self.sources.iter().any(|s| matches!(s, Source::Dns { .. })) {
+            let this = Arc::clone(self);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(resolve_every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    this.resolve(resolve_every).await;
+                }
+            });
+        }
+    }
+
+    /// Follow `w`'s health Watch stream. NOT_SERVING ejects it at once; the
+    /// stream is then dropped, because an open stream would hold the
+    /// worker's graceful drain open (it waits for every stream to finish).
+    fn watch(self: &Arc<Self>, w: &Arc<Worker>) {
+        let (this, w) = (Arc::clone(self), Arc::clone(w));
+        let endpoint = w.endpoint.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let mut client = HealthClient::new(w.channel.clone());
+                let req = HealthCheckRequest {
+                    service: String::new(),
+                };
+                if let Ok(resp) = client.watch(req).await {
+                    let mut stream = resp.into_inner();
+                    while let Ok(Some(update)) = stream.message().await {
+                        let ok = update.status() == ServingStatus::Serving;
+                        this.set_serving(&w, ok, "health watch");
+                        if !ok {
+                            break;
+                        }
+                    }
+                }
+                tokio::time::sleep(WATCH_RETRY).await;
+            }
+        });
+        if let Some(old) = self.book().watches.insert(endpoint, task.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    /// Re-resolve the DNS sources and update the members: new addresses
+    /// become workers (admitted by their first probe or watch answer), gone
+    /// ones are dropped. A lookup that fails keeps that source's last good
+    /// answer (probes eject any that died); one that returns no address
+    /// yields no worker from that name. Both are counted and logged.
+    pub async fn resolve(self: &Arc<Self>, timeout: Duration) {
+        let mut wanted: Vec<String> = Vec::new();
+        for (i, source) in self.sources.iter().enumerate() {
+            match source {
+                Source::Static(url) => wanted.push(url.clone()),
+                Source::Dns { host, port } => {
+                    let found = tokio::time::timeout(
+                        timeout,
+                        tokio::net::lookup_host((host.as_str(), *port)),
+                    )
+                    .await;
+                    let addrs = match found {
+                        Ok(Ok(it)) => {
+                            let mut v: Vec<SocketAddr> = it.collect();
+                            v.sort();
+                            v.dedup();
+                            if v.is_empty() {
+                                metrics::counter!("keymesh_edge_worker_resolve_empty_total", "name" => host.clone())
+                                    .increment(1);
+                                tracing::warn!(name = %host, "worker DNS name resolved to no address");
+                            }
+                            self.book().last_good.insert(i, v.clone());
+                            v
+                        }
+                        Ok(Err(e)) => {
+                            metrics::counter!("keymesh_edge_worker_resolve_failures_total", "name" => host.clone())
+                                .increment(1);
+                            tracing::warn!(name = %host, error = %e, "worker DNS lookup failed");
+                            self.book().last_good.get(&i).cloned().unwrap_or_default()
+                        }
+                        Err(_) => {
+                            metrics::counter!("keymesh_edge_worker_resolve_failures_total", "name" => host.clone())
+                                .increment(1);
+                            tracing::warn!(name = %host, "worker DNS lookup timed out");
+                            self.book().last_good.get(&i).cloned().unwrap_or_default()
+                        }
+                    };
+                    wanted.extend(addrs.iter().map(|a| format!("http://{a}")));
+                }
+            }
+        }
+        wanted.dedup();
+        self.set_members(&wanted).await;
+    }
+
+    async fn set_members(self: &Arc<Self>, wanted: &[String]) {
+        let current = self.members.load_full();
+        if current.len() == wanted.len()
+            && current.iter().zip(wanted).all(|(w, u)| &w.endpoint == u)
+        {
+            return;
+        }
+        let mut next = Vec::with_capacity(wanted.len());
+        let mut fresh = Vec::new();
+        for url in wanted {
+            if let Some(w) = current.iter().find(|w| &w.endpoint == url) {
+                next.push(Arc::clone(w));
+                continue;
+            }
+            match Worker::new(url.clone(), false) {
+                Ok(w) => {
+                    let w = Arc::new(w);
+                    tracing::info!(worker = %url, "worker discovered");
+                    fresh.push(Arc::clone(&w));
+                    next.push(w);
+                }
+                Err(e) => tracing::warn!(worker = %url, error = %e, "unusable worker address"),
+            }
+        }
+        {
+            let mut book = self.book();
+            for gone in current.iter().filter(|w| !wanted.contains(&w.endpoint)) {
+                tracing::info!(worker = %gone.endpoint, "worker removed");
+                if let Some(task) = book.watches.remove(&gone.endpoint) {
+                    task.abort();
+                }
+            }
+        }
+        self.members.store(Arc::new(next));
+        self.rebuild_admitted();
+        for w in &fresh {
+            self.watch(w);
+        }
+        // Admit new workers now rather than at the next probe tick.
+        let checks = fresh
+            .iter()
+            .map(|w| serving(w.channel.clone(), PROBE_TIMEOUT));
+        let results = futures_util::future::join_all(checks).await;
+        for (w, ok) in fresh.iter().zip(results) {
+            self.set_serving(w, ok, "first health check");
+        }
     }
 
     /// Ask every worker for its cached deep-health result, within `deadline`.
     pub async fn fleet(&self, deadline: Instant) -> Vec<FleetMember> {
-        let asks = self.workers.iter().map(|w| async move {
+        let members = self.members.load_full();
+        let asks = members.iter().map(|w| async move {
             let mut req = tonic::Request::new(GetHealthRequest {});
             req.set_timeout(deadline.saturating_duration_since(Instant::now()));
             keymesh_common::propagation::inject(req.metadata_mut());
@@ -181,5 +752,118 @@ impl WorkerPool {
             }
         });
         futures_util::future::join_all(asks).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn pool(urls: &[&str]) -> Arc<WorkerPool> {
+        let urls: Vec<String> = urls.iter().map(|s| (*s).to_owned()).collect();
+        Arc::new(WorkerPool::new(&urls, channel("http://127.0.0.1:1").unwrap()).unwrap())
+    }
+
+    #[test]
+    fn sources_parse() {
+        assert_eq!(
+            Source::parse("dns+http://workers.ns.svc:7100"),
+            Ok(Source::Dns {
+                host: "workers.ns.svc".into(),
+                port: 7100
+            })
+        );
+        assert!(matches!(
+            Source::parse("http://10.0.0.1:7100"),
+            Ok(Source::Static(_))
+        ));
+        assert!(Source::parse("dns+http://workers").is_err());
+        assert!(Source::parse("dns+http://:7100").is_err());
+        assert!(Source::parse("tcp://x:1").is_err());
+    }
+
+    #[tokio::test]
+    async fn idle_worker_has_no_queue_and_a_stalled_one_grows() {
+        let w = Worker::new("http://127.0.0.1:1".into(), true).unwrap();
+        assert_eq!(w.queue_wait(1_000_000), Duration::ZERO);
+        // Healthy: answers every 100 µs while busy.
+        for k in 0..20u64 {
+            let g = w.begin(k * 100);
+            w.answered(k * 100 + 100);
+            drop(g);
+        }
+        let held: Vec<_> = (0..4).map(|_| w.begin(2_000)).collect();
+        // Just after the burst: 4 × ~100 µs.
+        assert!(w.queue_wait(2_050) < Duration::from_millis(1));
+        // The worker stops answering: 300 ms without progress, 4 queued → 1.2 s.
+        let stalled = w.queue_wait(302_000);
+        assert!(stalled >= Duration::from_millis(1_200), "{stalled:?}");
+        drop(held);
+        assert_eq!(w.in_flight(), 0);
+        assert_eq!(w.queue_wait(400_000), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn p2c_prefers_the_less_loaded_and_honours_exclude() {
+        let p = pool(&["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+        let members = p.members();
+        let (a, b) = (&members[0], &members[1]);
+        let _busy: Vec<_> = (0..3).map(|_| a.begin(0)).collect();
+        for _ in 0..50 {
+            let w = p.pick(None).unwrap();
+            assert!(Arc::ptr_eq(&w, b));
+        }
+        assert!(Arc::ptr_eq(&p.pick(Some(b)).unwrap(), a));
+        // Ejected workers are skipped while another is admitted.
+        p.set_serving(b, false, "test");
+        assert!(Arc::ptr_eq(&p.pick(None).unwrap(), a));
+        // None admitted: any member is tried.
+        p.set_serving(a, false, "test");
+        assert!(p.pick(None).is_some());
+        let single = pool(&["http://127.0.0.1:1"]);
+        let only = single.members()[0].clone();
+        assert!(single.pick(Some(&only)).is_none());
+    }
+
+    #[tokio::test]
+    async fn connect_refused_is_provably_unsent() {
+        // Bind then drop a listener: the port refuses connections.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let ch = channel(&format!("http://{addr}")).unwrap();
+        let mut c = CryptoWorkerClient::new(ch);
+        let s = c
+            .get_key_metadata(keymesh_proto::crypto::v1::GetKeyMetadataRequest {
+                key_id: "k".into(),
+            })
+            .await
+            .unwrap_err();
+        assert!(is_transport_failure(&s), "{s:?}");
+        assert!(never_sent(&s), "{s:?}");
+        // A worker's own UNAVAILABLE-less application error is neither.
+        let app = tonic::Status::with_details(tonic::Code::Internal, "x", vec![8u8, 1].into());
+        assert!(!is_transport_failure(&app));
+        assert!(!never_sent(&app));
+        let timeout = tonic::Status::deadline_exceeded("late");
+        assert!(!is_transport_failure(&timeout));
+    }
+
+    #[tokio::test]
+    async fn dns_name_without_address_yields_no_worker() {
+        let p = pool(&["dns+http://no-such-worker.invalid:7100"]);
+        p.resolve(Duration::from_secs(5)).await;
+        assert!(p.members().is_empty());
+        assert!(p.pick(None).is_none());
+        let p = pool(&["dns+http://localhost:7100"]);
+        p.resolve(Duration::from_secs(5)).await;
+        assert!(
+            p.members()
+                .iter()
+                .any(|w| w.endpoint == "http://127.0.0.1:7100"),
+            "{:?}",
+            p.members()
+        );
     }
 }

@@ -26,6 +26,7 @@ use crate::keystores::XKS_SUFFIX;
 use crate::limiter::Decision;
 use crate::policy::{Effect, Subject};
 use crate::state::AppState;
+use crate::workers::Retry;
 
 /// The four operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,28 +327,20 @@ fn authorize(
     Ok(())
 }
 
-fn grpc<T>(msg: T, deadline: Instant) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    req.set_timeout(deadline.saturating_duration_since(Instant::now()));
-    keymesh_common::propagation::inject(req.metadata_mut());
-    req
-}
-
 async fn metadata(state: &AppState, key_id: &str, deadline: Instant) -> Result<Bytes, XksError> {
-    let req = grpc(
-        GetKeyMetadataRequest {
-            key_id: key_id.to_owned(),
-        },
-        deadline,
-    );
+    let msg = GetKeyMetadataRequest {
+        key_id: key_id.to_owned(),
+    };
     let resp = state
         .workers
-        .pick()
-        .client()
-        .get_key_metadata(req)
-        .await
-        .map_err(|s| XksError::from_worker(&s))?
-        .into_inner();
+        .call(
+            Operation::GetKeyMetadata.as_str(),
+            deadline,
+            Retry::Idempotent,
+            msg,
+            |mut c, r| async move { c.get_key_metadata(r).await },
+        )
+        .await?;
     let status = match resp.status() {
         KeyStatus::Disabled => "DISABLED",
         _ => "ENABLED",
@@ -389,24 +382,25 @@ async fn encrypt(
     }
     // keymesh returns no ciphertextMetadata, so the framed AAD ends in a zero length
     // and the CDIV input is AAD ‖ IV ‖ CT ‖ TAG (XKS-36).
-    let req = grpc(
-        EncryptRequest {
-            key_id: key_id.to_owned(),
-            plaintext: Bytes::copy_from_slice(&plaintext),
-            aad: aad::frame(&aad, &[]).into(),
-            verify: cdiv,
-            integrity_prefix: cdiv.then(|| Bytes::copy_from_slice(&aad)),
-        },
-        deadline,
-    );
+    let msg = EncryptRequest {
+        key_id: key_id.to_owned(),
+        plaintext: Bytes::copy_from_slice(&plaintext),
+        aad: aad::frame(&aad, &[]).into(),
+        verify: cdiv,
+        integrity_prefix: cdiv.then(|| Bytes::copy_from_slice(&aad)),
+    };
+    // Retried only when it provably never reached a worker: a second
+    // attempt that did reach one would encrypt twice.
     let resp = state
         .workers
-        .pick()
-        .client()
-        .encrypt(req)
-        .await
-        .map_err(|s| XksError::from_worker(&s))?
-        .into_inner();
+        .call(
+            Operation::Encrypt.as_str(),
+            deadline,
+            Retry::IfNeverSent,
+            msg,
+            |mut c, r| async move { c.encrypt(r).await },
+        )
+        .await?;
     if resp.ciphertext.len() != plaintext.len()
         || resp.tag.len() != 16
         || !matches!(resp.iv.len(), 12 | 16)
@@ -470,24 +464,23 @@ async fn decrypt(
             "authenticationTag must be 16 bytes",
         ));
     }
-    let req = grpc(
-        DecryptRequest {
-            key_id: key_id.to_owned(),
-            ciphertext: Bytes::copy_from_slice(&ciphertext),
-            iv: Bytes::copy_from_slice(&iv),
-            tag: Bytes::copy_from_slice(&tag),
-            aad: aad::frame(&aad, &metadata).into(),
-        },
-        deadline,
-    );
+    let msg = DecryptRequest {
+        key_id: key_id.to_owned(),
+        ciphertext: Bytes::copy_from_slice(&ciphertext),
+        iv: Bytes::copy_from_slice(&iv),
+        tag: Bytes::copy_from_slice(&tag),
+        aad: aad::frame(&aad, &metadata).into(),
+    };
     let resp = state
         .workers
-        .pick()
-        .client()
-        .decrypt(req)
-        .await
-        .map_err(|s| XksError::from_worker(&s))?
-        .into_inner();
+        .call(
+            Operation::Decrypt.as_str(),
+            deadline,
+            Retry::Idempotent,
+            msg,
+            |mut c, r| async move { c.decrypt(r).await },
+        )
+        .await?;
     let plaintext = Zeroizing::new(B64.encode(&resp.plaintext));
     Ok(ok(serde_json::json!({ "plaintext": plaintext.as_str() })))
 }
@@ -498,6 +491,10 @@ async fn health(state: &AppState, deadline: Instant) -> Result<Bytes, XksError> 
         .iter()
         .filter(|m| matches!(m.status, HealthStatus::Active | HealthStatus::Degraded))
         .count();
+    if fleet.is_empty() {
+        // No worker known at all (e.g. a DNS name with no address): not a timeout.
+        return Err(XksError::Internal);
+    }
     if serving == 0 {
         // §15.7: a 200 must predict success, so no serving worker is an error.
         return Err(if fleet.iter().all(|m| m.timed_out) {
