@@ -140,20 +140,22 @@ impl Worker {
         self.serving.load(Ordering::Relaxed)
     }
 
-    /// How long a request sent now is expected to queue behind the ones in
-    /// flight: `in_flight × interval`, where interval is the worker's busy
-    /// time per answer — its EWMA, or the time since its last answer if that
-    /// is longer (a worker that hangs stops answering, so this grows with the
-    /// stall instead of trusting an average from when it was healthy). An
-    /// idle worker has no queue.
+    /// How long a request sent now is expected to wait for the worker:
+    /// `in_flight × interval + stall`. The interval (the worker's recent busy
+    /// time per answer, i.e. 1/throughput) prices the queue ahead of it; the
+    /// stall (time since the worker's last answer while it had work) covers a
+    /// worker that stopped answering: a pause that has lasted d is expected
+    /// to last about d more before the queue moves. The stall is added, not
+    /// multiplied by the queue, so a few-ms scheduling hiccup under load does
+    /// not look like a long queue. An idle worker has no wait.
     pub fn queue_wait(&self, now_us: u64) -> Duration {
         let n = self.in_flight() as u64;
         if n == 0 {
             return Duration::ZERO;
         }
-        let since = now_us.saturating_sub(self.progress_at_us.load(Ordering::Relaxed));
-        let interval = self.interval_us.load(Ordering::Relaxed).max(since);
-        Duration::from_micros(n.saturating_mul(interval))
+        let stall = now_us.saturating_sub(self.progress_at_us.load(Ordering::Relaxed));
+        let queue = n.saturating_mul(self.interval_us.load(Ordering::Relaxed));
+        Duration::from_micros(queue.saturating_add(stall))
     }
 
     fn begin(&self, now_us: u64) -> InFlight<'_> {
@@ -170,10 +172,14 @@ impl Worker {
         let sample = now_us.saturating_sub(last);
         // A racy read-modify-write is fine: this is an estimate.
         let old = self.interval_us.load(Ordering::Relaxed);
+        // One long gap (a stall, a descheduled process) is the stall term's
+        // business in `queue_wait`; capping a sample at 4× the average keeps
+        // it from inflating the throughput estimate for the next ~30 answers,
+        // while a real slowdown is still learnt (up to 1.375× per answer).
         let new = if old == 0 {
             sample
         } else {
-            old - old / 8 + sample / 8
+            old - old / 8 + sample.min(old.saturating_mul(4)) / 8
         };
         self.interval_us.store(new, Ordering::Relaxed);
     }
@@ -793,12 +799,17 @@ mod tests {
             w.answered(k * 100 + 100);
             drop(g);
         }
-        let held: Vec<_> = (0..4).map(|_| w.begin(2_000)).collect();
-        // Just after the burst: 4 × ~100 µs.
-        assert!(w.queue_wait(2_050) < Duration::from_millis(1));
-        // The worker stops answering: 300 ms without progress, 4 queued → 1.2 s.
+        let held: Vec<_> = (0..32).map(|_| w.begin(2_000)).collect();
+        // Just after the burst: 32 × ~100 µs.
+        assert!(w.queue_wait(2_050) < Duration::from_millis(4));
+        // A 20 ms scheduling hiccup with 32 queued is not a 640 ms queue.
+        assert!(w.queue_wait(22_000) < Duration::from_millis(30));
+        // The worker stops answering: 300 ms without progress.
         let stalled = w.queue_wait(302_000);
-        assert!(stalled >= Duration::from_millis(1_200), "{stalled:?}");
+        assert!(stalled >= Duration::from_millis(300), "{stalled:?}");
+        // An answer restarts the clock.
+        w.answered(302_100);
+        assert!(w.queue_wait(302_200) < Duration::from_millis(100));
         drop(held);
         assert_eq!(w.in_flight(), 0);
         assert_eq!(w.queue_wait(400_000), Duration::ZERO);
