@@ -31,9 +31,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(from_fn_with_state(Arc::clone(&state), layers::authenticate))
         // Quota after authentication, so nobody can spend another tenant's.
         .layer(from_fn_with_state(Arc::clone(&state), layers::rate_limit))
-        // Load shed last: only here is the budget left for the worker call
-        // known (body reading, SigV4 and the limiter have spent theirs).
-        .layer(from_fn_with_state(Arc::clone(&state), layers::shed))
+        // The handler sheds load first (429 when too little budget is left):
+        // only there is the budget for the worker call known, after body
+        // reading, SigV4 and the limiter have spent theirs.
         .service_fn({
             let state = Arc::clone(&state);
             move |req| layers::handler(Arc::clone(&state), req)

@@ -479,7 +479,8 @@ impl WorkerPool {
         // make this request queue longer than the budget it has left, so it
         // would become a 503 anyway; a 429 now tells the caller to back off
         // without spending HSM capacity on an answer nobody will read.
-        if w.queue_wait(self.now_us(now)) >= deadline.saturating_duration_since(now) {
+        let now_us = self.now_us(now);
+        if w.queue_wait(now_us) >= deadline.saturating_duration_since(now) {
             metrics::counter!("keymesh_edge_shed_total", "operation" => operation, "reason" => "queue")
                 .increment(1);
             return Err(XksError::Throttled);
@@ -495,7 +496,7 @@ impl WorkerPool {
             return Err(XksError::Internal);
         };
         let status = match self
-            .attempt(&w, send(w.client(), grpc(first, deadline)))
+            .attempt(&w, now_us, send(w.client(), grpc(first, deadline)))
             .await
         {
             Ok(r) => return Ok(r),
@@ -516,7 +517,8 @@ impl WorkerPool {
         metrics::counter!("keymesh_edge_worker_retries_total", "operation" => operation)
             .increment(1);
         tracing::debug!(operation, from = %w.endpoint, to = %w2.endpoint, "retrying on another worker");
-        self.attempt(&w2, send(w2.client(), grpc(msg, deadline)))
+        let now_us = self.now_us(Instant::now());
+        self.attempt(&w2, now_us, send(w2.client(), grpc(msg, deadline)))
             .await
             .map_err(|s| XksError::from_worker(&s))
     }
@@ -526,9 +528,10 @@ impl WorkerPool {
     async fn attempt<T>(
         &self,
         w: &Worker,
+        now_us: u64,
         rpc: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) -> Result<T, tonic::Status> {
-        let _in_flight = w.begin(self.now_us(Instant::now()));
+        let _in_flight = w.begin(now_us);
         let result = rpc.await;
         match &result {
             Err(s) if is_transport_failure(s) => {
