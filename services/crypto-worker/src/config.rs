@@ -14,6 +14,10 @@ pub const MAX_HEALTH_INTERVAL_SECS: u64 = 60;
 /// deleted on the token stays usable from its copy for up to this long.
 pub const MAX_KEY_REVALIDATE_SECS: u64 = 300;
 
+/// Longest allowed `--drain-delay-ms`: the delay plus the drain must fit in
+/// a pod's termination grace period (30 s in deploy/).
+pub const MAX_DRAIN_DELAY_MS: u64 = 60_000;
+
 /// Raw flags; every flag also reads its environment variable.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -60,6 +64,13 @@ pub struct Args {
     /// is noticed within this time (with copies, the old copy serves until then).
     #[arg(long, env = "KEYMESH_KEY_REVALIDATE_SECS", default_value_t = 5)]
     pub key_revalidate_secs: u64,
+    /// After SIGTERM, keep serving this long while reporting NOT_SERVING
+    /// before refusing new connections and draining, in ms (default 1000,
+    /// 0 = none, at most 60000). Edges see NOT_SERVING on their health Watch
+    /// (or the next 1 s Check) and stop routing here before the listener
+    /// goes, so no request lands on a closing connection.
+    #[arg(long, env = "KEYMESH_WORKER_DRAIN_DELAY_MS", default_value_t = 1000)]
+    pub drain_delay_ms: u64,
 }
 
 /// The PKCS#11 flags the worker and keymeshctl share.
@@ -136,6 +147,8 @@ pub struct Config {
     pub session_key_copies: bool,
     /// `--key-revalidate-secs`.
     pub key_revalidate: Duration,
+    /// `--drain-delay-ms`.
+    pub drain_delay: Duration,
 }
 
 impl Args {
@@ -159,6 +172,12 @@ impl Args {
             errors.push(format!(
                 "--key-revalidate-secs must be 1..={MAX_KEY_REVALIDATE_SECS}, got {}",
                 self.key_revalidate_secs
+            ));
+        }
+        if self.drain_delay_ms > MAX_DRAIN_DELAY_MS {
+            errors.push(format!(
+                "--drain-delay-ms must be 0..={MAX_DRAIN_DELAY_MS}, got {}",
+                self.drain_delay_ms
             ));
         }
         if self.hsm.token_label.is_empty() || self.hsm.token_label.len() > 32 {
@@ -185,6 +204,7 @@ impl Args {
                 health_interval: Duration::from_secs(self.health_interval_secs),
                 session_key_copies: self.session_key_copies,
                 key_revalidate: Duration::from_secs(self.key_revalidate_secs),
+                drain_delay: Duration::from_millis(self.drain_delay_ms),
             }),
             _ => anyhow::bail!("invalid configuration: {}", errors.join("; ")),
         }
@@ -222,6 +242,23 @@ mod tests {
         assert_eq!(format!("{:?}", c.pin), "\"<redacted>\"");
         assert!(c.session_key_copies);
         assert_eq!(c.key_revalidate, Duration::from_secs(5));
+        assert_eq!(c.drain_delay, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn drain_delay_flag() {
+        let parse = |v: &str| {
+            Args::try_parse_from(["w", "--pin", "1234", "--drain-delay-ms", v])
+                .unwrap()
+                .into_config()
+        };
+        assert_eq!(parse("0").unwrap().drain_delay, Duration::ZERO);
+        assert_eq!(
+            parse("250").unwrap().drain_delay,
+            Duration::from_millis(250)
+        );
+        let err = parse("60001").unwrap_err().to_string();
+        assert!(err.contains("--drain-delay-ms"), "{err}");
     }
 
     #[test]

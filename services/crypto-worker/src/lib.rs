@@ -42,8 +42,8 @@ use crate::pool::Pool;
 pub const KEY_STATUS_POLL: Duration = Duration::from_millis(500);
 
 /// Load the PKCS#11 module (one `C_Initialize` per process), open the token
-/// and serve until `shutdown` resolves; then report NOT_SERVING, drain
-/// in-flight RPCs and close every session.
+/// and serve until `shutdown` resolves; then report NOT_SERVING, keep
+/// serving for `drain_delay`, drain in-flight RPCs and close every session.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -118,10 +118,22 @@ pub async fn serve_with_module(
     );
 
     let drain_health = Arc::clone(&health);
+    let drain_delay = config.drain_delay;
     let drain = async move {
         shutdown.await;
         // Probes see NOT_SERVING before connections start closing.
         drain_health.start_draining(&reporter).await;
+        // Keep answering while the edges learn of NOT_SERVING (Watch stream
+        // at once, Check within a second) and route elsewhere: closing the
+        // listener first would turn requests already on their way here into
+        // transport errors, which an Encrypt cannot safely retry.
+        if !drain_delay.is_zero() {
+            tracing::info!(
+                delay_ms = drain_delay.as_millis(),
+                "NOT_SERVING; still serving during the drain delay"
+            );
+            tokio::time::sleep(drain_delay).await;
+        }
         tracing::info!("draining in-flight requests");
     };
 

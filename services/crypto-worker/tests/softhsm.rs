@@ -422,6 +422,7 @@ mod child {
             health_interval: Duration::from_secs(1),
             session_key_copies: true,
             key_revalidate: Duration::from_secs(1),
+            drain_delay: Duration::from_secs(2),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -754,10 +755,32 @@ mod child {
             t.await.unwrap();
         }
 
+        stop_tx.send(()).unwrap();
+        // Drain delay: NOT_SERVING at once, yet requests are still served.
+        let until = Instant::now() + Duration::from_secs(1);
+        loop {
+            let r = hc
+                .check(HealthCheckRequest {
+                    service: "keymesh.crypto.v1.CryptoWorker".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if r.status == ServingStatus::NotServing as i32 {
+                break;
+            }
+            assert!(Instant::now() < until, "still SERVING after shutdown");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        c.encrypt(EncryptRequest {
+            key_id: "k-aes".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("served during the drain delay");
         drop(c);
         drop(hc);
         drop(channel);
-        stop_tx.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(10), server)
             .await
             .expect("server did not drain")

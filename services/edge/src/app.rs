@@ -1,22 +1,52 @@
-//! The edge's HTTP application: load-balancer probes plus the XKS API behind
-//! an explicit tower stack.
+//! The edge's HTTP application, in two routers: the unauthenticated probes
+//! and metrics ([`probes`]), and the XKS API behind an explicit tower stack
+//! ([`xks`]). The main listener serves both ([`app`]); the optional admin
+//! listener (`admin_listen`) serves only the probes, in plain HTTP, so that
+//! kubelet and Prometheus reach them when the main listener demands a KMS
+//! client certificate.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::State;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http::StatusCode;
-use tower::ServiceBuilder;
+use http::{Request, StatusCode};
+use tower::{Service, ServiceBuilder};
 
 use crate::layers;
 use crate::state::AppState;
 
-/// The whole HTTP surface of the edge.
+/// The whole HTTP surface of the main listener: probes first, everything
+/// else is an XKS request.
 pub fn app(state: Arc<AppState>) -> Router {
-    let xks = ServiceBuilder::new()
+    probes(Arc::clone(&state)).fallback_service(xks(state))
+}
+
+/// Probes and metrics. No SigV4 (XKS-80): load balancers and scrapers cannot
+/// sign. Anything else is a plain 404, so the admin listener never exposes
+/// the XKS API without its authentication.
+pub fn probes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/ping", get(ok))
+        .route("/livez", get(ok))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// The XKS API: the tower stack, outermost first, ending in the handler.
+pub fn xks(
+    state: Arc<AppState>,
+) -> impl Service<Request<Body>, Response = Response, Error = Infallible, Future: Send>
++ Clone
++ Send
++ Sync
++ 'static {
+    ServiceBuilder::new()
         // Outermost: it sees every outcome, so it owns the span, the one
         // audit line per request and the request metrics.
         .layer(from_fn_with_state(Arc::clone(&state), layers::observe))
@@ -34,19 +64,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         // The handler sheds load first (429 when too little budget is left):
         // only there is the budget for the worker call known, after body
         // reading, SigV4 and the limiter have spent theirs.
-        .service_fn({
-            let state = Arc::clone(&state);
-            move |req| layers::handler(Arc::clone(&state), req)
-        });
-
-    // Probes need no SigV4 (XKS-80): load balancers cannot sign.
-    Router::new()
-        .route("/ping", get(ok))
-        .route("/livez", get(ok))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
-        .with_state(state)
-        .fallback_service(xks)
+        .service_fn(move |req| layers::handler(Arc::clone(&state), req))
 }
 
 async fn ok() -> &'static str {
@@ -67,4 +85,73 @@ async fn metrics(State(state): State<Arc<AppState>>) -> String {
         .as_ref()
         .map(|m| m.render())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use tower::ServiceExt as _;
+
+    /// State over an empty key store file; the worker and limiter endpoints
+    /// are never dialled (lazy channels, nothing listens there).
+    fn state(dir: &std::path::Path) -> Arc<AppState> {
+        let keystores = dir.join("keystores.json");
+        std::fs::write(&keystores, br#"{"keystores": []}"#).unwrap();
+        let config: crate::config::Config = toml::from_str(&format!(
+            "workers = [\"http://127.0.0.1:9\"]\nlimiter = \"http://127.0.0.1:9\"\nkeystores_file = {:?}\n",
+            keystores.display().to_string()
+        ))
+        .unwrap();
+        AppState::start(config, None).unwrap()
+    }
+
+    async fn status(router: Router, method: &str, path: &str) -> StatusCode {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        router.oneshot(req).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn probes_alone_never_reach_the_xks_api() {
+        let dir = std::env::temp_dir().join(format!("keymesh-app-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let state = state(&dir);
+        for path in ["/ping", "/livez", "/metrics"] {
+            assert_eq!(status(probes(Arc::clone(&state)), "GET", path).await, 200);
+        }
+        // No worker answers: not ready, on both routers alike.
+        assert_eq!(
+            status(probes(Arc::clone(&state)), "GET", "/readyz").await,
+            503
+        );
+        assert_eq!(status(app(Arc::clone(&state)), "GET", "/readyz").await, 503);
+        // The probe router has no fallback: an XKS path is a bare 404 from
+        // the router, not an XKS answer (which would be JSON).
+        let xks_path = "/kms/xks/v1/keys/k/metadata";
+        let req = Request::builder()
+            .method("POST")
+            .uri(xks_path)
+            .body(Body::empty())
+            .unwrap();
+        let r = probes(Arc::clone(&state)).oneshot(req).await.unwrap();
+        assert_eq!(r.status(), 404);
+        assert!(r.headers().get(http::header::CONTENT_TYPE).is_none());
+        // The full app routes the same path into the XKS stack (JSON error).
+        let req = Request::builder()
+            .method("POST")
+            .uri(xks_path)
+            .body(Body::empty())
+            .unwrap();
+        let r = app(state).oneshot(req).await.unwrap();
+        assert_eq!(
+            r.headers().get(http::header::CONTENT_TYPE).unwrap(),
+            "application/json"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -17,6 +17,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Write the bound address here once listening (default: none).
     pub addr_file: Option<PathBuf>,
+    /// A second, plain-HTTP listener serving only /ping, /livez, /readyz and
+    /// /metrics (default: none). With mTLS on `listen`, kubelet probes and
+    /// Prometheus have no KMS client certificate and need this one.
+    pub admin_listen: Option<SocketAddr>,
     /// Total budget per request in ms (default 200).
     #[serde(default = "defaults::deadline_ms")]
     pub deadline_ms: u64,
@@ -185,6 +189,12 @@ impl Config {
         }
         if self.shed_floor_ms >= self.deadline_ms {
             errors.push("shed_floor_ms: must be below deadline_ms".to_owned());
+        }
+        if self
+            .admin_listen
+            .is_some_and(|a| a == self.listen && a.port() != 0)
+        {
+            errors.push("admin_listen: must differ from listen".to_owned());
         }
         if self.limiter_max_lease == 0 {
             errors.push("limiter_max_lease: must be at least 1".to_owned());

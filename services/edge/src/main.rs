@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use keymesh_edge::{config::Config, server, state::AppState, tls};
+use keymesh_edge::{app, config::Config, server, state::AppState, tls};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "keymesh edge: the AWS XKS proxy front door")]
@@ -31,6 +31,10 @@ async fn main() -> anyhow::Result<()> {
     let metrics = keymesh_common::prometheus::install()?;
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
     let listener = keymesh_common::net::bind(config.listen, config.addr_file.as_deref()).await?;
+    let admin = match config.admin_listen {
+        Some(addr) => Some(keymesh_common::net::bind(addr, None).await?),
+        None => None,
+    };
     tracing::info!(
         addr = %listener.local_addr()?,
         tls = tls.is_some(),
@@ -39,7 +43,31 @@ async fn main() -> anyhow::Result<()> {
         "edge listening"
     );
     let state = AppState::start(config, Some(metrics))?;
-    server::serve(state, listener, tls, keymesh_common::shutdown::signal()).await?;
+    // The admin listener stops only after the main one has drained, so
+    // probes keep answering and the last scrape sees the final counts.
+    let (drained, admin_stop) = tokio::sync::oneshot::channel::<()>();
+    let admin = match admin {
+        Some(admin) => {
+            tracing::info!(addr = %admin.local_addr()?, "admin listener (probes, metrics)");
+            let probes = app::probes(std::sync::Arc::clone(&state));
+            Some(tokio::spawn(server::serve(probes, admin, None, async {
+                let _ = admin_stop.await;
+            })))
+        }
+        None => None,
+    };
+    let served = server::serve(
+        app::app(state),
+        listener,
+        tls,
+        keymesh_common::shutdown::signal(),
+    )
+    .await;
+    let _ = drained.send(());
+    if let Some(admin) = admin {
+        admin.await??;
+    }
+    served?;
     tracing::info!("edge stopped");
     Ok(())
 }

@@ -1,26 +1,25 @@
-//! The HTTP(S) listener: accept, optional TLS handshake, HTTP/1.1 or HTTP/2
-//! (auto-detected; ALPN with TLS), graceful drain on shutdown. The request
-//! pipeline itself is the tower stack in `app.rs`.
+//! An HTTP(S) listener: accept, optional TLS handshake, HTTP/1.1 or HTTP/2
+//! (auto-detected; ALPN with TLS), graceful drain on shutdown. What it serves
+//! is a router from `app.rs`: the whole app on the main listener, the probes
+//! alone on the admin listener.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-
-use crate::app::app;
-use crate::state::AppState;
 
 /// How long a client may take to finish the TLS handshake or send headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Serve until `shutdown` resolves, then drain in-flight connections.
+/// Serve `router` until `shutdown` resolves, then drain in-flight connections.
 pub async fn serve(
-    state: Arc<AppState>,
+    router: Router,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -42,11 +41,13 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
+        // A Router clone shares its routes (one Arc), so per-connection
+        // clones cost no rebuilding of the tower stack.
+        let router = router.clone();
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let service = TowerToHyperService::new(app(state));
+            let service = TowerToHyperService::new(router);
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
