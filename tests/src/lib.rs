@@ -404,6 +404,10 @@ pub struct MeshOptions {
     pub keystores: Vec<String>,
     /// rate-limiter quota file; `None` = generous defaults.
     pub limiter_toml: Option<String>,
+    /// rate-limiter replicas (default 1). With more than one the edge gets
+    /// `limiters = [...]` (each bucket key owned by one replica), else
+    /// `limiter = "..."`. All replicas read the same quota file.
+    pub limiters: usize,
     /// Initial policy file contents (the file always exists; empty = allow all).
     pub policy_toml: String,
     pub tls: TlsMode,
@@ -430,6 +434,7 @@ impl Default for MeshOptions {
             dns_workers: false,
             keystores: vec![TENANT_A.into(), TENANT_B.into()],
             limiter_toml: None,
+            limiters: 1,
             policy_toml: String::new(),
             tls: TlsMode::Plain,
             deadline_ms: 1000,
@@ -463,6 +468,8 @@ pub struct Mesh {
     pub edge_config: PathBuf,
     pub pki: Option<pki::Pki>,
     pub limiter_addr: SocketAddr,
+    /// Every limiter replica's address (`[0]` is `limiter_addr`).
+    pub limiter_addrs: Vec<SocketAddr>,
     pub worker_addrs: Vec<SocketAddr>,
     pub edge_addr: SocketAddr,
     /// The limiter's `/metrics` address when [`MeshOptions::metrics`] is set.
@@ -471,6 +478,8 @@ pub struct Mesh {
     pub worker_metrics_addrs: Vec<SocketAddr>,
     creds: Mutex<HashMap<String, Credentials>>,
     limiter: Mutex<Option<Proc>>,
+    /// Limiter replicas 1.. (replica 0 is `limiter`).
+    limiter_replicas: Mutex<Vec<Option<Proc>>>,
     workers: Mutex<Vec<Option<Proc>>>,
     edge: Mutex<Option<Proc>>,
     log_counter: Mutex<u32>,
@@ -542,12 +551,14 @@ impl Mesh {
             limiter_file,
             pki,
             limiter_addr: "127.0.0.1:0".parse()?,
+            limiter_addrs: Vec::new(),
             worker_addrs: Vec::new(),
             edge_addr: "127.0.0.1:0".parse()?,
             limiter_metrics_addr: None,
             worker_metrics_addrs: Vec::new(),
             creds: Mutex::new(HashMap::new()),
             limiter: Mutex::new(None),
+            limiter_replicas: Mutex::new(Vec::new()),
             workers: Mutex::new(Vec::new()),
             edge: Mutex::new(None),
             log_counter: Mutex::new(0),
@@ -571,7 +582,13 @@ impl Mesh {
         // rate-limiter
         let (p, a) = mesh.spawn_limiter("127.0.0.1:0")?;
         mesh.limiter_addr = a;
+        mesh.limiter_addrs.push(a);
         *mesh.limiter.lock().unwrap() = Some(p);
+        for i in 1..mesh.opts.limiters {
+            let (p, a) = mesh.spawn_limiter_replica(i, "127.0.0.1:0")?;
+            mesh.limiter_addrs.push(a);
+            mesh.limiter_replicas.lock().unwrap().push(Some(p));
+        }
         // workers
         for i in 0..mesh.opts.workers {
             let (p, a) = mesh.spawn_worker(i, "127.0.0.1:0")?;
@@ -707,7 +724,19 @@ impl Mesh {
     }
 
     fn spawn_limiter(&self, listen: &str) -> Result<(Proc, SocketAddr)> {
-        let addr_file = self.root().join("limiter.addr");
+        self.spawn_limiter_replica(0, listen)
+    }
+
+    /// Start limiter replica `i` (0 = the primary, the only one with metrics).
+    fn spawn_limiter_replica(&self, i: usize, listen: &str) -> Result<(Proc, SocketAddr)> {
+        let (addr_file, name) = if i == 0 {
+            (self.root().join("limiter.addr"), "rate-limiter".to_owned())
+        } else {
+            (
+                self.root().join(format!("limiter{i}.addr")),
+                format!("rate-limiter-{i}"),
+            )
+        };
         let _ = fs::remove_file(&addr_file);
         let mut args = vec![
             "--listen".into(),
@@ -717,15 +746,15 @@ impl Mesh {
             "--config".into(),
             self.limiter_file.display().to_string(),
         ];
-        if let Some(a) = self.limiter_metrics_addr {
+        if let Some(a) = self.limiter_metrics_addr.filter(|_| i == 0) {
             args.extend(["--metrics-listen".into(), a.to_string()]);
         }
         let mut p = Proc::start(
-            "rate-limiter",
+            &name,
             &self.bins.limiter,
             &args,
             &self.child_env(),
-            &self.log_path("rate-limiter"),
+            &self.log_path(&name),
         )?;
         let a = wait_addr(&mut p, &addr_file, WAIT)?;
         Ok((p, a))
@@ -785,12 +814,12 @@ impl Mesh {
             .collect::<Vec<_>>()
             .join(", ");
         let mut s = format!(
-            "listen = \"127.0.0.1:0\"\naddr_file = \"{}\"\ndeadline_ms = {}\nworkers = [{workers}]\nlimiter = \"http://{}\"\n\
+            "listen = \"127.0.0.1:0\"\naddr_file = \"{}\"\ndeadline_ms = {}\nworkers = [{workers}]\n{}\n\
              limiter_failure_policy = \"{}\"\nkeystores_file = \"{}\"\npolicy_file = \"{}\"\nreload_interval_ms = 100\n\
              max_body_bytes = {}\nmax_plaintext_bytes = {}\nmax_aad_bytes = {}\nmax_skew_secs = 300\n{}\n",
             self.root().join("edge.addr").display(),
             o.deadline_ms,
-            self.limiter_addr,
+            self.limiter_toml_line(),
             o.limiter_failure_policy,
             self.keystores_file.display(),
             self.policy_file.display(),
@@ -983,6 +1012,37 @@ impl Mesh {
         }
     }
 
+    /// `limiter = "..."` for one replica, `limiters = [...]` for several.
+    fn limiter_toml_line(&self) -> String {
+        if self.limiter_addrs.len() > 1 {
+            let list = self
+                .limiter_addrs
+                .iter()
+                .map(|a| format!("\"http://{a}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("limiters = [{list}]")
+        } else {
+            format!("limiter = \"http://{}\"", self.limiter_addr)
+        }
+    }
+
+    /// kill -9 limiter replica `i` (0 = [`Mesh::kill_limiter`]).
+    pub fn kill_limiter_replica(&self, i: usize) {
+        if i == 0 {
+            return self.kill_limiter();
+        }
+        if let Some(mut p) = self
+            .limiter_replicas
+            .lock()
+            .unwrap()
+            .get_mut(i - 1)
+            .and_then(Option::take)
+        {
+            p.kill();
+        }
+    }
+
     /// Signal the rate-limiter.
     pub fn signal_limiter(&self, sig: &str) -> Result<()> {
         self.limiter
@@ -1103,6 +1163,11 @@ impl Mesh {
         }
         if let Some(mut p) = self.limiter.lock().unwrap().take() {
             p.terminate(Duration::from_secs(10));
+        }
+        for r in self.limiter_replicas.lock().unwrap().iter_mut() {
+            if let Some(mut p) = r.take() {
+                p.terminate(Duration::from_secs(10));
+            }
         }
     }
 

@@ -34,8 +34,14 @@ pub struct Config {
     /// refused with 429 instead of becoming a 503, in ms (default 5).
     #[serde(default = "defaults::shed_floor_ms")]
     pub shed_floor_ms: u64,
-    /// rate-limiter gRPC endpoint.
-    pub limiter: String,
+    /// rate-limiter gRPC endpoint (a single replica). Exactly one of
+    /// `limiter` and `limiters` must be set.
+    pub limiter: Option<String>,
+    /// rate-limiter replicas (default: none); each bucket key is owned by one
+    /// of them (rendezvous hashing over these URLs, so every edge must list
+    /// the same URLs, in any order).
+    #[serde(default)]
+    pub limiters: Vec<String>,
     /// Limiter unreachable: "open" (default) or "closed".
     #[serde(default)]
     pub limiter_failure_policy: FailurePolicy,
@@ -196,6 +202,33 @@ impl Config {
         {
             errors.push("admin_listen: must differ from listen".to_owned());
         }
+        match (&self.limiter, self.limiters.is_empty()) {
+            (Some(_), false) => {
+                errors.push("limiter, limiters: set exactly one of the two, not both".to_owned())
+            }
+            (None, true) => errors.push(
+                "limiter, limiters: a rate-limiter endpoint is required (limiter = \"http://...\" or limiters = [...])"
+                    .to_owned(),
+            ),
+            _ => {}
+        }
+        if self.limiters.len() > crate::limiter::MAX_REPLICAS {
+            errors.push(format!(
+                "limiters: at most {} replicas",
+                crate::limiter::MAX_REPLICAS
+            ));
+        }
+        let endpoints = self.limiter_endpoints();
+        for (i, url) in endpoints.iter().enumerate() {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                errors.push(format!("limiters: {url:?}: expected http://host:port"));
+            } else if let Err(e) = tonic::transport::Endpoint::from_shared(url.clone()) {
+                errors.push(format!("limiters: {url:?}: {e}"));
+            }
+            if endpoints[..i].contains(url) {
+                errors.push(format!("limiters: {url:?} listed more than once"));
+            }
+        }
         if self.limiter_max_lease == 0 {
             errors.push("limiter_max_lease: must be at least 1".to_owned());
         }
@@ -211,6 +244,14 @@ impl Config {
             Ok(())
         } else {
             anyhow::bail!("invalid configuration:\n  {}", errors.join("\n  "))
+        }
+    }
+
+    /// The limiter replicas: `limiters`, or the single `limiter`.
+    pub fn limiter_endpoints(&self) -> Vec<String> {
+        match &self.limiter {
+            Some(one) if self.limiters.is_empty() => vec![one.clone()],
+            _ => self.limiters.clone(),
         }
     }
 
@@ -258,6 +299,48 @@ mod tests {
         ] {
             assert!(msg.contains(field), "{field} missing in {msg}");
         }
+    }
+
+    fn parse(text: &str) -> Config {
+        match toml::from_str(text) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn problems(cfg: &Config) -> String {
+        cfg.validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn limiter_or_limiters_exactly_one() {
+        let base = "workers = [\"http://w:1\"]\nkeystores_file = \"k.json\"\n";
+        let one = parse(&format!("{base}limiter = \"http://a:7200\""));
+        assert_eq!(problems(&one), "");
+        assert_eq!(one.limiter_endpoints(), vec!["http://a:7200".to_owned()]);
+        let many = parse(&format!(
+            "{base}limiters = [\"http://a:7200\", \"http://b:7200\"]"
+        ));
+        assert_eq!(problems(&many), "");
+        assert_eq!(many.limiter_endpoints().len(), 2);
+        let both = parse(&format!(
+            "{base}limiter = \"http://a:7200\"\nlimiters = [\"http://b:7200\"]"
+        ));
+        assert!(problems(&both).contains("not both"), "{}", problems(&both));
+        // Reported together with the other problems.
+        let neither = parse(&format!("{base}deadline_ms = 1"));
+        let msg = problems(&neither);
+        assert!(msg.contains("rate-limiter endpoint is required"), "{msg}");
+        assert!(msg.contains("deadline_ms"), "{msg}");
+        let bad = parse(&format!(
+            "{base}limiters = [\"http://a:7200\", \"tcp://b\", \"http://a:7200\"]"
+        ));
+        let msg = problems(&bad);
+        assert!(msg.contains("expected http://"), "{msg}");
+        assert!(msg.contains("more than once"), "{msg}");
     }
 
     #[test]

@@ -47,16 +47,22 @@ impl AppState {
             }
             None => None,
         };
-        let limiter_channel = channel(&config.limiter)?;
-        let workers = Arc::new(WorkerPool::new(&config.workers, limiter_channel.clone())?);
+        let replicas = config
+            .limiter_endpoints()
+            .iter()
+            .map(|url| Ok((url.clone(), channel(url)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let limiter = LimiterClient::new(
+            replicas,
+            config.limiter_failure_policy,
+            config.limiter_max_lease,
+        );
+        // The worker pool's prober also probes the limiter replicas, and its
+        // readiness needs one of them.
+        let workers = Arc::new(WorkerPool::new(&config.workers, limiter.clone())?);
         workers.start(
             Duration::from_secs(1),
             Duration::from_millis(config.worker_resolve_interval_ms),
-        );
-        let limiter = LimiterClient::new(
-            limiter_channel,
-            config.limiter_failure_policy,
-            config.limiter_max_lease,
         );
         let verifier = Verifier {
             max_skew: Duration::from_secs(config.max_skew_secs),

@@ -39,6 +39,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::error::XksError;
+use crate::limiter::LimiterClient;
 
 /// A gRPC channel to `url` with the settings every keymesh hop uses.
 pub fn channel(url: &str) -> anyhow::Result<Channel> {
@@ -294,8 +295,8 @@ pub struct WorkerPool {
     book: Mutex<Book>,
     rng: AtomicU64,
     epoch: Instant,
-    limiter: Channel,
-    limiter_serving: AtomicBool,
+    /// Probed with the workers (one prober); part of readiness.
+    limiter: LimiterClient,
 }
 
 #[derive(Default)]
@@ -324,7 +325,8 @@ pub struct FleetMember {
     pub timed_out: bool,
 }
 
-async fn serving(channel: Channel, timeout: Duration) -> bool {
+/// One `grpc.health.v1` Check: SERVING within `timeout`.
+pub(crate) async fn serving(channel: Channel, timeout: Duration) -> bool {
     let mut client = HealthClient::new(channel);
     let mut req = tonic::Request::new(HealthCheckRequest {
         service: String::new(),
@@ -355,7 +357,7 @@ impl WorkerPool {
     /// The pool with its static workers (admitted optimistically, so a fresh
     /// edge does not refuse traffic for a probe interval); DNS sources are
     /// resolved by the task [`WorkerPool::start`] spawns.
-    pub fn new(entries: &[String], limiter: Channel) -> anyhow::Result<Self> {
+    pub fn new(entries: &[String], limiter: LimiterClient) -> anyhow::Result<Self> {
         let sources = entries
             .iter()
             .map(|e| Source::parse(e).map_err(|m| anyhow::anyhow!("workers: {m}")))
@@ -378,7 +380,6 @@ impl WorkerPool {
             rng: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
             epoch: Instant::now(),
             limiter,
-            limiter_serving: AtomicBool::new(false),
         })
     }
 
@@ -547,25 +548,24 @@ impl WorkerPool {
         result.map(tonic::Response::into_inner)
     }
 
+    /// `/readyz`: at least one limiter replica serving (a lost replica only
+    /// moves its keys to another) and at least one worker admitted.
     pub fn ready(&self) -> bool {
-        self.limiter_serving.load(Ordering::Relaxed) && !self.admitted.load().is_empty()
+        self.limiter.ready() && !self.admitted.load().is_empty()
     }
 
-    /// Probe every worker and the limiter once.
+    /// Probe every worker and every limiter replica once.
     pub async fn probe(&self) {
         let members = self.members.load_full();
         let checks = members
             .iter()
             .map(|w| serving(w.channel.clone(), PROBE_TIMEOUT));
-        let (results, limiter) = tokio::join!(
+        let (results, ()) = tokio::join!(
             futures_util::future::join_all(checks),
-            serving(self.limiter.clone(), PROBE_TIMEOUT)
+            self.limiter.probe(PROBE_TIMEOUT)
         );
         for (w, ok) in members.iter().zip(results) {
             self.set_serving(w, ok, "health check");
-        }
-        if self.limiter_serving.swap(limiter, Ordering::Relaxed) != limiter {
-            tracing::warn!(serving = limiter, "rate-limiter health changed");
         }
     }
 
@@ -771,7 +771,15 @@ mod tests {
 
     fn pool(urls: &[&str]) -> Arc<WorkerPool> {
         let urls: Vec<String> = urls.iter().map(|s| (*s).to_owned()).collect();
-        Arc::new(WorkerPool::new(&urls, channel("http://127.0.0.1:1").unwrap()).unwrap())
+        let limiter = LimiterClient::new(
+            vec![(
+                "http://127.0.0.1:1".into(),
+                channel("http://127.0.0.1:1").unwrap(),
+            )],
+            crate::limiter::FailurePolicy::Open,
+            64,
+        );
+        Arc::new(WorkerPool::new(&urls, limiter).unwrap())
     }
 
     #[test]

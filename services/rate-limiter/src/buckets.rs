@@ -95,7 +95,7 @@ where
     /// Granting one when the lease does not fit keeps low quotas usable:
     /// a caller asking for 64 from a bucket of 10 still makes progress.
     pub fn acquire(&self, tenant: &str, operation: &str, permits: NonZeroU32) -> Grant {
-        let limiter = self.limiter(tenant, operation);
+        let (_, limiter) = self.limiter(tenant, operation);
         if let Ok(Ok(())) = limiter.check_n(permits) {
             return Grant {
                 granted: permits.get(),
@@ -114,9 +114,28 @@ where
         }
     }
 
+    /// Take exactly `permits` or nothing (Envoy's `hits_addend` semantics:
+    /// a request weighing n must not pass on a partial grant). `Err` carries
+    /// the wait until `permits` would fit, or `None` when they never fit
+    /// (more than the burst). Returns the limit that applied either way.
+    pub fn take(
+        &self,
+        tenant: &str,
+        operation: &str,
+        permits: NonZeroU32,
+    ) -> (Limit, Result<(), Option<Duration>>) {
+        let (limit, limiter) = self.limiter(tenant, operation);
+        let outcome = match limiter.check_n(permits) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(Some(not_until.wait_time_from(limiter.clock().now()))),
+            Err(_insufficient) => Err(None),
+        };
+        (limit, outcome)
+    }
+
     /// The bucket for (tenant, operation), created (or rebuilt after a quota
     /// change) on demand.
-    fn limiter(&self, tenant: &str, operation: &str) -> Arc<DirectLimiter<C>> {
+    fn limiter(&self, tenant: &str, operation: &str) -> (Limit, Arc<DirectLimiter<C>>) {
         let current = self.quotas.get();
         {
             // A poisoned lock only means another request panicked mid-lookup;
@@ -125,7 +144,7 @@ where
             if Arc::ptr_eq(&table.quotas, &current)
                 && let Some(e) = table.buckets.get(tenant).and_then(|ops| ops.get(operation))
             {
-                return Arc::clone(&e.limiter);
+                return (e.limit, Arc::clone(&e.limiter));
             }
         }
         let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
@@ -145,7 +164,7 @@ where
                     self.clock.clone(),
                 )),
             });
-        Arc::clone(&entry.limiter)
+        (entry.limit, Arc::clone(&entry.limiter))
     }
 
     /// Number of live buckets (for tests and debugging).
@@ -247,6 +266,45 @@ burst = 2
         // Encrypt is rebuilt with the new burst; Decrypt keeps its empty bucket.
         assert_eq!(b.acquire("/t", "Encrypt", nz(5)).granted, 5);
         assert_eq!(b.acquire("/t", "Decrypt", nz(1)).granted, 0);
+    }
+
+    #[test]
+    fn take_is_all_or_nothing() {
+        let clock = FakeRelativeClock::default();
+        let b = Buckets::new(Reloadable::fixed(quotas(TEN_PER_SEC)), clock.clone());
+        let (limit, ok) = b.take("/t", "Decrypt", nz(7));
+        assert_eq!(ok, Ok(()));
+        assert_eq!(limit.burst.get(), 10);
+        // 3 left: 4 does not fit and takes nothing, 3 does.
+        assert_eq!(
+            b.take("/t", "Decrypt", nz(4)).1,
+            Err(Some(Duration::from_millis(100)))
+        );
+        assert_eq!(b.take("/t", "Decrypt", nz(3)).1, Ok(()));
+        // More than the burst can never fit.
+        assert_eq!(b.take("/t", "Decrypt", nz(11)).1, Err(None));
+        clock.advance(Duration::from_millis(100));
+        assert_eq!(b.take("/t", "Decrypt", nz(1)).1, Ok(()));
+    }
+
+    #[test]
+    fn replicas_loading_one_file_enforce_the_same_limits() {
+        // Each bucket lives on one replica (the edge routes by key), so two
+        // replicas built from one file must agree on every bucket's limit.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quotas.toml");
+        std::fs::write(&path, TEN_PER_SEC).unwrap();
+        let a = Buckets::new(
+            Reloadable::load(&path, Quotas::from_toml).unwrap(),
+            FakeRelativeClock::default(),
+        );
+        let b = Buckets::new(
+            Reloadable::load(&path, Quotas::from_toml).unwrap(),
+            FakeRelativeClock::default(),
+        );
+        for (t, op) in [("/t", "Encrypt"), ("/t", "Decrypt"), ("/u", "Encrypt")] {
+            assert_eq!(b.take(t, op, nz(1)).0, a.take(t, op, nz(1)).0, "{t} {op}");
+        }
     }
 
     #[test]

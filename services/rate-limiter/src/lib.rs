@@ -2,13 +2,18 @@
 //!
 //! Callers (the edge) lease permits in batches over
 //! `keymesh.ratelimit.v1.RateLimiter/Acquire` so most requests never pay a
-//! round trip here. Quotas come from a TOML file (default, per tenant, per
+//! round trip here. The same buckets also answer Envoy's
+//! `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit` ([`envoy`]),
+//! so an Envoy/Istio ingress enforces the same quotas. Several replicas can
+//! run side by side with one quota file: they share nothing, because the
+//! edge routes every bucket key to one replica (rendezvous hashing). Quotas come from a TOML file (default, per tenant, per
 //! operation) that is validated as a whole and hot-reloaded; a reload rebuilds
 //! only the buckets whose limit changed. The server speaks `grpc.health.v1`,
 //! serves from a TCP_NODELAY listener, and on shutdown reports NOT_SERVING
 //! before draining in-flight RPCs.
 
 pub mod buckets;
+pub mod envoy;
 pub mod quota;
 pub mod service;
 
@@ -22,11 +27,13 @@ use governor::clock::{Clock, DefaultClock};
 use keymesh_common::net::nodelay_incoming;
 use keymesh_common::propagation::GrpcTraceLayer;
 use keymesh_common::reload::Reloadable;
+use keymesh_proto::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use keymesh_proto::ratelimit::v1::rate_limiter_server::RateLimiterServer;
 use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 
 pub use buckets::{Buckets, Grant};
+pub use envoy::EnvoyService;
 pub use quota::{Limit, Quotas};
 pub use service::{LEASE_TTL_MS, LimiterService, MAX_PERMITS};
 
@@ -118,11 +125,15 @@ where
 {
     let _watch = AbortOnDrop(config.quotas.spawn_watch(config.reload_interval));
     let buckets = Arc::new(Buckets::new(Arc::clone(&config.quotas), clock));
-    let limiter = RateLimiterServer::new(LimiterService::new(buckets));
+    let limiter = RateLimiterServer::new(LimiterService::new(Arc::clone(&buckets)));
+    let envoy = RateLimitServiceServer::new(EnvoyService::new(buckets));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<RateLimiterServer<LimiterService<C>>>()
+        .await;
+    health
+        .set_serving::<RateLimitServiceServer<EnvoyService<C>>>()
         .await;
 
     let addr = listener.local_addr()?;
@@ -132,6 +143,9 @@ where
         // while tonic finishes the RPCs already in flight.
         health
             .set_not_serving::<RateLimiterServer<LimiterService<C>>>()
+            .await;
+        health
+            .set_not_serving::<RateLimitServiceServer<EnvoyService<C>>>()
             .await;
         health
             .set_service_status("", ServingStatus::NotServing)
@@ -145,6 +159,7 @@ where
         .layer(GrpcTraceLayer)
         .add_service(health_service)
         .add_service(limiter)
+        .add_service(envoy)
         .serve_with_incoming_shutdown(nodelay_incoming(listener), signal)
         .await?;
     tracing::info!("drained");
