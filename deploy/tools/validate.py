@@ -12,12 +12,17 @@ RENDERED_DIR holds one `<overlay>.yaml` per kustomize overlay, as rendered by
 2. keymesh rules the schemas cannot express (deploy/ conventions, STYLE.md 18):
    pod/container hardening, requests and limits, probes (gRPC for worker and
    limiter), preStop sleep shorter than the grace period, TOKIO_WORKER_THREADS
-   from the CPU limit, headless worker Service, PDB/HPA targets that exist,
-   ConfigMaps/Secrets referenced by pods rendered (or created out of band, see
-   EXTERNAL), NetworkPolicy default deny.
+   from the CPU limit, each service's workload kind (WORKLOADS: the limiter is a
+   StatefulSet), headless worker and limiter Services (the limiter's governs its
+   StatefulSet), PDB/HPA targets that exist, ConfigMaps/Secrets referenced by
+   pods rendered (or created out of band, see EXTERNAL), the workers' key-status
+   file (KEYMESH_KEY_STATUS_FILE: mounted from a stable-named ConfigMap holding
+   {"disabled": [...]}), NetworkPolicy default deny.
 3. The edge.toml in every edge ConfigMap: TOML, only fields documented in
    deploy/edge.toml (the edge denies unknown fields), the edge's own validation
-   rules, and every file it names mounted into the edge container. limiter.toml
+   rules, every file it names mounted into the edge container, dns+http://
+   workers naming a headless Service, and `limiters` listing exactly the
+   limiter StatefulSet's pods (rate-limiter-0 .. replicas-1) by their DNS names. limiter.toml
    and policy.toml parse; the keystores Secret is JSON.
 4. deploy/observability: the Grafana dashboard is JSON with panels and targets,
    the alert rules have Prometheus' rule-file structure, and every metric
@@ -55,9 +60,16 @@ EXTERNAL = {
 # Metrics from outside keymesh that the alerts may use.
 EXTERNAL_METRICS = {"up", "kube_deployment_status_replicas_available", "kube_deployment_spec_replicas"}
 
-# Services whose containers run a tokio runtime (all of ours).
-SERVICE_CONTAINERS = {"edge", "crypto-worker", "rate-limiter"}
+# Services whose containers run a tokio runtime (all of ours), and the workload
+# kind each runs as: the limiter replicas need stable DNS names (edge.toml lists
+# each one), hence a StatefulSet.
+WORKLOADS = {"edge": "Deployment", "crypto-worker": "Deployment", "rate-limiter": "StatefulSet"}
+SERVICE_CONTAINERS = set(WORKLOADS)
 GRPC_SERVICES = {"crypto-worker", "rate-limiter"}
+LONG_RUNNING = ("Deployment", "StatefulSet")
+
+# kustomize's content-hash suffix on generated names (absent with disableNameSuffixHash).
+HASH_SUFFIX = re.compile(r"-[2-9bcdfghkmt]{10}$")
 
 errors: list[str] = []
 
@@ -97,9 +109,9 @@ def check_workloads(overlay: str, docs: list[dict]) -> None:
     for d in docs:
         by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
 
-    for name in sorted(SERVICE_CONTAINERS):
-        if name not in by_kind.get("Deployment", {}):
-            err(overlay, f"no Deployment {name}")
+    for name, kind in sorted(WORKLOADS.items()):
+        if name not in by_kind.get(kind, {}):
+            err(overlay, f"no {kind} {name}")
         if name not in by_kind.get("Service", {}):
             err(overlay, f"no Service {name}")
 
@@ -154,7 +166,7 @@ def check_workloads(overlay: str, docs: list[dict]) -> None:
                 ref = e.get("valueFrom", {}).get("secretKeyRef")
                 if ref and ref["name"] not in by_kind.get("Secret", {}):
                     err(cw, f"env {e['name']} references Secret/{ref['name']}, which is not rendered")
-            if d["kind"] != "Deployment":
+            if d["kind"] not in LONG_RUNNING:
                 continue
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
                 if probe not in c:
@@ -176,9 +188,19 @@ def check_workloads(overlay: str, docs: list[dict]) -> None:
                 elif grace - int(cmd[1]) < 5:
                     err(cw, f"grace period {grace} s leaves under 5 s to drain after the preStop sleep")
 
-    svc = by_kind.get("Service", {}).get("crypto-worker")
-    if svc and svc["spec"].get("clusterIP") != "None":
-        err(overlay, "Service/crypto-worker must be headless (clusterIP: None)")
+    for name in ("crypto-worker", "rate-limiter"):
+        svc = by_kind.get("Service", {}).get(name)
+        if svc and svc["spec"].get("clusterIP") != "None":
+            err(overlay, f"Service/{name} must be headless (clusterIP: None): one DNS record per pod")
+    for name, sts in by_kind.get("StatefulSet", {}).items():
+        gov = by_kind.get("Service", {}).get(sts["spec"].get("serviceName", ""))
+        if gov is None or gov["spec"].get("clusterIP") != "None":
+            err(overlay, f"StatefulSet/{name}: serviceName must name a rendered headless Service (pod DNS names)")
+        elif not (sel := gov["spec"].get("selector")) or any(
+            sts["spec"]["template"]["metadata"]["labels"].get(k) != v for k, v in sel.items()
+        ):
+            err(overlay, f"StatefulSet/{name}: Service/{gov['metadata']['name']} does not select its pods")
+    check_key_status(overlay, by_kind)
     for kind in ("HorizontalPodAutoscaler",):
         for name, h in by_kind.get(kind, {}).items():
             tgt = h["spec"]["scaleTargetRef"]
@@ -193,9 +215,10 @@ def check_workloads(overlay: str, docs: list[dict]) -> None:
         sel = p["spec"]["selector"]["matchLabels"]
         if not any(
             all(d["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in sel.items())
-            for d in by_kind.get("Deployment", {}).values()
+            for kind in LONG_RUNNING
+            for d in by_kind.get(kind, {}).values()
         ):
-            err(overlay, f"PodDisruptionBudget/{name} selects no Deployment's pods")
+            err(overlay, f"PodDisruptionBudget/{name} selects no Deployment's or StatefulSet's pods")
     nps = by_kind.get("NetworkPolicy", {})
     if not any(n["spec"].get("podSelector") == {} and "Ingress" in n["spec"].get("policyTypes", []) and not n["spec"].get("ingress") for n in nps.values()):
         err(overlay, "no default-deny ingress NetworkPolicy")
@@ -216,6 +239,62 @@ def check_workloads(overlay: str, docs: list[dict]) -> None:
                 ):
                     err(overlay, f"NetworkPolicy/{n['metadata']['name']}: only the edge may reach {target}'s gRPC port {port}")
     check_configs(overlay, by_kind)
+
+
+def check_key_status_json(where: str, text: str) -> None:
+    """services/crypto-worker/src/key_status.rs: {"disabled": [ids]}, unknown fields denied."""
+    try:
+        ks = json.loads(text)
+    except json.JSONDecodeError as e:
+        err(where, f"not JSON: {e} (a worker refuses to start on an unreadable key-status file)")
+        return
+    if not isinstance(ks, dict) or set(ks) - {"disabled"}:
+        err(where, 'key-status file must be {"disabled": [...]} and nothing else (the worker denies unknown fields)')
+    elif not isinstance(ks.get("disabled", []), list) or not all(isinstance(k, str) for k in ks.get("disabled", [])):
+        err(where, '"disabled" must be a list of key ids (strings)')
+
+
+def check_key_status(overlay: str, by_kind: dict[str, dict[str, dict]]) -> None:
+    """The workers read KEYMESH_KEY_STATUS_FILE from a mounted ConfigMap, so
+    disabling a key is a ConfigMap edit that reaches every worker."""
+    dep = by_kind.get("Deployment", {}).get("crypto-worker")
+    if not dep:
+        return
+    spec = dep["spec"]["template"]["spec"]
+    c = next((c for c in spec["containers"] if c["name"] == "crypto-worker"), None)
+    if c is None:
+        err(overlay, "Deployment/crypto-worker has no crypto-worker container")
+        return
+    where = f"{overlay}: Deployment/crypto-worker/crypto-worker"
+    path = next((e.get("value") for e in c.get("env", []) if e["name"] == "KEYMESH_KEY_STATUS_FILE"), None)
+    if not path:
+        err(where, "KEYMESH_KEY_STATUS_FILE not set: `keymeshctl key disable` could not reach the workers")
+        return
+    mounts = mount_dirs(c, spec)
+    parent, _, fname = path.rpartition("/")
+    vol = mounts.get(parent)
+    if not path.startswith("/") or vol is None or not file_is_mounted(path, mounts):
+        err(where, f"KEYMESH_KEY_STATUS_FILE {path} is not provided by a volume of the container")
+        return
+    m = next(m for m in c["volumeMounts"] if m["mountPath"].rstrip("/") == parent)
+    if m.get("readOnly") is not True:
+        err(where, f"volumeMount {m['name']} (key status) must be readOnly")
+    name = vol.get("configMap", {}).get("name")
+    if not name:
+        err(where, f"KEYMESH_KEY_STATUS_FILE {path} must come from a ConfigMap volume")
+        return
+    if HASH_SUFFIX.search(name):
+        err(where, f"ConfigMap/{name} (key status) needs a stable name (disableNameSuffixHash): "
+                   "edits must reach the mounted file, not roll the workers")
+    items = vol["configMap"].get("items")
+    key = next((i["key"] for i in items if i["path"] == fname), None) if items else fname
+    cm = by_kind.get("ConfigMap", {}).get(name)
+    if cm is None:
+        return  # reported by the "referenced ConfigMap is rendered" rule
+    if key not in cm.get("data", {}):
+        err(where, f"ConfigMap/{name} has no key {key!r} for KEYMESH_KEY_STATUS_FILE")
+    else:
+        check_key_status_json(f"{overlay}: ConfigMap/{name}/{key}", cm["data"][key])
 
 
 # --------------------------------------------------------------------------- 3
@@ -249,7 +328,70 @@ def file_is_mounted(path: str, mounts: dict[str, dict]) -> bool:
     return items is None or any(i["path"] == fname for i in items)
 
 
-def check_edge_toml(where: str, text: str, container: dict, spec: dict) -> None:
+def url_host_port(url: str, scheme: str) -> tuple[str, int] | None:
+    m = re.fullmatch(rf"{re.escape(scheme)}([A-Za-z0-9.-]+):(\d+)/?", url)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def service_ports(svc: dict) -> set:
+    return {p.get("port") for p in svc["spec"].get("ports", [])}
+
+
+def check_edge_endpoints(where: str, cfg: dict, by_kind: dict[str, dict[str, dict]]) -> None:
+    """services/edge/src/config.rs validation of workers/limiter(s), plus what
+    only the rendered objects can tell: the names point at the right Services."""
+    services = by_kind.get("Service", {})
+    for w in cfg.get("workers", []):
+        if w.startswith("dns+http://"):
+            hp = url_host_port(w, "dns+http://")
+            if hp is None:
+                err(where, f"edge.toml: workers: {w!r}: dns+http:// needs name:port")
+                continue
+            svc = services.get(hp[0].split(".")[0])
+            if svc is None:
+                continue  # a name outside this render (another namespace, external)
+            if svc["spec"].get("clusterIP") != "None":
+                err(where, f"edge.toml: workers: {w!r} names Service/{svc['metadata']['name']}, which is not headless "
+                           "(one ClusterIP = one worker to the edge)")
+            if hp[1] not in service_ports(svc):
+                err(where, f"edge.toml: workers: {w!r}: port {hp[1]} is not a port of Service/{svc['metadata']['name']}")
+        elif not re.fullmatch(r"https?://[^/\s]+(/.*)?", w):
+            err(where, f"edge.toml: workers: {w!r}: expected http://host:port or dns+http://name:port")
+    one, many = cfg.get("limiter"), cfg.get("limiters", [])
+    if (one is None) == (not many):
+        err(where, "edge.toml: set exactly one of limiter and limiters")
+    if len(many) > 64:
+        err(where, "edge.toml: limiters: at most 64 replicas")
+    urls = many or ([one] if one else [])
+    if len(set(urls)) != len(urls):
+        err(where, "edge.toml: limiters: a URL is listed more than once")
+    sts = by_kind.get("StatefulSet", {}).get("rate-limiter")
+    ordinals = []
+    for u in urls:
+        hp = url_host_port(u, "http://") or url_host_port(u, "https://")
+        if hp is None:
+            err(where, f"edge.toml: limiter {u!r}: expected http://host:port")
+            continue
+        if sts is None:
+            continue
+        labels = hp[0].split(".")
+        gov = sts["spec"].get("serviceName")
+        m = re.fullmatch(r"rate-limiter-(\d+)", labels[0])
+        if not m or len(labels) < 2 or labels[1] != gov:
+            err(where, f"edge.toml: limiter {u!r} is not a rate-limiter pod's DNS name "
+                       f"(rate-limiter-N.{gov}): each URL must be one replica")
+            continue
+        ordinals.append(int(m.group(1)))
+        if gov in services and hp[1] not in service_ports(services[gov]):
+            err(where, f"edge.toml: limiter {u!r}: port {hp[1]} is not a port of Service/{gov}")
+    if sts is not None and ordinals:
+        replicas = sts["spec"].get("replicas", 1)
+        if sorted(ordinals) != list(range(replicas)):
+            err(where, f"edge.toml: limiters lists replicas {sorted(ordinals)}, StatefulSet/rate-limiter runs "
+                       f"{list(range(replicas))}: list every replica and only those")
+
+
+def check_edge_toml(where: str, text: str, container: dict, spec: dict, by_kind: dict[str, dict[str, dict]]) -> None:
     try:
         cfg = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -259,7 +401,7 @@ def check_edge_toml(where: str, text: str, container: dict, spec: dict) -> None:
     for k in cfg:
         if k not in top and k != "tls":
             err(where, f"edge.toml: unknown field {k!r} (not in deploy/edge.toml; the edge denies unknown fields)")
-    for k in ("workers", "limiter", "keystores_file"):
+    for k in ("workers", "keystores_file"):
         if k not in cfg:
             err(where, f"edge.toml: required field {k!r} missing")
     workers = cfg.get("workers", [])
@@ -267,6 +409,11 @@ def check_edge_toml(where: str, text: str, container: dict, spec: dict) -> None:
         err(where, "edge.toml: workers must list 1..=10 endpoints")
     if not 10 <= cfg.get("deadline_ms", 200) <= 60000:
         err(where, "edge.toml: deadline_ms must be 10..=60000")
+    if not 100 <= cfg.get("worker_resolve_interval_ms", 2000) <= 60000:
+        err(where, "edge.toml: worker_resolve_interval_ms must be 100..=60000")
+    if cfg.get("shed_floor_ms", 5) >= cfg.get("deadline_ms", 200):
+        err(where, "edge.toml: shed_floor_ms must be below deadline_ms")
+    check_edge_endpoints(where, cfg, by_kind)
     pt, aad = cfg.get("max_plaintext_bytes", 32768), cfg.get("max_aad_bytes", 8192)
     if pt < 4300:
         err(where, "edge.toml: max_plaintext_bytes below the spec minimum 4300")
@@ -315,7 +462,7 @@ def check_configs(overlay: str, by_kind: dict[str, dict[str, dict]]) -> None:
             if cm is None or cfg_path.rpartition("/")[2] not in cm.get("data", {}):
                 err(overlay, f"edge --config {cfg_path} is not provided by a rendered ConfigMap")
             else:
-                check_edge_toml(f"{overlay}: ConfigMap/{cm['metadata']['name']}", cm["data"][cfg_path.rpartition("/")[2]], c, spec)
+                check_edge_toml(f"{overlay}: ConfigMap/{cm['metadata']['name']}", cm["data"][cfg_path.rpartition("/")[2]], c, spec, by_kind)
     for cm in cms.values():
         for key, text in cm.get("data", {}).items():
             where = f"{overlay}: ConfigMap/{cm['metadata']['name']}/{key}"
