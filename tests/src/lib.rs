@@ -425,6 +425,9 @@ pub struct MeshOptions {
     /// Start the limiter and workers with `--metrics-listen` (addresses in
     /// [`Mesh::limiter_metrics_addr`], [`Mesh::worker_metrics_addrs`]).
     pub metrics: bool,
+    /// gRPC between the edge and the workers/limiters over mutual TLS
+    /// (`--grpc-tls-*` and `[grpc_tls]`, certificates in [`Mesh::grpc_pki`]).
+    pub grpc_mtls: bool,
 }
 
 impl Default for MeshOptions {
@@ -447,6 +450,7 @@ impl Default for MeshOptions {
             rust_log: "info,keymesh_edge=debug,keymesh_crypto_worker=debug,keymesh_rate_limiter=debug,keymesh_common=debug,edge=debug,crypto_worker=debug,rate_limiter=debug".into(),
             extra_env: Vec::new(),
             metrics: false,
+            grpc_mtls: false,
         }
     }
 }
@@ -467,6 +471,8 @@ pub struct Mesh {
     pub limiter_file: PathBuf,
     pub edge_config: PathBuf,
     pub pki: Option<pki::Pki>,
+    /// The service-mTLS files when [`MeshOptions::grpc_mtls`] is set.
+    pub grpc_pki: Option<pki::GrpcPki>,
     pub limiter_addr: SocketAddr,
     /// Every limiter replica's address (`[0]` is `limiter_addr`).
     pub limiter_addrs: Vec<SocketAddr>,
@@ -539,7 +545,14 @@ impl Mesh {
             _ => Some(pki::Pki::generate(&root.join("tls"))?),
         };
 
+        let grpc_pki = if opts.grpc_mtls {
+            Some(pki::GrpcPki::generate(&root.join("grpc-tls"))?)
+        } else {
+            None
+        };
+
         let mut mesh = Self {
+            grpc_pki,
             edge_config: root.join("edge.toml"),
             dir,
             bins,
@@ -749,6 +762,7 @@ impl Mesh {
         if let Some(a) = self.limiter_metrics_addr.filter(|_| i == 0) {
             args.extend(["--metrics-listen".into(), a.to_string()]);
         }
+        args.extend(self.grpc_tls_args());
         let mut p = Proc::start(
             &name,
             &self.bins.limiter,
@@ -786,6 +800,7 @@ impl Mesh {
         if let Some(a) = self.worker_metrics_addrs.get(i) {
             args.extend(["--metrics-listen".into(), a.to_string()]);
         }
+        args.extend(self.grpc_tls_args());
         let name = format!("crypto-worker-{i}");
         let mut p = Proc::start(
             &name,
@@ -796,6 +811,21 @@ impl Mesh {
         )?;
         let a = wait_addr(&mut p, &addr_file, WAIT)?;
         Ok((p, a))
+    }
+
+    /// `--grpc-tls-*` for a worker or limiter (none without service mTLS).
+    fn grpc_tls_args(&self) -> Vec<String> {
+        let Some(g) = &self.grpc_pki else {
+            return Vec::new();
+        };
+        vec![
+            "--grpc-tls-cert".into(),
+            g.server_cert.display().to_string(),
+            "--grpc-tls-key".into(),
+            g.server_key.display().to_string(),
+            "--grpc-tls-ca".into(),
+            g.ca_cert.display().to_string(),
+        ]
     }
 
     /// The edge configuration this mesh runs with.
@@ -841,6 +871,14 @@ impl Mesh {
                     pki::KMS_CLIENT_CN
                 ));
             }
+        }
+        if let Some(g) = &self.grpc_pki {
+            s.push_str(&format!(
+                "\n[grpc_tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\n",
+                g.edge_cert.display(),
+                g.edge_key.display(),
+                g.ca_cert.display()
+            ));
         }
         s
     }

@@ -1,6 +1,7 @@
 //! Test PKI generated at run time with rcgen: a server CA and server
 //! certificate (SANs `localhost`, `127.0.0.1`), a client CA and the KMS-like
-//! client certificate, plus helpers for bad client certificates.
+//! client certificate, plus helpers for bad client certificates; and the
+//! service-mTLS identities of the workers, limiters and edge ([`GrpcPki`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -150,6 +151,41 @@ impl Pki {
             client_key_pem: client.key_pem,
             server_ca,
             client_ca,
+        })
+    }
+}
+
+/// Service-mTLS material: one mesh CA, a server certificate for the workers
+/// and limiters (SANs `localhost`, `127.0.0.1`) and a client certificate for
+/// the edge, written to files for `--grpc-tls-*` and `[grpc_tls]`.
+#[derive(Debug)]
+pub struct GrpcPki {
+    pub ca: Ca,
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub edge_cert: PathBuf,
+    pub edge_key: PathBuf,
+}
+
+impl GrpcPki {
+    pub fn generate(dir: &Path) -> Result<Self> {
+        fs::create_dir_all(dir)?;
+        let ca = Ca::new("keymesh e2e mesh CA")?;
+        let server = ca.issue_valid("keymesh-service", &["localhost", "127.0.0.1"], false)?;
+        let edge = ca.issue_valid("keymesh-edge", &["keymesh-edge"], true)?;
+        let w = |name: &str, data: &str| -> Result<PathBuf> {
+            let p = dir.join(name);
+            fs::write(&p, data)?;
+            Ok(p)
+        };
+        Ok(Self {
+            ca_cert: w("ca.pem", &ca.cert_pem)?,
+            server_cert: w("server.pem", &server.cert_pem)?,
+            server_key: w("server.key", &server.key_pem)?,
+            edge_cert: w("edge.pem", &edge.cert_pem)?,
+            edge_key: w("edge.key", &edge.key_pem)?,
+            ca,
         })
     }
 }

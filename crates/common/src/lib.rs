@@ -4,9 +4,10 @@
 //! pieces that are the same everywhere live here so they are written once:
 //! telemetry set-up and W3C trace-context propagation across gRPC hops, the
 //! Prometheus recorder and `/metrics` listener, a TCP_NODELAY listener stream
-//! for tonic, the shutdown signal, hot-reloaded
-//! files, and a `Secret` string that never prints.
+//! for tonic, mutual TLS between services (reloading certificates), the
+//! shutdown signal, hot-reloaded files, and a `Secret` string that never prints.
 
+pub mod grpc_tls;
 pub mod net;
 pub mod prometheus;
 pub mod propagation;

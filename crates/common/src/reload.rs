@@ -87,27 +87,42 @@ impl<T: Send + Sync + 'static> Reloadable<T> {
 
     /// Watch the file until the returned task is dropped/aborted.
     pub fn spawn_watch(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        if self.path.as_os_str().is_empty() {
+            return tokio::spawn(async {});
+        }
         let this = Arc::clone(self);
-        tokio::spawn(async move {
-            if this.path.as_os_str().is_empty() {
-                return;
-            }
-            let mut hup =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-            let mut last = stamp(&this.path);
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                let forced = tokio::select! {
-                    _ = tick.tick() => false,
-                    Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
-                };
-                let now = stamp(&this.path);
-                if forced || now != last {
-                    last = now;
-                    this.reload();
-                }
-            }
+        spawn_poll(vec![self.path.clone()], interval, move || {
+            this.reload();
         })
     }
+}
+
+/// Call `on_change` whenever the modification time or size of any of `paths`
+/// changes (checked every `interval`) or on SIGHUP, until the returned task is
+/// dropped/aborted. The one polling loop behind every reloaded file, so a
+/// multi-file value (a certificate, its key and its CA) reloads the same way
+/// a single file does.
+pub fn spawn_poll(
+    paths: Vec<PathBuf>,
+    interval: Duration,
+    on_change: impl Fn() + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let stamps = || paths.iter().map(|p| stamp(p)).collect::<Vec<_>>();
+        let mut last = stamps();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let forced = tokio::select! {
+                _ = tick.tick() => false,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            };
+            let now = stamps();
+            if forced || now != last {
+                last = now;
+                on_change();
+            }
+        }
+    })
 }

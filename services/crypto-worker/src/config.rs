@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use keymesh_common::Secret;
+use keymesh_common::grpc_tls::GrpcTlsFiles;
 
 /// Longest allowed deep-health interval: GetHealth treats results older than
 /// 60 s as UNAVAILABLE, so a longer interval would flap.
@@ -71,6 +72,36 @@ pub struct Args {
     /// goes, so no request lands on a closing connection.
     #[arg(long, env = "KEYMESH_WORKER_DRAIN_DELAY_MS", default_value_t = 1000)]
     pub drain_delay_ms: u64,
+    #[command(flatten)]
+    pub grpc_tls: GrpcTlsArgs,
+}
+
+/// Service mTLS flags (the rate-limiter has the same three): all three or
+/// none (default none: plaintext gRPC).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GrpcTlsArgs {
+    /// Serve gRPC over mutual TLS with this PEM certificate chain, leaf first
+    /// (hot-reloaded; default: none, plaintext).
+    #[arg(long, env = "KEYMESH_GRPC_TLS_CERT")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key of --grpc-tls-cert (hot-reloaded).
+    #[arg(long, env = "KEYMESH_GRPC_TLS_KEY")]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// PEM CA bundle client certificates must chain to (hot-reloaded).
+    #[arg(long, env = "KEYMESH_GRPC_TLS_CA")]
+    pub grpc_tls_ca: Option<PathBuf>,
+}
+
+impl GrpcTlsArgs {
+    /// The three files, none, or an error when only some are given.
+    pub fn files(self) -> Result<Option<GrpcTlsFiles>, String> {
+        GrpcTlsFiles::from_parts(
+            self.grpc_tls_cert,
+            self.grpc_tls_key,
+            self.grpc_tls_ca,
+            ["--grpc-tls-cert", "--grpc-tls-key", "--grpc-tls-ca"],
+        )
+    }
 }
 
 /// The PKCS#11 flags the worker and keymeshctl share.
@@ -149,6 +180,8 @@ pub struct Config {
     pub key_revalidate: Duration,
     /// `--drain-delay-ms`.
     pub drain_delay: Duration,
+    /// `--grpc-tls-*`: serve over mTLS (default `None`, plaintext).
+    pub grpc_tls: Option<GrpcTlsFiles>,
 }
 
 impl Args {
@@ -183,6 +216,12 @@ impl Args {
         if self.hsm.token_label.is_empty() || self.hsm.token_label.len() > 32 {
             errors.push("--token-label must be 1-32 characters".to_owned());
         }
+        let grpc_tls = self
+            .grpc_tls
+            .files()
+            .map_err(|e| errors.push(e))
+            .ok()
+            .flatten();
         let worker_id = match self.worker_id {
             Some(id) if !id.trim().is_empty() => id,
             Some(_) => {
@@ -205,6 +244,7 @@ impl Args {
                 session_key_copies: self.session_key_copies,
                 key_revalidate: Duration::from_secs(self.key_revalidate_secs),
                 drain_delay: Duration::from_millis(self.drain_delay_ms),
+                grpc_tls,
             }),
             _ => anyhow::bail!("invalid configuration: {}", errors.join("; ")),
         }
@@ -243,6 +283,40 @@ mod tests {
         assert!(c.session_key_copies);
         assert_eq!(c.key_revalidate, Duration::from_secs(5));
         assert_eq!(c.drain_delay, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn grpc_tls_flags_all_or_none() {
+        let c = Args::try_parse_from(["w", "--pin", "1234"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert!(c.grpc_tls.is_none());
+        let c = Args::try_parse_from([
+            "w",
+            "--pin",
+            "1234",
+            "--grpc-tls-cert",
+            "c.pem",
+            "--grpc-tls-key",
+            "k.pem",
+            "--grpc-tls-ca",
+            "ca.pem",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        let files = c.grpc_tls.unwrap();
+        assert_eq!(files.ca, PathBuf::from("ca.pem"));
+        let err = Args::try_parse_from(["w", "--pin", "1234", "--grpc-tls-cert", "c.pem"])
+            .unwrap()
+            .into_config()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("missing --grpc-tls-key, --grpc-tls-ca"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cryptoki::context::Pkcs11;
+use keymesh_common::grpc_tls::{GrpcTls, tls_incoming};
 use keymesh_common::net::nodelay_incoming;
 use keymesh_common::propagation::GrpcTraceLayer;
 use keymesh_proto::crypto::v1::crypto_worker_server::CryptoWorkerServer;
@@ -137,15 +138,34 @@ pub async fn serve_with_module(
         tracing::info!("draining in-flight requests");
     };
 
+    // Loaded before serving: a worker configured for mTLS must not start
+    // without its certificates (or fall back to plaintext).
+    let grpc_tls = config.grpc_tls.clone().map(GrpcTls::load).transpose()?;
+    let tls_watch = grpc_tls
+        .as_ref()
+        .map(|t| t.spawn_watch(keymesh_common::grpc_tls::RELOAD_INTERVAL));
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, worker_id = %config.worker_id, "crypto-worker serving");
-    let served = tonic::transport::Server::builder()
+    tracing::info!(%addr, worker_id = %config.worker_id, mtls = grpc_tls.is_some(), "crypto-worker serving");
+    let router = tonic::transport::Server::builder()
         // Outermost: one span per RPC, parented on the caller's traceparent.
         .layer(GrpcTraceLayer)
         .add_service(health_service)
-        .add_service(CryptoWorkerServer::new(service))
-        .serve_with_incoming_shutdown(nodelay_incoming(listener), drain)
-        .await;
+        .add_service(CryptoWorkerServer::new(service));
+    let served = match grpc_tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls_incoming(listener, tls), drain)
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(nodelay_incoming(listener), drain)
+                .await
+        }
+    };
+    if let Some(w) = tls_watch {
+        w.abort();
+    }
 
     checker.abort();
     watch.abort();

@@ -423,6 +423,7 @@ mod child {
             session_key_copies: true,
             key_revalidate: Duration::from_secs(1),
             drain_delay: Duration::from_secs(2),
+            grpc_tls: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -78,6 +78,23 @@ pub struct Config {
     pub ekm_vendor: String,
     /// TLS; absent = plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// Mutual TLS to workers and limiters; absent = plaintext gRPC.
+    pub grpc_tls: Option<GrpcTlsConfig>,
+}
+
+/// The edge's mesh identity for gRPC to workers and limiters (all files
+/// PEM, hot-reloaded).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTlsConfig {
+    /// Client certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA bundle the workers' and limiters' certificates must chain to.
+    pub ca_file: PathBuf,
+    /// Name their certificates must carry (default: each endpoint's host).
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,6 +173,11 @@ impl Config {
             if let Some(p) = tls.client_ca_file.as_mut() {
                 rebase(p);
             }
+        }
+        if let Some(g) = cfg.grpc_tls.as_mut() {
+            rebase(&mut g.cert_file);
+            rebase(&mut g.key_file);
+            rebase(&mut g.ca_file);
         }
         cfg.validate()?;
         Ok(cfg)
@@ -240,6 +262,13 @@ impl Config {
                     .to_owned(),
             );
         }
+        if let Some(name) = self.grpc_tls.as_ref().and_then(|g| g.server_name.as_ref())
+            && rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
+        {
+            errors.push(format!(
+                "grpc_tls: server_name {name:?} is not a DNS name or IP address"
+            ));
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -313,6 +342,35 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn grpc_tls_section() {
+        let base = "workers = [\"http://w:1\"]\nkeystores_file = \"k.json\"\nlimiter = \"http://a:7200\"\n";
+        let plain = parse(base);
+        assert!(plain.grpc_tls.is_none());
+        let tls = parse(&format!(
+            "{base}[grpc_tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nca_file = \"ca.pem\"\nserver_name = \"worker.keymesh\"\n"
+        ));
+        assert_eq!(problems(&tls), "");
+        let g = tls.grpc_tls.as_ref().unwrap();
+        assert_eq!(g.ca_file, PathBuf::from("ca.pem"));
+        assert_eq!(g.server_name.as_deref(), Some("worker.keymesh"));
+        let bad = parse(&format!(
+            "{base}[grpc_tls]\ncert_file = \"c\"\nkey_file = \"k\"\nca_file = \"a\"\nserver_name = \"not a name\"\n"
+        ));
+        assert!(
+            problems(&bad).contains("grpc_tls: server_name"),
+            "{}",
+            problems(&bad)
+        );
+        // All three files are required.
+        assert!(
+            toml::from_str::<Config>(&format!(
+                "{base}[grpc_tls]\ncert_file = \"c\"\nkey_file = \"k\"\n"
+            ))
+            .is_err()
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use keymesh_common::grpc_tls::{GrpcTls, GrpcTlsFiles};
 use keymesh_common::reload::Reloadable;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -12,7 +13,7 @@ use crate::keystores::Keystores;
 use crate::limiter::LimiterClient;
 use crate::policy::PolicyFile;
 use crate::sigv4::Verifier;
-use crate::workers::{WorkerPool, channel};
+use crate::workers::{GrpcClientTls, WorkerPool, channel_with};
 
 pub struct AppState {
     pub config: Config,
@@ -47,10 +48,27 @@ impl AppState {
             }
             None => None,
         };
+        // Service mTLS: one identity for every worker and limiter channel,
+        // reloaded in place (new connections use the new certificates).
+        let grpc_tls = match &config.grpc_tls {
+            Some(t) => {
+                let tls = GrpcTls::load(GrpcTlsFiles {
+                    cert: t.cert_file.clone(),
+                    key: t.key_file.clone(),
+                    ca: t.ca_file.clone(),
+                })?;
+                tls.spawn_watch(keymesh_common::grpc_tls::RELOAD_INTERVAL);
+                Some(GrpcClientTls {
+                    tls,
+                    server_name: t.server_name.clone(),
+                })
+            }
+            None => None,
+        };
         let replicas = config
             .limiter_endpoints()
             .iter()
-            .map(|url| Ok((url.clone(), channel(url)?)))
+            .map(|url| Ok((url.clone(), channel_with(url, grpc_tls.as_ref())?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let limiter = LimiterClient::new(
             replicas,
@@ -59,7 +77,11 @@ impl AppState {
         );
         // The worker pool's prober also probes the limiter replicas, and its
         // readiness needs one of them.
-        let workers = Arc::new(WorkerPool::new(&config.workers, limiter.clone())?);
+        let workers = Arc::new(WorkerPool::with_tls(
+            &config.workers,
+            limiter.clone(),
+            grpc_tls,
+        )?);
         workers.start(
             Duration::from_secs(1),
             Duration::from_millis(config.worker_resolve_interval_ms),

@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use keymesh_common::grpc_tls::GrpcTls;
 use keymesh_proto::crypto::v1::crypto_worker_client::CryptoWorkerClient;
 use keymesh_proto::crypto::v1::{GetHealthRequest, GetHealthResponse, HealthStatus};
 use tokio::task::AbortHandle;
@@ -41,16 +42,38 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::error::XksError;
 use crate::limiter::LimiterClient;
 
-/// A gRPC channel to `url` with the settings every keymesh hop uses.
+/// How the edge dials workers and limiters under `[grpc_tls]`: its mesh
+/// identity (reloaded in place) and the name their certificates must carry.
+#[derive(Debug, Clone)]
+pub struct GrpcClientTls {
+    pub tls: Arc<GrpcTls>,
+    /// Expected server certificate name (default: each URL's host).
+    pub server_name: Option<String>,
+}
+
+/// A plaintext gRPC channel to `url` with the settings every keymesh hop uses.
 pub fn channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_owned())?
-        // Nagle + delayed ACK would add ~40 ms to small gRPC frames.
+    channel_with(url, None)
+}
+
+/// A gRPC channel to `url`, over mutual TLS when `tls` is given. URLs stay
+/// `http://`: the connector does the TLS, tonic only sees a byte stream.
+pub fn channel_with(url: &str, tls: Option<&GrpcClientTls>) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(url.to_owned())?
+        // Nagle + delayed ACK would add ~40 ms to small gRPC frames (the TLS
+        // connector sets TCP_NODELAY itself).
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_millis(500))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+        .keep_alive_while_idle(true);
+    Ok(match tls {
+        Some(t) => endpoint.connect_with_connector_lazy(keymesh_common::grpc_tls::connector(
+            Arc::clone(&t.tls),
+            t.server_name.clone(),
+        )),
+        None => endpoint.connect_lazy(),
+    })
 }
 
 /// How long a health probe may take before the worker counts as down.
@@ -115,11 +138,11 @@ pub struct Worker {
 }
 
 impl Worker {
-    fn new(endpoint: String, serving: bool) -> anyhow::Result<Self> {
+    fn new(endpoint: String, serving: bool, tls: Option<&GrpcClientTls>) -> anyhow::Result<Self> {
         let requests =
             metrics::counter!("keymesh_edge_worker_requests_total", "worker" => endpoint.clone());
         Ok(Self {
-            channel: channel(&endpoint)?,
+            channel: channel_with(&endpoint, tls)?,
             endpoint,
             serving: AtomicBool::new(serving),
             in_flight: AtomicUsize::new(0),
@@ -297,6 +320,8 @@ pub struct WorkerPool {
     epoch: Instant,
     /// Probed with the workers (one prober); part of readiness.
     limiter: LimiterClient,
+    /// Service mTLS for every worker channel, discovered ones included.
+    tls: Option<GrpcClientTls>,
 }
 
 #[derive(Default)]
@@ -358,6 +383,16 @@ impl WorkerPool {
     /// edge does not refuse traffic for a probe interval); DNS sources are
     /// resolved by the task [`WorkerPool::start`] spawns.
     pub fn new(entries: &[String], limiter: LimiterClient) -> anyhow::Result<Self> {
+        Self::with_tls(entries, limiter, None)
+    }
+
+    /// [`WorkerPool::new`], dialing every worker over mutual TLS when `tls`
+    /// is given.
+    pub fn with_tls(
+        entries: &[String],
+        limiter: LimiterClient,
+        tls: Option<GrpcClientTls>,
+    ) -> anyhow::Result<Self> {
         let sources = entries
             .iter()
             .map(|e| Source::parse(e).map_err(|m| anyhow::anyhow!("workers: {m}")))
@@ -368,7 +403,7 @@ impl WorkerPool {
                 Source::Static(url) => Some(url),
                 Source::Dns { .. } => None,
             })
-            .map(|url| Worker::new(url.clone(), true).map(Arc::new))
+            .map(|url| Worker::new(url.clone(), true, tls.as_ref()).map(Arc::new))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let admitted = members.clone();
         Ok(Self {
@@ -380,6 +415,7 @@ impl WorkerPool {
             rng: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
             epoch: Instant::now(),
             limiter,
+            tls,
         })
     }
 
@@ -692,7 +728,7 @@ impl WorkerPool {
                 next.push(Arc::clone(w));
                 continue;
             }
-            match Worker::new(url.clone(), false) {
+            match Worker::new(url.clone(), false, self.tls.as_ref()) {
                 Ok(w) => {
                     let w = Arc::new(w);
                     tracing::info!(worker = %url, "worker discovered");
@@ -802,7 +838,7 @@ mod tests {
 
     #[tokio::test]
     async fn idle_worker_has_no_queue_and_a_stalled_one_grows() {
-        let w = Worker::new("http://127.0.0.1:1".into(), true).unwrap();
+        let w = Worker::new("http://127.0.0.1:1".into(), true, None).unwrap();
         assert_eq!(w.queue_wait(1_000_000), Duration::ZERO);
         // Healthy: answers every 100 µs while busy.
         for k in 0..20u64 {

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
+use keymesh_common::grpc_tls::{GrpcTls, GrpcTlsFiles, tls_incoming};
 use keymesh_common::net::nodelay_incoming;
 use keymesh_common::propagation::GrpcTraceLayer;
 use keymesh_common::reload::Reloadable;
@@ -59,6 +60,29 @@ pub struct Args {
     /// Serve Prometheus metrics at GET /metrics on this address (default: off).
     #[arg(long, env = "KEYMESH_LIMITER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve gRPC over mutual TLS with this PEM certificate chain, leaf first
+    /// (hot-reloaded; default: none, plaintext). All three --grpc-tls-* or none.
+    #[arg(long, env = "KEYMESH_GRPC_TLS_CERT")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key of --grpc-tls-cert (hot-reloaded).
+    #[arg(long, env = "KEYMESH_GRPC_TLS_KEY")]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// PEM CA bundle client certificates must chain to (hot-reloaded).
+    #[arg(long, env = "KEYMESH_GRPC_TLS_CA")]
+    pub grpc_tls_ca: Option<PathBuf>,
+}
+
+impl Args {
+    /// The `--grpc-tls-*` files: all three, none, or an error.
+    pub fn grpc_tls(&self) -> anyhow::Result<Option<GrpcTlsFiles>> {
+        GrpcTlsFiles::from_parts(
+            self.grpc_tls_cert.clone(),
+            self.grpc_tls_key.clone(),
+            self.grpc_tls_ca.clone(),
+            ["--grpc-tls-cert", "--grpc-tls-key", "--grpc-tls-ca"],
+        )
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+    }
 }
 
 /// Validated runtime configuration.
@@ -68,6 +92,8 @@ pub struct Config {
     pub quotas: Arc<Reloadable<Quotas>>,
     /// Quota file poll interval (default 1 s).
     pub reload_interval: Duration,
+    /// `--grpc-tls-*`: serve over mTLS (default `None`, plaintext).
+    pub grpc_tls: Option<GrpcTlsFiles>,
 }
 
 impl Config {
@@ -81,6 +107,7 @@ impl Config {
         Ok(Self {
             quotas,
             reload_interval: DEFAULT_RELOAD_INTERVAL,
+            grpc_tls: None,
         })
     }
 
@@ -89,6 +116,7 @@ impl Config {
         Self {
             quotas: Reloadable::fixed(quotas),
             reload_interval: DEFAULT_RELOAD_INTERVAL,
+            grpc_tls: None,
         }
     }
 }
@@ -124,6 +152,12 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let _watch = AbortOnDrop(config.quotas.spawn_watch(config.reload_interval));
+    // Loaded before serving: a limiter configured for mTLS must not start
+    // without its certificates (or fall back to plaintext).
+    let grpc_tls = config.grpc_tls.clone().map(GrpcTls::load).transpose()?;
+    let _tls_watch = grpc_tls
+        .as_ref()
+        .map(|t| AbortOnDrop(t.spawn_watch(keymesh_common::grpc_tls::RELOAD_INTERVAL)));
     let buckets = Arc::new(Buckets::new(Arc::clone(&config.quotas), clock));
     let limiter = RateLimiterServer::new(LimiterService::new(Arc::clone(&buckets)));
     let envoy = RateLimitServiceServer::new(EnvoyService::new(buckets));
@@ -153,15 +187,59 @@ where
         tracing::info!("NOT_SERVING; draining");
     };
 
-    tracing::info!(%addr, "rate-limiter serving");
-    tonic::transport::Server::builder()
+    tracing::info!(%addr, mtls = grpc_tls.is_some(), "rate-limiter serving");
+    let router = tonic::transport::Server::builder()
         // Outermost: the trace span must cover health checks and Acquire alike.
         .layer(GrpcTraceLayer)
         .add_service(health_service)
         .add_service(limiter)
-        .add_service(envoy)
-        .serve_with_incoming_shutdown(nodelay_incoming(listener), signal)
-        .await?;
+        .add_service(envoy);
+    match grpc_tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls_incoming(listener, tls), signal)
+                .await?
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(nodelay_incoming(listener), signal)
+                .await?
+        }
+    }
     tracing::info!("drained");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use clap::Parser as _;
+
+    #[test]
+    fn grpc_tls_flags_all_or_none() {
+        let none = Args::try_parse_from(["l"]).unwrap();
+        assert!(none.grpc_tls().unwrap().is_none());
+        let all = Args::try_parse_from([
+            "l",
+            "--grpc-tls-cert",
+            "c.pem",
+            "--grpc-tls-key",
+            "k.pem",
+            "--grpc-tls-ca",
+            "ca.pem",
+        ])
+        .unwrap();
+        assert_eq!(
+            all.grpc_tls().unwrap().map(|f| f.key),
+            Some(PathBuf::from("k.pem"))
+        );
+        let some = Args::try_parse_from(["l", "--grpc-tls-key", "k.pem"]).unwrap();
+        let err = some.grpc_tls().unwrap_err().to_string();
+        assert!(
+            err.contains("missing --grpc-tls-cert, --grpc-tls-ca"),
+            "{err}"
+        );
+    }
 }

@@ -11,7 +11,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let _telemetry = keymesh_common::telemetry::init("keymesh-rate-limiter")?;
     let args = Args::parse();
-    let config = Config::load(args.config.as_deref())?;
+    let mut config = Config::load(args.config.as_deref())?;
+    config.grpc_tls = args.grpc_tls()?;
     if let Some(addr) = args.metrics_listen {
         // Process-wide recorder, so here rather than in the embeddable library.
         keymesh_common::prometheus::install_and_serve(addr).await?;
