@@ -300,18 +300,21 @@ def check_key_status(overlay: str, by_kind: dict[str, dict[str, dict]]) -> None:
 # --------------------------------------------------------------------------- 3
 
 
-def documented_edge_fields() -> tuple[set[str], set[str]]:
-    """Top-level and [tls] field names in deploy/edge.toml, commented or not."""
-    top, tls, section = set(), set(), None
+def documented_edge_fields() -> tuple[set[str], dict[str, set[str]]]:
+    """Top-level field names and fields per [section] in deploy/edge.toml, commented or not."""
+    top: set[str] = set()
+    sections: dict[str, set[str]] = {}
+    section = None
     for line in (DEPLOY / "edge.toml").read_text().splitlines():
         s = line.lstrip("# ").strip()
         if re.fullmatch(r"\[[a-z_]+\]", s):
             section = s[1:-1]
+            sections.setdefault(section, set())
             continue
         m = re.match(r"([a-z_]+)\s*=", s)
         if m:
-            (tls if section == "tls" else top).add(m.group(1))
-    return top, tls
+            (sections[section] if section else top).add(m.group(1))
+    return top, sections
 
 
 def mount_dirs(container: dict, spec: dict) -> dict[str, dict]:
@@ -397,10 +400,15 @@ def check_edge_toml(where: str, text: str, container: dict, spec: dict, by_kind:
     except tomllib.TOMLDecodeError as e:
         err(where, f"edge.toml is not TOML: {e}")
         return
-    top, tls_fields = documented_edge_fields()
+    top, sections = documented_edge_fields()
+    tls_fields = sections.get("tls", set())
     for k in cfg:
-        if k not in top and k != "tls":
+        if k not in top and k not in sections:
             err(where, f"edge.toml: unknown field {k!r} (not in deploy/edge.toml; the edge denies unknown fields)")
+    for name, fields in sections.items():
+        for k in cfg.get(name, {}) if isinstance(cfg.get(name), dict) else ():
+            if k not in fields:
+                err(where, f"edge.toml: unknown field {k!r} in [{name}] (not in deploy/edge.toml)")
     for k in ("workers", "keystores_file"):
         if k not in cfg:
             err(where, f"edge.toml: required field {k!r} missing")
