@@ -120,6 +120,22 @@ where
     }
 }
 
+/// Poll until an Encrypt of a marker plaintext under `key` answers `status`
+/// (recovery after a fault, or a key-status change taking effect).
+pub async fn wait_for_encrypt_status(
+    c: &XksClient,
+    key: &str,
+    status: u16,
+    what: &str,
+    timeout: Duration,
+) -> Result<()> {
+    poll_async(what, timeout, || async {
+        let req = keymesh_xks_client::model::EncryptRequest::new(plaintext(32));
+        (c.encrypt(key, &req).await.ok()?.status() == status).then_some(())
+    })
+    .await
+}
+
 // ---------------------------------------------------------------------------
 // Binaries
 

@@ -110,16 +110,9 @@ async fn every_row_of_the_error_table() {
     }
     // 400 InvalidStateException (disabled key)
     m.ctl(&["key", "disable", KEY_TOGGLE]).unwrap();
-    poll_async("key disabled", Duration::from_secs(5), || async {
-        (c.encrypt(KEY_TOGGLE, &EncryptRequest::new(plaintext(8)))
-            .await
-            .ok()?
-            .status()
-            == 400)
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    wait_for_encrypt_status(&c, KEY_TOGGLE, 400, "key disabled", Duration::from_secs(5))
+        .await
+        .unwrap();
     for op in [Operation::Encrypt, Operation::Decrypt] {
         record(&mut seen, &call(&c, op, KEY_TOGGLE).await, op);
     }

@@ -75,17 +75,12 @@ async fn stopped_worker_gives_dependency_timeout_within_deadline() {
         assert_error_shape(&h, Operation::GetHealthStatus);
     }
     m.signal_worker(0, "CONT").unwrap();
-    poll_async(
+    wait_for_encrypt_status(
+        &c,
+        KEY_ED,
+        200,
         "recovery after SIGCONT",
         Duration::from_secs(10),
-        || async {
-            (c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32)))
-                .await
-                .ok()?
-                .status()
-                == 200)
-                .then_some(())
-        },
     )
     .await
     .unwrap();
@@ -199,14 +194,13 @@ async fn killed_worker_fails_fast_then_recovers_on_restart() {
         (m.readyz() == 200).then_some(())
     })
     .unwrap();
-    poll_async("Encrypt after restart", Duration::from_secs(15), || async {
-        (c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32)))
-            .await
-            .ok()?
-            .status()
-            == 200)
-            .then_some(())
-    })
+    wait_for_encrypt_status(
+        &c,
+        KEY_ED,
+        200,
+        "Encrypt after restart",
+        Duration::from_secs(15),
+    )
     .await
     .unwrap();
     assert_eq!(
@@ -392,16 +386,9 @@ async fn limiter_down_fail_closed_is_dependency_timeout() {
     .unwrap();
     assert_xks_error(&r, Operation::Encrypt, 503, "DependencyTimeoutException");
     m.signal_limiter("CONT").unwrap();
-    poll_async("served again", Duration::from_secs(10), || async {
-        (c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32)))
-            .await
-            .ok()?
-            .status()
-            == 200)
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    wait_for_encrypt_status(&c, KEY_ED, 200, "served again", Duration::from_secs(10))
+        .await
+        .unwrap();
 }
 
 /// The edge drains on SIGTERM and exits 0, promptly, even with idle

@@ -329,16 +329,9 @@ async fn stalled_worker_sheds_with_throttling_not_timeout() {
     assert!(metric(&m, "keymesh_edge_shed_total", "reason=\"queue\"") >= 1.0);
     m.signal_worker(0, "CONT").unwrap();
     let c = m.client(TENANT_A);
-    poll_async("served again after SIGCONT", WAIT, || async {
-        (c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(32)))
-            .await
-            .ok()?
-            .status()
-            == 200)
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    wait_for_encrypt_status(&c, KEY_ED, 200, "served again after SIGCONT", WAIT)
+        .await
+        .unwrap();
 }
 
 /// Kills a child process when dropped (the test may panic).

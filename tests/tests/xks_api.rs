@@ -925,17 +925,12 @@ async fn disabled_key_is_invalid_state_and_reenable_works() {
     // Other keys are unaffected.
     encrypt_ok(&c, KEY_ED, &EncryptRequest::new(plaintext(32))).await;
     m.ctl(&["key", "enable", KEY_TOGGLE]).unwrap();
-    poll_async(
+    wait_for_encrypt_status(
+        &c,
+        KEY_TOGGLE,
+        200,
         "Encrypt to work after enable",
         Duration::from_secs(5),
-        || async {
-            (c.encrypt(KEY_TOGGLE, &EncryptRequest::new(plaintext(32)))
-                .await
-                .ok()?
-                .status()
-                == 200)
-                .then_some(())
-        },
     )
     .await
     .unwrap();
@@ -1605,16 +1600,9 @@ async fn policy_allow_deny_and_hot_reload() {
         "{POL_ALLOW}\n[[keystore.rules]]\nname = \"no-toggle\"\neffect = \"deny\"\nkey_id = \"key-t*\"\n\n[[keystore.rules]]\nname = \"no-reencrypt\"\neffect = \"deny\"\nkms_operation = \"ReEncrypt\"\n"
     ))
     .unwrap();
-    poll_async("allow again", Duration::from_secs(5), || async {
-        (c.encrypt(KEY_ED, &EncryptRequest::new(plaintext(8)))
-            .await
-            .ok()?
-            .status()
-            == 200)
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    wait_for_encrypt_status(&c, KEY_ED, 200, "allow again", Duration::from_secs(5))
+        .await
+        .unwrap();
     let r = c
         .get_key_metadata(KEY_TOGGLE, &GetKeyMetadataRequest::default())
         .await
