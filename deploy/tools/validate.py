@@ -22,7 +22,10 @@ RENDERED_DIR holds one `<overlay>.yaml` per kustomize overlay, as rendered by
    deploy/edge.toml (the edge denies unknown fields), the edge's own validation
    rules, every file it names mounted into the edge container, dns+http://
    workers naming a headless Service, and `limiters` listing exactly the
-   limiter StatefulSet's pods (rate-limiter-0 .. replicas-1) by their DNS names. limiter.toml
+   limiter StatefulSet's pods (rate-limiter-0 .. replicas-1) by their DNS names,
+   and service mTLS on both ends or neither ([grpc_tls] in the edge, all three
+   KEYMESH_GRPC_TLS_* files mounted in worker and limiter, server_name set for
+   dns+http:// workers, no kubelet gRPC probes against an mTLS port). limiter.toml
    and policy.toml parse; the keystores Secret is JSON.
 4. deploy/observability: the Grafana dashboard is JSON with panels and targets,
    the alert rules have Prometheus' rule-file structure, and every metric
@@ -55,7 +58,12 @@ EXTERNAL = {
     ("Secret", "edge-tls"),
     ("Secret", "edge-ingress-tls"),
     ("ConfigMap", "edge-client-ca"),
+    # Service mTLS (components/service-mtls): tls.crt, tls.key, ca.crt.
+    ("Secret", "keymesh-grpc-tls"),
 }
+
+# Worker and limiter flags for service mTLS: all three or none (docs/ARCHITECTURE.md).
+GRPC_TLS_ENV = ("KEYMESH_GRPC_TLS_CERT", "KEYMESH_GRPC_TLS_KEY", "KEYMESH_GRPC_TLS_CA")
 
 # Metrics from outside keymesh that the alerts may use.
 EXTERNAL_METRICS = {"up", "kube_deployment_status_replicas_available", "kube_deployment_spec_replicas"}
@@ -172,8 +180,18 @@ def check_workloads(overlay: str, docs: list[dict]) -> None:
                 if probe not in c:
                     err(cw, f"{probe} missing")
             if c["name"] in GRPC_SERVICES:
+                tls_env = grpc_tls_env(c)
+                if tls_env and len(tls_env) != len(GRPC_TLS_ENV):
+                    err(cw, f"set all of {', '.join(GRPC_TLS_ENV)} or none (the service refuses to start)")
+                mounts = mount_dirs(c, spec)
+                for k, f in sorted(tls_env.items()):
+                    if not f.startswith("/") or not file_is_mounted(f, mounts):
+                        err(cw, f"{k}={f}: no volume of the container provides it")
                 for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-                    if "grpc" not in c.get(probe, {}):
+                    if tls_env and "grpc" in c.get(probe, {}):
+                        err(cw, f"{probe}: the kubelet's gRPC probe is plaintext without a client certificate, "
+                                "so it fails against the mTLS port (use tcpSocket)")
+                    elif not tls_env and "grpc" not in c.get(probe, {}):
                         err(cw, f"{probe} must be a native gRPC probe (grpc.health.v1)")
             if c["name"] in SERVICE_CONTAINERS:
                 env = {e["name"]: e for e in c.get("env", [])}
@@ -317,6 +335,10 @@ def documented_edge_fields() -> tuple[set[str], dict[str, set[str]]]:
     return top, sections
 
 
+def grpc_tls_env(container: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container.get("env", []) if e["name"] in GRPC_TLS_ENV}
+
+
 def mount_dirs(container: dict, spec: dict) -> dict[str, dict]:
     vols = {v["name"]: v for v in spec.get("volumes", [])}
     return {m["mountPath"].rstrip("/"): vols.get(m["name"], {}) for m in container.get("volumeMounts", [])}
@@ -440,6 +462,21 @@ def check_edge_toml(where: str, text: str, container: dict, spec: dict, by_kind:
         if ("client_ca_file" in tls) != ("client_subject_cn" in tls):
             err(where, "edge.toml: client_ca_file and client_subject_cn must be set together")
         files += [tls.get("cert_file"), tls.get("key_file"), tls.get("client_ca_file")]
+    gtls = cfg.get("grpc_tls")
+    if gtls is not None:
+        for k in ("cert_file", "key_file", "ca_file"):
+            if k not in gtls:
+                err(where, f"edge.toml: [grpc_tls] needs {k}")
+        files += [gtls.get("cert_file"), gtls.get("key_file"), gtls.get("ca_file")]
+        if "server_name" not in gtls and any(w.startswith("dns+http://") for w in cfg.get("workers", [])):
+            err(where, "edge.toml: [grpc_tls] needs server_name: dns+http:// workers are dialled by IP address")
+    # Both ends or neither: a TLS server refuses a plaintext edge and vice versa.
+    for kind, name in (("Deployment", "crypto-worker"), ("StatefulSet", "rate-limiter")):
+        w = by_kind.get(kind, {}).get(name)
+        c = next((c for c in w["spec"]["template"]["spec"]["containers"] if c["name"] == name), None) if w else None
+        if c is not None and bool(grpc_tls_env(c)) != (gtls is not None):
+            err(where, f"edge.toml {'has' if gtls is not None else 'has no'} [grpc_tls] but {kind}/{name} "
+                       f"{'does not set' if gtls is not None else 'sets'} KEYMESH_GRPC_TLS_*: the gRPC hop fails")
     mounts = mount_dirs(container, spec)
     for f in filter(None, files):
         if not f.startswith("/"):
