@@ -373,3 +373,31 @@ pub fn connector(
         }
     })
 }
+
+/// The service-mTLS flags of the crypto-worker and the rate-limiter: all
+/// three or none (default none: plaintext gRPC).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GrpcTlsArgs {
+    /// Serve gRPC over mutual TLS with this PEM certificate chain, leaf first
+    /// (hot-reloaded; default: none, plaintext).
+    #[arg(long, env = "KEYMESH_GRPC_TLS_CERT")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key of --grpc-tls-cert (hot-reloaded).
+    #[arg(long, env = "KEYMESH_GRPC_TLS_KEY")]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// PEM CA bundle client certificates must chain to (hot-reloaded).
+    #[arg(long, env = "KEYMESH_GRPC_TLS_CA")]
+    pub grpc_tls_ca: Option<PathBuf>,
+}
+
+impl GrpcTlsArgs {
+    /// The three files, none, or an error when only some are given.
+    pub fn files(self) -> Result<Option<GrpcTlsFiles>, String> {
+        GrpcTlsFiles::from_parts(
+            self.grpc_tls_cert,
+            self.grpc_tls_key,
+            self.grpc_tls_ca,
+            ["--grpc-tls-cert", "--grpc-tls-key", "--grpc-tls-ca"],
+        )
+    }
+}

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use keymesh_common::Secret;
+pub use keymesh_common::grpc_tls::GrpcTlsArgs;
 use keymesh_common::grpc_tls::GrpcTlsFiles;
 
 /// Longest allowed deep-health interval: GetHealth treats results older than
@@ -74,34 +75,6 @@ pub struct Args {
     pub drain_delay_ms: u64,
     #[command(flatten)]
     pub grpc_tls: GrpcTlsArgs,
-}
-
-/// Service mTLS flags (the rate-limiter has the same three): all three or
-/// none (default none: plaintext gRPC).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct GrpcTlsArgs {
-    /// Serve gRPC over mutual TLS with this PEM certificate chain, leaf first
-    /// (hot-reloaded; default: none, plaintext).
-    #[arg(long, env = "KEYMESH_GRPC_TLS_CERT")]
-    pub grpc_tls_cert: Option<PathBuf>,
-    /// PEM private key of --grpc-tls-cert (hot-reloaded).
-    #[arg(long, env = "KEYMESH_GRPC_TLS_KEY")]
-    pub grpc_tls_key: Option<PathBuf>,
-    /// PEM CA bundle client certificates must chain to (hot-reloaded).
-    #[arg(long, env = "KEYMESH_GRPC_TLS_CA")]
-    pub grpc_tls_ca: Option<PathBuf>,
-}
-
-impl GrpcTlsArgs {
-    /// The three files, none, or an error when only some are given.
-    pub fn files(self) -> Result<Option<GrpcTlsFiles>, String> {
-        GrpcTlsFiles::from_parts(
-            self.grpc_tls_cert,
-            self.grpc_tls_key,
-            self.grpc_tls_ca,
-            ["--grpc-tls-cert", "--grpc-tls-key", "--grpc-tls-ca"],
-        )
-    }
 }
 
 /// The PKCS#11 flags the worker and keymeshctl share.

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
-use keymesh_common::grpc_tls::{GrpcTls, GrpcTlsFiles, tls_incoming};
+use keymesh_common::grpc_tls::{GrpcTls, GrpcTlsArgs, GrpcTlsFiles, tls_incoming};
 use keymesh_common::net::nodelay_incoming;
 use keymesh_common::propagation::GrpcTraceLayer;
 use keymesh_common::reload::Reloadable;
@@ -60,28 +60,17 @@ pub struct Args {
     /// Serve Prometheus metrics at GET /metrics on this address (default: off).
     #[arg(long, env = "KEYMESH_LIMITER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Serve gRPC over mutual TLS with this PEM certificate chain, leaf first
-    /// (hot-reloaded; default: none, plaintext). All three --grpc-tls-* or none.
-    #[arg(long, env = "KEYMESH_GRPC_TLS_CERT")]
-    pub grpc_tls_cert: Option<PathBuf>,
-    /// PEM private key of --grpc-tls-cert (hot-reloaded).
-    #[arg(long, env = "KEYMESH_GRPC_TLS_KEY")]
-    pub grpc_tls_key: Option<PathBuf>,
-    /// PEM CA bundle client certificates must chain to (hot-reloaded).
-    #[arg(long, env = "KEYMESH_GRPC_TLS_CA")]
-    pub grpc_tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub grpc_tls: GrpcTlsArgs,
 }
 
 impl Args {
     /// The `--grpc-tls-*` files: all three, none, or an error.
     pub fn grpc_tls(&self) -> anyhow::Result<Option<GrpcTlsFiles>> {
-        GrpcTlsFiles::from_parts(
-            self.grpc_tls_cert.clone(),
-            self.grpc_tls_key.clone(),
-            self.grpc_tls_ca.clone(),
-            ["--grpc-tls-cert", "--grpc-tls-key", "--grpc-tls-ca"],
-        )
-        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+        self.grpc_tls
+            .clone()
+            .files()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
     }
 }
 
