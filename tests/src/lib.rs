@@ -706,29 +706,21 @@ impl Mesh {
     /// `credential create --uri-path P --console-config F`; remembers it as the
     /// key store's current credential.
     pub fn create_credential(&self, uri_path: &str) -> Result<Credentials> {
-        let f = self.root().join(format!("console-{}.json", random_hex(4)));
-        self.ctl(&[
-            "credential",
-            "create",
-            "--uri-path",
-            uri_path,
-            "--console-config",
-            f.to_str().unwrap(),
-        ])?;
-        let c = read_console_config(&f, uri_path)?;
-        self.creds
-            .lock()
-            .unwrap()
-            .insert(uri_path.to_owned(), c.clone());
-        Ok(c)
+        self.credential_command("create", uri_path)
     }
 
     /// `credential rotate`; returns the new credential (also remembered).
     pub fn rotate_credential(&self, uri_path: &str) -> Result<Credentials> {
+        self.credential_command("rotate", uri_path)
+    }
+
+    /// `credential <verb> --uri-path P --console-config F`, then read and
+    /// remember the credential the console file holds.
+    fn credential_command(&self, verb: &str, uri_path: &str) -> Result<Credentials> {
         let f = self.root().join(format!("console-{}.json", random_hex(4)));
         self.ctl(&[
             "credential",
-            "rotate",
+            verb,
             "--uri-path",
             uri_path,
             "--console-config",

@@ -3,9 +3,10 @@
 //! sharing buckets with keymesh's own Acquire.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::time::Duration;
 
-use governor::clock::FakeRelativeClock;
 use keymesh_proto::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use keymesh_proto::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
 use keymesh_proto::envoy::service::ratelimit::v3::RateLimitRequest;
@@ -13,10 +14,6 @@ use keymesh_proto::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use keymesh_proto::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use keymesh_proto::ratelimit::v1::AcquireRequest;
 use keymesh_proto::ratelimit::v1::rate_limiter_client::RateLimiterClient;
-use keymesh_rate_limiter::{Config, Quotas, serve_with_clock};
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 const QUOTAS: &str = r#"
 [default]
@@ -53,32 +50,15 @@ fn request(domain: &str, hits: u32, descriptors: Vec<RateLimitDescriptor>) -> Ra
 
 #[tokio::test]
 async fn should_rate_limit_shares_buckets_with_acquire() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let clock = FakeRelativeClock::default();
-    let config = Config::fixed(Quotas::from_toml(QUOTAS.as_bytes()).unwrap());
-    let server = tokio::spawn(serve_with_clock(config, clock.clone(), listener, async {
-        let _ = stop_rx.await;
-    }));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let common::Running {
+        channel,
+        clock,
+        stop: stop_tx,
+        server,
+    } = common::start(QUOTAS).await;
     let mut envoy = RateLimitServiceClient::new(channel.clone());
     let mut keymesh = RateLimiterClient::new(channel.clone());
-    let mut health = HealthClient::new(channel);
-
-    let status = health
-        .check(HealthCheckRequest {
-            service: "envoy.service.ratelimit.v3.RateLimitService".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
-    assert_eq!(status, ServingStatus::Serving as i32);
+    common::assert_serving(&channel, "envoy.service.ratelimit.v3.RateLimitService").await;
 
     let encrypt = || desc(&[("operation", "Encrypt")]);
     // domain = tenant; hits_addend 0 counts as 1; the status names the limit.

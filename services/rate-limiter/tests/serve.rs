@@ -1,15 +1,12 @@
 //! The real server on an ephemeral port, spoken to with real gRPC clients.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::time::Duration;
 
-use governor::clock::FakeRelativeClock;
 use keymesh_proto::ratelimit::v1::AcquireRequest;
 use keymesh_proto::ratelimit::v1::rate_limiter_client::RateLimiterClient;
-use keymesh_rate_limiter::{Config, Quotas, serve_with_clock};
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 const QUOTAS: &str = r#"
 [[tenants]]
@@ -28,32 +25,14 @@ fn req(tenant: &str, permits: u32) -> AcquireRequest {
 
 #[tokio::test]
 async fn acquire_health_and_drain() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let clock = FakeRelativeClock::default();
-    let config = Config::fixed(Quotas::from_toml(QUOTAS.as_bytes()).unwrap());
-    let server = tokio::spawn(serve_with_clock(config, clock.clone(), listener, async {
-        let _ = stop_rx.await;
-    }));
-
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let common::Running {
+        channel,
+        clock,
+        stop: stop_tx,
+        server,
+    } = common::start(QUOTAS).await;
     let mut client = RateLimiterClient::new(channel.clone());
-    let mut health = HealthClient::new(channel);
-
-    let status = health
-        .check(HealthCheckRequest {
-            service: "keymesh.ratelimit.v1.RateLimiter".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
-    assert_eq!(status, ServingStatus::Serving as i32);
+    common::assert_serving(&channel, "keymesh.ratelimit.v1.RateLimiter").await;
 
     let r = client
         .acquire(req("/demo/kms/xks/v1", 8))
@@ -90,7 +69,7 @@ async fn acquire_health_and_drain() {
     stop_tx.send(()).unwrap();
     // Drain completes once the client's connection goes away.
     drop(client);
-    drop(health);
+    drop(channel);
     tokio::time::timeout(Duration::from_secs(10), server)
         .await
         .expect("server drained")
