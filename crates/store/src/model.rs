@@ -1,0 +1,247 @@
+//! The records the store keeps. Times are milliseconds since the Unix epoch
+//! (`Millis`), always passed in by the caller so that tests control the clock.
+
+use zeroize::Zeroizing;
+
+/// Milliseconds since 1970-01-01T00:00:00Z.
+pub type Millis = i64;
+
+/// What an account may do: Huawei's "KMS CMKFullAccess" or "KMS ReadOnlyAccess".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Full,
+    ReadOnly,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::ReadOnly => "readonly",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "full" => Some(Self::Full),
+            "readonly" => Some(Self::ReadOnly),
+            _ => None,
+        }
+    }
+}
+
+/// An AK/SK pair bound to one project. The SK is needed in clear to verify
+/// SDK-HMAC-SHA256 signatures, so it is held in a zeroizing buffer.
+#[derive(Clone)]
+pub struct Account {
+    /// Access key id (AK), unique.
+    pub access_key: String,
+    /// Secret key (SK).
+    pub secret_key: Zeroizing<String>,
+    /// The only project this account can see.
+    pub project_id: String,
+    /// Principal id of the account's user (`^[a-zA-Z0-9]{1,64}$`): grants name it.
+    pub user_id: String,
+    pub role: Role,
+    pub created_ms: Millis,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"<redacted>")
+            .field("project_id", &self.project_id)
+            .field("user_id", &self.user_id)
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+/// Huawei key states (`key_state` on the wire is the number as a string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyState {
+    PendingActivation = 1,
+    Enabled = 2,
+    Disabled = 3,
+    PendingDeletion = 4,
+    PendingImport = 5,
+}
+
+impl KeyState {
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+    pub fn from_code(code: i32) -> Option<Self> {
+        Some(match code {
+            1 => Self::PendingActivation,
+            2 => Self::Enabled,
+            3 => Self::Disabled,
+            4 => Self::PendingDeletion,
+            5 => Self::PendingImport,
+            _ => return None,
+        })
+    }
+}
+
+/// One customer master key (metadata only; material is [`Material`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Lower-case hex UUID, unique across all projects.
+    pub key_id: String,
+    pub project_id: String,
+    /// `key_alias` attribute: unique within a project.
+    pub alias: String,
+    pub description: String,
+    /// `AES_256`, ... as on the wire.
+    pub spec: String,
+    /// `ENCRYPT_DECRYPT` or `SIGN_VERIFY`.
+    pub usage: String,
+    /// `kms` or `external`.
+    pub origin: String,
+    pub state: KeyState,
+    /// A service default master key (alias `<service>/default`).
+    pub default_key: bool,
+    pub created_ms: Millis,
+    /// Set while `state == PendingDeletion`: when the material is destroyed.
+    pub deletion_ms: Option<Millis>,
+    /// Version of the material new ciphertexts use (0 = none yet).
+    pub material_version: u32,
+    pub enterprise_project_id: String,
+    pub keystore_id: String,
+}
+
+/// Key material, wrapped under an HSM-resident domain key. The only copy of
+/// a CMK outside the HSM; deleting the row destroys the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Material {
+    pub key_id: String,
+    pub version: u32,
+    /// Label of the HSM wrapping key that wraps `wrapped`.
+    pub wrapping_key: String,
+    pub wrapped: Vec<u8>,
+    pub created_ms: Millis,
+}
+
+/// An alias resource (separate from the `key_alias` attribute).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasRecord {
+    pub project_id: String,
+    /// Unique within a project.
+    pub alias: String,
+    pub key_id: String,
+    pub created_ms: Millis,
+    pub updated_ms: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    /// 64 lower-case hex characters, unique.
+    pub grant_id: String,
+    pub project_id: String,
+    pub key_id: String,
+    pub name: String,
+    pub grantee_principal: String,
+    /// `user` or `domain`.
+    pub grantee_principal_type: String,
+    /// Wire names such as `encrypt-data`.
+    pub operations: Vec<String>,
+    pub issuing_principal: String,
+    /// Empty when none was given.
+    pub retiring_principal: String,
+    pub created_ms: Millis,
+}
+
+/// Limits enforced inside the store's transactions (so that concurrent
+/// requests cannot overshoot them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Customer master keys per project, default keys not counted.
+    pub keys_per_project: u32,
+    /// Grants per key.
+    pub grants_per_key: u32,
+    /// Grants per project.
+    pub grants_per_project: u32,
+    /// Tags per key.
+    pub tags_per_key: u32,
+    /// Alias resources per key.
+    pub aliases_per_key: u32,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            keys_per_project: 100,
+            grants_per_key: 100,
+            grants_per_project: 1000,
+            tags_per_key: 20,
+            aliases_per_key: 10,
+        }
+    }
+}
+
+/// Which quota a refused write would have exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaKind {
+    Keys,
+    GrantsPerKey,
+    GrantsPerProject,
+    TagsPerKey,
+    AliasesPerKey,
+}
+
+/// Which unique constraint a refused write hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// Another key of the project has this `key_alias`.
+    KeyAlias,
+    /// Another alias resource of the project has this name.
+    Alias,
+    /// The access key id is taken.
+    AccessKey,
+    /// The key id is taken (practically never: ids are random UUIDs).
+    KeyId,
+}
+
+/// One page of a list, with offset-based markers (Huawei markers are numbers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Offset of the next page, when there is one.
+    pub next_offset: Option<u64>,
+    /// Items matching the query across all pages.
+    pub total: u64,
+}
+
+/// list-keys filters (`None` = no filter on that field).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyFilter {
+    pub state: Option<KeyState>,
+    /// `None` lists every spec (the wire default `AES_256` is the caller's job).
+    pub spec: Option<String>,
+    pub enterprise_project_id: Option<String>,
+}
+
+/// resource_instances filter: a key matches when, for every entry of
+/// `tags`, it has that tag key with one of the values (any value when the
+/// list is empty), and for every `matches` entry `resource_name` contains
+/// the value (the key's alias; Huawei's only documented match field).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagFilter {
+    pub tags: Vec<(String, Vec<String>)>,
+    pub resource_name: Option<String>,
+}
+
+/// Per-project usage for user-quotas / user-instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Customer master keys, default keys not counted.
+    pub keys: u64,
+    /// Grants across all keys of the project.
+    pub grants: u64,
+}

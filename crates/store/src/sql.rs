@@ -1,0 +1,1401 @@
+//! The one implementation of [`Store`](crate::Store), shared by both
+//! backends.
+//!
+//! SQLite and PostgreSQL run the very same statements: `$n` placeholders
+//! (sqlx binds them by number on SQLite too), 64-bit integers, TEXT, BLOB or
+//! BYTEA, `INSERT .. ON CONFLICT` and `UPDATE .. RETURNING`, which both
+//! speak, against the same tables (`migrations/*/0001_kms.sql`). What
+//! differs is how a read-check-write transaction keeps concurrent writers
+//! out, so each backend type provides three items that [`impl_store!`]
+//! calls:
+//!
+//! * `async fn begin_write(&self, project_id: &str) -> Result<Transaction>`:
+//!   a transaction in which no other writer of that project runs until it
+//!   ends, so that a count (quota) or an existence check (unique names) is
+//!   still true when the write that depends on it commits;
+//! * `async fn begin_read(&self) -> Result<Transaction>`: a transaction whose
+//!   statements see one snapshot, so that a page and its `total` agree;
+//! * `const CONTAINS_FN: &str`: the name of the "position of a substring"
+//!   function (`instr` / `strpos`, same arguments, same 1-based result).
+//!
+//! The trait impl is a macro rather than generic code because generic sqlx
+//! code must repeat a dozen executor/encode/decode bounds on every function;
+//! each expansion is type-checked against its concrete backend instead.
+//!
+//! Every statement that reads a key, alias, tag or grant names the
+//! `project_id` (tags through a join with `keys`), so nothing of another
+//! project is reachable; a write inside a transaction may address a row by
+//! `key_id` alone once that transaction has checked the key's project.
+
+use std::collections::BTreeMap;
+
+use zeroize::Zeroizing;
+
+use crate::model::{
+    Account, AliasRecord, GrantRecord, KeyRecord, KeyState, Material, Page, Role, Tag,
+};
+use crate::{Conflict, StoreError};
+
+/// A row that no valid write could have produced (edited by hand, or a
+/// newer schema). Reported as [`StoreError::Backend`] wrapping
+/// `sqlx::Error::Decode`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CorruptRow {
+    #[error("unknown key state code {0}")]
+    KeyState(i64),
+    #[error("unknown account role {0:?}")]
+    Role(String),
+    #[error("integer column out of range")]
+    OutOfRange,
+    #[error("grant operations are not a JSON array of strings")]
+    Operations(#[source] serde_json::Error),
+}
+
+impl From<CorruptRow> for StoreError {
+    fn from(e: CorruptRow) -> Self {
+        Self::Backend(sqlx::Error::Decode(Box::new(e)))
+    }
+}
+
+/// `Conflict(conflict)` when `e` is a unique/primary-key violation, else
+/// `Backend(e)`. Callers pass the one constraint the statement can violate
+/// (the others were checked under the same write lock).
+pub(crate) fn on_unique(e: sqlx::Error, conflict: Conflict) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(conflict),
+        _ => StoreError::Backend(e),
+    }
+}
+
+/// Offsets, limits and quotas as bind values; a `u64` past `i64::MAX`
+/// means "no limit" anyway.
+pub(crate) fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn version(v: u32) -> i64 {
+    i64::from(v)
+}
+
+/// Builds a [`Page`] from the rows at `offset` and the matching total.
+pub(crate) fn page<T>(items: Vec<T>, offset: u64, total: i64) -> Page<T> {
+    let total = u64::try_from(total).unwrap_or(0);
+    let end = offset.saturating_add(u64::try_from(items.len()).unwrap_or(u64::MAX));
+    let next_offset = (!items.is_empty() && end < total).then_some(end);
+    Page {
+        items,
+        next_offset,
+        total,
+    }
+}
+
+pub(crate) fn operations_json(operations: &[String]) -> Result<String, StoreError> {
+    serde_json::to_string(operations)
+        .map_err(|e| StoreError::Backend(sqlx::Error::Encode(Box::new(e))))
+}
+
+/// Groups `(tag_key, tag_value)` rows sorted by key then value.
+pub(crate) fn group_tags(rows: Vec<TagRow>) -> Vec<(String, Vec<String>)> {
+    let mut grouped: Vec<(String, Vec<String>)> = Vec::new();
+    for row in rows {
+        match grouped.last_mut() {
+            Some((key, values)) if *key == row.tag_key => values.push(row.tag_value),
+            _ => grouped.push((row.tag_key, vec![row.tag_value])),
+        }
+    }
+    grouped
+}
+
+/// Attaches tag rows (any order) to their keys, keeping the keys' order.
+pub(crate) fn attach_tags(
+    keys: Vec<KeyRecord>,
+    rows: Vec<KeyTagRow>,
+) -> Vec<(KeyRecord, Vec<Tag>)> {
+    let mut by_key: BTreeMap<String, Vec<Tag>> = BTreeMap::new();
+    for row in rows {
+        by_key.entry(row.key_id).or_default().push(Tag {
+            key: row.tag_key,
+            value: row.tag_value,
+        });
+    }
+    keys.into_iter()
+        .map(|key| {
+            let mut tags = by_key.remove(&key.key_id).unwrap_or_default();
+            tags.sort();
+            (key, tags)
+        })
+        .collect()
+}
+
+// ---- rows ------------------------------------------------------------------
+// Column types every backend decodes alike: TEXT -> String, 64-bit
+// INTEGER/BIGINT -> i64, BLOB/BYTEA -> Vec<u8>, INTEGER 0/1 or BOOLEAN -> bool.
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AccountRow {
+    access_key: String,
+    secret_key: String,
+    project_id: String,
+    user_id: String,
+    role: String,
+    created_ms: i64,
+}
+
+impl TryFrom<AccountRow> for Account {
+    type Error = StoreError;
+    fn try_from(row: AccountRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            role: Role::parse(&row.role).ok_or(CorruptRow::Role(row.role))?,
+            access_key: row.access_key,
+            // Moved, not copied, into the zeroizing buffer.
+            secret_key: Zeroizing::new(row.secret_key),
+            project_id: row.project_id,
+            user_id: row.user_id,
+            created_ms: row.created_ms,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyRow {
+    key_id: String,
+    project_id: String,
+    alias: String,
+    description: String,
+    spec: String,
+    key_usage: String,
+    origin: String,
+    state: i64,
+    default_key: bool,
+    created_ms: i64,
+    deletion_ms: Option<i64>,
+    material_version: i64,
+    enterprise_project_id: String,
+    keystore_id: String,
+}
+
+fn key_state(code: i64) -> Result<KeyState, CorruptRow> {
+    i32::try_from(code)
+        .ok()
+        .and_then(KeyState::from_code)
+        .ok_or(CorruptRow::KeyState(code))
+}
+
+fn u32_column(v: i64) -> Result<u32, CorruptRow> {
+    u32::try_from(v).map_err(|_| CorruptRow::OutOfRange)
+}
+
+impl TryFrom<KeyRow> for KeyRecord {
+    type Error = StoreError;
+    fn try_from(row: KeyRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            state: key_state(row.state)?,
+            material_version: u32_column(row.material_version)?,
+            key_id: row.key_id,
+            project_id: row.project_id,
+            alias: row.alias,
+            description: row.description,
+            spec: row.spec,
+            usage: row.key_usage,
+            origin: row.origin,
+            default_key: row.default_key,
+            created_ms: row.created_ms,
+            deletion_ms: row.deletion_ms,
+            enterprise_project_id: row.enterprise_project_id,
+            keystore_id: row.keystore_id,
+        })
+    }
+}
+
+/// Just the state column, for telling `WrongState` from `NotFound`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct StateRow {
+    state: i64,
+}
+
+impl StateRow {
+    pub(crate) fn state(&self) -> Result<KeyState, StoreError> {
+        Ok(key_state(self.state)?)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct MaterialRow {
+    key_id: String,
+    version: i64,
+    wrapping_key: String,
+    wrapped: Vec<u8>,
+    created_ms: i64,
+}
+
+impl TryFrom<MaterialRow> for Material {
+    type Error = StoreError;
+    fn try_from(row: MaterialRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            version: u32_column(row.version)?,
+            key_id: row.key_id,
+            wrapping_key: row.wrapping_key,
+            wrapped: row.wrapped,
+            created_ms: row.created_ms,
+        })
+    }
+}
+
+/// A key LEFT JOINed with its current material version.
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyMaterialRow {
+    #[sqlx(flatten)]
+    key: KeyRow,
+    m_version: Option<i64>,
+    m_wrapping_key: Option<String>,
+    m_wrapped: Option<Vec<u8>>,
+    m_created_ms: Option<i64>,
+}
+
+impl TryFrom<KeyMaterialRow> for (KeyRecord, Option<Material>) {
+    type Error = StoreError;
+    fn try_from(row: KeyMaterialRow) -> Result<Self, StoreError> {
+        let key = KeyRecord::try_from(row.key)?;
+        let material = match (
+            row.m_version,
+            row.m_wrapping_key,
+            row.m_wrapped,
+            row.m_created_ms,
+        ) {
+            (Some(version), Some(wrapping_key), Some(wrapped), Some(created_ms)) => {
+                Some(Material {
+                    key_id: key.key_id.clone(),
+                    version: u32_column(version)?,
+                    wrapping_key,
+                    wrapped,
+                    created_ms,
+                })
+            }
+            _ => None,
+        };
+        Ok((key, material))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AliasRow {
+    project_id: String,
+    alias: String,
+    key_id: String,
+    created_ms: i64,
+    updated_ms: i64,
+}
+
+impl From<AliasRow> for AliasRecord {
+    fn from(row: AliasRow) -> Self {
+        Self {
+            project_id: row.project_id,
+            alias: row.alias,
+            key_id: row.key_id,
+            created_ms: row.created_ms,
+            updated_ms: row.updated_ms,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TagRow {
+    pub(crate) tag_key: String,
+    pub(crate) tag_value: String,
+}
+
+impl From<TagRow> for Tag {
+    fn from(row: TagRow) -> Self {
+        Self {
+            key: row.tag_key,
+            value: row.tag_value,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyTagRow {
+    key_id: String,
+    tag_key: String,
+    tag_value: String,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct GrantRow {
+    grant_id: String,
+    project_id: String,
+    key_id: String,
+    name: String,
+    grantee_principal: String,
+    grantee_principal_type: String,
+    operations: String,
+    issuing_principal: String,
+    retiring_principal: String,
+    created_ms: i64,
+}
+
+impl TryFrom<GrantRow> for GrantRecord {
+    type Error = StoreError;
+    fn try_from(row: GrantRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            operations: serde_json::from_str(&row.operations).map_err(CorruptRow::Operations)?,
+            grant_id: row.grant_id,
+            project_id: row.project_id,
+            key_id: row.key_id,
+            name: row.name,
+            grantee_principal: row.grantee_principal,
+            grantee_principal_type: row.grantee_principal_type,
+            issuing_principal: row.issuing_principal,
+            retiring_principal: row.retiring_principal,
+            created_ms: row.created_ms,
+        })
+    }
+}
+
+/// The purge scan's result.
+#[derive(sqlx::FromRow)]
+pub(crate) struct DueKeyRow {
+    pub(crate) key_id: String,
+    pub(crate) project_id: String,
+}
+
+// ---- statements --------------------------------------------------------------
+
+macro_rules! key_columns {
+    () => {
+        "key_id, project_id, alias, description, spec, key_usage, origin, state, default_key, \
+         created_ms, deletion_ms, material_version, enterprise_project_id, keystore_id"
+    };
+}
+macro_rules! alias_columns {
+    () => {
+        "project_id, alias, key_id, created_ms, updated_ms"
+    };
+}
+macro_rules! grant_columns {
+    () => {
+        "grant_id, project_id, key_id, name, grantee_principal, grantee_principal_type, \
+         operations, issuing_principal, retiring_principal, created_ms"
+    };
+}
+macro_rules! account_columns {
+    () => {
+        "access_key, secret_key, project_id, user_id, role, created_ms"
+    };
+}
+
+// accounts
+pub(crate) const INSERT_ACCOUNT: &str = concat!(
+    "INSERT INTO accounts (",
+    account_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6)"
+);
+pub(crate) const SELECT_ACCOUNT: &str = concat!(
+    "SELECT ",
+    account_columns!(),
+    " FROM accounts WHERE access_key = $1"
+);
+pub(crate) const LIST_ACCOUNTS: &str = concat!(
+    "SELECT ",
+    account_columns!(),
+    " FROM accounts ORDER BY created_ms, access_key"
+);
+pub(crate) const DELETE_ACCOUNT: &str = "DELETE FROM accounts WHERE access_key = $1";
+
+// keys
+pub(crate) const KEY_EXISTS: &str = "SELECT key_id FROM keys WHERE project_id = $1 AND key_id = $2";
+pub(crate) const KEY_ALIAS_TAKEN: &str =
+    "SELECT key_id FROM keys WHERE project_id = $1 AND alias = $2";
+pub(crate) const COUNT_CUSTOMER_KEYS: &str =
+    "SELECT COUNT(*) FROM keys WHERE project_id = $1 AND NOT default_key";
+pub(crate) const INSERT_KEY: &str = concat!(
+    "INSERT INTO keys (",
+    key_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+);
+pub(crate) const INSERT_MATERIAL: &str = "INSERT INTO key_materials \
+     (key_id, version, wrapping_key, wrapped, created_ms) VALUES ($1, $2, $3, $4, $5)";
+pub(crate) const SELECT_KEY: &str = concat!(
+    "SELECT ",
+    key_columns!(),
+    " FROM keys WHERE project_id = $1 AND key_id = $2"
+);
+pub(crate) const SELECT_KEY_BY_ALIAS: &str = concat!(
+    "SELECT ",
+    key_columns!(),
+    " FROM keys WHERE project_id = $1 AND alias = $2"
+);
+pub(crate) const SELECT_KEY_WITH_MATERIAL: &str = "SELECT k.key_id, k.project_id, k.alias, \
+     k.description, k.spec, k.key_usage, k.origin, k.state, k.default_key, k.created_ms, \
+     k.deletion_ms, k.material_version, k.enterprise_project_id, k.keystore_id, \
+     m.version AS m_version, m.wrapping_key AS m_wrapping_key, m.wrapped AS m_wrapped, \
+     m.created_ms AS m_created_ms \
+     FROM keys k LEFT JOIN key_materials m \
+     ON m.key_id = k.key_id AND m.version = k.material_version \
+     WHERE k.project_id = $1 AND k.key_id = $2";
+pub(crate) const SELECT_MATERIAL: &str = "SELECT m.key_id, m.version, m.wrapping_key, \
+     m.wrapped, m.created_ms FROM key_materials m JOIN keys k ON k.key_id = m.key_id \
+     WHERE k.project_id = $1 AND m.key_id = $2 AND m.version = $3";
+/// `$2..$4` are optional filters: NULL matches every row.
+macro_rules! key_filter {
+    () => {
+        " FROM keys WHERE project_id = $1 AND ($2 IS NULL OR state = $2) \
+         AND ($3 IS NULL OR spec = $3) AND ($4 IS NULL OR enterprise_project_id = $4)"
+    };
+}
+pub(crate) const COUNT_KEYS: &str = concat!("SELECT COUNT(*)", key_filter!());
+pub(crate) const LIST_KEYS: &str = concat!(
+    "SELECT ",
+    key_columns!(),
+    key_filter!(),
+    " ORDER BY created_ms, key_id LIMIT $5 OFFSET $6"
+);
+pub(crate) const KEY_STATE: &str = "SELECT state FROM keys WHERE project_id = $1 AND key_id = $2";
+/// Prefix of the compare-and-set; the caller appends `state IN (...)`.
+pub(crate) const TRANSITION_HEAD: &str = "UPDATE keys SET state = ";
+pub(crate) const RETURNING_KEY: &str = concat!(" RETURNING ", key_columns!());
+pub(crate) const UPDATE_KEY_ALIAS: &str = concat!(
+    "UPDATE keys SET alias = $3 WHERE project_id = $1 AND key_id = $2 RETURNING ",
+    key_columns!()
+);
+pub(crate) const UPDATE_KEY_DESCRIPTION: &str = concat!(
+    "UPDATE keys SET description = $3 WHERE project_id = $1 AND key_id = $2 RETURNING ",
+    key_columns!()
+);
+pub(crate) const DUE_KEYS: &str = "SELECT key_id, project_id FROM keys \
+     WHERE state = $1 AND deletion_ms <= $2 ORDER BY deletion_ms, key_id";
+/// Re-checks the condition under the lock: a concurrent purge or a cancelled
+/// deletion leaves nothing to delete.
+pub(crate) const PURGE_KEY: &str =
+    "DELETE FROM keys WHERE key_id = $1 AND project_id = $2 AND state = $3 AND deletion_ms <= $4";
+/// Run after `PURGE_KEY` in the same transaction. The foreign keys cascade
+/// already; these make the destruction of the material independent of the
+/// connection's `foreign_keys` setting.
+pub(crate) const PURGE_CHILDREN: [&str; 4] = [
+    "DELETE FROM key_materials WHERE key_id = $1",
+    "DELETE FROM key_tags WHERE key_id = $1",
+    "DELETE FROM aliases WHERE key_id = $1",
+    "DELETE FROM grants WHERE key_id = $1",
+];
+
+// aliases
+pub(crate) const SELECT_ALIAS: &str = concat!(
+    "SELECT ",
+    alias_columns!(),
+    " FROM aliases WHERE project_id = $1 AND alias = $2"
+);
+pub(crate) const COUNT_ALIASES_OF_KEY: &str =
+    "SELECT COUNT(*) FROM aliases WHERE project_id = $1 AND key_id = $2";
+pub(crate) const INSERT_ALIAS: &str = concat!(
+    "INSERT INTO aliases (",
+    alias_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5)"
+);
+pub(crate) const COUNT_ALIASES: &str =
+    "SELECT COUNT(*) FROM aliases WHERE project_id = $1 AND ($2 IS NULL OR key_id = $2)";
+pub(crate) const LIST_ALIASES: &str = concat!(
+    "SELECT ",
+    alias_columns!(),
+    " FROM aliases WHERE project_id = $1 AND ($2 IS NULL OR key_id = $2) \
+     ORDER BY alias LIMIT $3 OFFSET $4"
+);
+pub(crate) const DELETE_ALIAS: &str =
+    "DELETE FROM aliases WHERE project_id = $1 AND key_id = $2 AND alias = $3";
+pub(crate) const REPOINT_ALIAS: &str = concat!(
+    "UPDATE aliases SET key_id = $3, updated_ms = $4 WHERE project_id = $1 AND alias = $2 \
+     RETURNING ",
+    alias_columns!()
+);
+
+// tags
+pub(crate) const TAGS_OF_KEY: &str = "SELECT t.tag_key, t.tag_value FROM key_tags t \
+     JOIN keys k ON k.key_id = t.key_id WHERE k.project_id = $1 AND t.key_id = $2 \
+     ORDER BY t.tag_key";
+pub(crate) const TAGS_BY_KEY_ID: &str = "SELECT tag_key, tag_value FROM key_tags WHERE key_id = $1";
+pub(crate) const UPSERT_TAG: &str = "INSERT INTO key_tags (key_id, tag_key, tag_value) \
+     VALUES ($1, $2, $3) ON CONFLICT (key_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value";
+pub(crate) const DELETE_TAG: &str = "DELETE FROM key_tags WHERE key_id = $1 AND tag_key = $2";
+pub(crate) const PROJECT_TAGS: &str = "SELECT DISTINCT t.tag_key, t.tag_value FROM key_tags t \
+     JOIN keys k ON k.key_id = t.key_id WHERE k.project_id = $1 ORDER BY t.tag_key, t.tag_value";
+/// Selected columns of the tag search (`k` is `keys`); the caller appends
+/// the filter built by `push_tag_filter`.
+pub(crate) const FIND_KEYS_HEAD: &str = "SELECT k.key_id, k.project_id, k.alias, \
+     k.description, k.spec, k.key_usage, k.origin, k.state, k.default_key, k.created_ms, \
+     k.deletion_ms, k.material_version, k.enterprise_project_id, k.keystore_id";
+pub(crate) const FIND_KEYS_ORDER: &str = " ORDER BY k.created_ms, k.key_id LIMIT ";
+pub(crate) const TAGS_OF_KEYS_HEAD: &str =
+    "SELECT key_id, tag_key, tag_value FROM key_tags WHERE key_id IN (";
+
+// grants
+pub(crate) const INSERT_GRANT: &str = concat!(
+    "INSERT INTO grants (",
+    grant_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+);
+pub(crate) const COUNT_GRANTS_OF_KEY: &str =
+    "SELECT COUNT(*) FROM grants WHERE project_id = $1 AND key_id = $2";
+pub(crate) const COUNT_GRANTS_OF_PROJECT: &str =
+    "SELECT COUNT(*) FROM grants WHERE project_id = $1";
+pub(crate) const LIST_GRANTS_OF_KEY: &str = concat!(
+    "SELECT ",
+    grant_columns!(),
+    " FROM grants WHERE project_id = $1 AND key_id = $2 \
+     ORDER BY created_ms, grant_id LIMIT $3 OFFSET $4"
+);
+pub(crate) const SELECT_GRANT: &str = concat!(
+    "SELECT ",
+    grant_columns!(),
+    " FROM grants WHERE project_id = $1 AND grant_id = $2"
+);
+pub(crate) const DELETE_GRANT: &str =
+    "DELETE FROM grants WHERE project_id = $1 AND key_id = $2 AND grant_id = $3";
+pub(crate) const GRANT_EXISTS: &str =
+    "SELECT grant_id FROM grants WHERE project_id = $1 AND grant_id = $2";
+pub(crate) const COUNT_RETIRABLE: &str =
+    "SELECT COUNT(*) FROM grants WHERE project_id = $1 AND retiring_principal = $2";
+pub(crate) const LIST_RETIRABLE: &str = concat!(
+    "SELECT ",
+    grant_columns!(),
+    " FROM grants WHERE project_id = $1 AND retiring_principal = $2 \
+     ORDER BY created_ms, grant_id LIMIT $3 OFFSET $4"
+);
+
+// ---- the trait impl ---------------------------------------------------------------
+
+/// `impl Store for $store` over the sqlx database `$db`; see the module doc
+/// for what `$store` must provide.
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        const _: () = {
+            use std::collections::BTreeSet;
+
+            use sqlx::QueryBuilder;
+
+            use $crate::model::*;
+            use $crate::sql::{self as q, on_unique};
+            use $crate::{Result, StoreError};
+
+            /// The WHERE clause of `find_keys_by_tags` (`k` is `keys`).
+            fn push_tag_filter(qb: &mut QueryBuilder<$db>, project_id: &str, filter: &TagFilter) {
+                qb.push(" FROM keys k WHERE k.project_id = ");
+                qb.push_bind(project_id.to_owned());
+                for (tag_key, values) in &filter.tags {
+                    qb.push(
+                        " AND EXISTS (SELECT 1 FROM key_tags t WHERE t.key_id = k.key_id \
+                         AND t.tag_key = ",
+                    );
+                    qb.push_bind(tag_key.clone());
+                    if !values.is_empty() {
+                        qb.push(" AND t.tag_value IN (");
+                        let mut list = qb.separated(", ");
+                        for value in values {
+                            list.push_bind(value.clone());
+                        }
+                        list.push_unseparated(")");
+                    }
+                    qb.push(")");
+                }
+                if let Some(needle) = &filter.resource_name {
+                    qb.push(" AND ");
+                    qb.push(<$store>::CONTAINS_FN);
+                    qb.push("(k.alias, ");
+                    qb.push_bind(needle.clone());
+                    qb.push(") > 0");
+                }
+            }
+
+            #[async_trait::async_trait]
+            impl $crate::Store for $store {
+                // ---- accounts ----------------------------------------------------
+
+                async fn create_account(&self, account: &Account) -> Result<()> {
+                    // The SK is stored as given: HMAC verification needs it
+                    // in clear, and database access control protects it
+                    // (sqlx copies bound values into buffers it does not
+                    // zeroize; nothing we can reach).
+                    sqlx::query(q::INSERT_ACCOUNT)
+                        .bind(&account.access_key)
+                        .bind(account.secret_key.as_str())
+                        .bind(&account.project_id)
+                        .bind(&account.user_id)
+                        .bind(account.role.as_str())
+                        .bind(account.created_ms)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(|e| on_unique(e, Conflict::AccessKey))?;
+                    Ok(())
+                }
+
+                async fn get_account(&self, access_key: &str) -> Result<Option<Account>> {
+                    sqlx::query_as::<_, q::AccountRow>(q::SELECT_ACCOUNT)
+                        .bind(access_key)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .map(Account::try_from)
+                        .transpose()
+                }
+
+                async fn list_accounts(&self) -> Result<Vec<Account>> {
+                    sqlx::query_as::<_, q::AccountRow>(q::LIST_ACCOUNTS)
+                        .fetch_all(&self.pool)
+                        .await?
+                        .into_iter()
+                        .map(Account::try_from)
+                        .collect()
+                }
+
+                async fn delete_account(&self, access_key: &str) -> Result<()> {
+                    let done = sqlx::query(q::DELETE_ACCOUNT)
+                        .bind(access_key)
+                        .execute(&self.pool)
+                        .await?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(())
+                }
+
+                // ---- keys ----------------------------------------------------------
+
+                async fn create_key(
+                    &self,
+                    key: &KeyRecord,
+                    material: Option<&Material>,
+                    quotas: &Quotas,
+                ) -> Result<()> {
+                    let mut tx = self.begin_write(&key.project_id).await?;
+                    let taken = sqlx::query(q::KEY_ALIAS_TAKEN)
+                        .bind(&key.project_id)
+                        .bind(&key.alias)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if taken.is_some() {
+                        return Err(StoreError::Conflict(Conflict::KeyAlias));
+                    }
+                    if !key.default_key {
+                        let keys: i64 = sqlx::query_scalar(q::COUNT_CUSTOMER_KEYS)
+                            .bind(&key.project_id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        if keys >= i64::from(quotas.keys_per_project) {
+                            return Err(StoreError::Quota(QuotaKind::Keys));
+                        }
+                    }
+                    // Every writer of `keys.alias` in this project holds the
+                    // write lock, so the alias check above still holds: a
+                    // unique violation here can only be the global key id.
+                    sqlx::query(q::INSERT_KEY)
+                        .bind(&key.key_id)
+                        .bind(&key.project_id)
+                        .bind(&key.alias)
+                        .bind(&key.description)
+                        .bind(&key.spec)
+                        .bind(&key.usage)
+                        .bind(&key.origin)
+                        .bind(i64::from(key.state.code()))
+                        .bind(key.default_key)
+                        .bind(key.created_ms)
+                        .bind(key.deletion_ms)
+                        .bind(q::version(key.material_version))
+                        .bind(&key.enterprise_project_id)
+                        .bind(&key.keystore_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| on_unique(e, Conflict::KeyId))?;
+                    if let Some(material) = material {
+                        // Filed under `key.key_id` whatever `material.key_id`
+                        // says: it can belong to no other key.
+                        sqlx::query(q::INSERT_MATERIAL)
+                            .bind(&key.key_id)
+                            .bind(q::version(material.version))
+                            .bind(&material.wrapping_key)
+                            .bind(material.wrapped.as_slice())
+                            .bind(material.created_ms)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn get_key(
+                    &self,
+                    project_id: &str,
+                    key_id: &str,
+                ) -> Result<Option<KeyRecord>> {
+                    sqlx::query_as::<_, q::KeyRow>(q::SELECT_KEY)
+                        .bind(project_id)
+                        .bind(key_id)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .map(KeyRecord::try_from)
+                        .transpose()
+                }
+
+                async fn get_key_with_material(
+                    &self,
+                    project_id: &str,
+                    key_id: &str,
+                ) -> Result<Option<(KeyRecord, Option<Material>)>> {
+                    sqlx::query_as::<_, q::KeyMaterialRow>(q::SELECT_KEY_WITH_MATERIAL)
+                        .bind(project_id)
+                        .bind(key_id)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .map(<(KeyRecord, Option<Material>)>::try_from)
+                        .transpose()
+                }
+
+                async fn get_material(
+                    &self,
+                    project_id: &str,
+                    key_id: &str,
+                    version: u32,
+                ) -> Result<Option<Material>> {
+                    sqlx::query_as::<_, q::MaterialRow>(q::SELECT_MATERIAL)
+                        .bind(project_id)
+                        .bind(key_id)
+                        .bind(q::version(version))
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .map(Material::try_from)
+                        .transpose()
+                }
+
+                async fn find_key_by_alias(
+                    &self,
+                    project_id: &str,
+                    alias: &str,
+                ) -> Result<Option<KeyRecord>> {
+                    sqlx::query_as::<_, q::KeyRow>(q::SELECT_KEY_BY_ALIAS)
+                        .bind(project_id)
+                        .bind(alias)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .map(KeyRecord::try_from)
+                        .transpose()
+                }
+
+                async fn list_keys(
+                    &self,
+                    project_id: &str,
+                    filter: &KeyFilter,
+                    offset: u64,
+                    limit: u64,
+                ) -> Result<Page<KeyRecord>> {
+                    let state = filter.state.map(|s| i64::from(s.code()));
+                    let spec = filter.spec.as_deref();
+                    let eps = filter.enterprise_project_id.as_deref();
+                    let mut tx = self.begin_read().await?;
+                    let total: i64 = sqlx::query_scalar(q::COUNT_KEYS)
+                        .bind(project_id)
+                        .bind(state)
+                        .bind(spec)
+                        .bind(eps)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let rows = sqlx::query_as::<_, q::KeyRow>(q::LIST_KEYS)
+                        .bind(project_id)
+                        .bind(state)
+                        .bind(spec)
+                        .bind(eps)
+                        .bind(q::int(limit))
+                        .bind(q::int(offset))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    let items = rows
+                        .into_iter()
+                        .map(KeyRecord::try_from)
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(q::page(items, offset, total))
+                }
+
+                async fn transition(
+                    &self,
+                    project_id: &str,
+                    key_id: &str,
+                    from: &[KeyState],
+                    to: KeyState,
+                    deletion_ms: Option<Millis>,
+                ) -> Result<KeyRecord> {
+                    // One UPDATE whose WHERE holds the expected states: the
+                    // database applies it atomically (PostgreSQL re-checks the
+                    // WHERE after waiting for a concurrent writer's row lock),
+                    // so of N racing callers exactly one sees its `from`.
+                    if !from.is_empty() {
+                        let mut qb = QueryBuilder::<$db>::new(q::TRANSITION_HEAD);
+                        qb.push_bind(i64::from(to.code()));
+                        qb.push(", deletion_ms = ");
+                        qb.push_bind(deletion_ms);
+                        qb.push(" WHERE project_id = ");
+                        qb.push_bind(project_id.to_owned());
+                        qb.push(" AND key_id = ");
+                        qb.push_bind(key_id.to_owned());
+                        qb.push(" AND state IN (");
+                        let mut states = qb.separated(", ");
+                        for state in from {
+                            states.push_bind(i64::from(state.code()));
+                        }
+                        states.push_unseparated(")");
+                        qb.push(q::RETURNING_KEY);
+                        let updated = qb
+                            .build_query_as::<q::KeyRow>()
+                            .fetch_optional(&self.pool)
+                            .await?;
+                        if let Some(row) = updated {
+                            return KeyRecord::try_from(row);
+                        }
+                    }
+                    let current = sqlx::query_as::<_, q::StateRow>(q::KEY_STATE)
+                        .bind(project_id)
+                        .bind(key_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    match current {
+                        Some(row) => Err(StoreError::WrongState {
+                            current: row.state()?,
+                        }),
+                        None => Err(StoreError::NotFound),
+                    }
+                }
+
+                async fn update_key_alias(
+                    &self,
+                    project_id: &str,
+                    key_id: &str,
+                    alias: &str,
+                ) -> Result<KeyRecord> {
+                    // Under the write lock: see `create_key`.
+                    let mut tx = self.begin_write(project_id).await?;
+                    let row = sqlx::query_as::<_, q::KeyRow>(q::UPDATE_KEY_ALIAS)
+                        .bind(project_id)
+                        .bind(key_id)
+                        .bind(alias)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(|e| on_unique(e, Conflict::KeyAlias))?
+                        .ok_or(StoreError::NotFound)?;
+                    tx.commit().await?;
+                    KeyRecord::try_from(row)
+                }
+
+                async fn update_key_description(
+                    &self,
+                    project_id: &str,
+                    key_id: &str,
+                    description: &str,
+                ) -> Result<KeyRecord> {
+                    let row = sqlx::query_as::<_, q::KeyRow>(q::UPDATE_KEY_DESCRIPTION)
+                        .bind(project_id)
+                        .bind(key_id)
+                        .bind(description)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .ok_or(StoreError::NotFound)?;
+                    KeyRecord::try_from(row)
+                }
+
+                async fn purge_due_keys(&self, now: Millis) -> Result<Vec<String>> {
+                    let pending = i64::from(KeyState::PendingDeletion.code());
+                    let due = sqlx::query_as::<_, q::DueKeyRow>(q::DUE_KEYS)
+                        .bind(pending)
+                        .bind(now)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    let mut purged = Vec::with_capacity(due.len());
+                    for key in due {
+                        let mut tx = self.begin_write(&key.project_id).await?;
+                        // Another edge may have purged it, or the deletion may
+                        // have been cancelled, since the scan: the DELETE
+                        // re-checks, and only the caller that deleted the row
+                        // reports it.
+                        let deleted = sqlx::query(q::PURGE_KEY)
+                            .bind(&key.key_id)
+                            .bind(&key.project_id)
+                            .bind(pending)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                        if deleted == 0 {
+                            continue;
+                        }
+                        for statement in q::PURGE_CHILDREN {
+                            sqlx::query(statement)
+                                .bind(&key.key_id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        tx.commit().await?;
+                        purged.push(key.key_id);
+                    }
+                    Ok(purged)
+                }
+
+                async fn usage(&self, project_id: &str) -> Result<Usage> {
+                    let mut tx = self.begin_read().await?;
+                    let keys: i64 = sqlx::query_scalar(q::COUNT_CUSTOMER_KEYS)
+                        .bind(project_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let grants: i64 = sqlx::query_scalar(q::COUNT_GRANTS_OF_PROJECT)
+                        .bind(project_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(Usage {
+                        keys: u64::try_from(keys).unwrap_or(0),
+                        grants: u64::try_from(grants).unwrap_or(0),
+                    })
+                }
+
+                // ---- alias resources ------------------------------------------------
+
+                async fn create_alias(&self, alias: &AliasRecord, quotas: &Quotas) -> Result<()> {
+                    let mut tx = self.begin_write(&alias.project_id).await?;
+                    let key = sqlx::query(q::KEY_EXISTS)
+                        .bind(&alias.project_id)
+                        .bind(&alias.key_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if key.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    let taken = sqlx::query(q::SELECT_ALIAS)
+                        .bind(&alias.project_id)
+                        .bind(&alias.alias)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if taken.is_some() {
+                        return Err(StoreError::Conflict(Conflict::Alias));
+                    }
+                    let aliases: i64 = sqlx::query_scalar(q::COUNT_ALIASES_OF_KEY)
+                        .bind(&alias.project_id)
+                        .bind(&alias.key_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if aliases >= i64::from(quotas.aliases_per_key) {
+                        return Err(StoreError::Quota(QuotaKind::AliasesPerKey));
+                    }
+                    sqlx::query(q::INSERT_ALIAS)
+                        .bind(&alias.project_id)
+                        .bind(&alias.alias)
+                        .bind(&alias.key_id)
+                        .bind(alias.created_ms)
+                        .bind(alias.updated_ms)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| on_unique(e, Conflict::Alias))?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn list_aliases(
+                    &self,
+                    project_id: &str,
+                    key_id: Option<&str>,
+                    offset: u64,
+                    limit: u64,
+                ) -> Result<Page<AliasRecord>> {
+                    let mut tx = self.begin_read().await?;
+                    let total: i64 = sqlx::query_scalar(q::COUNT_ALIASES)
+                        .bind(project_id)
+                        .bind(key_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let rows = sqlx::query_as::<_, q::AliasRow>(q::LIST_ALIASES)
+                        .bind(project_id)
+                        .bind(key_id)
+                        .bind(q::int(limit))
+                        .bind(q::int(offset))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    let items = rows.into_iter().map(AliasRecord::from).collect();
+                    Ok(q::page(items, offset, total))
+                }
+
+                async fn delete_aliases(
+                    &self,
+                    project_id: &str,
+                    key_id: &str,
+                    aliases: &[String],
+                ) -> Result<()> {
+                    let mut tx = self.begin_write(project_id).await?;
+                    let key = sqlx::query(q::KEY_EXISTS)
+                        .bind(project_id)
+                        .bind(key_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if key.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    // A name listed twice is deleted once, not reported missing.
+                    for alias in aliases.iter().collect::<BTreeSet<_>>() {
+                        let deleted = sqlx::query(q::DELETE_ALIAS)
+                            .bind(project_id)
+                            .bind(key_id)
+                            .bind(alias)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                        if deleted == 0 {
+                            // Dropping `tx` rolls back the deletions so far.
+                            return Err(StoreError::NotFound);
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn associate_alias(
+                    &self,
+                    project_id: &str,
+                    alias: &str,
+                    target_key_id: &str,
+                    now: Millis,
+                    quotas: &Quotas,
+                ) -> Result<AliasRecord> {
+                    let mut tx = self.begin_write(project_id).await?;
+                    let current = sqlx::query_as::<_, q::AliasRow>(q::SELECT_ALIAS)
+                        .bind(project_id)
+                        .bind(alias)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(AliasRecord::from)
+                        .ok_or(StoreError::NotFound)?;
+                    let target = sqlx::query(q::KEY_EXISTS)
+                        .bind(project_id)
+                        .bind(target_key_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if target.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    // Re-pointing an alias at the key it already names adds
+                    // nothing to that key's count.
+                    if current.key_id != target_key_id {
+                        let aliases: i64 = sqlx::query_scalar(q::COUNT_ALIASES_OF_KEY)
+                            .bind(project_id)
+                            .bind(target_key_id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        if aliases >= i64::from(quotas.aliases_per_key) {
+                            return Err(StoreError::Quota(QuotaKind::AliasesPerKey));
+                        }
+                    }
+                    let row = sqlx::query_as::<_, q::AliasRow>(q::REPOINT_ALIAS)
+                        .bind(project_id)
+                        .bind(alias)
+                        .bind(target_key_id)
+                        .bind(now)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(AliasRecord::from(row))
+                }
+
+                // ---- tags -----------------------------------------------------------
+
+                async fn key_tags(&self, project_id: &str, key_id: &str) -> Result<Vec<Tag>> {
+                    let mut tx = self.begin_read().await?;
+                    let key = sqlx::query(q::KEY_EXISTS)
+                        .bind(project_id)
+                        .bind(key_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if key.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    let rows = sqlx::query_as::<_, q::TagRow>(q::TAGS_OF_KEY)
+                        .bind(project_id)
+                        .bind(key_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(rows.into_iter().map(Tag::from).collect())
+                }
+
+                async fn put_tags(
+                    &self,
+                    project_id: &str,
+                    key_id: &str,
+                    tags: &[Tag],
+                    quotas: &Quotas,
+                ) -> Result<()> {
+                    let mut tx = self.begin_write(project_id).await?;
+                    let key = sqlx::query(q::KEY_EXISTS)
+                        .bind(project_id)
+                        .bind(key_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if key.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    // The quota applies to the tag set the key ends with:
+                    // setting an existing tag key again adds nothing.
+                    let existing = sqlx::query_as::<_, q::TagRow>(q::TAGS_BY_KEY_ID)
+                        .bind(key_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let mut final_keys: BTreeSet<&str> =
+                        existing.iter().map(|t| t.tag_key.as_str()).collect();
+                    final_keys.extend(tags.iter().map(|t| t.key.as_str()));
+                    if final_keys.len() > usize::try_from(quotas.tags_per_key).unwrap_or(usize::MAX)
+                    {
+                        return Err(StoreError::Quota(QuotaKind::TagsPerKey));
+                    }
+                    // In order, so a tag key given twice ends with its last value.
+                    for tag in tags {
+                        sqlx::query(q::UPSERT_TAG)
+                            .bind(key_id)
+                            .bind(&tag.key)
+                            .bind(&tag.value)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn delete_tags(
+                    &self,
+                    project_id: &str,
+                    key_id: &str,
+                    tag_keys: &[String],
+                ) -> Result<()> {
+                    let mut tx = self.begin_write(project_id).await?;
+                    let key = sqlx::query(q::KEY_EXISTS)
+                        .bind(project_id)
+                        .bind(key_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if key.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    for tag_key in tag_keys.iter().collect::<BTreeSet<_>>() {
+                        let deleted = sqlx::query(q::DELETE_TAG)
+                            .bind(key_id)
+                            .bind(tag_key)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                        if deleted == 0 {
+                            // Dropping `tx` rolls back the deletions so far.
+                            return Err(StoreError::NotFound);
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn project_tags(
+                    &self,
+                    project_id: &str,
+                ) -> Result<Vec<(String, Vec<String>)>> {
+                    let rows = sqlx::query_as::<_, q::TagRow>(q::PROJECT_TAGS)
+                        .bind(project_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    Ok(q::group_tags(rows))
+                }
+
+                async fn find_keys_by_tags(
+                    &self,
+                    project_id: &str,
+                    filter: &TagFilter,
+                    offset: u64,
+                    limit: u64,
+                ) -> Result<Page<(KeyRecord, Vec<Tag>)>> {
+                    let mut tx = self.begin_read().await?;
+
+                    let mut count = QueryBuilder::<$db>::new("SELECT COUNT(*)");
+                    push_tag_filter(&mut count, project_id, filter);
+                    let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
+
+                    let mut select = QueryBuilder::<$db>::new(q::FIND_KEYS_HEAD);
+                    push_tag_filter(&mut select, project_id, filter);
+                    select.push(q::FIND_KEYS_ORDER);
+                    select.push_bind(q::int(limit));
+                    select.push(" OFFSET ");
+                    select.push_bind(q::int(offset));
+                    let keys = select
+                        .build_query_as::<q::KeyRow>()
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .into_iter()
+                        .map(KeyRecord::try_from)
+                        .collect::<Result<Vec<_>>>()?;
+
+                    let tag_rows = if keys.is_empty() {
+                        Vec::new()
+                    } else {
+                        // These key ids were just read from this project.
+                        let mut tags = QueryBuilder::<$db>::new(q::TAGS_OF_KEYS_HEAD);
+                        let mut ids = tags.separated(", ");
+                        for key in &keys {
+                            ids.push_bind(key.key_id.clone());
+                        }
+                        ids.push_unseparated(")");
+                        tags.build_query_as::<q::KeyTagRow>()
+                            .fetch_all(&mut *tx)
+                            .await?
+                    };
+                    tx.commit().await?;
+                    Ok(q::page(q::attach_tags(keys, tag_rows), offset, total))
+                }
+
+                // ---- grants -----------------------------------------------------------
+
+                async fn create_grant(&self, grant: &GrantRecord, quotas: &Quotas) -> Result<()> {
+                    let operations = q::operations_json(&grant.operations)?;
+                    let mut tx = self.begin_write(&grant.project_id).await?;
+                    let key = sqlx::query(q::KEY_EXISTS)
+                        .bind(&grant.project_id)
+                        .bind(&grant.key_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if key.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    let of_key: i64 = sqlx::query_scalar(q::COUNT_GRANTS_OF_KEY)
+                        .bind(&grant.project_id)
+                        .bind(&grant.key_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if of_key >= i64::from(quotas.grants_per_key) {
+                        return Err(StoreError::Quota(QuotaKind::GrantsPerKey));
+                    }
+                    let of_project: i64 = sqlx::query_scalar(q::COUNT_GRANTS_OF_PROJECT)
+                        .bind(&grant.project_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if of_project >= i64::from(quotas.grants_per_project) {
+                        return Err(StoreError::Quota(QuotaKind::GrantsPerProject));
+                    }
+                    // A duplicate grant id (random 256 bits) has no
+                    // `Conflict` kind: it surfaces as `Backend`.
+                    sqlx::query(q::INSERT_GRANT)
+                        .bind(&grant.grant_id)
+                        .bind(&grant.project_id)
+                        .bind(&grant.key_id)
+                        .bind(&grant.name)
+                        .bind(&grant.grantee_principal)
+                        .bind(&grant.grantee_principal_type)
+                        .bind(operations)
+                        .bind(&grant.issuing_principal)
+                        .bind(&grant.retiring_principal)
+                        .bind(grant.created_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn list_grants(
+                    &self,
+                    project_id: &str,
+                    key_id: &str,
+                    offset: u64,
+                    limit: u64,
+                ) -> Result<Page<GrantRecord>> {
+                    let mut tx = self.begin_read().await?;
+                    let total: i64 = sqlx::query_scalar(q::COUNT_GRANTS_OF_KEY)
+                        .bind(project_id)
+                        .bind(key_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let rows = sqlx::query_as::<_, q::GrantRow>(q::LIST_GRANTS_OF_KEY)
+                        .bind(project_id)
+                        .bind(key_id)
+                        .bind(q::int(limit))
+                        .bind(q::int(offset))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    let items = rows
+                        .into_iter()
+                        .map(GrantRecord::try_from)
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(q::page(items, offset, total))
+                }
+
+                async fn get_grant(
+                    &self,
+                    project_id: &str,
+                    grant_id: &str,
+                ) -> Result<Option<GrantRecord>> {
+                    sqlx::query_as::<_, q::GrantRow>(q::SELECT_GRANT)
+                        .bind(project_id)
+                        .bind(grant_id)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .map(GrantRecord::try_from)
+                        .transpose()
+                }
+
+                async fn delete_grant(
+                    &self,
+                    project_id: &str,
+                    key_id: &str,
+                    grant_id: &str,
+                ) -> Result<()> {
+                    let deleted = sqlx::query(q::DELETE_GRANT)
+                        .bind(project_id)
+                        .bind(key_id)
+                        .bind(grant_id)
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected();
+                    if deleted > 0 {
+                        return Ok(());
+                    }
+                    let exists = sqlx::query(q::GRANT_EXISTS)
+                        .bind(project_id)
+                        .bind(grant_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    match exists {
+                        Some(_) => Err(StoreError::GrantKeyMismatch),
+                        None => Err(StoreError::NotFound),
+                    }
+                }
+
+                async fn list_retirable_grants(
+                    &self,
+                    project_id: &str,
+                    principal: &str,
+                    offset: u64,
+                    limit: u64,
+                ) -> Result<Page<GrantRecord>> {
+                    // "" marks grants without a retiring principal: nobody
+                    // may retire those by naming the empty principal.
+                    if principal.is_empty() {
+                        return Ok(q::page(Vec::new(), offset, 0));
+                    }
+                    let mut tx = self.begin_read().await?;
+                    let total: i64 = sqlx::query_scalar(q::COUNT_RETIRABLE)
+                        .bind(project_id)
+                        .bind(principal)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let rows = sqlx::query_as::<_, q::GrantRow>(q::LIST_RETIRABLE)
+                        .bind(project_id)
+                        .bind(principal)
+                        .bind(q::int(limit))
+                        .bind(q::int(offset))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    let items = rows
+                        .into_iter()
+                        .map(GrantRecord::try_from)
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(q::page(items, offset, total))
+                }
+            }
+        };
+    };
+}
+pub(crate) use impl_store;
