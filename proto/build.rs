@@ -3,6 +3,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "keymesh/crypto/v1/crypto.proto",
+        "keymesh/crypto/v1/vault.proto",
         "keymesh/ratelimit/v1/ratelimit.proto",
         // Envoy's rate limit service (wire-compatible subset), served by the
         // rate-limiter for Envoy/Istio ingresses.

@@ -1,6 +1,6 @@
 //! keymeshctl: the keymesh admin CLI.
 //!
-//! HSM commands (`token`, `key create|list`) speak PKCS#11 through the
+//! HSM commands (`token`, `key create|list`, `domain-key`) speak PKCS#11 through the
 //! crypto-worker library, so keys are created with exactly the attributes the
 //! worker expects. Key status lives in the worker's key-status file and SigV4
 //! credentials in the edge's keystores file; both are rewritten atomically so
@@ -10,7 +10,10 @@
 //! except the console configuration that `credential create|rotate` exists to
 //! hand over.
 
+mod accounts;
+mod auth_token;
 mod credentials;
+mod domain_key;
 mod keys;
 
 use std::path::PathBuf;
@@ -33,6 +36,9 @@ struct Cli {
     /// Keystores file shared with the edge.
     #[arg(long, env = "KEYMESH_KEYSTORES_FILE", global = true)]
     keystores_file: Option<PathBuf>,
+    /// Durable store of the Huawei-compatible API (sqlite://PATH or postgres://...).
+    #[arg(long, env = "KEYMESH_STORE_URL", global = true)]
+    store_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,6 +54,15 @@ enum Command {
     /// SigV4 credentials of XKS key stores.
     #[command(subcommand)]
     Credential(CredentialCommand),
+    /// The HSM domain key that wraps KeyVault customer master keys.
+    #[command(subcommand)]
+    DomainKey(domain_key::DomainKeyCommand),
+    /// AK/SK accounts of the Huawei-compatible API (in the store).
+    #[command(subcommand)]
+    Account(accounts::AccountCommand),
+    /// X-Auth-Token signing keys and tokens.
+    #[command(subcommand)]
+    AuthToken(auth_token::AuthTokenCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +174,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credential(CredentialCommand::List { uri_path }) => {
             credentials::list(&keystores()?, uri_path.as_deref())
         }
+        Command::DomainKey(cmd) => domain_key::run(&cli.hsm, cmd),
+        Command::Account(cmd) => accounts::run(cli.store_url.as_deref(), cmd),
+        Command::AuthToken(cmd) => auth_token::run(cmd),
     }
 }
 

@@ -159,3 +159,44 @@ fn operator_workflow() {
         "has no credential",
     );
 }
+
+#[test]
+fn domain_key_init() {
+    if !Path::new(MODULE).exists() {
+        eprintln!("SKIPPED: {MODULE} not installed");
+        return;
+    }
+    let env = Env::new();
+    env.fails(&["domain-key", "init"], "no token labelled");
+    env.ok(&["token", "init"]);
+    assert!(
+        env.ok(&["domain-key", "init"])
+            .contains("created domain key keymesh-domain-v1")
+    );
+    env.fails(&["domain-key", "init"], "already exists");
+    assert!(
+        env.ok(&["domain-key", "init", "--if-missing"])
+            .contains("already exists")
+    );
+    env.ok(&["domain-key", "init", "--label", "keymesh-domain-v2"]);
+    // A customer key's label is never taken over, nor a second key created
+    // next to it.
+    env.ok(&["key", "create", "k1"]);
+    env.fails(
+        &["domain-key", "init", "--label", "k1", "--if-missing"],
+        "cannot be the domain key",
+    );
+    env.fails(&["domain-key", "init", "--label", ""], "--label");
+
+    // Wrap/unwrap only: the workers can never encrypt with a domain key.
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["key", "list", "--json"])).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!([
+            {"id": "k1", "key_spec": "AES_256", "key_usage": ["ENCRYPT", "DECRYPT"], "status": "ENABLED"},
+            {"id": "keymesh-domain-v1", "key_spec": "AES_256", "key_usage": ["WRAP", "UNWRAP"], "status": "ENABLED"},
+            {"id": "keymesh-domain-v2", "key_spec": "AES_256", "key_usage": ["WRAP", "UNWRAP"], "status": "ENABLED"},
+        ])
+    );
+}

@@ -73,6 +73,15 @@ pub struct Args {
     /// goes, so no request lands on a closing connection.
     #[arg(long, env = "KEYMESH_WORKER_DRAIN_DELAY_MS", default_value_t = 1000)]
     pub drain_delay_ms: u64,
+    /// CKA_LABEL of the HSM domain key that wraps KeyVault customer master
+    /// keys (default keymesh-domain-v1; created by `keymeshctl domain-key
+    /// init`). GenerateKey uses it when the request names none.
+    #[arg(
+        long,
+        env = "KEYMESH_DOMAIN_KEY_LABEL",
+        default_value = crate::hsm::DEFAULT_DOMAIN_KEY_LABEL
+    )]
+    pub domain_key_label: String,
     #[command(flatten)]
     pub grpc_tls: GrpcTlsArgs,
 }
@@ -123,6 +132,21 @@ impl HsmArgs {
     }
 }
 
+impl HsmArgs {
+    /// For CLI processes: load the module (`C_Initialize`, once per process)
+    /// and open the configured token with the user PIN.
+    pub fn open_token(&self) -> anyhow::Result<crate::hsm::Hsm> {
+        let pin = self.pin()?;
+        let ctx = crate::hsm::load_module(&self.pkcs11_module).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot load PKCS#11 module {}: {e:#}",
+                self.pkcs11_module.display()
+            )
+        })?;
+        Ok(crate::hsm::Hsm::open(ctx, &self.token_label, pin)?)
+    }
+}
+
 /// Read a PIN file, dropping one trailing newline (editors add one).
 pub fn read_pin_file(path: &Path) -> anyhow::Result<Secret> {
     let raw = std::fs::read_to_string(path)
@@ -155,6 +179,8 @@ pub struct Config {
     pub drain_delay: Duration,
     /// `--grpc-tls-*`: serve over mTLS (default `None`, plaintext).
     pub grpc_tls: Option<GrpcTlsFiles>,
+    /// `--domain-key-label`.
+    pub domain_key_label: String,
 }
 
 impl Args {
@@ -185,6 +211,9 @@ impl Args {
                 "--drain-delay-ms must be 0..={MAX_DRAIN_DELAY_MS}, got {}",
                 self.drain_delay_ms
             ));
+        }
+        if let Err(e) = crate::wrapped::check_label(&self.domain_key_label) {
+            errors.push(format!("--domain-key-label: {e}"));
         }
         if self.hsm.token_label.is_empty() || self.hsm.token_label.len() > 32 {
             errors.push("--token-label must be 1-32 characters".to_owned());
@@ -218,6 +247,7 @@ impl Args {
                 key_revalidate: Duration::from_secs(self.key_revalidate_secs),
                 drain_delay: Duration::from_millis(self.drain_delay_ms),
                 grpc_tls,
+                domain_key_label: self.domain_key_label,
             }),
             _ => anyhow::bail!("invalid configuration: {}", errors.join("; ")),
         }
@@ -256,6 +286,20 @@ mod tests {
         assert!(c.session_key_copies);
         assert_eq!(c.key_revalidate, Duration::from_secs(5));
         assert_eq!(c.drain_delay, Duration::from_secs(1));
+        assert_eq!(c.domain_key_label, "keymesh-domain-v1");
+    }
+
+    #[test]
+    fn domain_key_label_flag() {
+        let parse = |v: &str| {
+            Args::try_parse_from(["w", "--pin", "1234", "--domain-key-label", v])
+                .unwrap()
+                .into_config()
+        };
+        assert_eq!(parse("dk-2").unwrap().domain_key_label, "dk-2");
+        let err = parse("").unwrap_err().to_string();
+        assert!(err.contains("--domain-key-label"), "{err}");
+        assert!(parse(&"a".repeat(129)).is_err());
     }
 
     #[test]

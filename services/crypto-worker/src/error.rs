@@ -80,6 +80,30 @@ pub enum Error {
     /// A session thread died with the job (should not happen). XKS 500 InternalException.
     #[error("HSM session thread lost the request")]
     WorkerLost,
+
+    /// No session could be opened to hold unwrapped keys or key copies (the
+    /// token is gone). XKS 500 InternalException.
+    #[error("no HSM session available to hold session objects")]
+    SessionUnavailable,
+
+    /// KeyVault: the wrapping (domain) key named by the request is not on the
+    /// token, or is not an AES-256 key that may wrap and unwrap
+    /// (`keymeshctl domain-key init` creates it).
+    #[error("wrapping key {label:?} {problem}")]
+    WrappingKeyMissing {
+        label: String,
+        problem: &'static str,
+    },
+
+    /// KeyVault: a wrapped key does not unwrap under its wrapping key into an
+    /// AES-256 key (corrupted, truncated, or wrapped under another key).
+    #[error("wrapped key does not unwrap under {label:?}: {problem}")]
+    InvalidKeyMaterial {
+        label: String,
+        problem: &'static str,
+        #[source]
+        source: Option<Pkcs11Error>,
+    },
 }
 
 /// Whether a PKCS#11 return value was an authentication failure of a decrypt.
@@ -99,8 +123,26 @@ impl Error {
     /// call is a bad ciphertext; anywhere else it is an HSM failure.
     /// `CKR_KEY_TYPE_INCONSISTENT` means the key cannot do AES-GCM at all,
     /// i.e. "not an AES-256 key".
+    ///
+    /// `C_UnwrapKey` failing on the wrapped bytes means the key material is
+    /// bad (SoftHSM2 reports a failed RFC 5649 integrity check as
+    /// `CKR_WRAPPED_KEY_INVALID` or `CKR_GENERAL_ERROR`); there `key_id` is
+    /// the wrapping key's label.
     pub fn from_pkcs11(err: Pkcs11Error, key_id: &str) -> Self {
         match err {
+            Pkcs11Error::Pkcs11(
+                RvError::WrappedKeyInvalid
+                | RvError::WrappedKeyLenRange
+                | RvError::EncryptedDataInvalid
+                | RvError::EncryptedDataLenRange
+                | RvError::GeneralError
+                | RvError::KeySizeRange,
+                Function::UnwrapKey,
+            ) => Error::InvalidKeyMaterial {
+                label: key_id.to_owned(),
+                problem: "the HSM rejected it",
+                source: Some(err),
+            },
             Pkcs11Error::Pkcs11(RvError::KeyFunctionNotPermitted, f) => Error::UsageNotPermitted {
                 key_id: key_id.to_owned(),
                 operation: if is_decrypt(f) { "DECRYPT" } else { "ENCRYPT" },
@@ -133,16 +175,35 @@ impl Error {
             Error::InvalidArgument(_) => (Code::InvalidArgument, Some(R::InvalidArgument)),
             Error::UnsupportedKey { .. } => (Code::FailedPrecondition, Some(R::UnsupportedKey)),
             Error::AmbiguousKey { .. } => (Code::FailedPrecondition, Some(R::AmbiguousKey)),
+            Error::WrappingKeyMissing { .. } => {
+                (Code::FailedPrecondition, Some(R::WrappingKeyMissing))
+            }
+            Error::InvalidKeyMaterial { .. } => {
+                (Code::InvalidArgument, Some(R::InvalidKeyMaterial))
+            }
             Error::Hsm(_)
             | Error::HsmOutput(_)
             | Error::VerifyFailed
             | Error::Rng
             | Error::TokenNotFound { .. }
-            | Error::WorkerLost => (Code::Internal, Some(R::HsmFailure)),
+            | Error::WorkerLost
+            | Error::SessionUnavailable => (Code::Internal, Some(R::HsmFailure)),
             Error::Busy => (Code::ResourceExhausted, Some(R::HsmBusy)),
             // The table has no reason for a timeout: the code says it all.
             Error::DeadlineExceeded => (Code::DeadlineExceeded, None),
         }
+    }
+
+    /// Whether the session (or the login behind it) is gone: the only cure is
+    /// a fresh session ([`crate::hsm::session_lost`]).
+    pub fn session_lost(&self) -> bool {
+        matches!(self, Error::Hsm(Pkcs11Error::Pkcs11(rv, _)) if crate::hsm::session_lost(*rv))
+    }
+
+    /// Whether a cached object handle no longer names an object
+    /// ([`crate::hsm::handle_stale`]).
+    pub fn handle_stale(&self) -> bool {
+        matches!(self, Error::Hsm(Pkcs11Error::Pkcs11(rv, _)) if crate::hsm::handle_stale(*rv))
     }
 
     /// Server-side faults are logged at error level, caller mistakes lower.
@@ -273,6 +334,35 @@ mod tests {
                 R::HsmFailure,
             ),
             (Error::VerifyFailed, Code::Internal, R::HsmFailure),
+            (
+                Error::WrappingKeyMissing {
+                    label: "d".into(),
+                    problem: "not found",
+                },
+                Code::FailedPrecondition,
+                R::WrappingKeyMissing,
+            ),
+            (
+                Error::from_pkcs11(rv(RvError::WrappedKeyInvalid, Function::UnwrapKey), "d"),
+                Code::InvalidArgument,
+                R::InvalidKeyMaterial,
+            ),
+            (
+                Error::from_pkcs11(rv(RvError::GeneralError, Function::UnwrapKey), "d"),
+                Code::InvalidArgument,
+                R::InvalidKeyMaterial,
+            ),
+            (
+                Error::from_pkcs11(rv(RvError::EncryptedDataInvalid, Function::UnwrapKey), "d"),
+                Code::InvalidArgument,
+                R::InvalidKeyMaterial,
+            ),
+            (
+                Error::from_pkcs11(rv(RvError::GeneralError, Function::WrapKey), "d"),
+                Code::Internal,
+                R::HsmFailure,
+            ),
+            (Error::SessionUnavailable, Code::Internal, R::HsmFailure),
             (Error::Busy, Code::ResourceExhausted, R::HsmBusy),
             (
                 Error::DeadlineExceeded,

@@ -28,6 +28,9 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Name under which `grpc.health.v1` reports the crypto service.
 pub const SERVICE_NAME: &str = "keymesh.crypto.v1.CryptoWorker";
+/// Name under which `grpc.health.v1` reports the KeyVault service: the same
+/// sessions, so the same status.
+pub const VAULT_SERVICE_NAME: &str = "keymesh.crypto.v1.KeyVault";
 
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
@@ -100,6 +103,9 @@ impl HealthState {
 async fn publish(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     reporter.set_service_status(SERVICE_NAME, status).await;
+    reporter
+        .set_service_status(VAULT_SERVICE_NAME, status)
+        .await;
 }
 
 /// One encrypt+decrypt round trip of 32 random bytes through the queue.

@@ -430,6 +430,93 @@ pub fn generate_health_key(session: &Session) -> Result<ObjectHandle, Pkcs11Erro
     )
 }
 
+/// Default CKA_LABEL of the domain key (`--domain-key-label`): the HSM-resident
+/// AES-256 key that wraps customer master keys kept outside the HSM
+/// ([`crate::wrapped`]).
+pub const DEFAULT_DOMAIN_KEY_LABEL: &str = "keymesh-domain-v1";
+
+/// CKA_LABEL of the session objects (CKA_TOKEN=false) holding unwrapped or
+/// freshly generated customer master keys. Never a customer key label:
+/// those are looked up with CKA_TOKEN=true.
+pub const VAULT_KEY_LABEL: &str = "keymesh-vault-key";
+
+/// The wrapping mechanism of customer master keys: AES Key Wrap with Padding
+/// (RFC 5649, CKM_AES_KEY_WRAP_PAD; SoftHSM2 2.6 has it). It carries its own
+/// integrity check, so a corrupted or foreign blob fails to unwrap instead of
+/// yielding a wrong key.
+pub const WRAP_MECHANISM: Mechanism<'static> = Mechanism::AesKeyWrapPad;
+
+/// The domain key: an AES-256 token key that can only wrap and unwrap
+/// (no encrypt/decrypt, so it cannot be used as a customer key), sensitive
+/// and non-extractable, so it never leaves the HSM.
+pub fn domain_key_template(label: &str) -> Vec<Attribute> {
+    let mut template = aes_256_template(label, true, false, false);
+    for attr in &mut template {
+        match attr {
+            Attribute::Wrap(w) | Attribute::Unwrap(w) => *w = true,
+            _ => {}
+        }
+    }
+    template
+}
+
+/// Generate the domain key labelled `label` on the token. Uniqueness of the
+/// label is the caller's job.
+pub fn generate_domain_key(session: &Session, label: &str) -> Result<ObjectHandle, Pkcs11Error> {
+    session.generate_key(&Mechanism::AesKeyGen, &domain_key_template(label))
+}
+
+/// The domain key labelled `label`: exactly one token secret key with that
+/// label, AES-256, with CKA_WRAP and CKA_UNWRAP.
+pub fn find_domain_key(session: &Session, label: &str) -> Result<ObjectHandle, Error> {
+    let missing = |problem| Error::WrappingKeyMissing {
+        label: label.to_owned(),
+        problem,
+    };
+    let handles = find_key_handles(session, label).map_err(|e| Error::from_pkcs11(e, label))?;
+    let handle = match handles.as_slice() {
+        [] => return Err(missing("is not on the token")),
+        [handle] => *handle,
+        many => {
+            return Err(Error::AmbiguousKey {
+                key_id: label.to_owned(),
+                count: many.len(),
+            });
+        }
+    };
+    let info = key_info(session, handle).map_err(|e| Error::from_pkcs11(e, label))?;
+    if !info.is_aes_256() || !info.usage.wrap || !info.usage.unwrap {
+        return Err(missing(
+            "is not an AES-256 key with CKA_WRAP and CKA_UNWRAP",
+        ));
+    }
+    Ok(handle)
+}
+
+/// A fresh customer master key as a session object: extractable so that it
+/// can be wrapped (once, under the domain key), sensitive so its value cannot
+/// be read in clear, and usable for nothing else.
+pub fn new_vault_key_template() -> Vec<Attribute> {
+    let mut template = aes_256_template(VAULT_KEY_LABEL, false, false, false);
+    for attr in &mut template {
+        if let Attribute::Extractable(e) = attr {
+            *e = true;
+        }
+    }
+    template
+}
+
+/// An unwrapped customer master key: a session object that can encrypt and
+/// decrypt, sensitive and non-extractable, so it can neither be read nor
+/// wrapped again. CKA_VALUE_LEN is left out: the length comes from the
+/// wrapped bytes, and SoftHSM2 refuses C_UnwrapKey templates that give it.
+pub fn unwrapped_vault_key_template() -> Vec<Attribute> {
+    aes_256_template(VAULT_KEY_LABEL, false, true, true)
+        .into_iter()
+        .filter(|a| !matches!(a, Attribute::ValueLen(_)))
+        .collect()
+}
+
 /// Outcome of [`init_token`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenInit {
@@ -501,6 +588,45 @@ mod tests {
             ..KeyUsage::default()
         };
         assert_eq!(u.names(), ["ENCRYPT", "UNWRAP"]);
+    }
+
+    #[test]
+    fn vault_templates() {
+        let d = domain_key_template("dk");
+        for a in [
+            Attribute::Token(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Wrap(true),
+            Attribute::Unwrap(true),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+        ] {
+            assert!(d.contains(&a), "{a:?}");
+        }
+        let n = new_vault_key_template();
+        for a in [
+            Attribute::Token(false),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(true),
+            Attribute::Encrypt(false),
+            Attribute::Wrap(false),
+        ] {
+            assert!(n.contains(&a), "{a:?}");
+        }
+        let u = unwrapped_vault_key_template();
+        for a in [
+            Attribute::Token(false),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+        ] {
+            assert!(u.contains(&a), "{a:?}");
+        }
+        assert!(!u.iter().any(|a| matches!(a, Attribute::ValueLen(_))));
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl std::fmt::Debug for Keeper {
 
 /// What a copy attempt produced.
 enum Copied {
-    Copy(Arc<KeyCopy>),
+    Copy(Arc<KeeperObject>),
     /// The token will not copy this object (or the copy did not match it).
     Refused,
     /// No keeper session could be opened; try again at the next revalidation.
@@ -163,6 +163,49 @@ impl Keeper {
         }
     }
 
+    /// Run `op` on the keeper session, so that the session objects it
+    /// creates belong to the keeper. A lost keeper session is replaced once
+    /// and `op` run again. `Ok(None)`: no keeper session could be opened.
+    /// Otherwise `op`'s value and the generation it ran under (the one to
+    /// give the [`KeeperObject`]s it created).
+    pub(crate) fn on_session<T>(
+        &self,
+        mut op: impl FnMut(&Session) -> Result<T, Error>,
+    ) -> Result<Option<(T, u64)>, Error> {
+        for attempt in 0..2 {
+            let generation = self.generation();
+            let observed = *generation;
+            let session = self.session();
+            let result = match session.as_ref() {
+                Some(s) => op(s),
+                None => Err(Error::SessionUnavailable),
+            };
+            match result {
+                Err(e) if e.session_lost() || matches!(e, Error::SessionUnavailable) => {
+                    drop(session);
+                    drop(generation);
+                    if attempt == 0 {
+                        self.replace(observed);
+                        continue;
+                    }
+                    return match e {
+                        Error::SessionUnavailable => Ok(None),
+                        e => Err(e),
+                    };
+                }
+                other => return other.map(|value| Some((value, observed))),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Hold the keeper generation: while the guard lives the keeper session
+    /// cannot be replaced, so a [`KeeperObject`] found alive under it
+    /// ([`KeeperObject::alive_under`]) stays alive.
+    pub(crate) fn hold(&self) -> RwLockReadGuard<'_, u64> {
+        self.generation()
+    }
+
     /// Copy the token key `source` into a session object of the keeper and
     /// check that the copy is the same key with the same protection.
     /// `Err` only for a stale source handle (the key is gone: the caller
@@ -173,38 +216,17 @@ impl Keeper {
         source: &KeyInfo,
         protection: &KeyProtection,
     ) -> Result<Copied, Error> {
-        for attempt in 0..2 {
-            let generation = self.generation();
-            let observed = *generation;
-            let session = self.session();
-            let Some(s) = session.as_ref() else {
-                drop(session);
-                drop(generation);
-                if attempt == 0 {
-                    self.replace(observed);
-                    continue;
-                }
-                return Ok(Copied::Unavailable);
-            };
+        let made = self.on_session(|s| {
             let handle = match hsm::copy_to_session_object(s, source.handle) {
                 Ok(h) => h,
-                Err(e) if lost(&e) => {
-                    drop(session);
-                    drop(generation);
-                    if attempt == 0 {
-                        self.replace(observed);
-                        continue;
-                    }
-                    return Err(Error::Hsm(e));
-                }
-                Err(e) if stale(&e) => return Err(Error::Hsm(e)),
+                Err(e) if lost(&e) || stale(&e) => return Err(Error::Hsm(e)),
                 Err(e) => {
                     tracing::info!(
                         key_id,
                         error = %e,
                         "the HSM will not copy this key to a session object; using the token object"
                     );
-                    return Ok(Copied::Refused);
+                    return Ok(None);
                 }
             };
             if let Err(why) = check_copy(s, handle, source, protection) {
@@ -218,16 +240,18 @@ impl Keeper {
                 if let Err(e) = s.destroy_object(handle) {
                     tracing::warn!(key_id, error = %e, "cannot destroy a mismatching key copy");
                 }
-                return Ok(Copied::Refused);
+                return Ok(None);
             }
             tracing::debug!(key_id, "key copied to a session object");
-            return Ok(Copied::Copy(Arc::new(KeyCopy {
-                handle,
-                generation: observed,
-                keeper: Arc::clone(self),
-            })));
-        }
-        Ok(Copied::Unavailable)
+            Ok(Some(handle))
+        })?;
+        Ok(match made {
+            Some((Some(handle), generation)) => {
+                Copied::Copy(KeeperObject::new(self, handle, generation))
+            }
+            Some((None, _)) => Copied::Refused,
+            None => Copied::Unavailable,
+        })
     }
 }
 
@@ -256,24 +280,44 @@ fn check_copy(
     Ok(())
 }
 
-/// A session-object copy of a key, owned by the keeper session. Destroyed on
-/// drop, i.e. once no cache entry and no in-flight job holds it.
-pub struct KeyCopy {
+/// A session object owned by the keeper session: a key copy, or an
+/// unwrapped customer master key ([`crate::wrapped`]). Destroyed on drop,
+/// i.e. once no cache entry and no in-flight job holds it.
+pub struct KeeperObject {
     handle: ObjectHandle,
     generation: u64,
     keeper: Arc<Keeper>,
 }
 
-impl std::fmt::Debug for KeyCopy {
+impl std::fmt::Debug for KeeperObject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyCopy")
+        f.debug_struct("KeeperObject")
             .field("handle", &self.handle)
             .field("generation", &self.generation)
             .finish_non_exhaustive()
     }
 }
 
-impl Drop for KeyCopy {
+impl KeeperObject {
+    /// Take ownership of `handle`, created on `keeper`'s session under
+    /// `generation` (from [`Keeper::on_session`]).
+    pub(crate) fn new(keeper: &Arc<Keeper>, handle: ObjectHandle, generation: u64) -> Arc<Self> {
+        Arc::new(Self {
+            handle,
+            generation,
+            keeper: Arc::clone(keeper),
+        })
+    }
+
+    /// The object's handle if it is still alive under `held` (a guard from
+    /// [`Keeper::hold`] on the same keeper); `None` if it died with an
+    /// earlier keeper session, whose handles the HSM may have reused.
+    pub(crate) fn alive_under(&self, held: &RwLockReadGuard<'_, u64>) -> Option<ObjectHandle> {
+        (**held == self.generation).then_some(self.handle)
+    }
+}
+
+impl Drop for KeeperObject {
     fn drop(&mut self) {
         let generation = match self.keeper.generation.try_read() {
             Ok(g) => g,
@@ -300,7 +344,7 @@ impl Drop for KeyCopy {
 #[derive(Debug, Clone)]
 enum CopyState {
     /// Crypto uses this session copy.
-    Copy(Arc<KeyCopy>),
+    Copy(Arc<KeeperObject>),
     /// `--session-key-copies=false`: the token object.
     Off,
     /// The token refused to copy this object: the token object, and no new

@@ -4,7 +4,10 @@
 //! the `keymesh.crypto.v1.CryptoWorker` gRPC API ([`service`]): AES-256-GCM
 //! with worker-chosen 12-byte IVs ([`aead`]) under keys found by label and
 //! cached, by default with per-process session-object copies for the crypto
-//! ([`hsm`], [`key_cache`]). Failures map to gRPC codes plus a machine-readable
+//! ([`hsm`], [`key_cache`]). Next to it, `keymesh.crypto.v1.KeyVault`
+//! ([`vault`]) serves customer master keys stored outside the HSM wrapped
+//! under an HSM-resident domain key ([`wrapped`]), plus data keys, data key
+//! pairs ([`keypair`]) and random bytes. Failures map to gRPC codes plus a machine-readable
 //! reason in one place ([`error`]). Operators disable keys through the
 //! key-status file ([`key_status`], shared with keymeshctl), and a deep health
 //! check ([`health`]) drives both GetHealth and `grpc.health.v1`. HSM latency,
@@ -17,9 +20,12 @@ pub mod health;
 pub mod hsm;
 pub mod key_cache;
 pub mod key_status;
+pub mod keypair;
 pub mod metrics;
 pub mod pool;
 pub mod service;
+pub mod vault;
+pub mod wrapped;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +36,7 @@ use keymesh_common::grpc_tls::{GrpcTls, tls_incoming};
 use keymesh_common::net::nodelay_incoming;
 use keymesh_common::propagation::GrpcTraceLayer;
 use keymesh_proto::crypto::v1::crypto_worker_server::CryptoWorkerServer;
+use keymesh_proto::crypto::v1::key_vault_server::KeyVaultServer;
 use tokio::net::TcpListener;
 
 pub use config::{Args, Config, HsmArgs};
@@ -80,7 +87,12 @@ pub async fn serve_with_module(
     };
     let (hsm, pool, threads) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
         let hsm = Arc::new(hsm::Hsm::open(ctx, &label, pin)?);
-        let (pool, threads) = Pool::start(Arc::clone(&hsm), sessions, key_options)?;
+        let (pool, threads) = Pool::start_with(
+            Arc::clone(&hsm),
+            sessions,
+            key_options,
+            wrapped::UnwrappedKeyOptions::default(),
+        )?;
         Ok((hsm, pool, threads))
     })
     .await?
@@ -92,6 +104,23 @@ pub async fn serve_with_module(
         key_revalidate_secs = key_options.revalidate.as_secs(),
         "HSM session pool ready"
     );
+
+    // KeyVault needs the domain key; XKS-only deployments do not, so a
+    // missing one is worth a warning, not a failed start.
+    let domain_key = config.domain_key_label.clone();
+    let found = pool
+        .run_waiting(None, move |ctx| {
+            ctx.with_session(|s, _| hsm::find_domain_key(s, &domain_key))
+        })
+        .await;
+    match found {
+        Ok(_) => tracing::info!(domain_key = %config.domain_key_label, "domain key found"),
+        Err(e) => tracing::warn!(
+            domain_key = %config.domain_key_label,
+            error = %e,
+            "KeyVault requests fail until the domain key exists (keymeshctl domain-key init)"
+        ),
+    }
 
     let key_status = key_status::KeyStatusWatch::new(config.key_status_file.clone())?;
     let watch = key_status.spawn(KEY_STATUS_POLL);
@@ -109,6 +138,11 @@ pub async fn serve_with_module(
 
     metrics::describe();
     let sampler = metrics::spawn_sampler(pool.clone(), Arc::clone(&health));
+    let sweeper = wrapped::spawn_sweeper(
+        pool.clone(),
+        wrapped::sweep_interval(wrapped::UnwrappedKeyOptions::default().idle),
+    );
+    let vault = vault::VaultService::new(pool.clone(), &config.domain_key_label);
 
     let service = service::CryptoService::new(
         pool,
@@ -150,7 +184,8 @@ pub async fn serve_with_module(
         // Outermost: one span per RPC, parented on the caller's traceparent.
         .layer(GrpcTraceLayer)
         .add_service(health_service)
-        .add_service(CryptoWorkerServer::new(service));
+        .add_service(CryptoWorkerServer::new(service))
+        .add_service(KeyVaultServer::new(vault));
     let served = match grpc_tls {
         Some(tls) => {
             router
@@ -170,9 +205,12 @@ pub async fn serve_with_module(
     checker.abort();
     watch.abort();
     sampler.abort();
+    sweeper.abort();
     let _ = checker.await;
-    // The sampler holds a pool handle: the session threads stop only once it is gone.
+    // The sampler and sweeper hold pool handles: the session threads stop
+    // only once they are gone.
     let _ = sampler.await;
+    let _ = sweeper.await;
     // The router (and its pool handles) is gone: the queue closes, and each
     // session thread finishes queued jobs and closes its session.
     tokio::task::spawn_blocking(move || threads.join()).await?;

@@ -26,6 +26,8 @@ pub const POOL_QUEUE_CAPACITY: &str = "keymesh_worker_pool_queue_capacity";
 pub const SESSIONS_BUSY: &str = "keymesh_worker_sessions_busy";
 /// Gauge: sessions in the pool (`--sessions`).
 pub const SESSIONS: &str = "keymesh_worker_sessions";
+/// Gauge: unwrapped customer master keys (KeyVault) held as session objects.
+pub const UNWRAPPED_KEYS: &str = "keymesh_worker_unwrapped_keys";
 /// Gauge: 1 for the current deep-health status (`status` = active, degraded,
 /// unavailable), 0 for the others.
 pub const HEALTH_STATUS: &str = "keymesh_worker_health_status";
@@ -44,6 +46,10 @@ pub fn describe() {
     metrics::describe_gauge!(POOL_QUEUE_CAPACITY, "Job queue capacity");
     metrics::describe_gauge!(SESSIONS_BUSY, "HSM sessions running a job");
     metrics::describe_gauge!(SESSIONS, "HSM sessions in the pool");
+    metrics::describe_gauge!(
+        UNWRAPPED_KEYS,
+        "Unwrapped customer master keys held as HSM session objects"
+    );
     metrics::describe_gauge!(
         HEALTH_STATUS,
         "Deep health check status (1 = current status)"
@@ -82,6 +88,7 @@ pub fn spawn_sampler(pool: Pool, health: Arc<HealthState>) -> tokio::task::JoinH
             tick.tick().await;
             metrics::gauge!(POOL_QUEUE).set(pool.queued() as f64);
             metrics::gauge!(SESSIONS_BUSY).set(pool.busy() as f64);
+            metrics::gauge!(UNWRAPPED_KEYS).set(pool.unwrapped_keys() as f64);
             let (status, _) = health.status(Instant::now());
             for (s, name) in [
                 (HealthStatus::Active, "active"),

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use cryptoki::error::Error as Pkcs11Error;
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
 use ring::rand::SystemRandom;
@@ -20,16 +19,19 @@ use tokio::sync::oneshot;
 use crate::error::Error;
 use crate::hsm::{self, Hsm, KeyInfo};
 use crate::key_cache::{CachedKey, CryptoKey, KeyCache, KeyCacheOptions};
+use crate::wrapped::{UnwrappedKeyOptions, UnwrappedKeys, WrappedKeyRef};
 
 /// Jobs queued per session before callers get HSM_BUSY. At ~20 µs per AES-GCM
 /// call this bounds queueing delay to a few milliseconds.
 pub const QUEUE_PER_SESSION: usize = 128;
 
 /// What a session thread lends to a job: its session (opened on demand), the
-/// shared key cache, the CSPRNG and the session's health-check key.
+/// shared key cache and unwrapped-key cache, the CSPRNG and the session's
+/// health-check key.
 pub struct SessionCtx {
     hsm: Arc<Hsm>,
     keys: Arc<KeyCache>,
+    unwrapped: Arc<UnwrappedKeys>,
     rng: SystemRandom,
     session: Option<Session>,
     health_key: Option<ObjectHandle>,
@@ -43,19 +45,12 @@ impl std::fmt::Debug for SessionCtx {
     }
 }
 
-fn lost(err: &Error) -> bool {
-    matches!(err, Error::Hsm(Pkcs11Error::Pkcs11(rv, _)) if hsm::session_lost(*rv))
-}
-
-fn stale(err: &Error) -> bool {
-    matches!(err, Error::Hsm(Pkcs11Error::Pkcs11(rv, _)) if hsm::handle_stale(*rv))
-}
-
 impl SessionCtx {
-    fn new(hsm: Arc<Hsm>, keys: Arc<KeyCache>) -> Self {
+    fn new(hsm: Arc<Hsm>, keys: Arc<KeyCache>, unwrapped: Arc<UnwrappedKeys>) -> Self {
         Self {
             hsm,
             keys,
+            unwrapped,
             rng: SystemRandom::new(),
             session: None,
             health_key: None,
@@ -94,6 +89,7 @@ impl SessionCtx {
         if let Some(keeper) = self.keys.keeper() {
             keeper.check_alive();
         }
+        self.unwrapped.keeper().check_alive();
     }
 
     fn attempt<T>(
@@ -114,7 +110,7 @@ impl SessionCtx {
         mut op: impl FnMut(&Session, &SystemRandom, &mut Option<ObjectHandle>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         match self.attempt(&mut op) {
-            Err(e) if lost(&e) => {
+            Err(e) if e.session_lost() => {
                 tracing::warn!(error = %e, "HSM session lost; re-opening and logging in");
                 self.reset_after_loss();
                 self.attempt(&mut op)
@@ -192,7 +188,7 @@ impl SessionCtx {
             CryptoKey::Copy(copy) => self.attempt(&mut |s, rng, _| op(s, rng, &copy.info)),
         };
         match result {
-            Err(e) if lost(&e) => {
+            Err(e) if e.session_lost() => {
                 tracing::warn!(error = %e, "HSM session lost; re-opening and logging in");
                 self.reset_after_loss();
                 Attempt::SessionLost(e)
@@ -216,7 +212,7 @@ impl SessionCtx {
             .entry(key_id)
             .map(|key| self.run_with_key(&key, &mut op));
         match first {
-            Ok(Attempt::Done(Err(e))) | Err(e) if stale(&e) => {
+            Ok(Attempt::Done(Err(e))) | Err(e) if e.handle_stale() => {
                 tracing::info!(
                     key_id,
                     "cached key handle is stale; looking the key up again"
@@ -243,6 +239,64 @@ impl SessionCtx {
             // one from the token object just found.
             Attempt::CopyDead => self.with_session(|s, rng| op(s, rng, &key.token)),
         }
+    }
+
+    /// Run `op` on this thread's session with the unwrapped objects of the
+    /// wrapped customer master keys `keys` (in order), unwrapping on a cache
+    /// miss. A handle that turns out stale or dead (its keeper session was
+    /// replaced) is forgotten, the key unwrapped again and `op` retried once;
+    /// so is a lost session (re-opened first).
+    pub fn with_unwrapped<T, const N: usize>(
+        &mut self,
+        keys: [WrappedKeyRef<'_>; N],
+        mut op: impl FnMut(&Session, &SystemRandom, [ObjectHandle; N]) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let keeper = Arc::clone(self.unwrapped.keeper());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let objects = keys
+                .iter()
+                .map(|k| self.unwrapped.get(*k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let result = {
+                // Held while `op` uses the handles: the keeper session (and
+                // with it the objects) cannot be replaced meanwhile. Nothing
+                // here may touch the keeper; a re-open happens below.
+                let held = keeper.hold();
+                let handles = objects
+                    .iter()
+                    .map(|o| o.alive_under(&held))
+                    .collect::<Option<Vec<_>>>()
+                    .and_then(|h| <[ObjectHandle; N]>::try_from(h).ok());
+                match handles {
+                    Some(handles) => Some(self.attempt(&mut |s, rng, _| op(s, rng, handles))),
+                    None => None,
+                }
+            };
+            let retry = match &result {
+                None => true,
+                Some(Err(e)) if e.session_lost() => {
+                    tracing::warn!(error = %e, "HSM session lost; re-opening and logging in");
+                    self.reset_after_loss();
+                    true
+                }
+                Some(Err(e)) if e.handle_stale() => true,
+                Some(_) => false,
+            };
+            if retry && attempt < 2 {
+                for (key, object) in keys.iter().zip(&objects) {
+                    self.unwrapped.forget(*key, object);
+                }
+                continue;
+            }
+            return result.unwrap_or(Err(Error::SessionUnavailable));
+        }
+    }
+
+    /// Destroy the unwrapped keys idle for longer than the cache allows.
+    pub fn sweep_unwrapped(&mut self) -> usize {
+        self.unwrapped.sweep(Instant::now())
     }
 
     /// Run `op` with this session's health-check key (created on first use
@@ -288,6 +342,8 @@ struct Job {
 pub struct Pool {
     tx: flume::Sender<Job>,
     sessions: usize,
+    /// For the metrics sampler; jobs reach it through their [`SessionCtx`].
+    unwrapped: Arc<UnwrappedKeys>,
     /// Sessions running a job now (for the metrics sampler; two relaxed
     /// atomic ops per job).
     busy: Arc<AtomicUsize>,
@@ -328,8 +384,20 @@ impl Pool {
         sessions: usize,
         keys: KeyCacheOptions,
     ) -> Result<(Self, PoolThreads), Error> {
+        Self::start_with(hsm, sessions, keys, UnwrappedKeyOptions::default())
+    }
+
+    /// [`Pool::start`] with explicit bounds for the unwrapped-key cache
+    /// (whose keeper session is opened now too).
+    pub fn start_with(
+        hsm: Arc<Hsm>,
+        sessions: usize,
+        keys: KeyCacheOptions,
+        unwrapped: UnwrappedKeyOptions,
+    ) -> Result<(Self, PoolThreads), Error> {
         let (tx, rx) = flume::bounded::<Job>(sessions.max(1) * QUEUE_PER_SESSION);
         let keys = Arc::new(KeyCache::new(&hsm, keys)?);
+        let unwrapped = Arc::new(UnwrappedKeys::new(&hsm, unwrapped)?);
         let busy = Arc::new(AtomicUsize::new(0));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), Error>>();
         let mut threads = Vec::with_capacity(sessions);
@@ -337,7 +405,8 @@ impl Pool {
             let rx = rx.clone();
             let busy = Arc::clone(&busy);
             let ready = ready_tx.clone();
-            let mut ctx = SessionCtx::new(Arc::clone(&hsm), Arc::clone(&keys));
+            let mut ctx =
+                SessionCtx::new(Arc::clone(&hsm), Arc::clone(&keys), Arc::clone(&unwrapped));
             let spawned = std::thread::Builder::new()
                 .name(format!("hsm-session-{i}"))
                 .spawn(move || {
@@ -358,7 +427,12 @@ impl Pool {
             }
         }
         drop(ready_tx);
-        let pool = Self { tx, sessions, busy };
+        let pool = Self {
+            tx,
+            sessions,
+            unwrapped,
+            busy,
+        };
         for _ in 0..sessions {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -387,6 +461,17 @@ impl Pool {
     /// Sessions running a job.
     pub fn busy(&self) -> usize {
         self.busy.load(Ordering::Relaxed)
+    }
+
+    /// Unwrapped customer master keys held by this process.
+    pub fn unwrapped_keys(&self) -> usize {
+        self.unwrapped.len()
+    }
+
+    /// Destroy the unwrapped keys idle for too long, on a session thread
+    /// (HSM calls); returns how many.
+    pub async fn sweep_unwrapped(&self) -> Result<usize, Error> {
+        self.run(None, |ctx| Ok(ctx.sweep_unwrapped())).await
     }
 
     fn job<T, F>(deadline: Option<Instant>, op: F) -> (Job, oneshot::Receiver<Result<T, Error>>)

@@ -85,7 +85,7 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-fn deadline_of<T>(req: &Request<T>) -> Option<Instant> {
+pub(crate) fn deadline_of<T>(req: &Request<T>) -> Option<Instant> {
     let timeout = req
         .metadata()
         .get("grpc-timeout")
@@ -143,7 +143,7 @@ fn check_key_for(
 }
 
 /// Log the failure once (here) and turn it into the wire status.
-fn reply<T>(result: Result<T, Error>) -> Result<Response<T>, Status> {
+pub(crate) fn reply<T>(result: Result<T, Error>) -> Result<Response<T>, Status> {
     match result {
         Ok(v) => Ok(Response::new(v)),
         Err(e) => {
@@ -160,7 +160,7 @@ fn reply<T>(result: Result<T, Error>) -> Result<Response<T>, Status> {
 /// Best-effort wipe of a request buffer we hold the only reference to. prost
 /// may slice request fields out of a shared receive buffer, in which case the
 /// wipe is skipped (the buffer is freed, not kept).
-fn wipe(buf: Bytes) {
+pub(crate) fn wipe(buf: Bytes) {
     if let Ok(mut owned) = buf.try_into_mut() {
         owned.as_mut().zeroize();
     }

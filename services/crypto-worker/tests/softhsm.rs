@@ -424,6 +424,7 @@ mod child {
             key_revalidate: Duration::from_secs(1),
             drain_delay: Duration::from_secs(2),
             grpc_tls: None,
+            domain_key_label: hsm::DEFAULT_DOMAIN_KEY_LABEL.into(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -702,7 +703,11 @@ mod child {
         );
         assert!(h.checked_age_ms < 5_000, "{h:?}");
         let mut hc = HealthClient::new(channel.clone());
-        for service in ["", "keymesh.crypto.v1.CryptoWorker"] {
+        for service in [
+            "",
+            "keymesh.crypto.v1.CryptoWorker",
+            "keymesh.crypto.v1.KeyVault",
+        ] {
             let r = hc
                 .check(HealthCheckRequest {
                     service: service.into(),

@@ -1,0 +1,250 @@
+//! `account ...`: Huawei-API accounts in the durable store.
+//!
+//! An account is an AK/SK pair bound to one project and one user, with a
+//! role. The edge needs the SK in clear to verify SDK-HMAC-SHA256 signatures,
+//! so the store keeps it; this tool prints it exactly once, from `account
+//! create` (the operator hands it to the client, as with `credential
+//! create`). `account list` never shows secrets.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Subcommand, ValueEnum};
+use keymesh_huawei_auth::sdk_hmac::generate_credentials;
+use keymesh_store::{Account, Role, StoreError};
+
+/// `--role`: Huawei's "KMS CMKFullAccess" or "KMS ReadOnlyAccess".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Full,
+    Readonly,
+}
+
+impl RoleArg {
+    pub fn store(self) -> Role {
+        match self {
+            Self::Full => Role::Full,
+            Self::Readonly => Role::ReadOnly,
+        }
+    }
+
+    pub fn token(self) -> keymesh_huawei_auth::token::Role {
+        match self {
+            Self::Full => keymesh_huawei_auth::token::Role::Full,
+            Self::Readonly => keymesh_huawei_auth::token::Role::ReadOnly,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// New AK/SK for USER in PROJECT; prints the secret key (only time it is shown).
+    Create {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long, value_enum, default_value_t = RoleArg::Full)]
+        role: RoleArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Access keys, projects, users and roles (never secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an account; its signatures stop verifying at once.
+    Delete {
+        #[arg(long)]
+        access_key: String,
+    },
+}
+
+/// Project ids are path segments; Huawei's are 32 hex digits.
+pub fn valid_project_id(p: &str) -> bool {
+    (1..=64).contains(&p.len())
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// User ids are grant principals: `^[a-zA-Z0-9]{1,64}$`.
+pub fn valid_user_id(u: &str) -> bool {
+    (1..=64).contains(&u.len()) && u.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+pub fn check_ids(project: Option<&str>, user: &str) -> anyhow::Result<()> {
+    if let Some(p) = project
+        && !valid_project_id(p)
+    {
+        anyhow::bail!("invalid --project {p:?}: 1 to 64 characters of a-zA-Z0-9-_");
+    }
+    if !valid_user_id(user) {
+        anyhow::bail!("invalid --user {user:?}: 1 to 64 characters of a-zA-Z0-9");
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// The store calls are async; one CLI command needs one short-lived runtime.
+fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(fut)
+}
+
+async fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn keymesh_store::Store>> {
+    keymesh_store::open(url)
+        .await
+        .map_err(|e| anyhow::Error::new(e).context("cannot open the store"))
+}
+
+pub fn run(store_url: Option<&str>, cmd: AccountCommand) -> anyhow::Result<()> {
+    let url =
+        store_url.ok_or_else(|| anyhow::anyhow!("--store-url / KEYMESH_STORE_URL is required"))?;
+    match cmd {
+        AccountCommand::Create {
+            project,
+            user,
+            role,
+            json,
+        } => block_on(create(url, &project, &user, role.store(), json)),
+        AccountCommand::List { json } => block_on(list(url, json)),
+        AccountCommand::Delete { access_key } => block_on(delete(url, &access_key)),
+    }
+}
+
+async fn create(
+    url: &str,
+    project: &str,
+    user: &str,
+    role: Role,
+    json: bool,
+) -> anyhow::Result<()> {
+    check_ids(Some(project), user)?;
+    let store = open(url).await?;
+    let (access_key, secret_key) = generate_credentials()?;
+    let account = Account {
+        access_key,
+        secret_key,
+        project_id: project.to_owned(),
+        user_id: user.to_owned(),
+        role,
+        created_ms: now_ms(),
+    };
+    store.create_account(&account).await.map_err(|e| match e {
+        StoreError::Conflict(_) => {
+            anyhow::anyhow!("access key {} exists; run again", account.access_key)
+        }
+        e => anyhow::Error::new(e).context("cannot create the account"),
+    })?;
+    // The one secret this command prints: the operator hands it to the client.
+    if json {
+        let out = serde_json::json!({
+            "access_key": account.access_key,
+            "secret_key": account.secret_key.as_str(),
+            "project_id": account.project_id,
+            "user_id": account.user_id,
+            "role": account.role.as_str(),
+            "created_at": rfc3339(account.created_ms),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("access_key: {}", account.access_key);
+        println!("secret_key: {}", account.secret_key.as_str());
+        println!("project_id: {}", account.project_id);
+        println!("user_id:    {}", account.user_id);
+        println!("role:       {}", account.role.as_str());
+    }
+    Ok(())
+}
+
+async fn list(url: &str, json: bool) -> anyhow::Result<()> {
+    let store = open(url).await?;
+    let accounts = store.list_accounts().await?;
+    if json {
+        let out: Vec<_> = accounts
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "access_key": a.access_key,
+                    "project_id": a.project_id,
+                    "user_id": a.user_id,
+                    "role": a.role.as_str(),
+                    "created_at": rfc3339(a.created_ms),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20}  {:<32}  {:<20}  {:<8}  CREATED_AT",
+        "ACCESS_KEY", "PROJECT_ID", "USER_ID", "ROLE"
+    );
+    for a in &accounts {
+        println!(
+            "{:<20}  {:<32}  {:<20}  {:<8}  {}",
+            a.access_key,
+            a.project_id,
+            a.user_id,
+            a.role.as_str(),
+            rfc3339(a.created_ms)
+        );
+    }
+    Ok(())
+}
+
+async fn delete(url: &str, access_key: &str) -> anyhow::Result<()> {
+    let store = open(url).await?;
+    store
+        .delete_account(access_key)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => anyhow::anyhow!("no account with access key {access_key}"),
+            e => anyhow::Error::new(e).context("cannot delete the account"),
+        })?;
+    println!("deleted {access_key}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(valid_project_id("0123456789abcdef0123456789abcdef"));
+        assert!(valid_project_id("demo-project_1"));
+        assert!(!valid_project_id(""));
+        assert!(!valid_project_id("a/b"));
+        assert!(!valid_project_id(&"a".repeat(65)));
+        assert!(valid_user_id("user1"));
+        assert!(!valid_user_id("user-1"));
+        assert!(!valid_user_id(""));
+        assert!(check_ids(None, "u").is_ok());
+        assert!(check_ids(Some("p p"), "u").is_err());
+    }
+
+    #[test]
+    fn timestamps_render_as_rfc3339() {
+        assert_eq!(rfc3339(1_704_110_400_123), "2024-01-01T12:00:00.123Z");
+    }
+}

@@ -1,0 +1,936 @@
+//! KeyVault against a real SoftHSM2 token, over real gRPC: customer master
+//! keys wrapped under an HSM domain key, served by any worker.
+//!
+//! Same setup as `softhsm.rs`: the test re-runs its own binary as a child
+//! process with `SOFTHSM2_CONF` pointing at a fresh token directory (a
+//! process may initialise the module only once, and tests never change their
+//! own environment).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CHILD_ENV: &str = "KEYMESH_WORKER_VAULT_CHILD";
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+#[test]
+fn vault_suite() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        child::run();
+        return;
+    }
+    if !Path::new(MODULE).exists() {
+        eprintln!("SKIPPED: {MODULE} not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "vault_suite", "--nocapture", "--test-threads=1"])
+        .env("SOFTHSM2_CONF", &conf)
+        .env(CHILD_ENV, dir.path())
+        .output()
+        .unwrap();
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "KeyVault suite failed in the child process"
+    );
+}
+
+mod child {
+    use super::*;
+
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+    use cryptoki::session::Session;
+    use der::Decode as _;
+    use keymesh_common::Secret;
+    use keymesh_crypto_worker::hsm::{self, Hsm};
+    use keymesh_crypto_worker::key_cache::KeyCacheOptions;
+    use keymesh_crypto_worker::pool::Pool;
+    use keymesh_crypto_worker::wrapped::{UnwrappedKeyOptions, WrappedKeyRef};
+    use keymesh_crypto_worker::{Config, aead};
+    use keymesh_proto::crypto::v1::key_vault_client::KeyVaultClient;
+    use keymesh_proto::crypto::v1::{
+        ErrorInfo, ErrorReason, GenerateDataKeyPairRequest, GenerateDataKeyRequest,
+        GenerateKeyRequest, GenerateRandomRequest, KeyPairSpec, ReEncryptRequest, Sealed,
+        VaultDecryptRequest, VaultEncryptRequest, WrappedKey,
+    };
+    use prost::Message as _;
+    use ring::signature::{self, KeyPair as _};
+    use tonic::Code;
+    use tonic::transport::Channel;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+    const LABEL: &str = "keymesh";
+    const DOMAIN: &str = hsm::DEFAULT_DOMAIN_KEY_LABEL;
+    const OTHER_DOMAIN: &str = "keymesh-domain-other";
+
+    type Client = KeyVaultClient<Channel>;
+
+    fn pin() -> Secret {
+        Secret::new("1234".into())
+    }
+
+    fn reason(status: &tonic::Status) -> ErrorReason {
+        let info = ErrorInfo::decode(status.details()).unwrap();
+        ErrorReason::try_from(info.reason).unwrap()
+    }
+
+    #[track_caller]
+    fn expect_err(r: Result<impl std::fmt::Debug, tonic::Status>, code: Code, why: ErrorReason) {
+        let status = r.expect_err("expected an error");
+        assert_eq!((status.code(), reason(&status)), (code, why), "{status:?}");
+    }
+
+    pub fn run() {
+        let dir = PathBuf::from(std::env::var_os(CHILD_ENV).unwrap());
+        let ctx = hsm::load_module(Path::new(MODULE)).unwrap();
+        hsm::init_token(&ctx, LABEL, &pin(), &pin(), false).unwrap();
+        let admin = Hsm::open(ctx.clone(), LABEL, pin()).unwrap();
+        let session = admin.open_session().unwrap();
+        let domain = hsm::generate_domain_key(&session, DOMAIN).unwrap();
+        hsm::generate_domain_key(&session, OTHER_DOMAIN).unwrap();
+        // A customer key is no wrapping key.
+        hsm::generate_aes_256(&session, "customer-key", true, true).unwrap();
+        domain_key_attributes(&session, domain);
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (first, stop_first, first_server) = start_worker(ctx.clone(), &dir, "w1").await;
+            let (second, stop_second, second_server) = start_worker(ctx.clone(), &dir, "w2").await;
+            let mut c = KeyVaultClient::new(first.clone());
+            let mut c2 = KeyVaultClient::new(second.clone());
+
+            health(&first).await;
+            round_trips(&mut c, &mut c2, &session).await;
+            errors(&mut c).await;
+            re_encrypt(&mut c, &mut c2).await;
+            data_keys(&mut c, &mut c2).await;
+            data_key_pairs(&mut c, &session).await;
+            random(&mut c).await;
+            cache_bounds(&admin, &session).await;
+
+            drop((c, c2, first, second));
+            for (stop, server) in [(stop_first, first_server), (stop_second, second_server)] {
+                stop.send(()).unwrap();
+                tokio::time::timeout(Duration::from_secs(10), server)
+                    .await
+                    .expect("worker did not drain")
+                    .unwrap()
+                    .unwrap();
+            }
+        });
+        // Every unwrapped key died with its worker's keeper session.
+        assert!(vault_objects(&session, ObjectClass::SECRET_KEY).is_empty());
+    }
+
+    fn bool_attr(s: &Session, h: ObjectHandle, t: AttributeType) -> bool {
+        match s.get_attributes(h, &[t]).unwrap().as_slice() {
+            [
+                Attribute::Token(b)
+                | Attribute::Sensitive(b)
+                | Attribute::Extractable(b)
+                | Attribute::Encrypt(b)
+                | Attribute::Decrypt(b)
+                | Attribute::Wrap(b)
+                | Attribute::Unwrap(b),
+            ] => *b,
+            other => panic!("unexpected attributes {other:?}"),
+        }
+    }
+
+    fn domain_key_attributes(s: &Session, h: ObjectHandle) {
+        assert!(bool_attr(s, h, AttributeType::Token));
+        assert!(bool_attr(s, h, AttributeType::Sensitive));
+        assert!(!bool_attr(s, h, AttributeType::Extractable));
+        assert!(bool_attr(s, h, AttributeType::Wrap));
+        assert!(bool_attr(s, h, AttributeType::Unwrap));
+        assert!(!bool_attr(s, h, AttributeType::Encrypt));
+        assert!(!bool_attr(s, h, AttributeType::Decrypt));
+        assert_eq!(hsm::find_domain_key(s, DOMAIN).unwrap(), h);
+    }
+
+    /// The workers' session objects of class `class` (unwrapped keys, or
+    /// leftovers of generation), visible to every session of this process.
+    fn vault_objects(s: &Session, class: ObjectClass) -> Vec<ObjectHandle> {
+        s.find_objects(&[
+            Attribute::Class(class),
+            Attribute::Token(false),
+            Attribute::Label(hsm::VAULT_KEY_LABEL.as_bytes().to_vec()),
+        ])
+        .unwrap()
+    }
+
+    async fn start_worker(
+        ctx: cryptoki::context::Pkcs11,
+        dir: &Path,
+        id: &str,
+    ) -> (
+        Channel,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            addr_file: None,
+            worker_id: id.into(),
+            pkcs11_module: MODULE.into(),
+            token_label: LABEL.into(),
+            pin: pin(),
+            sessions: 2,
+            key_status_file: Some(dir.join(format!("{id}-key-status.json"))),
+            health_interval: Duration::from_secs(1),
+            session_key_copies: true,
+            key_revalidate: Duration::from_secs(1),
+            drain_delay: Duration::ZERO,
+            grpc_tls: None,
+            domain_key_label: DOMAIN.into(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(keymesh_crypto_worker::serve_with_module(
+            config,
+            ctx,
+            listener,
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        (connect(addr).await, stop_tx, server)
+    }
+
+    async fn connect(addr: SocketAddr) -> Channel {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+            {
+                Ok(ch) => return ch,
+                Err(e) => {
+                    assert!(Instant::now() < until, "cannot connect: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    async fn health(channel: &Channel) {
+        let mut hc = HealthClient::new(channel.clone());
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = hc
+                .check(HealthCheckRequest {
+                    service: "keymesh.crypto.v1.KeyVault".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if r.status == ServingStatus::Serving as i32 {
+                break;
+            }
+            assert!(Instant::now() < until, "KeyVault never SERVING");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn generate(c: &mut Client, wrapping_key: &str) -> WrappedKey {
+        c.generate_key(GenerateKeyRequest {
+            wrapping_key: wrapping_key.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap()
+    }
+
+    async fn encrypt(c: &mut Client, key: &WrappedKey, pt: &[u8], aad: &[u8]) -> Sealed {
+        c.encrypt(VaultEncryptRequest {
+            key: Some(key.clone()),
+            plaintext: pt.to_vec().into(),
+            aad: aad.to_vec().into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sealed
+        .unwrap()
+    }
+
+    fn decrypt_req(key: &WrappedKey, sealed: &Sealed, aad: &[u8]) -> VaultDecryptRequest {
+        VaultDecryptRequest {
+            key: Some(key.clone()),
+            sealed: Some(sealed.clone()),
+            aad: aad.to_vec().into(),
+        }
+    }
+
+    async fn decrypt(c: &mut Client, key: &WrappedKey, sealed: &Sealed, aad: &[u8]) -> Vec<u8> {
+        c.decrypt(decrypt_req(key, sealed, aad))
+            .await
+            .unwrap()
+            .into_inner()
+            .plaintext
+            .to_vec()
+    }
+
+    /// Generate → encrypt → decrypt, on both workers; keys are distinct and
+    /// independent; what the unwrapped objects look like.
+    async fn round_trips(c: &mut Client, c2: &mut Client, session: &Session) {
+        let k1 = generate(c, "").await;
+        assert_eq!(k1.wrapping_key, DOMAIN);
+        assert_eq!(k1.wrapped.len(), 40);
+        let k2 = generate(c, DOMAIN).await;
+        assert_ne!(k1.wrapped, k2.wrapped);
+        let k3 = generate(c, OTHER_DOMAIN).await;
+        assert_eq!(k3.wrapping_key, OTHER_DOMAIN);
+
+        let sealed = encrypt(c, &k1, b"attack at dawn", b"aad").await;
+        assert_eq!(sealed.iv.len(), 12);
+        assert_eq!(sealed.tag.len(), 16);
+        assert_eq!(sealed.ciphertext.len(), 14);
+        assert_eq!(decrypt(c, &k1, &sealed, b"aad").await, b"attack at dawn");
+        // Any worker serves any key: the second worker has never seen k1.
+        assert_eq!(decrypt(c2, &k1, &sealed, b"aad").await, b"attack at dawn");
+        let back = encrypt(c2, &k1, b"from the second", b"").await;
+        assert_eq!(decrypt(c, &k1, &back, b"").await, b"from the second");
+        // Empty plaintext.
+        let empty = encrypt(c, &k3, b"", b"").await;
+        assert!(empty.ciphertext.is_empty());
+        assert!(decrypt(c, &k3, &empty, b"").await.is_empty());
+        // Fresh IVs.
+        let again = encrypt(c, &k1, b"attack at dawn", b"aad").await;
+        assert_ne!(again.iv, sealed.iv);
+
+        // Two keys from one domain key do not open each other's ciphertexts.
+        expect_err(
+            c.decrypt(decrypt_req(&k2, &sealed, b"aad")).await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidCiphertext,
+        );
+        let sealed2 = encrypt(c, &k2, b"attack at dawn", b"aad").await;
+        expect_err(
+            c.decrypt(decrypt_req(&k1, &sealed2, b"aad")).await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidCiphertext,
+        );
+
+        // The unwrapped keys: session objects that can encrypt and decrypt,
+        // sensitive and not extractable; the generated CMKs (extractable)
+        // are gone.
+        let objects = vault_objects(session, ObjectClass::SECRET_KEY);
+        assert!(!objects.is_empty());
+        for h in objects {
+            assert!(!bool_attr(session, h, AttributeType::Token));
+            assert!(bool_attr(session, h, AttributeType::Sensitive));
+            assert!(!bool_attr(session, h, AttributeType::Extractable));
+            assert!(bool_attr(session, h, AttributeType::Encrypt));
+            assert!(bool_attr(session, h, AttributeType::Decrypt));
+            assert!(!bool_attr(session, h, AttributeType::Wrap));
+            let value = session.get_attributes(h, &[AttributeType::Value]);
+            assert!(
+                !matches!(value.as_deref(), Ok([Attribute::Value(v)]) if !v.is_empty()),
+                "unwrapped key value readable"
+            );
+        }
+    }
+
+    async fn errors(c: &mut Client) {
+        let key = generate(c, "").await;
+        let sealed = encrypt(c, &key, b"secret", b"aad").await;
+
+        // Wrong AAD, tampered ciphertext, tag.
+        expect_err(
+            c.decrypt(decrypt_req(&key, &sealed, b"other")).await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidCiphertext,
+        );
+        let mut tampered = sealed.clone();
+        let mut ct = tampered.ciphertext.to_vec();
+        ct[0] ^= 1;
+        tampered.ciphertext = ct.into();
+        expect_err(
+            c.decrypt(decrypt_req(&key, &tampered, b"aad")).await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidCiphertext,
+        );
+        let bad_tag = Sealed {
+            tag: vec![0; 12].into(),
+            ..sealed.clone()
+        };
+        expect_err(
+            c.decrypt(decrypt_req(&key, &bad_tag, b"aad")).await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidArgument,
+        );
+
+        // Corrupted, truncated or foreign key material.
+        let mut corrupted = key.wrapped.to_vec();
+        corrupted[17] ^= 0x80;
+        let corrupted = WrappedKey {
+            wrapped: corrupted.into(),
+            ..key.clone()
+        };
+        expect_err(
+            c.encrypt(VaultEncryptRequest {
+                key: Some(corrupted.clone()),
+                ..Default::default()
+            })
+            .await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidKeyMaterial,
+        );
+        expect_err(
+            c.decrypt(decrypt_req(&corrupted, &sealed, b"aad")).await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidKeyMaterial,
+        );
+        let truncated = WrappedKey {
+            wrapped: key.wrapped.slice(..32),
+            ..key.clone()
+        };
+        expect_err(
+            c.encrypt(VaultEncryptRequest {
+                key: Some(truncated),
+                ..Default::default()
+            })
+            .await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidKeyMaterial,
+        );
+        let under_other = WrappedKey {
+            wrapping_key: OTHER_DOMAIN.into(),
+            ..key.clone()
+        };
+        expect_err(
+            c.decrypt(decrypt_req(&under_other, &sealed, b"aad")).await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidKeyMaterial,
+        );
+
+        // Missing wrapping key, or a label that names no wrapping key.
+        expect_err(
+            c.generate_key(GenerateKeyRequest {
+                wrapping_key: "no-such-domain-key".into(),
+            })
+            .await,
+            Code::FailedPrecondition,
+            ErrorReason::WrappingKeyMissing,
+        );
+        for label in ["no-such-domain-key", "customer-key"] {
+            let missing = WrappedKey {
+                wrapping_key: label.into(),
+                ..key.clone()
+            };
+            expect_err(
+                c.decrypt(decrypt_req(&missing, &sealed, b"aad")).await,
+                Code::FailedPrecondition,
+                ErrorReason::WrappingKeyMissing,
+            );
+        }
+
+        // Malformed requests.
+        expect_err(
+            c.encrypt(VaultEncryptRequest::default()).await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidArgument,
+        );
+        expect_err(
+            c.encrypt(VaultEncryptRequest {
+                key: Some(WrappedKey {
+                    wrapping_key: String::new(),
+                    ..key.clone()
+                }),
+                ..Default::default()
+            })
+            .await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidArgument,
+        );
+        expect_err(
+            c.decrypt(VaultDecryptRequest {
+                key: Some(key.clone()),
+                ..Default::default()
+            })
+            .await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidArgument,
+        );
+    }
+
+    async fn re_encrypt(c: &mut Client, c2: &mut Client) {
+        let from = generate(c, "").await;
+        let to = generate(c, OTHER_DOMAIN).await;
+        let sealed = encrypt(c, &from, b"move me", b"src").await;
+        let req = ReEncryptRequest {
+            source: Some(from.clone()),
+            sealed: Some(sealed.clone()),
+            source_aad: b"src".to_vec().into(),
+            destination: Some(to.clone()),
+            destination_aad: b"dst".to_vec().into(),
+        };
+        let moved = c2
+            .re_encrypt(req.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .sealed
+            .unwrap();
+        assert_eq!(decrypt(c, &to, &moved, b"dst").await, b"move me");
+        expect_err(
+            c.decrypt(decrypt_req(&from, &moved, b"dst")).await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidCiphertext,
+        );
+        // Same key, new AAD.
+        let same = c
+            .re_encrypt(ReEncryptRequest {
+                destination: Some(from.clone()),
+                ..req.clone()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .sealed
+            .unwrap();
+        assert_eq!(decrypt(c, &from, &same, b"dst").await, b"move me");
+        expect_err(
+            c.re_encrypt(ReEncryptRequest {
+                source_aad: b"wrong".to_vec().into(),
+                ..req.clone()
+            })
+            .await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidCiphertext,
+        );
+        expect_err(
+            c.re_encrypt(ReEncryptRequest {
+                destination: None,
+                ..req.clone()
+            })
+            .await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidArgument,
+        );
+        let mut bad = to.wrapped.to_vec();
+        bad[3] ^= 1;
+        expect_err(
+            c.re_encrypt(ReEncryptRequest {
+                destination: Some(WrappedKey {
+                    wrapped: bad.into(),
+                    ..to.clone()
+                }),
+                ..req
+            })
+            .await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidKeyMaterial,
+        );
+    }
+
+    async fn data_keys(c: &mut Client, c2: &mut Client) {
+        let key = generate(c, "").await;
+        for len in [1u32, 16, 32, 64, 1024] {
+            let with = c
+                .generate_data_key(GenerateDataKeyRequest {
+                    key: Some(key.clone()),
+                    length: len,
+                    aad: b"dk".to_vec().into(),
+                    return_plaintext: true,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(with.plaintext.len(), len as usize);
+            let sealed = with.sealed.unwrap();
+            assert_eq!(sealed.ciphertext.len(), len as usize);
+            assert_eq!(
+                decrypt(c2, &key, &sealed, b"dk").await,
+                with.plaintext.as_ref()
+            );
+
+            let without = c
+                .generate_data_key(GenerateDataKeyRequest {
+                    key: Some(key.clone()),
+                    length: len,
+                    aad: Default::default(),
+                    return_plaintext: false,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(without.plaintext.is_empty());
+            let opened = decrypt(c, &key, &without.sealed.unwrap(), b"").await;
+            assert_eq!(opened.len(), len as usize);
+        }
+        let a = c
+            .generate_data_key(GenerateDataKeyRequest {
+                key: Some(key.clone()),
+                length: 32,
+                return_plaintext: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let b = c
+            .generate_data_key(GenerateDataKeyRequest {
+                key: Some(key.clone()),
+                length: 32,
+                return_plaintext: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_ne!(a.plaintext, b.plaintext);
+        for bad in [0u32, 1025, u32::MAX] {
+            expect_err(
+                c.generate_data_key(GenerateDataKeyRequest {
+                    key: Some(key.clone()),
+                    length: bad,
+                    ..Default::default()
+                })
+                .await,
+                Code::InvalidArgument,
+                ErrorReason::InvalidArgument,
+            );
+        }
+    }
+
+    /// An independent parser (the openssl CLI) accepts the private key and
+    /// derives exactly the returned public key from it.
+    fn openssl_check(dir: &Path, private_der: &[u8], public_der: &[u8]) {
+        let key = dir.join("key.der");
+        let public = dir.join("pub.der");
+        std::fs::write(&key, private_der).unwrap();
+        let out = Command::new("openssl")
+            .args(["pkey", "-inform", "DER", "-check", "-noout", "-in"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl pkey -check: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("openssl")
+            .args([
+                "pkey", "-inform", "DER", "-pubout", "-outform", "DER", "-in",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&public)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(std::fs::read(&public).unwrap(), public_der);
+    }
+
+    /// Sign with the PKCS#8 key and verify with the SPKI key (ring has RSA,
+    /// P-256 and P-384).
+    fn ring_check(spec: KeyPairSpec, private_der: &[u8], public_key: &[u8]) {
+        let rng = ring::rand::SystemRandom::new();
+        let msg = b"data key pair";
+        match spec {
+            KeyPairSpec::Rsa2048 | KeyPairSpec::Rsa3072 | KeyPairSpec::Rsa4096 => {
+                let pair = signature::RsaKeyPair::from_pkcs8(private_der).unwrap();
+                assert_eq!(pair.public().as_ref(), public_key);
+                let mut sig = vec![0; pair.public().modulus_len()];
+                pair.sign(&signature::RSA_PKCS1_SHA256, &rng, msg, &mut sig)
+                    .unwrap();
+                signature::UnparsedPublicKey::new(
+                    &signature::RSA_PKCS1_2048_8192_SHA256,
+                    public_key,
+                )
+                .verify(msg, &sig)
+                .unwrap();
+            }
+            KeyPairSpec::EcP256 | KeyPairSpec::EcP384 => {
+                let (signing, verifying) = if spec == KeyPairSpec::EcP256 {
+                    (
+                        &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+                        &signature::ECDSA_P256_SHA256_ASN1,
+                    )
+                } else {
+                    (
+                        &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+                        &signature::ECDSA_P384_SHA384_ASN1,
+                    )
+                };
+                let pair = signature::EcdsaKeyPair::from_pkcs8(signing, private_der, &rng).unwrap();
+                assert_eq!(pair.public_key().as_ref(), public_key);
+                let sig = pair.sign(&rng, msg).unwrap();
+                signature::UnparsedPublicKey::new(verifying, public_key)
+                    .verify(msg, sig.as_ref())
+                    .unwrap();
+            }
+            _ => {}
+        }
+    }
+
+    async fn data_key_pairs(c: &mut Client, session: &Session) {
+        let key = generate(c, "").await;
+        let dir = tempfile::tempdir().unwrap();
+        let specs = [
+            (KeyPairSpec::Rsa2048, "1.2.840.113549.1.1.1", None),
+            (KeyPairSpec::Rsa3072, "1.2.840.113549.1.1.1", None),
+            (KeyPairSpec::Rsa4096, "1.2.840.113549.1.1.1", None),
+            (
+                KeyPairSpec::EcP256,
+                "1.2.840.10045.2.1",
+                Some("1.2.840.10045.3.1.7"),
+            ),
+            (
+                KeyPairSpec::EcP384,
+                "1.2.840.10045.2.1",
+                Some("1.3.132.0.34"),
+            ),
+            (
+                KeyPairSpec::EcP521,
+                "1.2.840.10045.2.1",
+                Some("1.3.132.0.35"),
+            ),
+            (
+                KeyPairSpec::EcSecp256k1,
+                "1.2.840.10045.2.1",
+                Some("1.3.132.0.10"),
+            ),
+        ];
+        for (spec, algorithm, curve) in specs {
+            let started = Instant::now();
+            let pair = c
+                .generate_data_key_pair(GenerateDataKeyPairRequest {
+                    key: Some(key.clone()),
+                    spec: spec as i32,
+                    aad: b"pair".to_vec().into(),
+                    return_plaintext: true,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            eprintln!("{spec:?}: {:?}", started.elapsed());
+
+            let spki = spki::SubjectPublicKeyInfoRef::from_der(&pair.public_key_der).unwrap();
+            assert_eq!(spki.algorithm.oid.to_string(), algorithm, "{spec:?}");
+            let pkcs8 = pkcs8::PrivateKeyInfoRef::from_der(&pair.private_key_der).unwrap();
+            assert_eq!(pkcs8.algorithm, spki.algorithm, "{spec:?}");
+            match curve {
+                Some(curve) => {
+                    let param = spki.algorithm.parameters_oid().unwrap();
+                    assert_eq!(param.to_string(), curve, "{spec:?}");
+                    let ec = sec1::EcPrivateKey::from_der(pkcs8.private_key.as_bytes()).unwrap();
+                    assert_eq!(
+                        ec.public_key,
+                        spki.subject_public_key.as_bytes(),
+                        "{spec:?}"
+                    );
+                }
+                None => {
+                    let rsa = pkcs1::RsaPrivateKey::<der::asn1::UintRef<'_>>::from_der(
+                        pkcs8.private_key.as_bytes(),
+                    )
+                    .unwrap();
+                    let bits = match spec {
+                        KeyPairSpec::Rsa2048 => 2048,
+                        KeyPairSpec::Rsa3072 => 3072,
+                        _ => 4096,
+                    };
+                    assert_eq!(rsa.modulus.as_bytes().len() * 8, bits, "{spec:?}");
+                }
+            }
+            ring_check(
+                spec,
+                &pair.private_key_der,
+                spki.subject_public_key.raw_bytes(),
+            );
+            openssl_check(dir.path(), &pair.private_key_der, &pair.public_key_der);
+
+            // The sealed copy is the same PKCS#8, under the CMK and AAD.
+            let sealed = pair.private_key_sealed.unwrap();
+            assert_eq!(
+                decrypt(c, &key, &sealed, b"pair").await,
+                pair.private_key_der.as_ref()
+            );
+        }
+
+        // Without plaintext: only the sealed private key, matching the public one.
+        let pair = c
+            .generate_data_key_pair(GenerateDataKeyPairRequest {
+                key: Some(key.clone()),
+                spec: KeyPairSpec::EcP256 as i32,
+                aad: Default::default(),
+                return_plaintext: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(pair.private_key_der.is_empty());
+        let private = decrypt(c, &key, &pair.private_key_sealed.unwrap(), b"").await;
+        openssl_check(dir.path(), &private, &pair.public_key_der);
+
+        for bad in [KeyPairSpec::Unspecified as i32, 42] {
+            expect_err(
+                c.generate_data_key_pair(GenerateDataKeyPairRequest {
+                    key: Some(key.clone()),
+                    spec: bad,
+                    ..Default::default()
+                })
+                .await,
+                Code::InvalidArgument,
+                ErrorReason::InvalidArgument,
+            );
+        }
+        let mut bad = key.wrapped.to_vec();
+        bad[39] ^= 1;
+        expect_err(
+            c.generate_data_key_pair(GenerateDataKeyPairRequest {
+                key: Some(WrappedKey {
+                    wrapped: bad.into(),
+                    ..key.clone()
+                }),
+                spec: KeyPairSpec::Rsa4096 as i32,
+                ..Default::default()
+            })
+            .await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidKeyMaterial,
+        );
+        // No key pair halves are left behind on the HSM.
+        assert!(vault_objects(session, ObjectClass::PRIVATE_KEY).is_empty());
+        assert!(vault_objects(session, ObjectClass::PUBLIC_KEY).is_empty());
+    }
+
+    async fn random(c: &mut Client) {
+        for len in [1u32, 32, 1024] {
+            let r = c
+                .generate_random(GenerateRandomRequest { length: len })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(r.random.len(), len as usize);
+        }
+        let a = c
+            .generate_random(GenerateRandomRequest { length: 32 })
+            .await
+            .unwrap()
+            .into_inner();
+        let b = c
+            .generate_random(GenerateRandomRequest { length: 32 })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_ne!(a.random, b.random);
+        for bad in [0u32, 1025] {
+            expect_err(
+                c.generate_random(GenerateRandomRequest { length: bad })
+                    .await,
+                Code::InvalidArgument,
+                ErrorReason::InvalidArgument,
+            );
+        }
+    }
+
+    /// A pool of its own (a fresh cache): bounded, idle keys destroyed, and
+    /// it opens what another pool sealed.
+    async fn cache_bounds(admin: &Hsm, session: &Session) {
+        let hsm = Arc::new(Hsm::open(admin.context().clone(), LABEL, pin()).unwrap());
+        let options = UnwrappedKeyOptions {
+            capacity: 2,
+            idle: Duration::from_millis(200),
+        };
+        let (pool, threads) =
+            Pool::start_with(hsm, 2, KeyCacheOptions::default(), options).unwrap();
+        let before = vault_objects(session, ObjectClass::SECRET_KEY).len();
+
+        let mut keys = Vec::new();
+        for _ in 0..3 {
+            let wrapped = pool
+                .run(None, |ctx| {
+                    ctx.with_session(|s, _| {
+                        keymesh_crypto_worker::wrapped::generate_wrapped(s, DOMAIN)
+                    })
+                })
+                .await
+                .unwrap();
+            keys.push(wrapped);
+        }
+        for (i, wrapped) in keys.iter().enumerate() {
+            let wrapped = wrapped.clone();
+            let sealed = pool
+                .run(None, move |ctx| {
+                    let key = WrappedKeyRef {
+                        wrapping_key: DOMAIN,
+                        wrapped: &wrapped,
+                    };
+                    ctx.with_unwrapped([key], |s, rng, [k]| {
+                        aead::seal(
+                            s,
+                            k,
+                            "k",
+                            rng,
+                            aead::SealRequest {
+                                plaintext: b"bounded",
+                                aad: b"",
+                                integrity_prefix: None,
+                                verify: true,
+                            },
+                        )
+                    })
+                })
+                .await
+                .unwrap();
+            assert_eq!(sealed.ciphertext.len(), 7, "key {i}");
+            assert!(pool.unwrapped_keys() <= 2);
+        }
+        assert_eq!(pool.unwrapped_keys(), 2);
+        assert_eq!(
+            vault_objects(session, ObjectClass::SECRET_KEY).len(),
+            before + 2,
+            "the evicted key's object was not destroyed"
+        );
+
+        // Idle keys are destroyed by the sweep (the worker runs it
+        // periodically; here it is called until the idle time has passed).
+        let until = Instant::now() + Duration::from_secs(10);
+        while pool.unwrapped_keys() > 0 {
+            assert!(Instant::now() < until, "idle keys never swept");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            pool.sweep_unwrapped().await.unwrap();
+        }
+        assert_eq!(
+            vault_objects(session, ObjectClass::SECRET_KEY).len(),
+            before
+        );
+
+        drop(pool);
+        tokio::task::spawn_blocking(move || threads.join())
+            .await
+            .unwrap();
+    }
+}
