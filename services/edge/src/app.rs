@@ -17,13 +17,30 @@ use axum::routing::get;
 use http::{Request, StatusCode};
 use tower::{Service, ServiceBuilder};
 
+use crate::huawei::Huawei;
 use crate::layers;
 use crate::state::AppState;
 
-/// The whole HTTP surface of the main listener: probes first, everything
-/// else is an XKS request.
-pub fn app(state: Arc<AppState>) -> Router {
-    probes(Arc::clone(&state)).fallback_service(xks(state))
+/// The whole HTTP surface of the main listener: probes first, then the
+/// Huawei dialect's paths (`/`, `/v1.0/...`, `/v2/...`) when it is
+/// configured; everything else is an XKS request.
+pub fn app(state: Arc<AppState>, huawei: Option<Arc<Huawei>>) -> Router {
+    let xks = xks(state.clone());
+    let Some(huawei) = huawei else {
+        return probes(state).fallback_service(xks);
+    };
+    let huawei = crate::huawei::layers::service(huawei);
+    let dialects = tower::service_fn(move |req: Request<Body>| {
+        let (mut xks, mut huawei) = (xks.clone(), huawei.clone());
+        async move {
+            if crate::huawei::route::is_huawei_path(req.uri().path()) {
+                huawei.call(req).await
+            } else {
+                xks.call(req).await
+            }
+        }
+    });
+    probes(state).fallback_service(dialects)
 }
 
 /// Probes and metrics. No SigV4 (XKS-80): load balancers and scrapers cannot
@@ -129,7 +146,10 @@ mod tests {
             status(probes(Arc::clone(&state)), "GET", "/readyz").await,
             503
         );
-        assert_eq!(status(app(Arc::clone(&state)), "GET", "/readyz").await, 503);
+        assert_eq!(
+            status(app(Arc::clone(&state), None), "GET", "/readyz").await,
+            503
+        );
         // The probe router has no fallback: an XKS path is a bare 404 from
         // the router, not an XKS answer (which would be JSON).
         let xks_path = "/kms/xks/v1/keys/k/metadata";
@@ -147,7 +167,7 @@ mod tests {
             .uri(xks_path)
             .body(Body::empty())
             .unwrap();
-        let r = app(state).oneshot(req).await.unwrap();
+        let r = app(state, None).oneshot(req).await.unwrap();
         assert_eq!(
             r.headers().get(http::header::CONTENT_TYPE).unwrap(),
             "application/json"

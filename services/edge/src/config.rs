@@ -80,6 +80,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Mutual TLS to workers and limiters; absent = plaintext gRPC.
     pub grpc_tls: Option<GrpcTlsConfig>,
+    /// The Huawei-compatible KMS dialect; absent = XKS only.
+    pub huawei: Option<crate::huawei::config::HuaweiConfig>,
 }
 
 /// The edge's mesh identity for gRPC to workers and limiters (all files
@@ -174,6 +176,13 @@ impl Config {
                 rebase(p);
             }
         }
+        if let Some(p) = cfg
+            .huawei
+            .as_mut()
+            .and_then(|h| h.token_public_key_file.as_mut())
+        {
+            rebase(p);
+        }
         if let Some(g) = cfg.grpc_tls.as_mut() {
             rebase(&mut g.cert_file);
             rebase(&mut g.key_file);
@@ -185,6 +194,9 @@ impl Config {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut errors = Vec::new();
+        if let Some(h) = &self.huawei {
+            errors.extend(h.problems());
+        }
         if self.workers.is_empty() {
             errors.push("workers: at least one crypto-worker endpoint is required".to_owned());
         }

@@ -118,9 +118,11 @@ impl XksError {
             }
             ErrorReason::InvalidArgument => Self::Validation("invalid request parameters"),
             ErrorReason::HsmBusy => Self::Throttled,
-            ErrorReason::AmbiguousKey | ErrorReason::HsmFailure | ErrorReason::Unspecified => {
-                Self::Internal
-            }
+            ErrorReason::AmbiguousKey
+            | ErrorReason::HsmFailure
+            | ErrorReason::WrappingKeyMissing
+            | ErrorReason::InvalidKeyMaterial
+            | ErrorReason::Unspecified => Self::Internal,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod config;
 pub mod error;
 pub mod glob;
+pub mod huawei;
 pub mod keystores;
 pub mod layers;
 pub mod limiter;

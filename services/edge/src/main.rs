@@ -6,7 +6,10 @@ use clap::Parser;
 use keymesh_edge::{app, config::Config, server, state::AppState, tls};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "keymesh edge: the AWS XKS proxy front door")]
+#[command(
+    version,
+    about = "keymesh edge: the AWS XKS proxy and Huawei-compatible KMS front door"
+)]
 struct Args {
     /// Edge configuration file (TOML); see deploy/edge.toml.
     #[arg(long, env = "KEYMESH_EDGE_CONFIG", default_value = "edge.toml")]
@@ -42,7 +45,17 @@ async fn main() -> anyhow::Result<()> {
         workers = config.workers.len(),
         "edge listening"
     );
+    let huawei_config = config.huawei.clone();
     let state = AppState::start(config, Some(metrics))?;
+    let huawei = match huawei_config {
+        Some(h) => {
+            let h = keymesh_edge::huawei::Huawei::open(std::sync::Arc::clone(&state), h).await?;
+            keymesh_edge::huawei::purge::spawn(std::sync::Arc::clone(&h));
+            tracing::info!("huawei KMS dialect enabled");
+            Some(h)
+        }
+        None => None,
+    };
     // The admin listener stops only after the main one has drained, so
     // probes keep answering and the last scrape sees the final counts.
     let (drained, admin_stop) = tokio::sync::oneshot::channel::<()>();
@@ -57,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let served = server::serve(
-        app::app(state),
+        app::app(state, huawei),
         listener,
         tls,
         keymesh_common::shutdown::signal(),

@@ -363,6 +363,29 @@ pub(crate) async fn serving(channel: Channel, timeout: Duration) -> bool {
     )
 }
 
+/// How a REST dialect names the failures of [`WorkerPool::call`]: each
+/// dialect has its own wire table, the pool only knows the causes.
+pub trait PoolError {
+    /// No worker is known at all.
+    fn no_worker() -> Self;
+    /// Shed: the chosen worker's queue outlasts the remaining budget.
+    fn shed() -> Self;
+    /// The worker answered with (or the transport produced) this status.
+    fn from_status(status: &tonic::Status) -> Self;
+}
+
+impl PoolError for XksError {
+    fn no_worker() -> Self {
+        Self::Internal
+    }
+    fn shed() -> Self {
+        Self::Throttled
+    }
+    fn from_status(status: &tonic::Status) -> Self {
+        Self::from_worker(status)
+    }
+}
+
 /// A gRPC request with the remaining budget as its deadline and the trace context.
 pub fn grpc<T>(msg: T, deadline: Instant) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
@@ -492,24 +515,25 @@ impl WorkerPool {
     /// the budget, send, and retry once on another worker as `retry` allows.
     /// `send` issues the RPC on a client; `msg` is cloned only when a retry
     /// is possible.
-    pub async fn call<M, T, F, Fut>(
+    pub async fn call<M, T, F, Fut, E>(
         &self,
         operation: &'static str,
         deadline: Instant,
         retry: Retry,
         msg: M,
         mut send: F,
-    ) -> Result<T, XksError>
+    ) -> Result<T, E>
     where
         M: Clone,
-        F: FnMut(CryptoWorkerClient<Channel>, tonic::Request<M>) -> Fut,
+        F: FnMut(Channel, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+        E: PoolError,
     {
         let Some(w) = self.pick(None) else {
             metrics::counter!("keymesh_edge_no_workers_total", "operation" => operation)
                 .increment(1);
             tracing::warn!(operation, "no crypto-worker known");
-            return Err(XksError::Internal);
+            return Err(E::no_worker());
         };
         let now = Instant::now();
         // Shed rule: the chosen worker (the less loaded of two) is expected to
@@ -520,7 +544,7 @@ impl WorkerPool {
         if w.queue_wait(now_us) >= deadline.saturating_duration_since(now) {
             metrics::counter!("keymesh_edge_shed_total", "operation" => operation, "reason" => "queue")
                 .increment(1);
-            return Err(XksError::Throttled);
+            return Err(E::shed());
         }
         let can_retry = self.members.load().len() > 1;
         let mut spare = Some(msg);
@@ -530,10 +554,10 @@ impl WorkerPool {
             spare.take()
         };
         let Some(first) = first else {
-            return Err(XksError::Internal);
+            return Err(E::no_worker());
         };
         let status = match self
-            .attempt(&w, now_us, send(w.client(), grpc(first, deadline)))
+            .attempt(&w, now_us, send(w.channel.clone(), grpc(first, deadline)))
             .await
         {
             Ok(r) => return Ok(r),
@@ -546,18 +570,18 @@ impl WorkerPool {
             };
         let budget = deadline.saturating_duration_since(Instant::now());
         let (true, Some(msg), true) = (allowed, spare, budget > RETRY_FLOOR) else {
-            return Err(XksError::from_worker(&status));
+            return Err(E::from_status(&status));
         };
         let Some(w2) = self.pick(Some(&w)) else {
-            return Err(XksError::from_worker(&status));
+            return Err(E::from_status(&status));
         };
         metrics::counter!("keymesh_edge_worker_retries_total", "operation" => operation)
             .increment(1);
         tracing::debug!(operation, from = %w.endpoint, to = %w2.endpoint, "retrying on another worker");
         let now_us = self.now_us(Instant::now());
-        self.attempt(&w2, now_us, send(w2.client(), grpc(msg, deadline)))
+        self.attempt(&w2, now_us, send(w2.channel.clone(), grpc(msg, deadline)))
             .await
-            .map_err(|s| XksError::from_worker(&s))
+            .map_err(|s| E::from_status(&s))
     }
 
     /// Run one RPC on `w`, keeping its in-flight count and answer rate, and

@@ -27,6 +27,7 @@ use crate::limiter::Decision;
 use crate::policy::{Effect, Subject};
 use crate::state::AppState;
 use crate::workers::Retry;
+use keymesh_proto::crypto::v1::crypto_worker_client::CryptoWorkerClient;
 
 /// The four operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,7 +339,7 @@ async fn metadata(state: &AppState, key_id: &str, deadline: Instant) -> Result<B
             deadline,
             Retry::Idempotent,
             msg,
-            |mut c, r| async move { c.get_key_metadata(r).await },
+            |ch, r| async move { CryptoWorkerClient::new(ch).get_key_metadata(r).await },
         )
         .await?;
     let status = match resp.status() {
@@ -398,7 +399,7 @@ async fn encrypt(
             deadline,
             Retry::IfNeverSent,
             msg,
-            |mut c, r| async move { c.encrypt(r).await },
+            |ch, r| async move { CryptoWorkerClient::new(ch).encrypt(r).await },
         )
         .await?;
     if resp.ciphertext.len() != plaintext.len()
@@ -478,7 +479,7 @@ async fn decrypt(
             deadline,
             Retry::Idempotent,
             msg,
-            |mut c, r| async move { c.decrypt(r).await },
+            |ch, r| async move { CryptoWorkerClient::new(ch).decrypt(r).await },
         )
         .await?;
     let plaintext = Zeroizing::new(B64.encode(&resp.plaintext));

@@ -1,0 +1,300 @@
+//! The Huawei KMS wire errors and the one table that maps every failure to
+//! them. Variants are causes; [`KmsError::wire`] alone decides the HTTP
+//! status, `error_code` and `error_msg` (rows of the published table in
+//! `codes.rs`, plus two gateway codes the table lacks: signature failures
+//! and throttling, answered the way Huawei's API gateway does). Messages are
+//! the published ones: they never carry secrets or internals; the cause is
+//! logged once by the audit line.
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use keymesh_proto::crypto::v1::{ErrorInfo, ErrorReason};
+use keymesh_store::{QuotaKind, StoreError};
+use prost::Message as _;
+
+use super::codes::{self, Code};
+use crate::workers::PoolError;
+
+/// 401 for a missing, malformed, stale or wrong SDK-HMAC-SHA256 signature
+/// (the table has no code for it; Huawei's gateway answers APIGW.0301).
+pub const SIGNATURE: Code = Code {
+    status: 401,
+    code: "APIGW.0301",
+    msg: "Incorrect IAM authentication information.",
+};
+
+/// 429 when over quota (not in the table; Huawei's gateway answers APIGW.0308).
+pub const THROTTLED: Code = Code {
+    status: 429,
+    code: "APIGW.0308",
+    msg: "The throttling threshold has been reached.",
+};
+
+/// Why a KMS request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KmsError {
+    /// A field broke a rule that has its own published code (e.g. KMS.1101
+    /// for `key_alias`, KMS.1401 for `pending_days`): the code is the cause.
+    #[error("invalid field: {}", .0.code)]
+    Invalid(Code),
+    /// 400 KMS.0201: no such path.
+    #[error("unknown path")]
+    UnknownPath,
+    /// 405 KMS.0215: the path exists with another method.
+    #[error("method not allowed (allowed: {0})")]
+    MethodNotAllowed(&'static str),
+    /// 400 KMS.0202: not JSON, not an object, a field of the wrong JSON type
+    /// or a field the operation does not have.
+    #[error("malformed body: {0}")]
+    MalformedJson(&'static str),
+    /// 400 KMS.0203: body above `max_body_bytes`.
+    #[error("body too large")]
+    BodyTooLarge,
+    /// 400 KMS.0204: a required parameter is absent.
+    #[error("missing parameter {0}")]
+    Missing(&'static str),
+    /// 400 KMS.0205: a key id outside the key-id grammar.
+    #[error("invalid key id")]
+    InvalidKeyId,
+    /// 404 KMS.0207: no such key in the caller's project.
+    #[error("key not found")]
+    KeyNotFound,
+    /// 400 KMS.0209.
+    #[error("key disabled")]
+    KeyDisabled,
+    /// 400 KMS.0210.
+    #[error("key pending deletion")]
+    KeyPendingDeletion,
+    /// 400 KMS.0211: forbidden on a service default master key.
+    #[error("default master key")]
+    DefaultKey,
+    /// 400 KMS.1201: enable on a key that is not disabled.
+    #[error("key not disabled")]
+    KeyNotDisabled,
+    /// 400 KMS.1301: the key must be enabled (pending import/activation, or
+    /// disable on a non-enabled key).
+    #[error("key not enabled")]
+    KeyNotEnabled,
+    /// 400 KMS.1402.
+    #[error("key already pending deletion")]
+    AlreadyPendingDeletion,
+    /// 400 KMS.1501.
+    #[error("key not pending deletion")]
+    NotPendingDeletion,
+    /// 400 KMS.1104: the `key_alias` (or alias resource name) is taken.
+    #[error("duplicate alias")]
+    DuplicateAlias,
+    /// A quota would be exceeded (KMS.1105 keys, KMS.2404/2405 grants,
+    /// KMS.0409 tags, KMS.0308 aliases).
+    #[error("quota exceeded: {0:?}")]
+    Quota(QuotaKind),
+    /// 400 KMS.2501: no such grant in the project.
+    #[error("grant not found")]
+    GrantNotFound,
+    /// 400 KMS.2502.
+    #[error("grant belongs to another key")]
+    GrantKeyMismatch,
+    /// 404 KMS.0416: the tag key is not on the key.
+    #[error("tag not found")]
+    TagNotFound,
+    /// 400 KMS.2201 (decrypt-data, re-encrypt) or as the handler maps it:
+    /// the ciphertext does not parse or is not authentic.
+    #[error("ciphertext not authentic")]
+    Ciphertext,
+    /// 403 KMS.0301..0305, KMS.0321: X-Auth-Token problems.
+    #[error("token rejected: {}", .0.code)]
+    Token(Code),
+    /// 401 APIGW.0301: SDK-HMAC-SHA256 missing, malformed, stale or wrong.
+    #[error("signature rejected: {0}")]
+    Signature(&'static str),
+    /// 403 KMS.0306: the caller's project or principal may not do this.
+    #[error("no access")]
+    NoAccess,
+    /// 403 KMS.0307: a read-only account attempted a write.
+    #[error("read-only account")]
+    ReadOnly,
+    /// 400 KMS.0319: key rotation is not served.
+    #[error("rotation not supported")]
+    RotationUnsupported,
+    /// 400 KMS.0340: dedicated key stores are not served.
+    #[error("key stores not supported")]
+    KeystoreUnsupported,
+    /// 429 APIGW.0308: over quota, or the worker pool is saturated.
+    #[error("throttled")]
+    Throttled,
+    /// 503 KMS.0104: the deadline passed waiting on a dependency.
+    #[error("dependency timeout")]
+    Timeout,
+    /// 500 KMS.0102: the store failed.
+    #[error("store error")]
+    Store(#[source] StoreError),
+    /// 500 KMS.0101: an HSM/worker failure.
+    #[error("internal error")]
+    Internal,
+}
+
+impl KmsError {
+    /// The one mapping table: cause → published (status, code, message).
+    pub fn wire(&self) -> Code {
+        use KmsError::*;
+        match self {
+            Invalid(c) | Token(c) => *c,
+            UnknownPath => codes::KMS_0201,
+            MethodNotAllowed(_) => codes::KMS_0215,
+            MalformedJson(_) => codes::KMS_0202,
+            BodyTooLarge => codes::KMS_0203,
+            Missing(_) => codes::KMS_0204,
+            InvalidKeyId => codes::KMS_0205,
+            KeyNotFound => codes::KMS_0207,
+            KeyDisabled => codes::KMS_0209,
+            KeyPendingDeletion => codes::KMS_0210,
+            DefaultKey => codes::KMS_0211,
+            KeyNotDisabled => codes::KMS_1201,
+            KeyNotEnabled => codes::KMS_1301,
+            AlreadyPendingDeletion => codes::KMS_1402,
+            NotPendingDeletion => codes::KMS_1501,
+            DuplicateAlias => codes::KMS_1104,
+            Quota(QuotaKind::Keys) => codes::KMS_1105,
+            Quota(QuotaKind::GrantsPerKey) => codes::KMS_2404,
+            Quota(QuotaKind::GrantsPerProject) => codes::KMS_2405,
+            Quota(QuotaKind::TagsPerKey) => codes::KMS_0409,
+            Quota(QuotaKind::AliasesPerKey) => codes::KMS_0308,
+            GrantNotFound => codes::KMS_2501,
+            GrantKeyMismatch => codes::KMS_2502,
+            TagNotFound => codes::KMS_0416,
+            Ciphertext => codes::KMS_2201,
+            Signature(_) => SIGNATURE,
+            NoAccess => codes::KMS_0306,
+            ReadOnly => codes::KMS_0307,
+            RotationUnsupported => codes::KMS_0319,
+            KeystoreUnsupported => codes::KMS_0340,
+            Throttled => THROTTLED,
+            Timeout => codes::KMS_0104,
+            Store(_) => codes::KMS_0102,
+            Internal => codes::KMS_0101,
+        }
+    }
+
+    /// The flat error body the SDKs check first (§4.1).
+    pub fn body(&self) -> Bytes {
+        let c = self.wire();
+        Bytes::from(serde_json::json!({ "error_code": c.code, "error_msg": c.msg }).to_string())
+    }
+
+    /// The HTTP response (the observe layer adds `X-Request-Id`).
+    pub fn into_response(&self) -> axum::response::Response {
+        let c = self.wire();
+        let mut r = crate::json_response(
+            StatusCode::from_u16(c.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            self.body(),
+        );
+        if let Self::MethodNotAllowed(allow) = self {
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        r.extensions_mut().insert(Failure(c.code));
+        r
+    }
+
+    /// A crypto-worker failure by its machine-readable reason.
+    pub fn from_worker(status: &tonic::Status) -> Self {
+        use tonic::Code as G;
+        match status.code() {
+            G::DeadlineExceeded | G::Cancelled => return Self::Timeout,
+            G::Unavailable | G::Unknown => return Self::Internal,
+            _ => {}
+        }
+        match ErrorInfo::decode(status.details())
+            .map(|i| i.reason())
+            .unwrap_or(ErrorReason::Unspecified)
+        {
+            ErrorReason::InvalidCiphertext => Self::Ciphertext,
+            ErrorReason::HsmBusy => Self::Throttled,
+            ErrorReason::InvalidArgument => Self::Invalid(codes::KMS_0308),
+            _ => Self::Internal,
+        }
+    }
+}
+
+impl From<StoreError> for KmsError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::KeyNotFound,
+            StoreError::Conflict(_) => Self::DuplicateAlias,
+            StoreError::Quota(q) => Self::Quota(q),
+            StoreError::GrantKeyMismatch => Self::GrantKeyMismatch,
+            StoreError::WrongState { current } => super::kms::keys::state_error(current),
+            e => Self::Store(e),
+        }
+    }
+}
+
+impl PoolError for KmsError {
+    fn no_worker() -> Self {
+        Self::Internal
+    }
+    fn shed() -> Self {
+        Self::Throttled
+    }
+    fn from_status(status: &tonic::Status) -> Self {
+        Self::from_worker(status)
+    }
+}
+
+/// The `error_code` of a failed response, for the audit line and metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct Failure(pub &'static str);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// Every row of `codes.rs` is the published CSV row (the file is checked
+    /// against shared/errors when it is reachable, i.e. in a work tree next
+    /// to shared/; the e2e table test checks the wire in every case).
+    #[test]
+    fn codes_match_the_published_table() {
+        let csv = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/errors/huawei-kms-csms.csv");
+        let Ok(text) = std::fs::read_to_string(&csv) else {
+            return;
+        };
+        let mut rows = 0;
+        for line in text.lines().skip(1) {
+            let status: u16 = line[..3].parse().unwrap();
+            let code = line[4..].split(',').next().unwrap();
+            let c = codes::ALL.iter().find(|c| c.code == code).unwrap();
+            assert_eq!(c.status, status, "{code}");
+            assert!(
+                line.contains(c.msg) || line.contains(&format!("\"{}\"", c.msg)),
+                "{code}"
+            );
+            rows += 1;
+        }
+        assert_eq!(rows, codes::ALL.len());
+    }
+
+    #[test]
+    fn every_cause_maps_to_a_published_or_gateway_code() {
+        let causes = [
+            KmsError::UnknownPath,
+            KmsError::MethodNotAllowed("POST"),
+            KmsError::MalformedJson("x"),
+            KmsError::BodyTooLarge,
+            KmsError::Missing("key_id"),
+            KmsError::InvalidKeyId,
+            KmsError::KeyNotFound,
+            KmsError::Timeout,
+            KmsError::Internal,
+        ];
+        for c in causes {
+            let w = c.wire();
+            assert!(codes::ALL.contains(&w), "{}", w.code);
+        }
+        assert_eq!(KmsError::KeyNotFound.wire().status, 404);
+        assert_eq!(KmsError::MethodNotAllowed("POST").wire().status, 405);
+        assert_eq!(KmsError::Throttled.wire().status, 429);
+        assert_eq!(KmsError::Timeout.wire().status, 503);
+    }
+}

@@ -1,0 +1,250 @@
+//! The Huawei request pipeline as tower middleware, outermost first (see
+//! [`service`] for why each step sits where it does). Each step passes the
+//! request on with what it learnt in the request extensions, or answers with
+//! a [`KmsError`]; the wire mapping lives only in `error.rs`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+use tower::{Service, ServiceBuilder};
+use tracing::Instrument;
+
+use super::Huawei;
+use super::auth::Caller;
+use super::error::{Failure, KmsError};
+use super::route::{self, Route, RouteError};
+use crate::layers::{Deadline, RawBody};
+
+/// The Huawei dialect: the tower stack, outermost first, ending in the handler.
+pub fn service(
+    h: Arc<Huawei>,
+) -> impl Service<Request<Body>, Response = Response, Error = Infallible, Future: Send>
++ Clone
++ Send
++ Sync
++ 'static {
+    ServiceBuilder::new()
+        // Outermost: it sees every outcome, so it owns the request id, the
+        // span, the one audit line and the metrics.
+        .layer(from_fn_with_state(Arc::clone(&h), observe))
+        // The total budget covers everything below; past it: 503 KMS.0104.
+        .layer(from_fn_with_state(Arc::clone(&h), deadline))
+        // Unknown path (KMS.0201) and wrong method (KMS.0215) before any work.
+        .layer(from_fn_with_state(Arc::clone(&h), resolve))
+        // Bounded buffering before authentication: the signature covers the
+        // exact body bytes, and nobody unauthenticated may make us buffer more.
+        .layer(from_fn_with_state(Arc::clone(&h), body_limit))
+        .layer(from_fn_with_state(Arc::clone(&h), authenticate))
+        // Quota after authentication, so nobody spends another project's.
+        .layer(from_fn_with_state(Arc::clone(&h), rate_limit))
+        .service_fn(move |req| handler(Arc::clone(&h), req))
+}
+
+/// 16 random bytes as hex: the `X-Request-Id` of one request.
+fn request_id() -> String {
+    use ring::rand::SecureRandom as _;
+    let mut b = [0u8; 16];
+    // The OS CSPRNG does not fail on Linux; an all-zero id is still an id.
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Request id, span, audit line and metrics for every Huawei request.
+async fn observe(State(_): State<Arc<Huawei>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let id = request_id();
+    let routed = route::route(req.method(), req.uri().path());
+    let (operation, project) = match &routed {
+        Ok(r) => (r.op.name(), r.project_id.clone()),
+        Err(_) => ("unknown", String::new()),
+    };
+    let span = tracing::debug_span!("kms", operation, project_id = %project, request_id = %id);
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let latency = start.elapsed();
+    let code = resp.extensions().get::<Failure>().map_or("", |f| f.0);
+    let caller = resp
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.principal())
+        .unwrap_or_default();
+    let key_id = resp
+        .extensions()
+        .get::<AuditKey>()
+        .map(|k| k.0.clone())
+        .unwrap_or_default();
+    let status = resp.status().as_u16();
+    let _entered = span.enter();
+    tracing::info!(
+        target: "keymesh::audit",
+        dialect = "kms",
+        request_id = %id,
+        operation,
+        project_id = %project,
+        caller = %caller,
+        key_id = %key_id,
+        status,
+        error_code = code,
+        latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+    );
+    let outcome = if code.is_empty() { "success" } else { code };
+    metrics::counter!("keymesh_kms_requests_total", "operation" => operation, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("keymesh_kms_request_seconds", "operation" => operation)
+        .record(latency.as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// The key a request addressed, for the audit line (set by handlers).
+#[derive(Debug, Clone)]
+pub struct AuditKey(pub String);
+
+async fn deadline(State(h): State<Arc<Huawei>>, mut req: Request, next: Next) -> Response {
+    let at = Instant::now() + std::time::Duration::from_millis(h.config.deadline_ms);
+    req.extensions_mut().insert(Deadline(at));
+    match tokio::time::timeout_at(at, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => KmsError::Timeout.into_response(),
+    }
+}
+
+async fn resolve(State(_): State<Arc<Huawei>>, mut req: Request, next: Next) -> Response {
+    match route::route(req.method(), req.uri().path()) {
+        Ok(r) => {
+            req.extensions_mut().insert(r);
+            next.run(req).await
+        }
+        Err(RouteError::UnknownPath) => KmsError::UnknownPath.into_response(),
+        Err(RouteError::Method(allow)) => KmsError::MethodNotAllowed(allow).into_response(),
+    }
+}
+
+/// How much of an oversized body is read and discarded so an HTTP/1.1
+/// client still sending sees the answer instead of a reset.
+const DRAIN_CAP: usize = 1 << 20;
+
+async fn body_limit(State(h): State<Arc<Huawei>>, req: Request, next: Next) -> Response {
+    let max = h.config.max_body_bytes;
+    let Some(Deadline(at)) = req.extensions().get::<Deadline>().copied() else {
+        return KmsError::Internal.into_response();
+    };
+    let (mut parts, mut body) = req.into_parts();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    let read = tokio::time::timeout_at(at, async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| ())?;
+            if let Ok(data) = frame.into_data() {
+                seen += data.len();
+                if seen <= max {
+                    buf.extend_from_slice(&data);
+                } else if seen > DRAIN_CAP {
+                    break;
+                }
+            }
+        }
+        Ok::<(), ()>(())
+    })
+    .await;
+    if seen > max {
+        return KmsError::BodyTooLarge.into_response();
+    }
+    match read {
+        Ok(Ok(())) => {}
+        Ok(Err(())) => {
+            return KmsError::MalformedJson("the body could not be read").into_response();
+        }
+        Err(_) => return KmsError::Timeout.into_response(),
+    }
+    parts.extensions.insert(RawBody(buf.freeze()));
+    next.run(Request::from_parts(parts, Body::empty())).await
+}
+
+async fn authenticate(State(h): State<Arc<Huawei>>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let (Some(route), Some(RawBody(raw))) = (
+        parts.extensions.get::<Route>().cloned(),
+        parts.extensions.get::<RawBody>().cloned(),
+    ) else {
+        return KmsError::Internal.into_response();
+    };
+    if route.op.anonymous() {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let caller = match super::auth::authenticate(&h, &parts, &raw, &route).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    if route.op.writes() && caller.role == keymesh_store::Role::ReadOnly {
+        let mut r = KmsError::ReadOnly.into_response();
+        r.extensions_mut().insert(caller);
+        return r;
+    }
+    parts.extensions.insert(caller.clone());
+    let mut resp = next.run(Request::from_parts(parts, body)).await;
+    resp.extensions_mut().insert(caller);
+    resp
+}
+
+async fn rate_limit(State(h): State<Arc<Huawei>>, req: Request, next: Next) -> Response {
+    let (Some(route), Some(Deadline(at))) = (
+        req.extensions().get::<Route>(),
+        req.extensions().get::<Deadline>().copied(),
+    ) else {
+        return KmsError::Internal.into_response();
+    };
+    if !route.op.anonymous() {
+        let tenant = format!("kms:{}", route.project_id);
+        match h.app.limiter.check(&tenant, route.op.name(), at).await {
+            crate::limiter::Decision::Allow => {}
+            crate::limiter::Decision::Throttle { .. } => {
+                return KmsError::Throttled.into_response();
+            }
+            crate::limiter::Decision::Unavailable => return KmsError::Timeout.into_response(),
+        }
+    }
+    next.run(req).await
+}
+
+async fn handler(h: Arc<Huawei>, req: Request) -> Result<Response, Infallible> {
+    let ext = req.extensions();
+    let (Some(route), Some(Deadline(at)), Some(RawBody(body))) = (
+        ext.get::<Route>(),
+        ext.get::<Deadline>().copied(),
+        ext.get::<RawBody>(),
+    ) else {
+        return Ok(KmsError::Internal.into_response());
+    };
+    let caller = ext.get::<Caller>().cloned().unwrap_or_default();
+    let mut audit = None;
+    let query = req.uri().query();
+    let result = super::kms::dispatch(&h, route, &caller, body, query, at, &mut audit).await;
+    let mut resp = match result {
+        Ok(body) => crate::json_response(StatusCode::OK, body),
+        Err(e) => {
+            if let KmsError::Store(cause) = &e {
+                tracing::error!(error = %cause, source = ?std::error::Error::source(cause), "store failure");
+            }
+            e.into_response()
+        }
+    };
+    if let Some(k) = audit {
+        resp.extensions_mut().insert(AuditKey(k));
+    }
+    Ok(resp)
+}
+
+/// A JSON body for a successful answer.
+pub fn ok(v: serde_json::Value) -> Bytes {
+    Bytes::from(v.to_string())
+}

@@ -1,0 +1,113 @@
+//! The Huawei-Cloud-compatible KMS dialect (`/v1.0/{project_id}/kms/...`).
+//!
+//! The edge authenticates (SDK-HMAC-SHA256 or `X-Auth-Token`), validates and
+//! translates; key state lives in the durable store (`keymesh-store`) and
+//! every operation on key material is one `KeyVault` call to a
+//! crypto-worker, where CMKs exist in clear only inside the HSM. The request
+//! pipeline ([`service`]) mirrors the XKS one: observe → deadline → route →
+//! body limit → authenticate → rate limit → handler.
+
+pub mod auth;
+pub mod blob;
+pub mod cache;
+pub mod codes;
+pub mod config;
+pub mod error;
+pub mod json;
+pub mod kms;
+pub mod layers;
+pub mod purge;
+pub mod route;
+pub mod vault;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keymesh_store::{Quotas, Store};
+
+use crate::state::AppState;
+pub use config::HuaweiConfig;
+
+/// Milliseconds since the Unix epoch, from a clock tests can drive.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// Everything a Huawei-dialect request needs, built once in `main`.
+pub struct Huawei {
+    /// Workers, limiter and metrics, shared with the XKS dialect.
+    pub app: Arc<AppState>,
+    pub config: HuaweiConfig,
+    pub quotas: Quotas,
+    pub store: Arc<dyn Store>,
+    pub tokens: Option<keymesh_huawei_auth::token::TokenVerifier>,
+    pub signatures: keymesh_huawei_auth::sdk_hmac::Verifier,
+    pub cache: cache::Cache,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Huawei {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Huawei")
+            .field("config", &self.config)
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+impl Huawei {
+    /// Open the store (running its migrations) and load the token key.
+    pub async fn open(app: Arc<AppState>, config: HuaweiConfig) -> anyhow::Result<Arc<Self>> {
+        let store = keymesh_store::open(&config.store_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("huawei.store_url: {e}"))?;
+        Self::with_store(app, config, store, Arc::new(SystemClock))
+    }
+
+    /// State over an already open store and a given clock (tests).
+    pub fn with_store(
+        app: Arc<AppState>,
+        config: HuaweiConfig,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let tokens = match &config.token_public_key_file {
+            Some(p) => Some(
+                keymesh_huawei_auth::token::TokenVerifier::load(p)
+                    .map_err(|e| anyhow::anyhow!("huawei.token_public_key_file: {e}"))?,
+            ),
+            None => None,
+        };
+        let signatures = keymesh_huawei_auth::sdk_hmac::Verifier {
+            max_skew: Duration::from_secs(config.max_skew_secs),
+        };
+        let cache = cache::Cache::new(Duration::from_millis(config.cache_ttl_ms));
+        Ok(Arc::new(Self {
+            app,
+            quotas: config.quotas.into(),
+            config,
+            store,
+            tokens,
+            signatures,
+            cache,
+            clock,
+        }))
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
