@@ -34,3 +34,98 @@ pub fn spawn(h: Arc<Huawei>) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use keymesh_store::{KeyRecord, KeyState, Material};
+
+    use super::*;
+    use crate::huawei::Clock;
+
+    /// A clock the test moves by hand.
+    #[derive(Debug)]
+    struct Manual(AtomicI64);
+
+    impl Clock for Manual {
+        fn now_ms(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// The background task's step, on a real SQLite store, driven by a
+    /// controllable clock: nothing is destroyed a millisecond early, and at
+    /// the deadline the key and its wrapped material are gone.
+    #[tokio::test]
+    async fn destroys_keys_exactly_when_their_pending_period_ends() {
+        let dir = std::env::temp_dir().join(format!("keymesh-purge-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let keystores = dir.join("keystores.json");
+        std::fs::write(&keystores, br#"{"keystores": []}"#).unwrap();
+        let config: crate::config::Config = toml::from_str(&format!(
+            "workers = [\"http://127.0.0.1:9\"]\nlimiter = \"http://127.0.0.1:9\"\nkeystores_file = {:?}\n",
+            keystores.display().to_string()
+        ))
+        .unwrap();
+        let app = crate::state::AppState::start(config, None).unwrap();
+        let url = format!("sqlite://{}/kms.db", dir.display());
+        let store = keymesh_store::open(&url).await.unwrap();
+        let hw: crate::huawei::HuaweiConfig =
+            toml::from_str(&format!("store_url = {url:?}\n")).unwrap();
+        let due = 1_700_000_000_000;
+        let clock = Arc::new(Manual(AtomicI64::new(due - 1)));
+        let h = Huawei::with_store(app, hw, Arc::clone(&store), clock.clone()).unwrap();
+
+        let key = KeyRecord {
+            key_id: "0d0466b0-e727-4d9c-b35d-f84bb474a37f".into(),
+            project_id: "p1".into(),
+            alias: "doomed".into(),
+            description: String::new(),
+            spec: "AES_256".into(),
+            usage: "ENCRYPT_DECRYPT".into(),
+            origin: "kms".into(),
+            state: KeyState::PendingDeletion,
+            default_key: false,
+            created_ms: due - 7 * 86_400_000,
+            deletion_ms: Some(due),
+            material_version: 1,
+            enterprise_project_id: "0".into(),
+            keystore_id: "0".into(),
+        };
+        let material = Material {
+            key_id: key.key_id.clone(),
+            version: 1,
+            wrapping_key: "keymesh-domain-v1".into(),
+            wrapped: vec![7; 40],
+            created_ms: key.created_ms,
+        };
+        store
+            .create_key(&key, Some(&material), &h.quotas)
+            .await
+            .unwrap();
+
+        assert!(run_once(&h).await.unwrap().is_empty());
+        assert!(
+            store
+                .get_material("p1", &key.key_id, 1)
+                .await
+                .unwrap()
+                .is_some()
+        );
+
+        clock.0.store(due, Ordering::SeqCst);
+        assert_eq!(run_once(&h).await.unwrap(), vec![key.key_id.clone()]);
+        assert!(store.get_key("p1", &key.key_id).await.unwrap().is_none());
+        assert!(
+            store
+                .get_material("p1", &key.key_id, 1)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
