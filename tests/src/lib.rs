@@ -16,6 +16,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod errors;
+pub mod huawei;
+pub mod kms;
 pub mod pki;
 
 use std::collections::HashMap;
@@ -32,6 +34,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 pub use keymesh_xks_client as xks;
 use keymesh_xks_client::{ClientConfig, Credentials, HttpVersion, TlsConfig, XksClient};
+
+pub use huawei::{Huawei, HuaweiAccount, HuaweiStore, TokenSpec};
 
 /// Key usable for encrypt and decrypt.
 pub const KEY_ED: &str = "key-ed";
@@ -444,6 +448,10 @@ pub struct MeshOptions {
     /// gRPC between the edge and the workers/limiters over mutual TLS
     /// (`--grpc-tls-*` and `[grpc_tls]`, certificates in [`Mesh::grpc_pki`]).
     pub grpc_mtls: bool,
+    /// Also serve the Huawei KMS dialect on this store backend: store,
+    /// domain key, token keys, accounts and the edge's `[huawei]` section
+    /// (see [`Mesh::huawei`]). `None` (default) = XKS only.
+    pub huawei: Option<HuaweiStore>,
 }
 
 impl Default for MeshOptions {
@@ -467,6 +475,7 @@ impl Default for MeshOptions {
             extra_env: Vec::new(),
             metrics: false,
             grpc_mtls: false,
+            huawei: None,
         }
     }
 }
@@ -505,6 +514,8 @@ pub struct Mesh {
     workers: Mutex<Vec<Option<Proc>>>,
     edge: Mutex<Option<Proc>>,
     log_counter: Mutex<u32>,
+    /// Set when [`MeshOptions::huawei`] is.
+    huawei: Option<Huawei>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -591,6 +602,7 @@ impl Mesh {
             workers: Mutex::new(Vec::new()),
             edge: Mutex::new(None),
             log_counter: Mutex::new(0),
+            huawei: None,
             opts,
         };
 
@@ -600,6 +612,9 @@ impl Mesh {
         }
         for ks in mesh.opts.keystores.clone() {
             mesh.create_credential(&ks)?;
+        }
+        if let Some(store) = mesh.opts.huawei {
+            mesh.huawei = Some(mesh.setup_huawei(store)?);
         }
 
         if mesh.opts.metrics {
@@ -629,6 +644,13 @@ impl Mesh {
         let (p, a) = mesh.spawn_edge()?;
         mesh.edge_addr = a;
         *mesh.edge.lock().unwrap() = Some(p);
+        if let Some(h) = mesh.huawei.as_mut() {
+            h.endpoint = if mesh.pki.is_some() {
+                format!("https://localhost:{}", a.port())
+            } else {
+                format!("http://{a}")
+            };
+        }
         mesh.wait_ready()?;
         Ok(mesh)
     }
@@ -887,6 +909,9 @@ impl Mesh {
                 g.edge_key.display(),
                 g.ca_cert.display()
             ));
+        }
+        if let Some(h) = &self.huawei {
+            s.push_str(&h.edge_toml());
         }
         s
     }

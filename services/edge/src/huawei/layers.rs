@@ -37,11 +37,13 @@ pub fn service(
         .layer(from_fn_with_state(Arc::clone(&h), observe))
         // The total budget covers everything below; past it: 503 KMS.0104.
         .layer(from_fn_with_state(Arc::clone(&h), deadline))
-        // Unknown path (KMS.0201) and wrong method (KMS.0215) before any work.
-        .layer(from_fn_with_state(Arc::clone(&h), resolve))
-        // Bounded buffering before authentication: the signature covers the
-        // exact body bytes, and nobody unauthenticated may make us buffer more.
+        // Bounded buffering before anything can answer early: the signature
+        // covers the exact body bytes, nobody unauthenticated may make us
+        // buffer more, and an HTTP/1.1 answer sent before the body was read
+        // would cost the client its keep-alive connection.
         .layer(from_fn_with_state(Arc::clone(&h), body_limit))
+        // Unknown path (KMS.0201) and wrong method (KMS.0215).
+        .layer(from_fn_with_state(Arc::clone(&h), resolve))
         .layer(from_fn_with_state(Arc::clone(&h), authenticate))
         // Quota after authentication, so nobody spends another project's.
         .layer(from_fn_with_state(Arc::clone(&h), rate_limit))

@@ -154,12 +154,11 @@ pub enum RouteError {
 
 /// Whether `path` belongs to the Huawei dialects at all (the rest is XKS).
 pub fn is_huawei_path(path: &str) -> bool {
-    path == "/"
-        || path.starts_with("/v1.0/")
+    // One segment is version discovery (`/`, `/v1.0`, `/v9`); XKS paths
+    // always have several.
+    path.starts_with("/v1.0/")
         || path.starts_with("/v2/")
-        || path == "/v1.0"
-        || path == "/v1"
-        || path == "/v2"
+        || !path[1.min(path.len())..].contains('/')
 }
 
 fn decode(seg: &str) -> Option<String> {
@@ -362,5 +361,7 @@ mod tests {
         );
         assert!(is_huawei_path("/v1.0/x/kms/create-key"));
         assert!(!is_huawei_path("/tenant/kms/xks/v1/keys/k/encrypt"));
+        assert!(is_huawei_path("/"));
+        assert!(is_huawei_path("/v9.9"));
     }
 }

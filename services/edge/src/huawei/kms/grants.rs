@@ -219,12 +219,15 @@ async fn remove(c: &Ctx<'_>, key_id: &str, grant_id: &str) -> Result<(), KmsErro
 
 pub async fn revoke(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
     let (id, grant) = grant_ref(c)?;
+    // The key first: a missing key is KMS.0207, not a grant mismatch.
+    super::aliases::project_key(c, &id).await?;
     remove(c, &id, &grant).await?;
     Ok(ok(json!({})))
 }
 
 pub async fn retire(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
     let (id, grant) = grant_ref(c)?;
+    super::aliases::project_key(c, &id).await?;
     let g =
         c.h.store
             .get_grant(&c.caller.project_id, &grant)
