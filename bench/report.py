@@ -18,6 +18,64 @@ def cpu_cols(run):
     return out
 
 
+PROCS = ("edge", "crypto-worker", "rate-limiter", "self")
+
+
+def pooled(group):
+    """One row from several rounds of the same point: throughput and CPU per
+    request pooled (sums of requests, seconds and CPU-seconds), latency
+    percentiles averaged over the rounds."""
+    ok = sum(r["ok"] for r in group)
+    elapsed = sum(r["elapsed_s"] for r in group)
+    cpu = {}
+    for name in PROCS:
+        secs = [c["cpu_seconds"] for r in group for c in r.get("cpu", []) if c["name"] == name]
+        cpu[name] = sum(secs) * 1e6 / ok if secs and ok else None
+    mean = lambda k: sum(r["latency_us"][k] for r in group) / len(group)
+    builds = [r["request_build_us"] for r in group if "request_build_us" in r]
+    return {
+        "rps": ok / elapsed if elapsed else 0.0,
+        "p50": mean("p50"), "p99": mean("p99"),
+        "errors": sum(r["error_count"] for r in group),
+        "cpu": cpu, "total": sum(v for v in cpu.values() if v is not None),
+        "build": sum(builds) / len(builds) if builds else None,
+        "rounds": len(group),
+    }
+
+
+def kms_table(runs):
+    """Huawei KMS runs against XKS Encrypt 32 B at the same concurrency in the
+    same bench run (same edge endpoint)."""
+    closed = [r for r in runs if r["mode"] == "closed"]
+    kms = [r for r in closed if r["op"].startswith("kms-")]
+    if not kms:
+        return
+    sessions = sorted({r["endpoint"] for r in kms}, key=lambda e: [r["endpoint"] for r in runs].index(e))
+    print("### Huawei KMS dialect against XKS Encrypt (closed loop, same processes, same run)\n")
+    print("| operation | size | concurrency | rounds | req/s | p50 µs | p99 µs | errors | CPU µs/req edge | worker | limiter | loadgen | total | total vs XKS Encrypt | build+sign µs (loadgen, alone) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    label = {"encrypt": "XKS Encrypt", "kms-encrypt": "encrypt-data", "kms-datakey": "create-datakey"}
+    for ep in sessions:
+        mine = [r for r in closed if r["endpoint"] == ep]
+        for c in sorted({r["concurrency"] for r in mine if r["op"].startswith("kms-")}):
+            ref_runs = [r for r in mine if r["op"] == "encrypt" and r.get("size") == 32 and r["concurrency"] == c]
+            ref = pooled(ref_runs) if ref_runs else None
+            for op in ("encrypt", "kms-encrypt", "kms-datakey"):
+                group = [r for r in mine if r["op"] == op and r["concurrency"] == c
+                         and (op != "encrypt" or r.get("size") == 32)]
+                if not group:
+                    continue
+                p = pooled(group)
+                size = group[0].get("size")
+                size = f"{size * 8}-bit" if op == "kms-datakey" else f"{size} B"
+                ratio = f'{p["total"] / ref["total"]:.2f}×' if ref and ref["total"] else "-"
+                cpu = [f"{p['cpu'][n]:.1f}" if p["cpu"][n] is not None else "-" for n in PROCS]
+                build = f'{p["build"]:.1f}' if p["build"] is not None else "-"
+                print(f'| {label[op]} | {size} | {c} | {p["rounds"]} | {p["rps"]:.0f} | {p["p50"]:.0f} | {p["p99"]:.0f} | '
+                      f'{p["errors"]} | ' + " | ".join(cpu) + f' | {p["total"]:.1f} | {ratio} | {build} |')
+    print()
+
+
 def main(path):
     runs = [json.loads(line) for line in open(path) if line.strip()]
     raws = [r for r in runs if r["mode"] == "raw-hsm" and r.get("threads") == 1]
@@ -53,6 +111,8 @@ def main(path):
         lat = r["latency_us"]
         print(f'| {r["op"]} | {r.get("size")} | {r["rate"]:.0f} | {r["throughput_rps"]:.0f} | {lat["p50"]} | '
               f'{lat["p99"]} | {lat["p999"]} | {lat["max"]} | {r["error_count"]} |')
+    print()
+    kms_table(runs)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Benchmark matrix for bench/REPORT.md: a throwaway SoftHSM2 token, the three
-# services (release builds) on loopback, keymesh-loadgen runs, one JSON line
-# per run appended to $OUT. Everything lives in a temp dir removed on exit.
+# Benchmark matrix for bench/REPORT.md: a throwaway SoftHSM2 token and SQLite
+# store, the three services (release builds) on loopback, the edge serving
+# both XKS and the Huawei KMS dialect ([huawei]), keymesh-loadgen runs, one
+# JSON line per run appended to $OUT. Everything lives in a temp dir removed
+# on exit.
 #
 #   bench/run.sh [OUT=bench/results.jsonl] [DURATION=10]
 #
-# Env: WORKER_SESSIONS (default 1: SoftHSM2 serialises sessions inside one process), SIZES (default "32 4300"),
-#      CONCURRENCY (default "1 8 32 64"), RATES (open loop, default "1800").
+# Env: SUITE (default "all": the XKS matrix then the KMS comparison; "kms": only the KMS comparison,
+#      ~1 minute of load per round), WORKER_SESSIONS (default 1: SoftHSM2 serialises sessions inside
+#      one process), SIZES (default "32 4300"), CONCURRENCY (default "1 8 32 64"), RATES (open loop,
+#      default "1800"), KMS_CONCURRENCY (default "32"), KMS_ROUNDS (default 1: how many times the
+#      KMS comparison — XKS Encrypt 32 B, encrypt-data 32 B, create-datakey 512-bit — is repeated,
+#      interleaved so that drift on a shared machine hits all three alike), BUILD (default 1; 0 runs
+#      the binaries already in target/release).
 # bench/report.py turns the JSONL into the tables of bench/REPORT.md.
 set -euo pipefail
 
@@ -17,12 +24,20 @@ SESSIONS=${WORKER_SESSIONS:-1}
 SIZES=${SIZES:-"32 4300"}
 CONCURRENCY=${CONCURRENCY:-"1 8 32 64"}
 RATES=${RATES:-"1800"}
+SUITE=${SUITE:-all}
+KMS_CONCURRENCY=${KMS_CONCURRENCY:-"32"}
+KMS_ROUNDS=${KMS_ROUNDS:-1}
+case "$SUITE" in all | kms) ;; *) echo "SUITE must be all or kms" >&2; exit 2 ;; esac
 
-cargo build --release --manifest-path "$ROOT/Cargo.toml" \
-  -p keymesh-edge -p keymesh-crypto-worker -p keymesh-rate-limiter -p keymeshctl -p keymesh-loadgen
+if [ "${BUILD:-1}" = 1 ]; then
+  cargo build --release --manifest-path "$ROOT/Cargo.toml" \
+    -p keymesh-edge -p keymesh-crypto-worker -p keymesh-rate-limiter -p keymeshctl -p keymesh-loadgen
+fi
 BIN=$ROOT/target/release
 
 DIR=$(mktemp -d)
+chmod 700 "$DIR"
+umask 077
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -46,6 +61,12 @@ export TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-1}
 "$BIN/keymeshctl" key create bench-key >/dev/null
 "$BIN/keymeshctl" credential create --uri-path /demo/kms/xks/v1 --console-config "$DIR/console.json" >/dev/null
 
+# The Huawei dialect: SQLite store, the HSM domain (wrapping) key, one full-access account.
+export KEYMESH_STORE_URL=sqlite://$DIR/keymesh.db
+"$BIN/keymeshctl" domain-key init --if-missing >/dev/null
+PROJECT=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+"$BIN/keymeshctl" account create --project "$PROJECT" --user bench --role full --json >"$DIR/account.json"
+
 # Quotas far above what one machine can drive: the limiter is measured, not binding.
 printf '[default]\nrate_per_second = 1000000\nburst = 1000000\n' >"$DIR/quotas.toml"
 
@@ -63,6 +84,9 @@ addr_file = "$DIR/edge.addr"
 workers = ["http://$(cat "$DIR/worker.addr")"]
 limiter = "http://$(cat "$DIR/limiter.addr")"
 keystores_file = "$DIR/keystores.json"
+
+[huawei]
+store_url = "$KEYMESH_STORE_URL"
 EOF
 "$BIN/edge" --config "$DIR/edge.toml" 2>"$DIR/edge.log" &
 PIDS+=($!); EDGE_PID=$!
@@ -72,8 +96,32 @@ COMMON=(--endpoint "http://$(cat "$DIR/edge.addr")" --console-config "$DIR/conso
         --key-id bench-key --pids "$EDGE_PID,$WORKER_PID,$LIMITER_PID")
 LG=$BIN/keymesh-loadgen
 
-# Warm-up (connections, key handle caches), not recorded.
+# The Huawei master key (wrapped under the domain key, in the store).
+KMS_KEY=$("$LG" kms-create-key --endpoint "http://$(cat "$DIR/edge.addr")" --account-file "$DIR/account.json" \
+  --alias bench-1 | sed -E 's/.*"key_id":"([^"]*)".*/\1/')
+KMS=(--key-id "$KMS_KEY" --account-file "$DIR/account.json")
+
+# Warm-up (connections, key handle and store caches), not recorded.
 "$LG" closed --concurrency 4 --duration 2 "${COMMON[@]}" encrypt --size 32 >/dev/null
+"$LG" closed --concurrency 4 --duration 1 "${COMMON[@]}" kms-encrypt --size 32 "${KMS[@]}" >/dev/null
+"$LG" closed --concurrency 4 --duration 1 "${COMMON[@]}" kms-datakey --bits 512 "${KMS[@]}" >/dev/null
+
+# Huawei KMS against XKS Encrypt on the same processes, same run (issue 4 §9:
+# CPU per request within 1.2x of XKS Encrypt 32 B).
+kms_suite() {
+  for _ in $(seq "$KMS_ROUNDS"); do
+    for c in $KMS_CONCURRENCY; do
+      "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" encrypt --size 32 >>"$OUT"
+      "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" kms-encrypt --size 32 "${KMS[@]}" >>"$OUT"
+      "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" kms-datakey --bits 512 "${KMS[@]}" >>"$OUT"
+    done
+  done
+}
+if [ "$SUITE" = kms ]; then
+  kms_suite
+  echo "results appended to $OUT" >&2
+  exit 0
+fi
 
 # The raw SoftHSM2 ceiling, measured in the same run on the same token.
 for size in $SIZES; do
@@ -95,5 +143,6 @@ for c in $CONCURRENCY; do
   "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" health >>"$OUT"
 done
 "$LG" closed --concurrency 32 --duration "$DURATION" "${COMMON[@]}" metadata >>"$OUT"
+kms_suite
 
 echo "results appended to $OUT" >&2

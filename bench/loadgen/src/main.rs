@@ -1,13 +1,18 @@
-//! keymesh-loadgen: load for the XKS edge, and the raw HSM ceiling.
+//! keymesh-loadgen: load for the edge, and the raw HSM ceiling.
 //!
 //! `closed` and `open` drive the edge over plain HTTP/1.1 keep-alive
-//! connections (one per worker), signing every request with SigV4 as KMS
-//! does. `raw-hsm` encrypts straight through PKCS#11 to show what the HSM
+//! connections (one per worker) in either API dialect: XKS operations are
+//! signed with SigV4 as AWS KMS does, Huawei KMS operations (`kms-encrypt`,
+//! `kms-datakey`) with SDK-HMAC-SHA256 as the Huawei SDKs do; every request
+//! is signed afresh. `kms-create-key` makes the Huawei master key the runs
+//! use. `raw-hsm` encrypts straight through PKCS#11 to show what the HSM
 //! alone can do. Each run prints one JSON line on stdout (for scripts and
 //! bench/REPORT.md) and one human-readable line on stderr. Targets must be
 //! loopback and every run is bounded in time.
 
+mod conn;
 mod cpu;
+mod huawei;
 mod raw_hsm;
 mod run;
 mod stats;
@@ -21,8 +26,9 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
 use crate::cpu::CpuSampler;
+use crate::run::{Load, Shared};
 use crate::stats::{Stats, Summary};
-use crate::xks::{OpArgs, Plan, Target, TargetArgs};
+use crate::xks::{Plan, Target, TargetArgs};
 
 /// Longest run accepted, in seconds.
 const MAX_DURATION_S: f64 = 3_600.0;
@@ -50,7 +56,7 @@ enum Mode {
         #[command(flatten)]
         target: TargetArgs,
         #[command(subcommand)]
-        op: OpArgs,
+        op: Op,
     },
     /// Open loop: `rate` requests/s on schedule; latency from intended send time.
     Open {
@@ -65,10 +71,59 @@ enum Mode {
         #[command(flatten)]
         target: TargetArgs,
         #[command(subcommand)]
-        op: OpArgs,
+        op: Op,
     },
+    /// Huawei KMS create-key; prints {"key_id": ...} for the kms-* runs.
+    KmsCreateKey(huawei::CreateKeyArgs),
     /// AES-GCM encrypt loop straight through PKCS#11 (the raw HSM ceiling).
     RawHsm(raw_hsm::RawHsmArgs),
+}
+
+/// The operation under load, in either dialect (one flat list of subcommands).
+#[derive(Debug, Clone, Subcommand)]
+enum Op {
+    #[command(flatten)]
+    Xks(xks::OpArgs),
+    #[command(flatten)]
+    Kms(huawei::OpArgs),
+}
+
+impl Op {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Xks(op) => op.name(),
+            Op::Kms(op) => op.name(),
+        }
+    }
+
+    fn size(&self) -> Option<usize> {
+        match self {
+            Op::Xks(op) => op.size(),
+            Op::Kms(op) => Some(op.size()),
+        }
+    }
+
+    fn dialect(&self) -> &'static str {
+        match self {
+            Op::Xks(_) => "xks",
+            Op::Kms(_) => "huawei-kms",
+        }
+    }
+}
+
+/// Requests built and signed in [`build_cost`].
+const BUILD_COST_SAMPLES: u32 = 5_000;
+
+/// µs to build and sign one request on one thread, measured before the load
+/// starts (on an otherwise idle machine wall time is CPU time). The same
+/// work is inside the loadgen CPU column of the run; this isolates it.
+fn build_cost(shared: &Shared) -> anyhow::Result<f64> {
+    let t0 = std::time::Instant::now();
+    for _ in 0..BUILD_COST_SAMPLES {
+        std::hint::black_box(shared.request()?);
+    }
+    let us = t0.elapsed().as_secs_f64() * 1e6 / f64::from(BUILD_COST_SAMPLES);
+    Ok((us * 100.0).round() / 100.0)
 }
 
 fn check_bounds(duration: f64, concurrency: usize) -> anyhow::Result<Duration> {
@@ -125,18 +180,25 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-async fn xks_run(mode: Mode) -> anyhow::Result<Value> {
+async fn http_run(mode: Mode) -> anyhow::Result<Value> {
     let (target_args, op) = match &mode {
         Mode::Closed { target, op, .. } | Mode::Open { target, op, .. } => (target, op),
-        Mode::RawHsm(_) => anyhow::bail!("not an XKS mode"),
+        Mode::RawHsm(_) | Mode::KmsCreateKey(_) => anyhow::bail!("not a load mode"),
     };
-    let target = Target::resolve(target_args).await?;
-    let plan = Plan::prepare(&target, op).await?;
-    let shared = Arc::new(run::Shared {
-        target,
-        plan,
+    let load = match op {
+        Op::Xks(op) => {
+            let target = Target::resolve(target_args).await?;
+            let plan = Plan::prepare(&target, op).await?;
+            Load::Xks { target, plan }
+        }
+        Op::Kms(op) => Load::Kms(huawei::Kms::prepare(&target_args.endpoint, op).await?),
+    };
+    let shared = Arc::new(Shared {
+        load,
+        timeout: Duration::from_millis(target_args.timeout_ms.max(1)),
         seq: AtomicU64::new(0),
     });
+    let request_build_us = build_cost(&shared)?;
     let sampler = CpuSampler::start(&target_args.pids)?;
     let mut report = match &mode {
         Mode::Closed {
@@ -178,11 +240,13 @@ async fn xks_run(mode: Mode) -> anyhow::Result<Value> {
                 "cpu": sampler.finish(stats.ok),
             })
         }
-        Mode::RawHsm(_) => anyhow::bail!("not an XKS mode"),
+        Mode::RawHsm(_) | Mode::KmsCreateKey(_) => anyhow::bail!("not a load mode"),
     };
     if let Value::Object(m) = &mut report {
         m.insert("op".into(), json!(op.name()));
+        m.insert("dialect".into(), json!(op.dialect()));
         m.insert("size".into(), json!(op.size()));
+        m.insert("request_build_us".into(), json!(request_build_us));
         m.insert("endpoint".into(), json!(target_args.endpoint));
     }
     Ok(report)
@@ -208,10 +272,18 @@ fn main() -> anyhow::Result<()> {
     let report = match cli.mode {
         // PKCS#11 calls block: no async runtime for this mode.
         Mode::RawHsm(args) => raw_hsm_run(&args)?,
+        Mode::KmsCreateKey(args) => {
+            let key_id = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(huawei::create_key(&args))?;
+            println!("{}", json!({ "key_id": key_id }));
+            return Ok(());
+        }
         mode => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(xks_run(mode))?,
+            .block_on(http_run(mode))?,
     };
     println!("{report}");
     eprintln!("{}", human(&report));

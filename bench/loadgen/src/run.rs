@@ -8,14 +8,19 @@
 //! hidden (coordinated omission). Service time (from the actual send) is
 //! reported next to it so the two can be compared.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
 use tokio::time::Instant;
 
+use crate::conn::Conn;
+use crate::huawei::Kms;
 use crate::stats::Stats;
-use crate::xks::{Conn, Plan, Target};
+use crate::xks::{Plan, Target};
 
 /// Open loop: how long past the end of the schedule requests still due may be
 /// sent before the run stops (bounds the run when the server cannot keep up).
@@ -24,16 +29,42 @@ pub const OPEN_DRAIN: Duration = Duration::from_secs(5);
 /// Pause after a failed connect so a dead target does not become a spin loop.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(20);
 
+/// What every request of a run is: one operation in one API dialect.
+pub enum Load {
+    /// AWS XKS proxy API, SigV4.
+    Xks { target: Target, plan: Plan },
+    /// Huawei-compatible KMS API, SDK-HMAC-SHA256.
+    Kms(Kms),
+}
+
 pub struct Shared {
-    pub target: Target,
-    pub plan: Plan,
+    pub load: Load,
+    pub timeout: Duration,
     pub seq: AtomicU64,
+}
+
+impl Shared {
+    pub fn addr(&self) -> SocketAddr {
+        match &self.load {
+            Load::Xks { target, .. } => target.endpoint.addr,
+            Load::Kms(kms) => kms.endpoint.addr,
+        }
+    }
+
+    /// The next request, built and signed now (its cost is the client's, and
+    /// is inside the measured latency, as for a real client).
+    pub fn request(&self) -> anyhow::Result<http::Request<Full<Bytes>>> {
+        match &self.load {
+            Load::Xks { target, plan } => target.build(plan, &self.seq),
+            Load::Kms(kms) => kms.build(),
+        }
+    }
 }
 
 /// Outcome of one attempt; on transport failure the connection is dropped.
 async fn attempt(shared: &Shared, conn: &mut Option<Conn>, stats: &mut Stats) -> bool {
     if conn.is_none() {
-        match Conn::connect(shared.target.addr).await {
+        match Conn::connect(shared.addr()).await {
             Ok(c) => *conn = Some(c),
             Err(_) => {
                 stats.record_error("connect");
@@ -45,12 +76,14 @@ async fn attempt(shared: &Shared, conn: &mut Option<Conn>, stats: &mut Stats) ->
     let Some(c) = conn.as_mut() else {
         return false;
     };
-    match tokio::time::timeout(
-        shared.target.timeout,
-        c.send(&shared.target, &shared.plan, &shared.seq),
-    )
-    .await
-    {
+    let req = match shared.request() {
+        Ok(req) => req,
+        Err(_) => {
+            stats.record_error("build");
+            return false;
+        }
+    };
+    match tokio::time::timeout(shared.timeout, c.send(req)).await {
         Ok(Ok(answer)) if answer.status.is_success() => true,
         Ok(Ok(answer)) => {
             stats.record_error(answer.status.as_str());
@@ -83,7 +116,7 @@ pub async fn closed(
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {
                 let mut stats = Stats::new()?;
-                let mut conn = Conn::connect(shared.target.addr).await.ok();
+                let mut conn = Conn::connect(shared.addr()).await.ok();
                 while Instant::now() < end {
                     let t0 = Instant::now();
                     if attempt(&shared, &mut conn, &mut stats).await {
@@ -144,7 +177,7 @@ pub async fn open(
             let due = due_rx.clone();
             tokio::spawn(async move {
                 let mut stats = Stats::new()?;
-                let mut conn = Conn::connect(shared.target.addr).await.ok();
+                let mut conn = Conn::connect(shared.addr()).await.ok();
                 while let Ok(intended) = due.recv_async().await {
                     let sent = Instant::now();
                     if sent >= hard_stop {

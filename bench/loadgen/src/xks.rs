@@ -1,13 +1,12 @@
-//! XKS requests: SigV4 signing, bodies per operation, and one HTTP/1.1
-//! keep-alive connection per worker.
+//! XKS requests: SigV4 signing and bodies per operation (the connection
+//! itself is `conn`).
 //!
 //! Every request is signed afresh (as KMS does), so the edge's SigV4
 //! verification cost is part of what is measured.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
@@ -15,11 +14,11 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use keymesh_common::Secret;
 use serde_json::{Value, json};
+
+use crate::conn::{Conn, Endpoint};
 
 /// The SigV4 service name of the XKS proxy API.
 const SERVICE: &str = "kms-xks-proxy";
@@ -113,41 +112,16 @@ struct ConsoleCredential {
 /// Resolved, validated target.
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub addr: SocketAddr,
-    /// `host` header value (signed).
-    host: String,
+    pub endpoint: Endpoint,
     uri_path: String,
     key_id: String,
     identity: Identity,
     region: String,
-    pub timeout: Duration,
 }
 
 impl Target {
     pub async fn resolve(args: &TargetArgs) -> anyhow::Result<Self> {
-        let uri: http::Uri = args.endpoint.parse()?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some(other) => {
-                anyhow::bail!("--endpoint: scheme {other} not supported (plain http only)")
-            }
-            None => anyhow::bail!("--endpoint needs a scheme: http://127.0.0.1:PORT"),
-        }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| anyhow::anyhow!("--endpoint has no host"))?;
-        let port = authority.port_u16().unwrap_or(80);
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((authority.host(), port))
-            .await?
-            .collect();
-        // A load generator pointed at someone else's service is a DoS tool:
-        // refuse anything that is not this machine.
-        let addr = match addrs.first() {
-            Some(a) if addrs.iter().all(|a| a.ip().is_loopback()) => *a,
-            Some(_) => anyhow::bail!("--endpoint must be a loopback address"),
-            None => anyhow::bail!("--endpoint does not resolve"),
-        };
-
+        let endpoint = Endpoint::resolve(&args.endpoint).await?;
         let console = args
             .console_config
             .as_deref()
@@ -175,14 +149,22 @@ impl Target {
         )
         .into();
         Ok(Self {
-            addr,
-            host: authority.as_str().to_owned(),
+            endpoint,
             uri_path: uri_path.trim_end_matches('/').to_owned(),
             key_id: args.key_id.clone(),
             identity,
             region: args.region.clone(),
-            timeout: Duration::from_millis(args.timeout_ms.max(1)),
         })
+    }
+
+    /// The next request of `plan`, signed.
+    pub fn build(
+        &self,
+        plan: &Plan,
+        seq: &AtomicU64,
+    ) -> anyhow::Result<http::Request<Full<Bytes>>> {
+        let (path, body) = plan.path_and_body(self, seq)?;
+        self.request(&path, body)
     }
 
     /// A signed POST of `body` to `path`.
@@ -195,9 +177,9 @@ impl Target {
             .settings(SigningSettings::default())
             .build()?
             .into();
-        let uri = format!("http://{}{path}", self.host);
+        let uri = format!("http://{}{path}", self.endpoint.host);
         let headers = [
-            ("host", self.host.as_str()),
+            ("host", self.endpoint.host.as_str()),
             ("content-type", "application/json"),
         ];
         let signable = SignableRequest::new(
@@ -210,7 +192,7 @@ impl Target {
         let mut req = http::Request::builder()
             .method(http::Method::POST)
             .uri(path)
-            .header(http::header::HOST, &self.host)
+            .header(http::header::HOST, &self.endpoint.host)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))?;
         instructions.apply_to_request_http1x(&mut req);
@@ -264,9 +246,9 @@ impl Plan {
                 let enc = Plan::Encrypt {
                     plaintext: B64.encode(payload(*size)),
                 };
-                let mut conn = Conn::connect(target.addr).await?;
+                let mut conn = Conn::connect(target.endpoint.addr).await?;
                 let seq = AtomicU64::new(0);
-                let resp = conn.send(target, &enc, &seq).await?;
+                let resp = conn.send(target.build(&enc, &seq)?).await?;
                 if !resp.status.is_success() {
                     anyhow::bail!(
                         "initial encrypt failed: {} {}",
@@ -348,45 +330,4 @@ impl Plan {
 /// cost; determinism keeps runs comparable).
 fn payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i % 251) as u8).collect()
-}
-
-/// A response, fully read (so the connection can be reused).
-#[derive(Debug)]
-pub struct Answer {
-    pub status: http::StatusCode,
-    pub body: Bytes,
-}
-
-/// One keep-alive HTTP/1.1 connection.
-pub struct Conn {
-    sender: SendRequest<Full<Bytes>>,
-}
-
-impl Conn {
-    pub async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        // Small requests and responses: Nagle + delayed ACK would add ~40 ms.
-        stream.set_nodelay(true)?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Self { sender })
-    }
-
-    /// Sign and send one request of `plan`, reading the whole response.
-    pub async fn send(
-        &mut self,
-        target: &Target,
-        plan: &Plan,
-        seq: &AtomicU64,
-    ) -> anyhow::Result<Answer> {
-        let (path, body) = plan.path_and_body(target, seq)?;
-        let req = target.request(&path, body)?;
-        self.sender.ready().await?;
-        let resp = self.sender.send_request(req).await?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok(Answer { status, body })
-    }
 }
