@@ -45,17 +45,18 @@ def pooled(group):
 
 def kms_table(runs):
     """Huawei KMS runs against XKS Encrypt 32 B at the same concurrency in the
-    same bench run (same edge endpoint)."""
+    same bench run (same edge endpoint); runs numbered in file order."""
     closed = [r for r in runs if r["mode"] == "closed"]
     kms = [r for r in closed if r["op"].startswith("kms-")]
     if not kms:
         return
-    sessions = sorted({r["endpoint"] for r in kms}, key=lambda e: [r["endpoint"] for r in runs].index(e))
+    order = [r.get("endpoint") for r in runs]
+    sessions = sorted({r["endpoint"] for r in kms}, key=order.index)
     print("### Huawei KMS dialect against XKS Encrypt (closed loop, same processes, same run)\n")
-    print("| operation | size | concurrency | rounds | req/s | p50 µs | p99 µs | errors | CPU µs/req edge | worker | limiter | loadgen | total | total vs XKS Encrypt | build+sign µs (loadgen, alone) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| run | operation | size | concurrency | rounds | req/s | p50 µs | p99 µs | errors | CPU µs/req edge | worker | limiter | loadgen | total | total vs XKS Encrypt | build+sign µs (loadgen, alone) |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     label = {"encrypt": "XKS Encrypt", "kms-encrypt": "encrypt-data", "kms-datakey": "create-datakey"}
-    for ep in sessions:
+    for run, ep in enumerate(sessions, 1):
         mine = [r for r in closed if r["endpoint"] == ep]
         for c in sorted({r["concurrency"] for r in mine if r["op"].startswith("kms-")}):
             ref_runs = [r for r in mine if r["op"] == "encrypt" and r.get("size") == 32 and r["concurrency"] == c]
@@ -71,7 +72,7 @@ def kms_table(runs):
                 ratio = f'{p["total"] / ref["total"]:.2f}×' if ref and ref["total"] else "-"
                 cpu = [f"{p['cpu'][n]:.1f}" if p["cpu"][n] is not None else "-" for n in PROCS]
                 build = f'{p["build"]:.1f}' if p["build"] is not None else "-"
-                print(f'| {label[op]} | {size} | {c} | {p["rounds"]} | {p["rps"]:.0f} | {p["p50"]:.0f} | {p["p99"]:.0f} | '
+                print(f'| {run} | {label[op]} | {size} | {c} | {p["rounds"]} | {p["rps"]:.0f} | {p["p50"]:.0f} | {p["p99"]:.0f} | '
                       f'{p["errors"]} | ' + " | ".join(cpu) + f' | {p["total"]:.1f} | {ratio} | {build} |')
     print()
 

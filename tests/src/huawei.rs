@@ -144,9 +144,18 @@ pub struct PgDatabase {
 }
 
 impl PgDatabase {
-    /// `CREATE DATABASE km_e2e_<hex>` on the server of `admin_url`.
+    /// `CREATE DATABASE km_e2e_<pid>_<hex>` on the server of `admin_url`,
+    /// after dropping the databases of test processes that are gone.
+    ///
+    /// Shared meshes live in statics and are never dropped, so their
+    /// databases outlive the test binary; the creator's pid in the name lets
+    /// the next run find and drop them.
     pub fn create(admin_url: &str) -> Result<Self> {
-        Self::create_named(admin_url, &format!("km_e2e_{}", random_hex(8)))
+        if let Err(e) = sweep_stale(admin_url) {
+            eprintln!("sweeping stale km_e2e databases: {e:#}");
+        }
+        let name = format!("km_e2e_{}_{}", std::process::id(), random_hex(6));
+        Self::create_named(admin_url, &name)
     }
 
     /// `CREATE DATABASE <name>`; `name` must be `[a-z0-9_]+` (it is spliced
@@ -182,6 +191,57 @@ impl Drop for PgDatabase {
             eprintln!("drop database {}: {e:#}", self.name);
         }
     }
+}
+
+/// Drop every `km_e2e_<pid>_*` database whose process no longer runs.
+fn sweep_stale(admin_url: &str) -> Result<()> {
+    let names = pg_database_names(admin_url)?;
+    for name in names.iter().filter(|n| is_stale(n)) {
+        run_pg(
+            admin_url,
+            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        )?;
+    }
+    Ok(())
+}
+
+/// A harness database (`km_e2e_<pid>_<hex>`) whose creator has exited.
+fn is_stale(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("km_e2e_") else {
+        return false;
+    };
+    let Some((pid, hex)) = rest.split_once('_') else {
+        return false;
+    };
+    let well_formed = pid.bytes().all(|b| b.is_ascii_digit())
+        && !hex.is_empty()
+        && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    well_formed && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Names of the `km_e2e_%` databases on the server.
+fn pg_database_names(url: &str) -> Result<Vec<String>> {
+    let url = url.to_owned();
+    std::thread::scope(|s| {
+        s.spawn(move || -> Result<Vec<String>> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                use sqlx::Connection as _;
+                let mut conn = sqlx::postgres::PgConnection::connect(&url).await?;
+                let names: Vec<String> = sqlx::query_scalar(
+                    "SELECT datname::text FROM pg_database WHERE datname LIKE 'km\\_e2e\\_%'",
+                )
+                .fetch_all(&mut conn)
+                .await?;
+                conn.close().await?;
+                Ok(names)
+            })
+        })
+        .join()
+        .map_err(|_| anyhow!("postgres helper thread panicked"))?
+    })
 }
 
 /// `postgres://user@host:port/db?x` → same URL with database `name`.
@@ -423,6 +483,17 @@ mod tests {
             replace_db_name("postgresql://h:1", "x").unwrap(),
             "postgresql://h:1/x"
         );
+    }
+
+    #[test]
+    fn stale_names() {
+        // pid 0 never names a live process.
+        assert!(is_stale("km_e2e_0_ab12"));
+        let mine = format!("km_e2e_{}_ab12", std::process::id());
+        assert!(!is_stale(&mine));
+        for other in ["test", "km_e2e_", "km_e2e_12", "km_e2e_x_ab", "km_e2e_1_zz"] {
+            assert!(!is_stale(other), "{other}");
+        }
     }
 
     #[test]
