@@ -39,6 +39,9 @@ pub enum StoreError {
     /// A quota would be exceeded.
     #[error("quota exceeded: {0:?}")]
     Quota(QuotaKind),
+    /// A compare-and-set secret transition found another state.
+    #[error("secret is in state {current:?}")]
+    WrongSecretState { current: SecretState },
     /// A grant exists but belongs to another key.
     #[error("grant belongs to another key")]
     GrantKeyMismatch,
@@ -216,6 +219,147 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         offset: u64,
         limit: u64,
     ) -> Result<Page<GrantRecord>>;
+
+    // ---- CSMS secrets -------------------------------------------------------
+    /// Insert a secret with its versions and stages in one transaction (a
+    /// create has one version `v1` with SYSCURRENT; a restore from backup
+    /// has all of them). `Conflict(SecretName)`, `Quota(Secrets)`; nothing is
+    /// written on failure.
+    async fn create_secret(
+        &self,
+        secret: &SecretRecord,
+        versions: &[SecretVersion],
+        stages: &[StageRecord],
+        quotas: &SecretQuotas,
+    ) -> Result<()>;
+    async fn get_secret(&self, project_id: &str, name: &str) -> Result<Option<SecretRecord>>;
+    async fn get_secret_by_id(
+        &self,
+        project_id: &str,
+        secret_id: &str,
+    ) -> Result<Option<SecretRecord>>;
+    /// Ordered by name (bytes); names after `after` (exclusive). With
+    /// `event_name`, only secrets subscribed to it.
+    async fn list_secrets(
+        &self,
+        project_id: &str,
+        after: Option<&str>,
+        limit: u64,
+        event_name: Option<&str>,
+    ) -> Result<Keyset<SecretRecord>>;
+    /// Replace the metadata fields (kms_key_id, description, rotation
+    /// fields, event_subscriptions, updated_ms) of the secret `secret.name`.
+    /// `NotFound`. Returns the stored record.
+    async fn update_secret(&self, secret: &SecretRecord) -> Result<SecretRecord>;
+    /// Compare-and-set of the state (and `scheduled_delete_ms`, cleared when
+    /// `None`); `WrongSecretState { current }`, `NotFound`.
+    async fn set_secret_state(
+        &self,
+        project_id: &str,
+        name: &str,
+        from: &[SecretState],
+        to: SecretState,
+        scheduled_delete_ms: Option<Millis>,
+        now: Millis,
+    ) -> Result<SecretRecord>;
+    /// Delete the secret with its versions, stages and tags. `NotFound`.
+    async fn delete_secret(&self, project_id: &str, name: &str) -> Result<()>;
+    /// Destroy every PENDING_DELETE secret whose `scheduled_delete_ms <= now`
+    /// (versions, stages, tags). Returns the destroyed secret ids.
+    async fn purge_due_secrets(&self, now: Millis) -> Result<Vec<String>>;
+
+    /// Add a version in one transaction: the store assigns the next id
+    /// (`v<n>`, n = 1 + the highest ever used in this secret), attaches
+    /// `stages` (each moved from whichever version held it); when SYSCURRENT
+    /// moves, the version that held it receives SYSPREVIOUS. Beyond
+    /// `versions_per_secret` the oldest versions without stages are dropped
+    /// (`Quota(Versions)` if none can be). `Quota(Stages)` when the secret
+    /// would hold more distinct stages than allowed. `NotFound` (secret).
+    /// `WrongSecretState` unless the secret is ENABLED. Returns the version
+    /// with its id and stages.
+    async fn add_version(
+        &self,
+        project_id: &str,
+        name: &str,
+        version: &SecretVersion,
+        stages: &[String],
+        quotas: &SecretQuotas,
+        now: Millis,
+    ) -> Result<SecretVersion>;
+    /// A version by id, or the newest (`latest`) when `version_id` is None.
+    async fn get_version(
+        &self,
+        project_id: &str,
+        name: &str,
+        version_id: Option<&str>,
+    ) -> Result<Option<SecretVersion>>;
+    /// Newest first; ids after `after` in that order.
+    async fn list_versions(
+        &self,
+        project_id: &str,
+        name: &str,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Keyset<SecretVersion>>;
+    /// `NotFound` (secret or version).
+    async fn update_version_expiry(
+        &self,
+        project_id: &str,
+        name: &str,
+        version_id: &str,
+        expire_ms: Option<Millis>,
+    ) -> Result<SecretVersion>;
+    /// Every version with its ciphertext and stages (backup), oldest first.
+    async fn all_versions(&self, project_id: &str, name: &str) -> Result<Vec<SecretVersion>>;
+
+    async fn get_stage(
+        &self,
+        project_id: &str,
+        name: &str,
+        stage: &str,
+    ) -> Result<Option<StageRecord>>;
+    /// Point `stage` at `version_id` (moving it). `NotFound` (secret or
+    /// version), `Quota(Stages)`.
+    async fn put_stage(
+        &self,
+        project_id: &str,
+        name: &str,
+        stage: &str,
+        version_id: &str,
+        now: Millis,
+        quotas: &SecretQuotas,
+    ) -> Result<StageRecord>;
+    /// `NotFound` (secret or stage).
+    async fn delete_stage(&self, project_id: &str, name: &str, stage: &str) -> Result<()>;
+
+    // ---- CSMS tags (secrets addressed by id) --------------------------------
+    /// Sorted by key. `NotFound` (secret).
+    async fn secret_tags(&self, project_id: &str, secret_id: &str) -> Result<Vec<Tag>>;
+    /// Upsert, all or nothing; `Quota(SecretTags)`; `NotFound`.
+    async fn put_secret_tags(
+        &self,
+        project_id: &str,
+        secret_id: &str,
+        tags: &[Tag],
+        quotas: &SecretQuotas,
+    ) -> Result<()>;
+    /// All or nothing: `NotFound` if the secret or any tag key is missing.
+    async fn delete_secret_tags(
+        &self,
+        project_id: &str,
+        secret_id: &str,
+        keys: &[String],
+    ) -> Result<()>;
+    async fn project_secret_tags(&self, project_id: &str) -> Result<Vec<(String, Vec<String>)>>;
+    /// As [`Store::find_keys_by_tags`]; `resource_name` matches the secret name
+    /// (substring). Ordered by name.
+    async fn find_secrets_by_tags(
+        &self,
+        project_id: &str,
+        filter: &TagFilter,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page<(SecretRecord, Vec<Tag>)>>;
 }
 
 /// Open (and migrate) the store named by `url`: `sqlite://<path>` (created

@@ -193,6 +193,14 @@ pub enum QuotaKind {
     GrantsPerProject,
     TagsPerKey,
     AliasesPerKey,
+    /// CSMS: secrets per project.
+    Secrets,
+    /// CSMS: versions per secret (every version holds a stage).
+    Versions,
+    /// CSMS: stages per secret.
+    Stages,
+    /// CSMS: tags per secret.
+    SecretTags,
 }
 
 /// Which unique constraint a refused write hit.
@@ -206,6 +214,10 @@ pub enum Conflict {
     AccessKey,
     /// The key id is taken (practically never: ids are random UUIDs).
     KeyId,
+    /// CSMS: another secret of the project has this name.
+    SecretName,
+    /// CSMS: the version id exists in this secret.
+    VersionId,
 }
 
 /// One page of a list, with offset-based markers (Huawei markers are numbers).
@@ -245,3 +257,123 @@ pub struct Usage {
     /// Grants across all keys of the project.
     pub grants: u64,
 }
+
+// ---- CSMS (secrets) ------------------------------------------------------
+
+/// Secret states (`state` on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecretState {
+    Enabled,
+    Disabled,
+    PendingDelete,
+    Frozen,
+}
+
+impl SecretState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enabled => "ENABLED",
+            Self::Disabled => "DISABLED",
+            Self::PendingDelete => "PENDING_DELETE",
+            Self::Frozen => "FROZEN",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "ENABLED" => Self::Enabled,
+            "DISABLED" => Self::Disabled,
+            "PENDING_DELETE" => Self::PendingDelete,
+            "FROZEN" => Self::Frozen,
+            _ => return None,
+        })
+    }
+}
+
+/// A secret's metadata. Values live in [`SecretVersion`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRecord {
+    /// Lower-case hex UUID, unique across all projects.
+    pub secret_id: String,
+    pub project_id: String,
+    /// `^[a-zA-Z0-9_-]{1,64}$`, unique within a project.
+    pub name: String,
+    pub state: SecretState,
+    /// CMK that new versions are encrypted under.
+    pub kms_key_id: String,
+    pub description: String,
+    pub secret_type: String,
+    pub auto_rotation: bool,
+    pub rotation_period: String,
+    pub rotation_config: String,
+    pub event_subscriptions: Vec<String>,
+    pub enterprise_project_id: String,
+    pub rotation_func_urn: String,
+    pub created_ms: Millis,
+    pub updated_ms: Millis,
+    /// Set while `state == PendingDelete`: when the secret is destroyed.
+    pub scheduled_delete_ms: Option<Millis>,
+}
+
+/// One value of a secret, encrypted (only ciphertext is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretVersion {
+    pub secret_id: String,
+    /// `v1`, `v2`, ... unique within the secret.
+    pub version_id: String,
+    /// CMK the value is encrypted under.
+    pub kms_key_id: String,
+    /// The encrypted value (opaque to the store).
+    pub ciphertext: Vec<u8>,
+    pub created_ms: Millis,
+    pub expire_ms: Option<Millis>,
+    /// Stages on this version, sorted (filled by reads; ignored on writes).
+    pub stages: Vec<String>,
+}
+
+/// A stage label pointing at one version of a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageRecord {
+    pub secret_id: String,
+    pub name: String,
+    pub version_id: String,
+    pub updated_ms: Millis,
+}
+
+/// A page of a name/id-keyed list (CSMS markers are the last item's key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyset<T> {
+    pub items: Vec<T>,
+    /// More items follow the last one returned.
+    pub more: bool,
+}
+
+/// CSMS limits (enforced in the writing transaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecretQuotas {
+    /// Secrets per project (CSMS.0202).
+    pub secrets_per_project: u32,
+    /// Versions per secret: beyond it the oldest version without a stage is
+    /// dropped; if every version has a stage, the write fails (CSMS.0203-ish).
+    pub versions_per_secret: u32,
+    /// Stages per secret, SYSCURRENT and SYSPREVIOUS included (CSMS.0203).
+    pub stages_per_secret: u32,
+    /// Tags per secret.
+    pub tags_per_secret: u32,
+}
+
+impl Default for SecretQuotas {
+    fn default() -> Self {
+        Self {
+            secrets_per_project: 200,
+            versions_per_secret: 20,
+            stages_per_secret: 12,
+            tags_per_secret: 20,
+        }
+    }
+}
+
+/// The stage on a secret's current value; adding a version with it moves
+/// [`STAGE_PREVIOUS`] to the version that held it.
+pub const STAGE_CURRENT: &str = "SYSCURRENT";
+/// The stage on a secret's previous value.
+pub const STAGE_PREVIOUS: &str = "SYSPREVIOUS";

@@ -4,10 +4,10 @@
 //! SQLite and PostgreSQL run the very same statements: `$n` placeholders
 //! (sqlx binds them by number on SQLite too), 64-bit integers, TEXT, BLOB or
 //! BYTEA, `INSERT .. ON CONFLICT` and `UPDATE .. RETURNING`, which both
-//! speak, against the same tables (`migrations/*/0001_kms.sql`). What
-//! differs is how a read-check-write transaction keeps concurrent writers
-//! out, so each backend type provides three items that [`impl_store!`]
-//! calls:
+//! speak, against the same tables (`migrations/*/0001_kms.sql`,
+//! `migrations/*/0002_csms.sql`). What differs is how a read-check-write
+//! transaction keeps concurrent writers out, so each backend type provides
+//! three items that [`impl_store!`] calls:
 //!
 //! * `async fn begin_write(&self, project_id: &str) -> Result<Transaction>`:
 //!   a transaction in which no other writer of that project runs until it
@@ -26,13 +26,17 @@
 //! `project_id` (tags through a join with `keys`), so nothing of another
 //! project is reachable; a write inside a transaction may address a row by
 //! `key_id` alone once that transaction has checked the key's project.
+//! Secrets follow the same rule: versions, stages and secret tags are
+//! reached through a join with `secrets` on `project_id`, or by a
+//! `secret_id` that the same transaction has just read from the project.
 
 use std::collections::BTreeMap;
 
 use zeroize::Zeroizing;
 
 use crate::model::{
-    Account, AliasRecord, GrantRecord, KeyRecord, KeyState, Material, Page, Role, Tag,
+    Account, AliasRecord, GrantRecord, KeyRecord, KeyState, Material, Page, Role, SecretRecord,
+    SecretState, SecretVersion, StageRecord, Tag,
 };
 use crate::{Conflict, StoreError};
 
@@ -49,6 +53,10 @@ pub(crate) enum CorruptRow {
     OutOfRange,
     #[error("grant operations are not a JSON array of strings")]
     Operations(#[source] serde_json::Error),
+    #[error("unknown secret state {0:?}")]
+    SecretState(String),
+    #[error("event subscriptions are not a JSON array of strings")]
+    EventSubscriptions(#[source] serde_json::Error),
 }
 
 impl From<CorruptRow> for StoreError {
@@ -92,6 +100,52 @@ pub(crate) fn page<T>(items: Vec<T>, offset: u64, total: i64) -> Page<T> {
 pub(crate) fn operations_json(operations: &[String]) -> Result<String, StoreError> {
     serde_json::to_string(operations)
         .map_err(|e| StoreError::Backend(sqlx::Error::Encode(Box::new(e))))
+}
+
+/// A list of names as the JSON text stored in a TEXT column.
+pub(crate) fn strings_json(strings: &[String]) -> Result<String, StoreError> {
+    serde_json::to_string(strings)
+        .map_err(|e| StoreError::Backend(sqlx::Error::Encode(Box::new(e))))
+}
+
+/// One string as JSON text (quoted and escaped as inside a JSON array).
+pub(crate) fn string_json(string: &str) -> Result<String, StoreError> {
+    serde_json::to_string(string).map_err(|e| StoreError::Backend(sqlx::Error::Encode(Box::new(e))))
+}
+
+/// `n` of a version id `v<n>` (n >= 1), `None` for any other id (a restore
+/// may bring ids the store did not assign).
+pub(crate) fn version_number(version_id: &str) -> Option<i64> {
+    version_id
+        .strip_prefix('v')
+        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|n| *n >= 1)
+}
+
+/// The first `next_version` of a secret created with `versions` (oldest
+/// first): past both the highest `v<n>` among them and their count, so that
+/// no assigned id collides with a restored one and `seq` keeps growing.
+pub(crate) fn first_free_version(versions: &[SecretVersion]) -> i64 {
+    let count = i64::try_from(versions.len()).unwrap_or(i64::MAX);
+    let highest = versions
+        .iter()
+        .filter_map(|v| version_number(&v.version_id))
+        .max()
+        .unwrap_or(0);
+    count.max(highest).saturating_add(1)
+}
+
+/// Attaches stage rows (any order) to their versions, sorted by name.
+pub(crate) fn attach_stages(versions: &mut [SecretVersion], stages: &[StageRow]) {
+    for version in versions.iter_mut() {
+        version.stages = stages
+            .iter()
+            .filter(|s| s.version_id == version.version_id)
+            .map(|s| s.name.clone())
+            .collect();
+        version.stages.sort();
+    }
 }
 
 /// Groups `(tag_key, tag_value)` rows sorted by key then value.
@@ -359,6 +413,144 @@ pub(crate) struct DueKeyRow {
     pub(crate) project_id: String,
 }
 
+// ---- CSMS rows ---------------------------------------------------------------
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SecretRow {
+    secret_id: String,
+    project_id: String,
+    name: String,
+    state: String,
+    kms_key_id: String,
+    description: String,
+    secret_type: String,
+    auto_rotation: bool,
+    rotation_period: String,
+    rotation_config: String,
+    event_subscriptions: String,
+    enterprise_project_id: String,
+    rotation_func_urn: String,
+    created_ms: i64,
+    updated_ms: i64,
+    scheduled_delete_ms: Option<i64>,
+}
+
+pub(crate) fn secret_state(s: &str) -> Result<SecretState, CorruptRow> {
+    SecretState::parse(s).ok_or_else(|| CorruptRow::SecretState(s.to_owned()))
+}
+
+impl TryFrom<SecretRow> for SecretRecord {
+    type Error = StoreError;
+    fn try_from(row: SecretRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            state: secret_state(&row.state)?,
+            event_subscriptions: serde_json::from_str(&row.event_subscriptions)
+                .map_err(CorruptRow::EventSubscriptions)?,
+            secret_id: row.secret_id,
+            project_id: row.project_id,
+            name: row.name,
+            kms_key_id: row.kms_key_id,
+            description: row.description,
+            secret_type: row.secret_type,
+            auto_rotation: row.auto_rotation,
+            rotation_period: row.rotation_period,
+            rotation_config: row.rotation_config,
+            enterprise_project_id: row.enterprise_project_id,
+            rotation_func_urn: row.rotation_func_urn,
+            created_ms: row.created_ms,
+            updated_ms: row.updated_ms,
+            scheduled_delete_ms: row.scheduled_delete_ms,
+        })
+    }
+}
+
+/// A version without its stages (filled by [`attach_stages`]).
+#[derive(sqlx::FromRow)]
+pub(crate) struct VersionRow {
+    secret_id: String,
+    version_id: String,
+    kms_key_id: String,
+    ciphertext: Vec<u8>,
+    created_ms: i64,
+    expire_ms: Option<i64>,
+}
+
+impl From<VersionRow> for SecretVersion {
+    fn from(row: VersionRow) -> Self {
+        Self {
+            secret_id: row.secret_id,
+            version_id: row.version_id,
+            kms_key_id: row.kms_key_id,
+            ciphertext: row.ciphertext,
+            created_ms: row.created_ms,
+            expire_ms: row.expire_ms,
+            stages: Vec::new(),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct StageRow {
+    pub(crate) secret_id: String,
+    pub(crate) name: String,
+    pub(crate) version_id: String,
+    pub(crate) updated_ms: i64,
+}
+
+impl From<StageRow> for StageRecord {
+    fn from(row: StageRow) -> Self {
+        Self {
+            secret_id: row.secret_id,
+            name: row.name,
+            version_id: row.version_id,
+            updated_ms: row.updated_ms,
+        }
+    }
+}
+
+/// `add_version`'s claim of the next version number.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ClaimedVersion {
+    pub(crate) secret_id: String,
+    /// The counter after the increment: the claimed n is one less.
+    pub(crate) next_version: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct DueSecretRow {
+    pub(crate) secret_id: String,
+    pub(crate) project_id: String,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SecretTagRow {
+    secret_id: String,
+    tag_key: String,
+    tag_value: String,
+}
+
+/// Attaches tag rows (any order) to their secrets, keeping the secrets' order.
+pub(crate) fn attach_secret_tags(
+    secrets: Vec<SecretRecord>,
+    rows: Vec<SecretTagRow>,
+) -> Vec<(SecretRecord, Vec<Tag>)> {
+    let mut by_secret: BTreeMap<String, Vec<Tag>> = BTreeMap::new();
+    for row in rows {
+        by_secret.entry(row.secret_id).or_default().push(Tag {
+            key: row.tag_key,
+            value: row.tag_value,
+        });
+    }
+    secrets
+        .into_iter()
+        .map(|secret| {
+            let mut tags = by_secret.remove(&secret.secret_id).unwrap_or_default();
+            tags.sort();
+            (secret, tags)
+        })
+        .collect()
+}
+
 // ---- statements --------------------------------------------------------------
 
 macro_rules! key_columns {
@@ -560,6 +752,162 @@ pub(crate) const LIST_RETIRABLE: &str = concat!(
      ORDER BY created_ms, grant_id LIMIT $3 OFFSET $4"
 );
 
+// ---- CSMS statements -------------------------------------------------------------
+
+macro_rules! secret_columns {
+    () => {
+        "secret_id, project_id, name, state, kms_key_id, description, secret_type, \
+         auto_rotation, rotation_period, rotation_config, event_subscriptions, \
+         enterprise_project_id, rotation_func_urn, created_ms, updated_ms, scheduled_delete_ms"
+    };
+}
+/// Version columns, `v` being `secret_versions`.
+macro_rules! version_columns {
+    () => {
+        "v.secret_id, v.version_id, v.kms_key_id, v.ciphertext, v.created_ms, v.expire_ms"
+    };
+}
+
+// secrets
+pub(crate) const SECRET_ID_BY_NAME: &str =
+    "SELECT secret_id FROM secrets WHERE project_id = $1 AND name = $2";
+pub(crate) const SECRET_EXISTS: &str =
+    "SELECT secret_id FROM secrets WHERE project_id = $1 AND secret_id = $2";
+pub(crate) const COUNT_SECRETS: &str = "SELECT COUNT(*) FROM secrets WHERE project_id = $1";
+pub(crate) const INSERT_SECRET: &str = concat!(
+    "INSERT INTO secrets (",
+    secret_columns!(),
+    ", next_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+     $16, $17)"
+);
+pub(crate) const SELECT_SECRET: &str = concat!(
+    "SELECT ",
+    secret_columns!(),
+    " FROM secrets WHERE project_id = $1 AND name = $2"
+);
+pub(crate) const SELECT_SECRET_BY_ID: &str = concat!(
+    "SELECT ",
+    secret_columns!(),
+    " FROM secrets WHERE project_id = $1 AND secret_id = $2"
+);
+/// The caller appends the optional `name > marker` and event filters, then
+/// [`LIST_SECRETS_ORDER`] and the limit.
+pub(crate) const LIST_SECRETS_HEAD: &str = concat!(
+    "SELECT ",
+    secret_columns!(),
+    " FROM secrets WHERE project_id = "
+);
+pub(crate) const LIST_SECRETS_ORDER: &str = " ORDER BY name LIMIT ";
+pub(crate) const UPDATE_SECRET: &str = concat!(
+    "UPDATE secrets SET kms_key_id = $3, description = $4, auto_rotation = $5, \
+     rotation_period = $6, rotation_config = $7, event_subscriptions = $8, \
+     rotation_func_urn = $9, updated_ms = $10 WHERE project_id = $1 AND name = $2 RETURNING ",
+    secret_columns!()
+);
+/// Prefix of the compare-and-set; the caller appends the rest.
+pub(crate) const SECRET_TRANSITION_HEAD: &str = "UPDATE secrets SET state = ";
+pub(crate) const RETURNING_SECRET: &str = concat!(" RETURNING ", secret_columns!());
+pub(crate) const SECRET_STATE: &str =
+    "SELECT state FROM secrets WHERE project_id = $1 AND name = $2";
+/// Claims the next version number of an ENABLED secret. Being an UPDATE,
+/// it also write-locks the secret's row until the transaction ends, so a
+/// concurrent state change cannot slip between this check and the insert.
+pub(crate) const CLAIM_VERSION: &str = "UPDATE secrets SET next_version = next_version + 1 \
+     WHERE project_id = $1 AND name = $2 AND state = $3 RETURNING secret_id, next_version";
+/// Children first, then the secret: correct whatever the connection's
+/// foreign-key setting (stages before the versions they reference).
+pub(crate) const DELETE_SECRET_ROWS: [&str; 4] = [
+    "DELETE FROM secret_stages WHERE secret_id = $1",
+    "DELETE FROM secret_tags WHERE secret_id = $1",
+    "DELETE FROM secret_versions WHERE secret_id = $1",
+    "DELETE FROM secrets WHERE secret_id = $1",
+];
+pub(crate) const DUE_SECRETS: &str = "SELECT secret_id, project_id FROM secrets \
+     WHERE state = $1 AND scheduled_delete_ms <= $2 ORDER BY scheduled_delete_ms, secret_id";
+/// Re-checks the purge condition under the row lock (a no-op write, which
+/// PostgreSQL re-evaluates after a concurrent writer commits): a concurrent
+/// purge or a cancelled deletion leaves nothing to purge.
+pub(crate) const CLAIM_PURGE: &str = "UPDATE secrets SET next_version = next_version \
+     WHERE secret_id = $1 AND project_id = $2 AND state = $3 AND scheduled_delete_ms <= $4";
+
+// versions
+pub(crate) const INSERT_VERSION: &str = "INSERT INTO secret_versions \
+     (secret_id, version_id, seq, kms_key_id, ciphertext, created_ms, expire_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+pub(crate) const SELECT_VERSION: &str = concat!(
+    "SELECT ",
+    version_columns!(),
+    " FROM secret_versions v JOIN secrets s ON s.secret_id = v.secret_id \
+     WHERE s.project_id = $1 AND s.name = $2 AND v.version_id = $3"
+);
+pub(crate) const SELECT_LATEST_VERSION: &str = concat!(
+    "SELECT ",
+    version_columns!(),
+    " FROM secret_versions v JOIN secrets s ON s.secret_id = v.secret_id \
+     WHERE s.project_id = $1 AND s.name = $2 ORDER BY v.seq DESC LIMIT 1"
+);
+/// Newest first, strictly before `seq` `$3`.
+pub(crate) const LIST_VERSIONS: &str = concat!(
+    "SELECT ",
+    version_columns!(),
+    " FROM secret_versions v WHERE v.secret_id = $1 AND v.seq < $2 \
+     ORDER BY v.seq DESC LIMIT $3"
+);
+pub(crate) const ALL_VERSIONS: &str = concat!(
+    "SELECT ",
+    version_columns!(),
+    " FROM secret_versions v WHERE v.secret_id = $1 ORDER BY v.seq"
+);
+pub(crate) const VERSION_SEQ: &str =
+    "SELECT seq FROM secret_versions WHERE secret_id = $1 AND version_id = $2";
+pub(crate) const COUNT_VERSIONS: &str = "SELECT COUNT(*) FROM secret_versions WHERE secret_id = $1";
+/// The oldest versions holding no stage, except `$2` (the one being added).
+pub(crate) const DROPPABLE_VERSIONS: &str = "SELECT v.version_id FROM secret_versions v \
+     WHERE v.secret_id = $1 AND v.version_id <> $2 AND NOT EXISTS \
+     (SELECT 1 FROM secret_stages st WHERE st.secret_id = v.secret_id \
+     AND st.version_id = v.version_id) ORDER BY v.seq LIMIT $3";
+pub(crate) const DELETE_VERSION: &str =
+    "DELETE FROM secret_versions WHERE secret_id = $1 AND version_id = $2";
+pub(crate) const UPDATE_VERSION_EXPIRY: &str = "UPDATE secret_versions SET expire_ms = $3 \
+     WHERE secret_id = $1 AND version_id = $2 \
+     RETURNING secret_id, version_id, kms_key_id, ciphertext, created_ms, expire_ms";
+
+// stages
+pub(crate) const STAGES_OF_SECRET: &str = "SELECT secret_id, name, version_id, updated_ms \
+     FROM secret_stages WHERE secret_id = $1 ORDER BY name";
+pub(crate) const SELECT_STAGE: &str = "SELECT st.secret_id, st.name, st.version_id, \
+     st.updated_ms FROM secret_stages st JOIN secrets s ON s.secret_id = st.secret_id \
+     WHERE s.project_id = $1 AND s.name = $2 AND st.name = $3";
+pub(crate) const UPSERT_STAGE: &str = "INSERT INTO secret_stages \
+     (secret_id, name, version_id, updated_ms) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (secret_id, name) DO UPDATE \
+     SET version_id = excluded.version_id, updated_ms = excluded.updated_ms";
+pub(crate) const DELETE_STAGE: &str =
+    "DELETE FROM secret_stages WHERE secret_id = $1 AND name = $2";
+
+// secret tags
+pub(crate) const TAGS_OF_SECRET: &str = "SELECT t.tag_key, t.tag_value FROM secret_tags t \
+     JOIN secrets s ON s.secret_id = t.secret_id WHERE s.project_id = $1 AND t.secret_id = $2 \
+     ORDER BY t.tag_key";
+pub(crate) const TAGS_BY_SECRET_ID: &str =
+    "SELECT tag_key, tag_value FROM secret_tags WHERE secret_id = $1";
+pub(crate) const UPSERT_SECRET_TAG: &str = "INSERT INTO secret_tags \
+     (secret_id, tag_key, tag_value) VALUES ($1, $2, $3) \
+     ON CONFLICT (secret_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value";
+pub(crate) const DELETE_SECRET_TAG: &str =
+    "DELETE FROM secret_tags WHERE secret_id = $1 AND tag_key = $2";
+pub(crate) const PROJECT_SECRET_TAGS: &str = "SELECT DISTINCT t.tag_key, t.tag_value \
+     FROM secret_tags t JOIN secrets s ON s.secret_id = t.secret_id WHERE s.project_id = $1 \
+     ORDER BY t.tag_key, t.tag_value";
+/// Selected columns of the secret tag search (`s` is `secrets`).
+pub(crate) const FIND_SECRETS_HEAD: &str = "SELECT s.secret_id, s.project_id, s.name, \
+     s.state, s.kms_key_id, s.description, s.secret_type, s.auto_rotation, s.rotation_period, \
+     s.rotation_config, s.event_subscriptions, s.enterprise_project_id, s.rotation_func_urn, \
+     s.created_ms, s.updated_ms, s.scheduled_delete_ms";
+pub(crate) const FIND_SECRETS_ORDER: &str = " ORDER BY s.name LIMIT ";
+pub(crate) const TAGS_OF_SECRETS_HEAD: &str =
+    "SELECT secret_id, tag_key, tag_value FROM secret_tags WHERE secret_id IN (";
+
 // ---- the trait impl ---------------------------------------------------------------
 
 /// `impl Store for $store` over the sqlx database `$db`; see the module doc
@@ -602,6 +950,44 @@ macro_rules! impl_store {
                     qb.push_bind(needle.clone());
                     qb.push(") > 0");
                 }
+            }
+
+            /// The WHERE clause of `find_secrets_by_tags` (`s` is `secrets`).
+            fn push_secret_tag_filter(
+                qb: &mut QueryBuilder<$db>,
+                project_id: &str,
+                filter: &TagFilter,
+            ) {
+                qb.push(" FROM secrets s WHERE s.project_id = ");
+                qb.push_bind(project_id.to_owned());
+                for (tag_key, values) in &filter.tags {
+                    qb.push(
+                        " AND EXISTS (SELECT 1 FROM secret_tags t \
+                         WHERE t.secret_id = s.secret_id AND t.tag_key = ",
+                    );
+                    qb.push_bind(tag_key.clone());
+                    if !values.is_empty() {
+                        qb.push(" AND t.tag_value IN (");
+                        let mut list = qb.separated(", ");
+                        for value in values {
+                            list.push_bind(value.clone());
+                        }
+                        list.push_unseparated(")");
+                    }
+                    qb.push(")");
+                }
+                if let Some(needle) = &filter.resource_name {
+                    qb.push(" AND ");
+                    qb.push(<$store>::CONTAINS_FN);
+                    qb.push("(s.name, ");
+                    qb.push_bind(needle.clone());
+                    qb.push(") > 0");
+                }
+            }
+
+            /// Quotas as counts comparable with `len()`.
+            fn quota(n: u32) -> usize {
+                usize::try_from(n).unwrap_or(usize::MAX)
             }
 
             #[async_trait::async_trait]
@@ -1393,6 +1779,830 @@ macro_rules! impl_store {
                         .map(GrantRecord::try_from)
                         .collect::<Result<Vec<_>>>()?;
                     Ok(q::page(items, offset, total))
+                }
+
+                // ---- CSMS secrets -------------------------------------------------------
+
+                async fn create_secret(
+                    &self,
+                    secret: &SecretRecord,
+                    versions: &[SecretVersion],
+                    stages: &[StageRecord],
+                    quotas: &SecretQuotas,
+                ) -> Result<()> {
+                    let events = q::strings_json(&secret.event_subscriptions)?;
+                    // A stage must name one of the versions being written;
+                    // the foreign key would refuse it too, as an untyped
+                    // `Backend` error.
+                    if stages
+                        .iter()
+                        .any(|st| !versions.iter().any(|v| v.version_id == st.version_id))
+                    {
+                        return Err(StoreError::NotFound);
+                    }
+                    let mut tx = self.begin_write(&secret.project_id).await?;
+                    let taken = sqlx::query(q::SECRET_ID_BY_NAME)
+                        .bind(&secret.project_id)
+                        .bind(&secret.name)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if taken.is_some() {
+                        return Err(StoreError::Conflict(Conflict::SecretName));
+                    }
+                    let secrets: i64 = sqlx::query_scalar(q::COUNT_SECRETS)
+                        .bind(&secret.project_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if secrets >= i64::from(quotas.secrets_per_project) {
+                        return Err(StoreError::Quota(QuotaKind::Secrets));
+                    }
+                    // The name was checked under the write lock: a unique
+                    // violation here is the global secret id (random UUID),
+                    // which has no `Conflict` kind and surfaces as `Backend`.
+                    sqlx::query(q::INSERT_SECRET)
+                        .bind(&secret.secret_id)
+                        .bind(&secret.project_id)
+                        .bind(&secret.name)
+                        .bind(secret.state.as_str())
+                        .bind(&secret.kms_key_id)
+                        .bind(&secret.description)
+                        .bind(&secret.secret_type)
+                        .bind(secret.auto_rotation)
+                        .bind(&secret.rotation_period)
+                        .bind(&secret.rotation_config)
+                        .bind(events)
+                        .bind(&secret.enterprise_project_id)
+                        .bind(&secret.rotation_func_urn)
+                        .bind(secret.created_ms)
+                        .bind(secret.updated_ms)
+                        .bind(secret.scheduled_delete_ms)
+                        .bind(q::first_free_version(versions))
+                        .execute(&mut *tx)
+                        .await?;
+                    // Children are filed under `secret.secret_id` whatever
+                    // their own `secret_id` says.
+                    for (seq, version) in (1i64..).zip(versions) {
+                        sqlx::query(q::INSERT_VERSION)
+                            .bind(&secret.secret_id)
+                            .bind(&version.version_id)
+                            .bind(seq)
+                            .bind(&version.kms_key_id)
+                            .bind(version.ciphertext.as_slice())
+                            .bind(version.created_ms)
+                            .bind(version.expire_ms)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| on_unique(e, Conflict::VersionId))?;
+                    }
+                    for stage in stages {
+                        sqlx::query(q::UPSERT_STAGE)
+                            .bind(&secret.secret_id)
+                            .bind(&stage.name)
+                            .bind(&stage.version_id)
+                            .bind(stage.updated_ms)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn get_secret(
+                    &self,
+                    project_id: &str,
+                    name: &str,
+                ) -> Result<Option<SecretRecord>> {
+                    sqlx::query_as::<_, q::SecretRow>(q::SELECT_SECRET)
+                        .bind(project_id)
+                        .bind(name)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .map(SecretRecord::try_from)
+                        .transpose()
+                }
+
+                async fn get_secret_by_id(
+                    &self,
+                    project_id: &str,
+                    secret_id: &str,
+                ) -> Result<Option<SecretRecord>> {
+                    sqlx::query_as::<_, q::SecretRow>(q::SELECT_SECRET_BY_ID)
+                        .bind(project_id)
+                        .bind(secret_id)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .map(SecretRecord::try_from)
+                        .transpose()
+                }
+
+                async fn list_secrets(
+                    &self,
+                    project_id: &str,
+                    after: Option<&str>,
+                    limit: u64,
+                    event_name: Option<&str>,
+                ) -> Result<Keyset<SecretRecord>> {
+                    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                    // One row past the page tells whether more follow.
+                    let batch = limit.saturating_add(1);
+                    // The event filter runs in SQL as a substring test on the
+                    // JSON text (the quoted name: a superset of the matches),
+                    // then exactly on the decoded list; rows the exact test
+                    // drops are made up by fetching further batches.
+                    let needle = event_name.map(q::string_json).transpose()?;
+                    let mut cursor = after.map(str::to_owned);
+                    let mut items = Vec::new();
+                    let mut tx = self.begin_read().await?;
+                    loop {
+                        let mut qb = QueryBuilder::<$db>::new(q::LIST_SECRETS_HEAD);
+                        qb.push_bind(project_id.to_owned());
+                        if let Some(cursor) = &cursor {
+                            qb.push(" AND name > ");
+                            qb.push_bind(cursor.clone());
+                        }
+                        if let Some(needle) = &needle {
+                            qb.push(" AND ");
+                            qb.push(<$store>::CONTAINS_FN);
+                            qb.push("(event_subscriptions, ");
+                            qb.push_bind(needle.clone());
+                            qb.push(") > 0");
+                        }
+                        qb.push(q::LIST_SECRETS_ORDER);
+                        qb.push_bind(i64::try_from(batch).unwrap_or(i64::MAX));
+                        let rows = qb
+                            .build_query_as::<q::SecretRow>()
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        let fetched = rows.len();
+                        for row in rows {
+                            let secret = SecretRecord::try_from(row)?;
+                            cursor = Some(secret.name.clone());
+                            let wanted = event_name.is_none_or(|event| {
+                                secret.event_subscriptions.iter().any(|e| e == event)
+                            });
+                            if wanted {
+                                items.push(secret);
+                            }
+                        }
+                        if items.len() > limit || fetched < batch {
+                            break;
+                        }
+                    }
+                    tx.commit().await?;
+                    let more = items.len() > limit;
+                    items.truncate(limit);
+                    Ok(Keyset { items, more })
+                }
+
+                async fn update_secret(&self, secret: &SecretRecord) -> Result<SecretRecord> {
+                    let events = q::strings_json(&secret.event_subscriptions)?;
+                    let row = sqlx::query_as::<_, q::SecretRow>(q::UPDATE_SECRET)
+                        .bind(&secret.project_id)
+                        .bind(&secret.name)
+                        .bind(&secret.kms_key_id)
+                        .bind(&secret.description)
+                        .bind(secret.auto_rotation)
+                        .bind(&secret.rotation_period)
+                        .bind(&secret.rotation_config)
+                        .bind(events)
+                        .bind(&secret.rotation_func_urn)
+                        .bind(secret.updated_ms)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .ok_or(StoreError::NotFound)?;
+                    SecretRecord::try_from(row)
+                }
+
+                async fn set_secret_state(
+                    &self,
+                    project_id: &str,
+                    name: &str,
+                    from: &[SecretState],
+                    to: SecretState,
+                    scheduled_delete_ms: Option<Millis>,
+                    now: Millis,
+                ) -> Result<SecretRecord> {
+                    // One UPDATE with the expected states in its WHERE, as
+                    // `transition` does for keys.
+                    if !from.is_empty() {
+                        let mut qb = QueryBuilder::<$db>::new(q::SECRET_TRANSITION_HEAD);
+                        qb.push_bind(to.as_str());
+                        qb.push(", scheduled_delete_ms = ");
+                        qb.push_bind(scheduled_delete_ms);
+                        qb.push(", updated_ms = ");
+                        qb.push_bind(now);
+                        qb.push(" WHERE project_id = ");
+                        qb.push_bind(project_id.to_owned());
+                        qb.push(" AND name = ");
+                        qb.push_bind(name.to_owned());
+                        qb.push(" AND state IN (");
+                        let mut states = qb.separated(", ");
+                        for state in from {
+                            states.push_bind(state.as_str());
+                        }
+                        states.push_unseparated(")");
+                        qb.push(q::RETURNING_SECRET);
+                        let updated = qb
+                            .build_query_as::<q::SecretRow>()
+                            .fetch_optional(&self.pool)
+                            .await?;
+                        if let Some(row) = updated {
+                            return SecretRecord::try_from(row);
+                        }
+                    }
+                    let current: Option<String> = sqlx::query_scalar(q::SECRET_STATE)
+                        .bind(project_id)
+                        .bind(name)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    match current {
+                        Some(state) => Err(StoreError::WrongSecretState {
+                            current: q::secret_state(&state)?,
+                        }),
+                        None => Err(StoreError::NotFound),
+                    }
+                }
+
+                async fn delete_secret(&self, project_id: &str, name: &str) -> Result<()> {
+                    let mut tx = self.begin_write(project_id).await?;
+                    let secret_id: String = sqlx::query_scalar(q::SECRET_ID_BY_NAME)
+                        .bind(project_id)
+                        .bind(name)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or(StoreError::NotFound)?;
+                    for statement in q::DELETE_SECRET_ROWS {
+                        sqlx::query(statement)
+                            .bind(&secret_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn purge_due_secrets(&self, now: Millis) -> Result<Vec<String>> {
+                    let pending = SecretState::PendingDelete.as_str();
+                    let due = sqlx::query_as::<_, q::DueSecretRow>(q::DUE_SECRETS)
+                        .bind(pending)
+                        .bind(now)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    let mut purged = Vec::with_capacity(due.len());
+                    for secret in due {
+                        let mut tx = self.begin_write(&secret.project_id).await?;
+                        // Another edge may have purged it, or the deletion may
+                        // have been cancelled, since the scan: re-check under
+                        // the row lock, and only the caller that purged it
+                        // reports it.
+                        let claimed = sqlx::query(q::CLAIM_PURGE)
+                            .bind(&secret.secret_id)
+                            .bind(&secret.project_id)
+                            .bind(pending)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                        if claimed == 0 {
+                            continue;
+                        }
+                        for statement in q::DELETE_SECRET_ROWS {
+                            sqlx::query(statement)
+                                .bind(&secret.secret_id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        tx.commit().await?;
+                        purged.push(secret.secret_id);
+                    }
+                    Ok(purged)
+                }
+
+                async fn add_version(
+                    &self,
+                    project_id: &str,
+                    name: &str,
+                    version: &SecretVersion,
+                    stages: &[String],
+                    quotas: &SecretQuotas,
+                    now: Millis,
+                ) -> Result<SecretVersion> {
+                    // The project lock orders concurrent adds (distinct ids,
+                    // SYSCURRENT on the last one); the claim below also locks
+                    // the secret's row against state changes.
+                    let mut tx = self.begin_write(project_id).await?;
+                    let claimed = sqlx::query_as::<_, q::ClaimedVersion>(q::CLAIM_VERSION)
+                        .bind(project_id)
+                        .bind(name)
+                        .bind(SecretState::Enabled.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let Some(claimed) = claimed else {
+                        let current: Option<String> = sqlx::query_scalar(q::SECRET_STATE)
+                            .bind(project_id)
+                            .bind(name)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        return match current {
+                            Some(state) => Err(StoreError::WrongSecretState {
+                                current: q::secret_state(&state)?,
+                            }),
+                            None => Err(StoreError::NotFound),
+                        };
+                    };
+                    let secret_id = claimed.secret_id;
+                    let n = claimed.next_version - 1;
+                    let version_id = format!("v{n}");
+
+                    let existing = sqlx::query_as::<_, q::StageRow>(q::STAGES_OF_SECRET)
+                        .bind(&secret_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let requested: BTreeSet<&str> = stages.iter().map(String::as_str).collect();
+                    // The version losing SYSCURRENT becomes SYSPREVIOUS.
+                    let former_current = existing
+                        .iter()
+                        .find(|st| st.name == STAGE_CURRENT)
+                        .map(|st| st.version_id.clone())
+                        .filter(|_| requested.contains(STAGE_CURRENT));
+                    let mut names: BTreeSet<&str> =
+                        existing.iter().map(|st| st.name.as_str()).collect();
+                    names.extend(requested.iter().copied());
+                    if former_current.is_some() {
+                        names.insert(STAGE_PREVIOUS);
+                    }
+                    if names.len() > quota(quotas.stages_per_secret) {
+                        return Err(StoreError::Quota(QuotaKind::Stages));
+                    }
+
+                    sqlx::query(q::INSERT_VERSION)
+                        .bind(&secret_id)
+                        .bind(&version_id)
+                        .bind(n)
+                        .bind(&version.kms_key_id)
+                        .bind(version.ciphertext.as_slice())
+                        .bind(version.created_ms)
+                        .bind(version.expire_ms)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| on_unique(e, Conflict::VersionId))?;
+                    if let Some(former) = &former_current {
+                        sqlx::query(q::UPSERT_STAGE)
+                            .bind(&secret_id)
+                            .bind(STAGE_PREVIOUS)
+                            .bind(former)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    // After the implicit SYSPREVIOUS, so that an explicit one wins.
+                    for stage in &requested {
+                        sqlx::query(q::UPSERT_STAGE)
+                            .bind(&secret_id)
+                            .bind(*stage)
+                            .bind(&version_id)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+
+                    // Versions that just lost their last stage count as
+                    // stage-less; the new version is never the one dropped.
+                    let count: i64 = sqlx::query_scalar(q::COUNT_VERSIONS)
+                        .bind(&secret_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let excess = count.saturating_sub(i64::from(quotas.versions_per_secret));
+                    if excess > 0 {
+                        let droppable: Vec<String> = sqlx::query_scalar(q::DROPPABLE_VERSIONS)
+                            .bind(&secret_id)
+                            .bind(&version_id)
+                            .bind(excess)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        if i64::try_from(droppable.len()).unwrap_or(i64::MAX) < excess {
+                            return Err(StoreError::Quota(QuotaKind::Versions));
+                        }
+                        for dropped in &droppable {
+                            sqlx::query(q::DELETE_VERSION)
+                                .bind(&secret_id)
+                                .bind(dropped)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok(SecretVersion {
+                        secret_id,
+                        version_id,
+                        kms_key_id: version.kms_key_id.clone(),
+                        ciphertext: version.ciphertext.clone(),
+                        created_ms: version.created_ms,
+                        expire_ms: version.expire_ms,
+                        stages: requested.into_iter().map(str::to_owned).collect(),
+                    })
+                }
+
+                async fn get_version(
+                    &self,
+                    project_id: &str,
+                    name: &str,
+                    version_id: Option<&str>,
+                ) -> Result<Option<SecretVersion>> {
+                    let mut tx = self.begin_read().await?;
+                    let row = match version_id {
+                        Some(version_id) => {
+                            sqlx::query_as::<_, q::VersionRow>(q::SELECT_VERSION)
+                                .bind(project_id)
+                                .bind(name)
+                                .bind(version_id)
+                                .fetch_optional(&mut *tx)
+                                .await?
+                        }
+                        None => {
+                            sqlx::query_as::<_, q::VersionRow>(q::SELECT_LATEST_VERSION)
+                                .bind(project_id)
+                                .bind(name)
+                                .fetch_optional(&mut *tx)
+                                .await?
+                        }
+                    };
+                    let Some(row) = row else {
+                        return Ok(None);
+                    };
+                    let mut versions = [SecretVersion::from(row)];
+                    // The secret id was just read from this project.
+                    let stages = sqlx::query_as::<_, q::StageRow>(q::STAGES_OF_SECRET)
+                        .bind(&versions[0].secret_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    q::attach_stages(&mut versions, &stages);
+                    let [version] = versions;
+                    Ok(Some(version))
+                }
+
+                async fn list_versions(
+                    &self,
+                    project_id: &str,
+                    name: &str,
+                    after: Option<&str>,
+                    limit: u64,
+                ) -> Result<Keyset<SecretVersion>> {
+                    let none = Keyset {
+                        items: Vec::new(),
+                        more: false,
+                    };
+                    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                    let mut tx = self.begin_read().await?;
+                    let secret_id: Option<String> = sqlx::query_scalar(q::SECRET_ID_BY_NAME)
+                        .bind(project_id)
+                        .bind(name)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let Some(secret_id) = secret_id else {
+                        return Ok(none);
+                    };
+                    let before = match after {
+                        None => i64::MAX,
+                        Some(after) => {
+                            let seq: Option<i64> = sqlx::query_scalar(q::VERSION_SEQ)
+                                .bind(&secret_id)
+                                .bind(after)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                            // A marker that names no version (never did, or
+                            // dropped since) has no place in the order.
+                            match seq {
+                                Some(seq) => seq,
+                                None => return Ok(none),
+                            }
+                        }
+                    };
+                    let mut items: Vec<SecretVersion> =
+                        sqlx::query_as::<_, q::VersionRow>(q::LIST_VERSIONS)
+                            .bind(&secret_id)
+                            .bind(before)
+                            .bind(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX))
+                            .fetch_all(&mut *tx)
+                            .await?
+                            .into_iter()
+                            .map(SecretVersion::from)
+                            .collect();
+                    let stages = sqlx::query_as::<_, q::StageRow>(q::STAGES_OF_SECRET)
+                        .bind(&secret_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    let more = items.len() > limit;
+                    items.truncate(limit);
+                    q::attach_stages(&mut items, &stages);
+                    Ok(Keyset { items, more })
+                }
+
+                async fn update_version_expiry(
+                    &self,
+                    project_id: &str,
+                    name: &str,
+                    version_id: &str,
+                    expire_ms: Option<Millis>,
+                ) -> Result<SecretVersion> {
+                    let mut tx = self.begin_write(project_id).await?;
+                    let secret_id: String = sqlx::query_scalar(q::SECRET_ID_BY_NAME)
+                        .bind(project_id)
+                        .bind(name)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or(StoreError::NotFound)?;
+                    let row = sqlx::query_as::<_, q::VersionRow>(q::UPDATE_VERSION_EXPIRY)
+                        .bind(&secret_id)
+                        .bind(version_id)
+                        .bind(expire_ms)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or(StoreError::NotFound)?;
+                    let stages = sqlx::query_as::<_, q::StageRow>(q::STAGES_OF_SECRET)
+                        .bind(&secret_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    let mut versions = [SecretVersion::from(row)];
+                    q::attach_stages(&mut versions, &stages);
+                    let [version] = versions;
+                    Ok(version)
+                }
+
+                async fn all_versions(
+                    &self,
+                    project_id: &str,
+                    name: &str,
+                ) -> Result<Vec<SecretVersion>> {
+                    let mut tx = self.begin_read().await?;
+                    let secret_id: Option<String> = sqlx::query_scalar(q::SECRET_ID_BY_NAME)
+                        .bind(project_id)
+                        .bind(name)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let Some(secret_id) = secret_id else {
+                        return Ok(Vec::new());
+                    };
+                    let mut versions: Vec<SecretVersion> =
+                        sqlx::query_as::<_, q::VersionRow>(q::ALL_VERSIONS)
+                            .bind(&secret_id)
+                            .fetch_all(&mut *tx)
+                            .await?
+                            .into_iter()
+                            .map(SecretVersion::from)
+                            .collect();
+                    let stages = sqlx::query_as::<_, q::StageRow>(q::STAGES_OF_SECRET)
+                        .bind(&secret_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    q::attach_stages(&mut versions, &stages);
+                    Ok(versions)
+                }
+
+                async fn get_stage(
+                    &self,
+                    project_id: &str,
+                    name: &str,
+                    stage: &str,
+                ) -> Result<Option<StageRecord>> {
+                    Ok(sqlx::query_as::<_, q::StageRow>(q::SELECT_STAGE)
+                        .bind(project_id)
+                        .bind(name)
+                        .bind(stage)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .map(StageRecord::from))
+                }
+
+                async fn put_stage(
+                    &self,
+                    project_id: &str,
+                    name: &str,
+                    stage: &str,
+                    version_id: &str,
+                    now: Millis,
+                    quotas: &SecretQuotas,
+                ) -> Result<StageRecord> {
+                    let mut tx = self.begin_write(project_id).await?;
+                    let secret_id: String = sqlx::query_scalar(q::SECRET_ID_BY_NAME)
+                        .bind(project_id)
+                        .bind(name)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or(StoreError::NotFound)?;
+                    let version: Option<i64> = sqlx::query_scalar(q::VERSION_SEQ)
+                        .bind(&secret_id)
+                        .bind(version_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if version.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    let existing = sqlx::query_as::<_, q::StageRow>(q::STAGES_OF_SECRET)
+                        .bind(&secret_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    // Moving a stage adds nothing to the count.
+                    if !existing.iter().any(|st| st.name == stage)
+                        && existing.len() >= quota(quotas.stages_per_secret)
+                    {
+                        return Err(StoreError::Quota(QuotaKind::Stages));
+                    }
+                    sqlx::query(q::UPSERT_STAGE)
+                        .bind(&secret_id)
+                        .bind(stage)
+                        .bind(version_id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(StageRecord {
+                        secret_id,
+                        name: stage.to_owned(),
+                        version_id: version_id.to_owned(),
+                        updated_ms: now,
+                    })
+                }
+
+                async fn delete_stage(
+                    &self,
+                    project_id: &str,
+                    name: &str,
+                    stage: &str,
+                ) -> Result<()> {
+                    let mut tx = self.begin_write(project_id).await?;
+                    let secret_id: String = sqlx::query_scalar(q::SECRET_ID_BY_NAME)
+                        .bind(project_id)
+                        .bind(name)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or(StoreError::NotFound)?;
+                    let deleted = sqlx::query(q::DELETE_STAGE)
+                        .bind(&secret_id)
+                        .bind(stage)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if deleted == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                // ---- CSMS tags ------------------------------------------------------------
+
+                async fn secret_tags(&self, project_id: &str, secret_id: &str) -> Result<Vec<Tag>> {
+                    let mut tx = self.begin_read().await?;
+                    let secret = sqlx::query(q::SECRET_EXISTS)
+                        .bind(project_id)
+                        .bind(secret_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if secret.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    let rows = sqlx::query_as::<_, q::TagRow>(q::TAGS_OF_SECRET)
+                        .bind(project_id)
+                        .bind(secret_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(rows.into_iter().map(Tag::from).collect())
+                }
+
+                async fn put_secret_tags(
+                    &self,
+                    project_id: &str,
+                    secret_id: &str,
+                    tags: &[Tag],
+                    quotas: &SecretQuotas,
+                ) -> Result<()> {
+                    let mut tx = self.begin_write(project_id).await?;
+                    let secret = sqlx::query(q::SECRET_EXISTS)
+                        .bind(project_id)
+                        .bind(secret_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if secret.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    // As `put_tags`: the quota applies to the final tag set.
+                    let existing = sqlx::query_as::<_, q::TagRow>(q::TAGS_BY_SECRET_ID)
+                        .bind(secret_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let mut final_keys: BTreeSet<&str> =
+                        existing.iter().map(|t| t.tag_key.as_str()).collect();
+                    final_keys.extend(tags.iter().map(|t| t.key.as_str()));
+                    if final_keys.len() > quota(quotas.tags_per_secret) {
+                        return Err(StoreError::Quota(QuotaKind::SecretTags));
+                    }
+                    for tag in tags {
+                        sqlx::query(q::UPSERT_SECRET_TAG)
+                            .bind(secret_id)
+                            .bind(&tag.key)
+                            .bind(&tag.value)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn delete_secret_tags(
+                    &self,
+                    project_id: &str,
+                    secret_id: &str,
+                    keys: &[String],
+                ) -> Result<()> {
+                    let mut tx = self.begin_write(project_id).await?;
+                    let secret = sqlx::query(q::SECRET_EXISTS)
+                        .bind(project_id)
+                        .bind(secret_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if secret.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    for tag_key in keys.iter().collect::<BTreeSet<_>>() {
+                        let deleted = sqlx::query(q::DELETE_SECRET_TAG)
+                            .bind(secret_id)
+                            .bind(tag_key)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                        if deleted == 0 {
+                            // Dropping `tx` rolls back the deletions so far.
+                            return Err(StoreError::NotFound);
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn project_secret_tags(
+                    &self,
+                    project_id: &str,
+                ) -> Result<Vec<(String, Vec<String>)>> {
+                    let rows = sqlx::query_as::<_, q::TagRow>(q::PROJECT_SECRET_TAGS)
+                        .bind(project_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    Ok(q::group_tags(rows))
+                }
+
+                async fn find_secrets_by_tags(
+                    &self,
+                    project_id: &str,
+                    filter: &TagFilter,
+                    offset: u64,
+                    limit: u64,
+                ) -> Result<Page<(SecretRecord, Vec<Tag>)>> {
+                    let mut tx = self.begin_read().await?;
+
+                    let mut count = QueryBuilder::<$db>::new("SELECT COUNT(*)");
+                    push_secret_tag_filter(&mut count, project_id, filter);
+                    let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
+
+                    let mut select = QueryBuilder::<$db>::new(q::FIND_SECRETS_HEAD);
+                    push_secret_tag_filter(&mut select, project_id, filter);
+                    select.push(q::FIND_SECRETS_ORDER);
+                    select.push_bind(q::int(limit));
+                    select.push(" OFFSET ");
+                    select.push_bind(q::int(offset));
+                    let secrets = select
+                        .build_query_as::<q::SecretRow>()
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .into_iter()
+                        .map(SecretRecord::try_from)
+                        .collect::<Result<Vec<_>>>()?;
+
+                    let tag_rows = if secrets.is_empty() {
+                        Vec::new()
+                    } else {
+                        // These secret ids were just read from this project.
+                        let mut tags = QueryBuilder::<$db>::new(q::TAGS_OF_SECRETS_HEAD);
+                        let mut ids = tags.separated(", ");
+                        for secret in &secrets {
+                            ids.push_bind(secret.secret_id.clone());
+                        }
+                        ids.push_unseparated(")");
+                        tags.build_query_as::<q::SecretTagRow>()
+                            .fetch_all(&mut *tx)
+                            .await?
+                    };
+                    tx.commit().await?;
+                    Ok(q::page(
+                        q::attach_secret_tags(secrets, tag_rows),
+                        offset,
+                        total,
+                    ))
                 }
             }
         };

@@ -19,8 +19,9 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use keymesh_store::{
-    Account, AliasRecord, Conflict, GrantRecord, KeyFilter, KeyRecord, KeyState, Material, Page,
-    QuotaKind, Quotas, Role, Store, StoreError, Tag, TagFilter,
+    Account, AliasRecord, Conflict, GrantRecord, KeyFilter, KeyRecord, KeyState, Keyset, Material,
+    Page, QuotaKind, Quotas, Role, SecretQuotas, SecretRecord, SecretState, SecretVersion,
+    StageRecord, Store, StoreError, Tag, TagFilter,
 };
 use sqlx::{AssertSqlSafe, Connection};
 
@@ -51,7 +52,12 @@ impl Ctx {
     /// Rows of `table` that belong to `key_id`, read behind the store's
     /// back (to prove that a purge really deleted them).
     async fn rows_of_key(&self, table: &str, key_id: &str) -> i64 {
-        let sql = format!("SELECT COUNT(*) FROM {table} WHERE key_id = $1");
+        self.rows_where(table, "key_id", key_id).await
+    }
+
+    /// Rows of `table` whose `column` is `value`, read behind the store's back.
+    async fn rows_where(&self, table: &str, column: &str, key_id: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE {column} = $1");
         match self.backend {
             Backend::Sqlite => {
                 let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
@@ -229,6 +235,23 @@ conformance!(
     concurrent_grants_respect_project_quota,
     text_order_is_bytewise,
     reopen_sees_committed_data,
+    secrets_create_read_update_delete,
+    secret_state_is_compare_and_set,
+    secret_quota_and_failed_creates,
+    concurrent_create_secret_respects_quota,
+    concurrent_create_secret_same_name,
+    stage_semantics,
+    stage_quota,
+    version_quota_drops_stageless_versions,
+    add_version_checks_the_secret,
+    two_concurrent_add_versions,
+    eight_concurrent_add_versions,
+    list_secrets_keyset,
+    list_versions_keyset,
+    versions_expiry_backup_and_restore,
+    purge_secrets_follows_the_clock,
+    secret_tags,
+    find_secrets_by_tags,
 );
 
 /// `expr` must be `Err(pattern)`.
@@ -1544,5 +1567,1493 @@ async fn unsupported_url() {
     assert_err!(
         keymesh_store::open("mysql://localhost/keymesh").await,
         StoreError::UnsupportedUrl
+    );
+}
+
+// ---- CSMS: fixtures -----------------------------------------------------------------------
+
+const CUR: &str = "SYSCURRENT";
+const PREV: &str = "SYSPREVIOUS";
+
+fn secret(project: &str, secret_id: &str, name: &str, created_ms: i64) -> SecretRecord {
+    SecretRecord {
+        secret_id: secret_id.to_owned(),
+        project_id: project.to_owned(),
+        name: name.to_owned(),
+        state: SecretState::Enabled,
+        kms_key_id: "k1".to_owned(),
+        description: format!("description of {name}"),
+        secret_type: "COMMON".to_owned(),
+        auto_rotation: false,
+        rotation_period: String::new(),
+        rotation_config: String::new(),
+        event_subscriptions: Vec::new(),
+        enterprise_project_id: "0".to_owned(),
+        rotation_func_urn: String::new(),
+        created_ms,
+        updated_ms: created_ms,
+        scheduled_delete_ms: None,
+    }
+}
+
+/// A version to write: the store assigns the id and ignores `secret_id`.
+fn value(n: u8, created_ms: i64) -> SecretVersion {
+    SecretVersion {
+        secret_id: String::new(),
+        version_id: String::new(),
+        kms_key_id: "k1".to_owned(),
+        ciphertext: vec![n; 24],
+        created_ms,
+        expire_ms: None,
+        stages: Vec::new(),
+    }
+}
+
+/// `value` as stored under `secret_id` with `version_id` and `stages`.
+fn stored(
+    n: u8,
+    created_ms: i64,
+    secret_id: &str,
+    version_id: &str,
+    stages: &[&str],
+) -> SecretVersion {
+    SecretVersion {
+        secret_id: secret_id.to_owned(),
+        version_id: version_id.to_owned(),
+        stages: stages.iter().map(|s| s.to_string()).collect(),
+        ..value(n, created_ms)
+    }
+}
+
+fn stage(secret_id: &str, name: &str, version_id: &str, updated_ms: i64) -> StageRecord {
+    StageRecord {
+        secret_id: secret_id.to_owned(),
+        name: name.to_owned(),
+        version_id: version_id.to_owned(),
+        updated_ms,
+    }
+}
+
+/// What a create-secret request writes: `v1` (value 1) with SYSCURRENT.
+async fn create_secret_with(
+    store: &dyn Store,
+    secret: &SecretRecord,
+    quotas: &SecretQuotas,
+) -> Result<(), StoreError> {
+    let mut v1 = value(1, secret.created_ms);
+    v1.version_id = "v1".to_owned();
+    store
+        .create_secret(
+            secret,
+            &[v1],
+            &[stage(&secret.secret_id, CUR, "v1", secret.created_ms)],
+            quotas,
+        )
+        .await
+}
+
+async fn add_secret(store: &dyn Store, secret: &SecretRecord) {
+    create_secret_with(store, secret, &SecretQuotas::default())
+        .await
+        .unwrap();
+}
+
+/// Adds value `n` with `stages`, default quotas; returns the new id.
+async fn add_value(store: &dyn Store, project: &str, name: &str, n: u8, stages: &[&str]) -> String {
+    let stages: Vec<String> = stages.iter().map(|s| s.to_string()).collect();
+    store
+        .add_version(
+            project,
+            name,
+            &value(n, 100 + i64::from(n)),
+            &stages,
+            &SecretQuotas::default(),
+            1_000 + i64::from(n),
+        )
+        .await
+        .unwrap()
+        .version_id
+}
+
+/// `(version id, stages)` of every version, oldest first.
+async fn stage_map(store: &dyn Store, project: &str, name: &str) -> Vec<(String, Vec<String>)> {
+    store
+        .all_versions(project, name)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.version_id, v.stages))
+        .collect()
+}
+
+fn sm(entries: &[(&str, &[&str])]) -> Vec<(String, Vec<String>)> {
+    entries
+        .iter()
+        .map(|(v, stages)| {
+            (
+                v.to_string(),
+                stages.iter().map(|s| s.to_string()).collect(),
+            )
+        })
+        .collect()
+}
+
+fn names(page: &Keyset<SecretRecord>) -> Vec<&str> {
+    page.items.iter().map(|s| s.name.as_str()).collect()
+}
+
+fn version_ids(page: &Keyset<SecretVersion>) -> Vec<&str> {
+    page.items.iter().map(|v| v.version_id.as_str()).collect()
+}
+
+// ---- CSMS: secrets --------------------------------------------------------------------------
+
+async fn secrets_create_read_update_delete(ctx: Ctx) {
+    let s = &*ctx.store;
+    let mut s1 = secret(P, "id-1", "db-password", 100);
+    s1.auto_rotation = true;
+    s1.rotation_period = "30d".to_owned();
+    s1.rotation_config = "{\"x\":1}".to_owned();
+    s1.event_subscriptions = vec!["ev-a".to_owned(), "ev-b".to_owned()];
+    s1.rotation_func_urn = "urn:fn".to_owned();
+    s1.scheduled_delete_ms = Some(7);
+    add_secret(s, &s1).await;
+
+    assert_eq!(
+        s.get_secret(P, "db-password").await.unwrap(),
+        Some(s1.clone())
+    );
+    assert_eq!(
+        s.get_secret_by_id(P, "id-1").await.unwrap(),
+        Some(s1.clone())
+    );
+    assert_eq!(s.get_secret(P, "nope").await.unwrap(), None);
+    assert_eq!(s.get_secret_by_id(P, "nope").await.unwrap(), None);
+    let v1 = stored(1, 100, "id-1", "v1", &[CUR]);
+    assert_eq!(
+        s.get_version(P, "db-password", None).await.unwrap(),
+        Some(v1.clone())
+    );
+    assert_eq!(
+        s.get_version(P, "db-password", Some("v1")).await.unwrap(),
+        Some(v1.clone())
+    );
+    assert_eq!(
+        s.get_version(P, "db-password", Some("v2")).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.get_stage(P, "db-password", CUR).await.unwrap(),
+        Some(stage("id-1", CUR, "v1", 100))
+    );
+    assert_eq!(s.get_stage(P, "db-password", PREV).await.unwrap(), None);
+
+    // Another project sees none of it.
+    assert_eq!(s.get_secret(Q, "db-password").await.unwrap(), None);
+    assert_eq!(s.get_secret_by_id(Q, "id-1").await.unwrap(), None);
+    assert_eq!(s.get_version(Q, "db-password", None).await.unwrap(), None);
+    assert_eq!(
+        s.get_version(Q, "db-password", Some("v1")).await.unwrap(),
+        None
+    );
+    assert_eq!(s.get_stage(Q, "db-password", CUR).await.unwrap(), None);
+    assert!(s.all_versions(Q, "db-password").await.unwrap().is_empty());
+    assert!(
+        s.list_secrets(Q, None, 10, None)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        s.list_versions(Q, "db-password", None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    // ...and the same name is free there.
+    add_secret(s, &secret(Q, "id-q", "db-password", 1)).await;
+
+    // Metadata update: only the metadata fields change.
+    let mut changed = s1.clone();
+    changed.kms_key_id = "k2".to_owned();
+    changed.description = "new".to_owned();
+    changed.auto_rotation = false;
+    changed.rotation_period = "7d".to_owned();
+    changed.rotation_config = String::new();
+    changed.event_subscriptions = vec!["ev-c".to_owned()];
+    changed.rotation_func_urn = String::new();
+    changed.updated_ms = 500;
+    let mut ignored = changed.clone();
+    ignored.secret_type = "RDS".to_owned();
+    ignored.created_ms = 1;
+    ignored.state = SecretState::Frozen;
+    ignored.secret_id = "other-id".to_owned();
+    assert_eq!(s.update_secret(&ignored).await.unwrap(), changed);
+    assert_eq!(
+        s.get_secret(P, "db-password").await.unwrap(),
+        Some(changed.clone())
+    );
+    let mut missing = changed.clone();
+    missing.name = "nope".to_owned();
+    assert_err!(s.update_secret(&missing).await, StoreError::NotFound);
+    missing.name = "db-password".to_owned();
+    missing.project_id = "no-such-project".to_owned();
+    assert_err!(s.update_secret(&missing).await, StoreError::NotFound);
+
+    // Delete takes versions, stages and tags with it.
+    s.put_secret_tags(P, "id-1", &[tag("env", "prod")], &SecretQuotas::default())
+        .await
+        .unwrap();
+    add_value(s, P, "db-password", 2, &[CUR]).await;
+    assert_err!(s.delete_secret(Q, "nope").await, StoreError::NotFound);
+    assert_err!(s.delete_secret(P, "nope").await, StoreError::NotFound);
+    s.delete_secret(P, "db-password").await.unwrap();
+    assert_err!(
+        s.delete_secret(P, "db-password").await,
+        StoreError::NotFound
+    );
+    assert_eq!(s.get_secret(P, "db-password").await.unwrap(), None);
+    assert_eq!(s.get_version(P, "db-password", None).await.unwrap(), None);
+    assert_err!(s.secret_tags(P, "id-1").await, StoreError::NotFound);
+    for table in ["secrets", "secret_versions", "secret_stages", "secret_tags"] {
+        assert_eq!(
+            ctx.rows_where(table, "secret_id", "id-1").await,
+            0,
+            "{table}"
+        );
+    }
+    // The other project's secret of that name is untouched; the name is free again.
+    assert!(s.get_secret(Q, "db-password").await.unwrap().is_some());
+    add_secret(s, &secret(P, "id-2", "db-password", 600)).await;
+    assert_eq!(
+        s.get_version(P, "db-password", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .version_id,
+        "v1"
+    );
+}
+
+async fn secret_state_is_compare_and_set(ctx: Ctx) {
+    let s = &*ctx.store;
+    add_secret(s, &secret(P, "id-1", "s1", 1)).await;
+    let updated = s
+        .set_secret_state(
+            P,
+            "s1",
+            &[SecretState::Enabled, SecretState::Disabled],
+            SecretState::PendingDelete,
+            Some(9_000),
+            50,
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.state, SecretState::PendingDelete);
+    assert_eq!(updated.scheduled_delete_ms, Some(9_000));
+    assert_eq!(updated.updated_ms, 50);
+    assert_eq!(s.get_secret(P, "s1").await.unwrap(), Some(updated));
+    assert_err!(
+        s.set_secret_state(
+            P,
+            "s1",
+            &[SecretState::Enabled],
+            SecretState::Disabled,
+            None,
+            60
+        )
+        .await,
+        StoreError::WrongSecretState {
+            current: SecretState::PendingDelete
+        }
+    );
+    assert_err!(
+        s.set_secret_state(P, "s1", &[], SecretState::Disabled, None, 60)
+            .await,
+        StoreError::WrongSecretState {
+            current: SecretState::PendingDelete
+        }
+    );
+    assert_err!(
+        s.set_secret_state(
+            P,
+            "nope",
+            &[SecretState::Enabled],
+            SecretState::Disabled,
+            None,
+            60
+        )
+        .await,
+        StoreError::NotFound
+    );
+    assert_err!(
+        s.set_secret_state(
+            Q,
+            "s1",
+            &[SecretState::PendingDelete],
+            SecretState::Disabled,
+            None,
+            60
+        )
+        .await,
+        StoreError::NotFound
+    );
+    // Cancelling clears the schedule.
+    let cancelled = s
+        .set_secret_state(
+            P,
+            "s1",
+            &[SecretState::PendingDelete],
+            SecretState::Disabled,
+            None,
+            70,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (cancelled.state, cancelled.scheduled_delete_ms),
+        (SecretState::Disabled, None)
+    );
+
+    // Of N racing identical transitions exactly one wins.
+    let attempts: Vec<_> = (0..8)
+        .map(|i| {
+            let store = ctx.store.clone();
+            tokio::spawn(async move {
+                store
+                    .set_secret_state(
+                        P,
+                        "s1",
+                        &[SecretState::Disabled],
+                        SecretState::Enabled,
+                        None,
+                        100 + i,
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(StoreError::WrongSecretState {
+                current: SecretState::Enabled,
+            }) => {}
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+}
+
+async fn secret_quota_and_failed_creates(ctx: Ctx) {
+    let s = &*ctx.store;
+    let quotas = SecretQuotas {
+        secrets_per_project: 2,
+        ..SecretQuotas::default()
+    };
+    create_secret_with(s, &secret(P, "id-1", "s1", 1), &quotas)
+        .await
+        .unwrap();
+    // Name conflict: nothing of the refused secret is written.
+    assert_err!(
+        create_secret_with(s, &secret(P, "id-x", "s1", 2), &quotas).await,
+        StoreError::Conflict(Conflict::SecretName)
+    );
+    create_secret_with(s, &secret(P, "id-2", "s2", 3), &quotas)
+        .await
+        .unwrap();
+    // At the quota (PENDING_DELETE secrets count too).
+    s.set_secret_state(
+        P,
+        "s2",
+        &[SecretState::Enabled],
+        SecretState::PendingDelete,
+        Some(1),
+        4,
+    )
+    .await
+    .unwrap();
+    assert_err!(
+        create_secret_with(s, &secret(P, "id-y", "s3", 5), &quotas).await,
+        StoreError::Quota(QuotaKind::Secrets)
+    );
+    // The quota is per project.
+    create_secret_with(s, &secret(Q, "id-q", "s3", 5), &quotas)
+        .await
+        .unwrap();
+
+    // A version id given twice (a corrupt backup): the whole create fails.
+    let mut v = value(1, 6);
+    v.version_id = "v1".to_owned();
+    assert_err!(
+        s.create_secret(
+            &secret(Q, "id-z", "dup", 6),
+            &[v.clone(), v.clone()],
+            &[stage("id-z", CUR, "v1", 6)],
+            &quotas
+        )
+        .await,
+        StoreError::Conflict(Conflict::VersionId)
+    );
+    // A stage naming no version of the secret.
+    assert_err!(
+        s.create_secret(
+            &secret(Q, "id-z", "dangling", 6),
+            &[v],
+            &[stage("id-z", CUR, "v2", 6)],
+            &quotas
+        )
+        .await,
+        StoreError::NotFound
+    );
+    for id in ["id-x", "id-y", "id-z"] {
+        for table in ["secrets", "secret_versions", "secret_stages"] {
+            assert_eq!(
+                ctx.rows_where(table, "secret_id", id).await,
+                0,
+                "{table} {id}"
+            );
+        }
+    }
+    assert_eq!(
+        s.get_secret(P, "s1").await.unwrap().unwrap().secret_id,
+        "id-1"
+    );
+    assert_eq!(s.get_secret(P, "s3").await.unwrap(), None);
+    assert_eq!(s.get_secret(Q, "dup").await.unwrap(), None);
+    assert_eq!(
+        s.list_secrets(P, None, 10, None).await.unwrap().items.len(),
+        2
+    );
+
+    // Deleting frees a slot.
+    s.delete_secret(P, "s2").await.unwrap();
+    create_secret_with(s, &secret(P, "id-3", "s3", 7), &quotas)
+        .await
+        .unwrap();
+}
+
+async fn concurrent_create_secret_respects_quota(ctx: Ctx) {
+    let quotas = SecretQuotas {
+        secrets_per_project: 10,
+        ..SecretQuotas::default()
+    };
+    for free in [1usize, 3] {
+        let project = format!("project-with-{free}-free");
+        for i in 0..10 - free {
+            create_secret_with(
+                &*ctx.store,
+                &secret(
+                    &project,
+                    &format!("{project}-pre-{i}"),
+                    &format!("pre-{i}"),
+                    1,
+                ),
+                &quotas,
+            )
+            .await
+            .unwrap();
+        }
+        let attempts: Vec<_> = (0..16)
+            .map(|i| {
+                let store = ctx.store.clone();
+                let secret = secret(
+                    &project,
+                    &format!("{project}-new-{i}"),
+                    &format!("new-{i}"),
+                    2,
+                );
+                tokio::spawn(async move { create_secret_with(&*store, &secret, &quotas).await })
+            })
+            .collect();
+        let mut created = 0;
+        for attempt in attempts {
+            match attempt.await.unwrap() {
+                Ok(()) => created += 1,
+                Err(StoreError::Quota(QuotaKind::Secrets)) => {}
+                Err(e) => panic!("unexpected error {e:?}"),
+            }
+        }
+        assert_eq!(created, free, "{project}");
+        let listed = ctx
+            .store
+            .list_secrets(&project, None, 100, None)
+            .await
+            .unwrap();
+        assert_eq!(listed.items.len(), 10, "{project}");
+        assert!(!listed.more);
+    }
+}
+
+async fn concurrent_create_secret_same_name(ctx: Ctx) {
+    let attempts: Vec<_> = (0..8)
+        .map(|i| {
+            let store = ctx.store.clone();
+            let secret = secret(P, &format!("id-{i}"), "same", i);
+            tokio::spawn(async move {
+                create_secret_with(&*store, &secret, &SecretQuotas::default()).await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(()) => created += 1,
+            Err(StoreError::Conflict(Conflict::SecretName)) => {}
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(created, 1);
+    let winner = ctx.store.get_secret(P, "same").await.unwrap().unwrap();
+    for i in 0..8 {
+        let id = format!("id-{i}");
+        let versions = ctx.rows_where("secret_versions", "secret_id", &id).await;
+        assert_eq!(versions, i64::from(id == winner.secret_id), "{id}");
+    }
+}
+
+// ---- CSMS: versions and stages ------------------------------------------------------------------
+
+async fn stage_semantics(ctx: Ctx) {
+    let s = &*ctx.store;
+    add_secret(s, &secret(P, "id-1", "s1", 1)).await;
+    assert_eq!(add_value(s, P, "s1", 2, &[CUR]).await, "v2");
+    let v3 = s
+        .add_version(
+            P,
+            "s1",
+            &value(3, 103),
+            &[CUR.to_owned()],
+            &SecretQuotas::default(),
+            1_003,
+        )
+        .await
+        .unwrap();
+    assert_eq!(v3, stored(3, 103, "id-1", "v3", &[CUR]));
+    // SYSCURRENT moved to v3; the version that held it got SYSPREVIOUS.
+    assert_eq!(
+        stage_map(s, P, "s1").await,
+        sm(&[("v1", &[]), ("v2", &[PREV]), ("v3", &[CUR])])
+    );
+    assert_eq!(
+        s.get_stage(P, "s1", CUR).await.unwrap(),
+        Some(stage("id-1", CUR, "v3", 1_003))
+    );
+    assert_eq!(
+        s.get_stage(P, "s1", PREV).await.unwrap(),
+        Some(stage("id-1", PREV, "v2", 1_003))
+    );
+    assert_eq!(s.get_version(P, "s1", None).await.unwrap(), Some(v3));
+
+    // Explicit stages without SYSCURRENT leave SYSCURRENT where it is; the
+    // newest version is "latest" whatever its stages.
+    assert_eq!(
+        add_value(s, P, "s1", 4, &["blue", "green", "blue"]).await,
+        "v4"
+    );
+    assert_eq!(
+        stage_map(s, P, "s1").await,
+        sm(&[
+            ("v1", &[]),
+            ("v2", &[PREV]),
+            ("v3", &[CUR]),
+            ("v4", &["blue", "green"])
+        ])
+    );
+    assert_eq!(
+        s.get_version(P, "s1", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .version_id,
+        "v4"
+    );
+    // A version without stages.
+    assert_eq!(add_value(s, P, "s1", 5, &[]).await, "v5");
+    assert!(
+        s.get_version(P, "s1", Some("v5"))
+            .await
+            .unwrap()
+            .unwrap()
+            .stages
+            .is_empty()
+    );
+
+    // Moving a custom stage.
+    let moved = s
+        .put_stage(P, "s1", "blue", "v1", 2_000, &SecretQuotas::default())
+        .await
+        .unwrap();
+    assert_eq!(moved, stage("id-1", "blue", "v1", 2_000));
+    assert_eq!(
+        stage_map(s, P, "s1").await,
+        sm(&[
+            ("v1", &["blue"]),
+            ("v2", &[PREV]),
+            ("v3", &[CUR]),
+            ("v4", &["green"]),
+            ("v5", &[])
+        ])
+    );
+    // A new stage via put_stage.
+    s.put_stage(P, "s1", "red", "v5", 2_001, &SecretQuotas::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_stage(P, "s1", "red").await.unwrap(),
+        Some(stage("id-1", "red", "v5", 2_001))
+    );
+    // Adding with a custom stage moves it too.
+    assert_eq!(add_value(s, P, "s1", 6, &["green", CUR]).await, "v6");
+    assert_eq!(
+        stage_map(s, P, "s1").await,
+        sm(&[
+            ("v1", &["blue"]),
+            ("v2", &[]),
+            ("v3", &[PREV]),
+            ("v4", &[]),
+            ("v5", &["red"]),
+            ("v6", &[CUR, "green"])
+        ])
+    );
+
+    // put_stage: missing secret, version, other project.
+    let q = SecretQuotas::default();
+    assert_err!(
+        s.put_stage(P, "s1", "blue", "v9", 1, &q).await,
+        StoreError::NotFound
+    );
+    assert_err!(
+        s.put_stage(P, "nope", "blue", "v1", 1, &q).await,
+        StoreError::NotFound
+    );
+    assert_err!(
+        s.put_stage(Q, "s1", "blue", "v1", 1, &q).await,
+        StoreError::NotFound
+    );
+
+    // Deleting a stage.
+    s.delete_stage(P, "s1", "blue").await.unwrap();
+    assert_eq!(s.get_stage(P, "s1", "blue").await.unwrap(), None);
+    assert_err!(s.delete_stage(P, "s1", "blue").await, StoreError::NotFound);
+    assert_err!(s.delete_stage(P, "nope", "red").await, StoreError::NotFound);
+    assert_err!(s.delete_stage(Q, "s1", "red").await, StoreError::NotFound);
+    assert!(s.get_stage(P, "s1", "red").await.unwrap().is_some());
+    assert!(
+        s.get_version(P, "s1", Some("v1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .stages
+            .is_empty()
+    );
+}
+
+async fn stage_quota(ctx: Ctx) {
+    let s = &*ctx.store;
+    let quotas = SecretQuotas {
+        stages_per_secret: 3,
+        ..SecretQuotas::default()
+    };
+    add_secret(s, &secret(P, "id-1", "s1", 1)).await;
+    // SYSCURRENT + the SYSPREVIOUS that moving it creates.
+    s.add_version(P, "s1", &value(2, 2), &[CUR.to_owned()], &quotas, 2)
+        .await
+        .unwrap();
+    s.put_stage(P, "s1", "green", "v1", 3, &quotas)
+        .await
+        .unwrap();
+    // Full: a fourth stage is refused, by put_stage and by add_version.
+    assert_err!(
+        s.put_stage(P, "s1", "red", "v1", 4, &quotas).await,
+        StoreError::Quota(QuotaKind::Stages)
+    );
+    assert_err!(
+        s.add_version(P, "s1", &value(3, 4), &["red".to_owned()], &quotas, 4)
+            .await,
+        StoreError::Quota(QuotaKind::Stages)
+    );
+    // Nothing of the refused add is written, and its id is not used up.
+    assert_eq!(s.all_versions(P, "s1").await.unwrap().len(), 2);
+    // Moving existing stages is fine at the quota.
+    s.put_stage(P, "s1", "green", "v2", 5, &quotas)
+        .await
+        .unwrap();
+    let v3 = s
+        .add_version(
+            P,
+            "s1",
+            &value(3, 6),
+            &[CUR.to_owned(), "green".to_owned()],
+            &quotas,
+            6,
+        )
+        .await
+        .unwrap();
+    assert_eq!(v3.version_id, "v3");
+    assert_eq!(
+        stage_map(s, P, "s1").await,
+        sm(&[("v1", &[]), ("v2", &[PREV]), ("v3", &[CUR, "green"])])
+    );
+    // The first SYSPREVIOUS counts: with room for one stage only, moving
+    // SYSCURRENT fails.
+    add_secret(s, &secret(P, "id-2", "s2", 1)).await;
+    let one = SecretQuotas {
+        stages_per_secret: 1,
+        ..SecretQuotas::default()
+    };
+    assert_err!(
+        s.add_version(P, "s2", &value(2, 2), &[CUR.to_owned()], &one, 2)
+            .await,
+        StoreError::Quota(QuotaKind::Stages)
+    );
+    assert_eq!(stage_map(s, P, "s2").await, sm(&[("v1", &[CUR])]));
+}
+
+async fn version_quota_drops_stageless_versions(ctx: Ctx) {
+    let s = &*ctx.store;
+    let quotas = SecretQuotas {
+        versions_per_secret: 3,
+        ..SecretQuotas::default()
+    };
+    let add = |n: u8, stages: &'static [&'static str]| async move {
+        let stages: Vec<String> = stages.iter().map(|s| s.to_string()).collect();
+        s.add_version(
+            P,
+            "s1",
+            &value(n, i64::from(n)),
+            &stages,
+            &quotas,
+            i64::from(n),
+        )
+        .await
+        .map(|v| v.version_id)
+    };
+    add_secret(s, &secret(P, "id-1", "s1", 1)).await;
+    assert_eq!(add(2, &[CUR]).await.unwrap(), "v2");
+    assert_eq!(add(3, &[CUR]).await.unwrap(), "v3");
+    assert_eq!(
+        stage_map(s, P, "s1").await,
+        sm(&[("v1", &[]), ("v2", &[PREV]), ("v3", &[CUR])])
+    );
+    // Fourth version: the oldest stage-less one (v1) goes; v2 has just
+    // lost SYSPREVIOUS but one drop is enough.
+    assert_eq!(add(4, &[CUR]).await.unwrap(), "v4");
+    assert_eq!(
+        stage_map(s, P, "s1").await,
+        sm(&[("v2", &[]), ("v3", &[PREV]), ("v4", &[CUR])])
+    );
+    assert_eq!(s.get_version(P, "s1", Some("v1")).await.unwrap(), None);
+
+    // Every older version holds a stage: a stage-less add has nothing to
+    // drop (it never drops itself), and nothing is written.
+    s.put_stage(P, "s1", "pinned", "v2", 10, &SecretQuotas::default())
+        .await
+        .unwrap();
+    assert_err!(add(5, &[]).await, StoreError::Quota(QuotaKind::Versions));
+    assert_eq!(s.all_versions(P, "s1").await.unwrap().len(), 3);
+    // Moving SYSCURRENT frees v3 (its SYSPREVIOUS moves to v4): v3 goes.
+    // Ids are never reused: v1 was dropped, the refused add used none.
+    assert_eq!(add(5, &[CUR]).await.unwrap(), "v5");
+    assert_eq!(
+        stage_map(s, P, "s1").await,
+        sm(&[("v2", &["pinned"]), ("v4", &[PREV]), ("v5", &[CUR])])
+    );
+    s.delete_stage(P, "s1", "pinned").await.unwrap();
+    assert_eq!(add(6, &[CUR]).await.unwrap(), "v6");
+    assert_eq!(
+        stage_map(s, P, "s1").await,
+        sm(&[("v4", &[]), ("v5", &[PREV]), ("v6", &[CUR])])
+    );
+    // Behind the store's back too.
+    assert_eq!(
+        ctx.rows_where("secret_versions", "secret_id", "id-1").await,
+        3
+    );
+}
+
+async fn add_version_checks_the_secret(ctx: Ctx) {
+    let s = &*ctx.store;
+    let q = SecretQuotas::default();
+    add_secret(s, &secret(P, "id-1", "s1", 1)).await;
+    let cur = [CUR.to_owned()];
+    assert_err!(
+        s.add_version(P, "nope", &value(2, 2), &cur, &q, 2).await,
+        StoreError::NotFound
+    );
+    assert_err!(
+        s.add_version(Q, "s1", &value(2, 2), &cur, &q, 2).await,
+        StoreError::NotFound
+    );
+    for state in [
+        SecretState::Disabled,
+        SecretState::Frozen,
+        SecretState::PendingDelete,
+    ] {
+        let from = [
+            SecretState::Enabled,
+            SecretState::Disabled,
+            SecretState::Frozen,
+        ];
+        s.set_secret_state(P, "s1", &from, state, None, 3)
+            .await
+            .unwrap();
+        match s.add_version(P, "s1", &value(2, 2), &cur, &q, 4).await {
+            Err(StoreError::WrongSecretState { current }) => assert_eq!(current, state),
+            other => panic!("expected WrongSecretState, got {other:?}"),
+        }
+        s.set_secret_state(P, "s1", &[state], SecretState::Enabled, None, 5)
+            .await
+            .unwrap();
+    }
+    assert_eq!(stage_map(s, P, "s1").await, sm(&[("v1", &[CUR])]));
+    assert_eq!(add_value(s, P, "s1", 2, &[CUR]).await, "v2");
+}
+
+async fn two_concurrent_add_versions(ctx: Ctx) {
+    add_secret(&*ctx.store, &secret(P, "id-1", "s1", 1)).await;
+    let adds: Vec<_> = (0..2u8)
+        .map(|i| {
+            let store = ctx.store.clone();
+            tokio::spawn(async move { add_value(&*store, P, "s1", 10 + i, &[CUR]).await })
+        })
+        .collect();
+    let mut ids = BTreeSet::new();
+    for add in adds {
+        ids.insert(add.await.unwrap());
+    }
+    assert_eq!(ids, BTreeSet::from(["v2".to_owned(), "v3".to_owned()]));
+    assert_eq!(
+        stage_map(&*ctx.store, P, "s1").await,
+        sm(&[("v1", &[]), ("v2", &[PREV]), ("v3", &[CUR])])
+    );
+}
+
+async fn eight_concurrent_add_versions(ctx: Ctx) {
+    add_secret(&*ctx.store, &secret(P, "id-1", "s1", 1)).await;
+    let adds: Vec<_> = (0..8u8)
+        .map(|i| {
+            let store = ctx.store.clone();
+            tokio::spawn(async move {
+                let id = add_value(&*store, P, "s1", 10 + i, &[CUR]).await;
+                (id, 10 + i)
+            })
+        })
+        .collect();
+    let mut ids = BTreeSet::new();
+    let mut values = BTreeSet::new();
+    for add in adds {
+        let (id, n) = add.await.unwrap();
+        // Each caller's id holds that caller's value.
+        let got = ctx
+            .store
+            .get_version(P, "s1", Some(&id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.ciphertext, vec![n; 24]);
+        ids.insert(id);
+        values.insert(n);
+    }
+    let want: BTreeSet<String> = (2..=9).map(|n| format!("v{n}")).collect();
+    assert_eq!(ids, want);
+    assert_eq!(values.len(), 8);
+    let map = stage_map(&*ctx.store, P, "s1").await;
+    assert_eq!(map.len(), 9);
+    let with = |stage: &str| {
+        map.iter()
+            .filter(|(_, stages)| stages.iter().any(|s| s == stage))
+            .map(|(v, _)| v.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(with(CUR), ["v9"]);
+    assert_eq!(with(PREV), ["v8"]);
+}
+
+// ---- CSMS: lists -------------------------------------------------------------------------------
+
+async fn list_secrets_keyset(ctx: Ctx) {
+    let s = &*ctx.store;
+    // Byte order, as Rust sorts strings.
+    let all = ["b", "B", "a", "é", "_x", "a-1", "c"];
+    for (i, name) in all.iter().enumerate() {
+        add_secret(s, &secret(P, &format!("id-{i}"), name, i as i64)).await;
+    }
+    add_secret(s, &secret(Q, "id-q", "a", 1)).await;
+    let mut sorted = all.to_vec();
+    sorted.sort();
+
+    let page = s.list_secrets(P, None, 100, None).await.unwrap();
+    assert_eq!((names(&page), page.more), (sorted.clone(), false));
+    // Exactly one page: no `more`.
+    let page = s.list_secrets(P, None, 7, None).await.unwrap();
+    assert!(!page.more);
+    let mut walked = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s.list_secrets(P, after.as_deref(), 3, None).await.unwrap();
+        assert!(page.items.len() <= 3);
+        walked.extend(page.items.iter().map(|s| s.name.clone()));
+        if !page.more {
+            break;
+        }
+        after = page.items.last().map(|s| s.name.clone());
+    }
+    assert_eq!(walked, sorted);
+    // A marker that is no name still orders.
+    let page = s.list_secrets(P, Some("a0"), 2, None).await.unwrap();
+    assert_eq!((names(&page), page.more), (vec!["b", "c"], true));
+    let page = s.list_secrets(P, Some("é"), 2, None).await.unwrap();
+    assert_eq!((page.items.len(), page.more), (0, false));
+    let page = s.list_secrets(P, None, 0, None).await.unwrap();
+    assert_eq!((page.items.len(), page.more), (0, true));
+    assert!(
+        s.list_secrets("no-such-project", None, 10, None)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // Event filter: exact names; `x"a` is stored as JSON `"x\"a"`, whose
+    // text contains `"a"`, and must not match event `a`.
+    for (name, events) in [
+        ("b", vec!["a", "other"]),
+        ("c", vec!["x\"a"]),
+        ("_x", vec!["ab"]),
+        ("a-1", vec!["a"]),
+        ("é", vec!["a"]),
+    ] {
+        let mut record = s.get_secret(P, name).await.unwrap().unwrap();
+        record.event_subscriptions = events.into_iter().map(str::to_owned).collect();
+        s.update_secret(&record).await.unwrap();
+    }
+    let page = s.list_secrets(P, None, 100, Some("a")).await.unwrap();
+    assert_eq!((names(&page), page.more), (vec!["a-1", "b", "é"], false));
+    let page = s.list_secrets(P, None, 2, Some("a")).await.unwrap();
+    assert_eq!((names(&page), page.more), (vec!["a-1", "b"], true));
+    let page = s.list_secrets(P, Some("b"), 1, Some("a")).await.unwrap();
+    assert_eq!((names(&page), page.more), (vec!["é"], false));
+    let page = s.list_secrets(P, Some("a-1"), 1, Some("a")).await.unwrap();
+    assert_eq!((names(&page), page.more), (vec!["b"], true));
+    let page = s.list_secrets(P, None, 10, Some("x\"a")).await.unwrap();
+    assert_eq!(names(&page), ["c"]);
+    assert!(
+        s.list_secrets(P, None, 10, Some("none"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        s.list_secrets(Q, None, 10, Some("a"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+async fn list_versions_keyset(ctx: Ctx) {
+    let s = &*ctx.store;
+    add_secret(s, &secret(P, "id-1", "s1", 1)).await;
+    for n in 2..=11 {
+        add_value(s, P, "s1", n, &[CUR]).await;
+    }
+    // Newest first, numerically (v10 after v9, not between v1 and v2).
+    let page = s.list_versions(P, "s1", None, 3).await.unwrap();
+    assert_eq!(
+        (version_ids(&page), page.more),
+        (vec!["v11", "v10", "v9"], true)
+    );
+    assert_eq!(page.items[0], stored(11, 111, "id-1", "v11", &[CUR]));
+    assert_eq!(page.items[1].stages, [PREV]);
+    let mut walked = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s.list_versions(P, "s1", after.as_deref(), 4).await.unwrap();
+        walked.extend(page.items.iter().map(|v| v.version_id.clone()));
+        if !page.more {
+            break;
+        }
+        after = page.items.last().map(|v| v.version_id.clone());
+    }
+    let want: Vec<String> = (1..=11).rev().map(|n| format!("v{n}")).collect();
+    assert_eq!(walked, want);
+    let page = s.list_versions(P, "s1", Some("v2"), 4).await.unwrap();
+    assert_eq!((version_ids(&page), page.more), (vec!["v1"], false));
+    let page = s.list_versions(P, "s1", Some("v1"), 4).await.unwrap();
+    assert_eq!((page.items.len(), page.more), (0, false));
+    let page = s.list_versions(P, "s1", None, 11).await.unwrap();
+    assert_eq!((page.items.len(), page.more), (11, false));
+    // Unknown marker, secret or project.
+    assert!(
+        s.list_versions(P, "s1", Some("v99"), 4)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        s.list_versions(P, "nope", None, 4)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        s.list_versions(Q, "s1", None, 4)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+async fn versions_expiry_backup_and_restore(ctx: Ctx) {
+    let s = &*ctx.store;
+    add_secret(s, &secret(P, "id-1", "s1", 1)).await;
+    add_value(s, P, "s1", 2, &[CUR]).await;
+    add_value(s, P, "s1", 3, &["blue"]).await;
+
+    let updated = s
+        .update_version_expiry(P, "s1", "v2", Some(99))
+        .await
+        .unwrap();
+    let mut v2 = stored(2, 102, "id-1", "v2", &[CUR]);
+    v2.expire_ms = Some(99);
+    assert_eq!(updated, v2);
+    assert_eq!(
+        s.get_version(P, "s1", Some("v2")).await.unwrap(),
+        Some(v2.clone())
+    );
+    assert_err!(
+        s.update_version_expiry(P, "s1", "v9", Some(1)).await,
+        StoreError::NotFound
+    );
+    assert_err!(
+        s.update_version_expiry(P, "nope", "v2", Some(1)).await,
+        StoreError::NotFound
+    );
+    assert_err!(
+        s.update_version_expiry(Q, "s1", "v2", Some(1)).await,
+        StoreError::NotFound
+    );
+    assert_eq!(
+        s.get_version(P, "s1", Some("v2")).await.unwrap(),
+        Some(v2.clone())
+    );
+
+    // Backup: every version, oldest first, with ciphertext and stages.
+    let backup = s.all_versions(P, "s1").await.unwrap();
+    assert_eq!(
+        backup,
+        [
+            stored(1, 1, "id-1", "v1", &[PREV]),
+            v2.clone(),
+            stored(3, 103, "id-1", "v3", &["blue"]),
+        ]
+    );
+    assert!(s.all_versions(P, "nope").await.unwrap().is_empty());
+
+    // Restore into another project after the original is gone, with ids
+    // the store did not assign in this database: the next id follows the
+    // highest restored one.
+    let restored_secret = secret(Q, "id-r", "s1", 5);
+    let mut versions = backup.clone();
+    versions[2].version_id = "v7".to_owned();
+    let stages = [
+        stage("id-r", PREV, "v1", 5),
+        stage("id-r", CUR, "v2", 5),
+        stage("id-r", "blue", "v7", 5),
+    ];
+    s.create_secret(
+        &restored_secret,
+        &versions,
+        &stages,
+        &SecretQuotas::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        stage_map(s, Q, "s1").await,
+        sm(&[("v1", &[PREV]), ("v2", &[CUR]), ("v7", &["blue"])])
+    );
+    assert_eq!(
+        s.get_version(Q, "s1", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .version_id,
+        "v7"
+    );
+    assert_eq!(
+        s.get_version(Q, "s1", Some("v1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .secret_id,
+        "id-r"
+    );
+    assert_eq!(add_value(s, Q, "s1", 8, &[CUR]).await, "v8");
+    assert_eq!(
+        stage_map(s, Q, "s1").await,
+        sm(&[
+            ("v1", &[]),
+            ("v2", &[PREV]),
+            ("v7", &["blue"]),
+            ("v8", &[CUR])
+        ])
+    );
+    // Restored ids that are not `v<n>` still leave room after them.
+    let mut odd = value(1, 1);
+    odd.version_id = "legacy".to_owned();
+    s.create_secret(
+        &secret(Q, "id-o", "odd", 1),
+        &[odd],
+        &[stage("id-o", CUR, "legacy", 1)],
+        &SecretQuotas::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(add_value(s, Q, "odd", 2, &[CUR]).await, "v2");
+    assert_eq!(
+        stage_map(s, Q, "odd").await,
+        sm(&[("legacy", &[PREV]), ("v2", &[CUR])])
+    );
+}
+
+async fn purge_secrets_follows_the_clock(ctx: Ctx) {
+    const T: i64 = 1_700_000_000_000;
+    let s = &*ctx.store;
+    let q = SecretQuotas::default();
+    for (project, id, name) in [
+        (P, "doomed", "doomed"),
+        (P, "keeper", "keeper"),
+        (P, "later", "later"),
+        (Q, "other", "doomed"),
+        (P, "cancelled", "cancelled"),
+    ] {
+        add_secret(s, &secret(project, id, name, 1)).await;
+        add_value(s, project, name, 2, &[CUR, "blue"]).await;
+        s.put_secret_tags(project, id, &[tag("env", id)], &q)
+            .await
+            .unwrap();
+    }
+    let schedule = |project: &'static str, name: &'static str, at: i64| async move {
+        s.set_secret_state(
+            project,
+            name,
+            &[SecretState::Enabled, SecretState::Disabled],
+            SecretState::PendingDelete,
+            Some(at),
+            2,
+        )
+        .await
+        .unwrap();
+    };
+    schedule(P, "doomed", T).await;
+    schedule(P, "later", T + 10).await;
+    schedule(Q, "doomed", T).await;
+    schedule(P, "cancelled", T).await;
+    s.set_secret_state(
+        P,
+        "cancelled",
+        &[SecretState::PendingDelete],
+        SecretState::Disabled,
+        None,
+        3,
+    )
+    .await
+    .unwrap();
+
+    assert!(s.purge_due_secrets(T - 1).await.unwrap().is_empty());
+    assert!(s.get_secret(P, "doomed").await.unwrap().is_some());
+    assert_eq!(
+        ctx.rows_where("secret_versions", "secret_id", "doomed")
+            .await,
+        2
+    );
+
+    let mut purged = s.purge_due_secrets(T).await.unwrap();
+    purged.sort();
+    assert_eq!(purged, ["doomed", "other"]);
+    assert_eq!(s.get_secret(P, "doomed").await.unwrap(), None);
+    assert_eq!(s.get_secret(Q, "doomed").await.unwrap(), None);
+    assert_eq!(s.get_version(P, "doomed", None).await.unwrap(), None);
+    assert_eq!(s.get_stage(P, "doomed", CUR).await.unwrap(), None);
+    assert_err!(s.secret_tags(P, "doomed").await, StoreError::NotFound);
+    for id in ["doomed", "other"] {
+        for table in ["secrets", "secret_versions", "secret_stages", "secret_tags"] {
+            assert_eq!(
+                ctx.rows_where(table, "secret_id", id).await,
+                0,
+                "{table} {id}"
+            );
+        }
+    }
+    assert_eq!(
+        s.project_secret_tags(P).await.unwrap(),
+        [(
+            "env".to_owned(),
+            vec![
+                "cancelled".to_owned(),
+                "keeper".to_owned(),
+                "later".to_owned()
+            ]
+        )]
+    );
+    assert!(s.project_secret_tags(Q).await.unwrap().is_empty());
+    // The rest is untouched.
+    assert_eq!(
+        ctx.rows_where("secret_versions", "secret_id", "keeper")
+            .await,
+        2
+    );
+    assert_eq!(
+        ctx.rows_where("secret_stages", "secret_id", "keeper").await,
+        3
+    );
+    assert!(s.purge_due_secrets(T).await.unwrap().is_empty());
+    assert_eq!(s.purge_due_secrets(T + 10).await.unwrap(), ["later"]);
+    assert!(s.purge_due_secrets(i64::MAX).await.unwrap().is_empty());
+    assert!(s.get_secret(P, "cancelled").await.unwrap().is_some());
+    assert!(s.get_secret(P, "keeper").await.unwrap().is_some());
+
+    // Concurrent purges split the work: each secret is reported once.
+    for i in 0..6 {
+        let name = format!("due-{i}");
+        add_secret(s, &secret(P, &name, &name, 1)).await;
+        s.set_secret_state(
+            P,
+            &name,
+            &[SecretState::Enabled],
+            SecretState::PendingDelete,
+            Some(T),
+            2,
+        )
+        .await
+        .unwrap();
+    }
+    let purges: Vec<_> = (0..4)
+        .map(|_| {
+            let store = ctx.store.clone();
+            tokio::spawn(async move { store.purge_due_secrets(T).await })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for purge in purges {
+        all.extend(purge.await.unwrap().unwrap());
+    }
+    all.sort();
+    let want: Vec<String> = (0..6).map(|i| format!("due-{i}")).collect();
+    assert_eq!(all, want);
+}
+
+// ---- CSMS: tags ---------------------------------------------------------------------------------
+
+async fn secret_tags(ctx: Ctx) {
+    let s = &*ctx.store;
+    let quotas = SecretQuotas {
+        tags_per_secret: 3,
+        ..SecretQuotas::default()
+    };
+    add_secret(s, &secret(P, "id-1", "s1", 1)).await;
+    add_secret(s, &secret(P, "id-2", "s2", 2)).await;
+    add_secret(s, &secret(Q, "id-q", "s1", 3)).await;
+    assert!(s.secret_tags(P, "id-1").await.unwrap().is_empty());
+    s.put_secret_tags(P, "id-1", &[tag("b", "1"), tag("a", "x")], &quotas)
+        .await
+        .unwrap();
+    // Upsert: a key given again (even twice in one call) takes the last value.
+    s.put_secret_tags(
+        P,
+        "id-1",
+        &[tag("b", "2"), tag("c", "z"), tag("b", "y")],
+        &quotas,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.secret_tags(P, "id-1").await.unwrap(),
+        [tag("a", "x"), tag("b", "y"), tag("c", "z")]
+    );
+    // Quota on the final set, all or nothing.
+    assert_err!(
+        s.put_secret_tags(P, "id-1", &[tag("a", "new"), tag("d", "4")], &quotas)
+            .await,
+        StoreError::Quota(QuotaKind::SecretTags)
+    );
+    assert_eq!(s.secret_tags(P, "id-1").await.unwrap()[0], tag("a", "x"));
+    s.put_secret_tags(P, "id-1", &[tag("a", "new")], &quotas)
+        .await
+        .unwrap();
+
+    // Delete: all or nothing.
+    assert_err!(
+        s.delete_secret_tags(P, "id-1", &["a".to_owned(), "zz".to_owned()])
+            .await,
+        StoreError::NotFound
+    );
+    assert_eq!(s.secret_tags(P, "id-1").await.unwrap().len(), 3);
+    s.delete_secret_tags(P, "id-1", &["a".to_owned(), "c".to_owned(), "a".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(s.secret_tags(P, "id-1").await.unwrap(), [tag("b", "y")]);
+
+    // Missing secrets and other projects' secrets.
+    assert_err!(s.secret_tags(P, "nope").await, StoreError::NotFound);
+    assert_err!(s.secret_tags(Q, "id-1").await, StoreError::NotFound);
+    assert_err!(
+        s.put_secret_tags(Q, "id-1", &[tag("x", "1")], &quotas)
+            .await,
+        StoreError::NotFound
+    );
+    assert_err!(
+        s.put_secret_tags(P, "nope", &[], &quotas).await,
+        StoreError::NotFound
+    );
+    assert_err!(
+        s.delete_secret_tags(Q, "id-1", &["b".to_owned()]).await,
+        StoreError::NotFound
+    );
+    assert_err!(
+        s.delete_secret_tags(P, "nope", &[]).await,
+        StoreError::NotFound
+    );
+    assert_eq!(s.secret_tags(P, "id-1").await.unwrap(), [tag("b", "y")]);
+
+    s.put_secret_tags(P, "id-2", &[tag("env", "prod"), tag("b", "1")], &quotas)
+        .await
+        .unwrap();
+    s.put_secret_tags(Q, "id-q", &[tag("env", "qa")], &quotas)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.project_secret_tags(P).await.unwrap(),
+        [
+            ("b".to_owned(), vec!["1".to_owned(), "y".to_owned()]),
+            ("env".to_owned(), vec!["prod".to_owned()]),
+        ]
+    );
+    assert_eq!(
+        s.project_secret_tags(Q).await.unwrap(),
+        [("env".to_owned(), vec!["qa".to_owned()])]
+    );
+    assert!(
+        s.project_secret_tags("no-such-project")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Key tags and secret tags are separate worlds.
+    assert!(s.project_tags(P).await.unwrap().is_empty());
+}
+
+async fn find_secrets_by_tags(ctx: Ctx) {
+    let s = &*ctx.store;
+    let q = SecretQuotas::default();
+    add_secret(s, &secret(P, "id-1", "web-frontend", 4)).await;
+    add_secret(s, &secret(P, "id-2", "web-backend", 3)).await;
+    add_secret(s, &secret(P, "id-3", "db", 2)).await;
+    add_secret(s, &secret(P, "id-4", "WEB-admin", 1)).await;
+    add_secret(s, &secret(Q, "id-q", "web-q", 5)).await;
+    s.put_secret_tags(P, "id-1", &[tag("team", "a"), tag("env", "prod")], &q)
+        .await
+        .unwrap();
+    s.put_secret_tags(P, "id-2", &[tag("env", "dev"), tag("team", "a")], &q)
+        .await
+        .unwrap();
+    s.put_secret_tags(P, "id-3", &[tag("env", "prod")], &q)
+        .await
+        .unwrap();
+    s.put_secret_tags(Q, "id-q", &[tag("env", "prod")], &q)
+        .await
+        .unwrap();
+
+    let find = |filter: TagFilter| async move {
+        let page = s.find_secrets_by_tags(P, &filter, 0, 100).await.unwrap();
+        assert_eq!(page.total as usize, page.items.len());
+        page.items
+            .iter()
+            .map(|(k, _)| k.name.clone())
+            .collect::<Vec<_>>()
+    };
+    let tags = |entries: &[(&str, &[&str])]| TagFilter {
+        tags: entries
+            .iter()
+            .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
+            .collect(),
+        resource_name: None,
+    };
+    // Ordered by name (bytes).
+    assert_eq!(
+        find(TagFilter::default()).await,
+        ["WEB-admin", "db", "web-backend", "web-frontend"]
+    );
+    assert_eq!(
+        find(tags(&[("env", &["prod"])])).await,
+        ["db", "web-frontend"]
+    );
+    assert_eq!(
+        find(tags(&[("env", &["prod", "dev"])])).await,
+        ["db", "web-backend", "web-frontend"]
+    );
+    assert_eq!(
+        find(tags(&[("team", &[])])).await,
+        ["web-backend", "web-frontend"]
+    );
+    assert_eq!(
+        find(tags(&[("env", &["prod"]), ("team", &[])])).await,
+        ["web-frontend"]
+    );
+    assert!(find(tags(&[("nope", &[])])).await.is_empty());
+    let by_name = |needle: &str, mut filter: TagFilter| {
+        filter.resource_name = Some(needle.to_owned());
+        filter
+    };
+    assert_eq!(
+        find(by_name("web", TagFilter::default())).await,
+        ["web-backend", "web-frontend"]
+    );
+    assert_eq!(
+        find(by_name("WEB", TagFilter::default())).await,
+        ["WEB-admin"]
+    );
+    assert_eq!(
+        find(by_name("web", tags(&[("env", &["prod"])]))).await,
+        ["web-frontend"]
+    );
+    assert!(find(by_name("%", TagFilter::default())).await.is_empty());
+
+    let page = s
+        .find_secrets_by_tags(P, &TagFilter::default(), 0, 3)
+        .await
+        .unwrap();
+    assert_eq!((page.next_offset, page.total), (Some(3), 4));
+    assert!(page.items[0].1.is_empty());
+    assert_eq!(page.items[2].1, [tag("env", "dev"), tag("team", "a")]);
+    let page = s
+        .find_secrets_by_tags(P, &TagFilter::default(), 3, 3)
+        .await
+        .unwrap();
+    assert_eq!((page.next_offset, page.total), (None, 4));
+    assert_eq!(page.items[0].0, secret(P, "id-1", "web-frontend", 4));
+    assert_eq!(page.items[0].1, [tag("env", "prod"), tag("team", "a")]);
+
+    let page = s
+        .find_secrets_by_tags(Q, &tags(&[("env", &["prod"])]), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].0.secret_id, "id-q");
+    assert_eq!(
+        s.find_secrets_by_tags("no-such-project", &TagFilter::default(), 0, 10)
+            .await
+            .unwrap(),
+        empty()
     );
 }
