@@ -111,21 +111,29 @@ pub async fn resolve(State(state): State<Arc<AppState>>, req: Request, next: Nex
 }
 
 /// How much of an oversized body is read and discarded so an HTTP/1.1 client
-/// that is still sending sees the 501 instead of a reset connection.
+/// that is still sending sees the answer instead of a reset connection.
 const DRAIN_CAP: usize = 1 << 20;
 
-/// Buffer at most `max_body_bytes` (501 beyond); a body that fails or stalls → 400.
-pub async fn body_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let max = state.config.max_body_bytes;
-    let Some(Deadline(at)) = req.extensions().get::<Deadline>().copied() else {
-        return XksError::Internal.into_response();
-    };
-    let declared = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let (mut parts, mut body) = req.into_parts();
+/// Why a body could not be buffered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// More than the allowed bytes.
+    TooLarge,
+    /// The connection failed mid-body.
+    Unreadable,
+    /// The body did not arrive before the deadline.
+    Late,
+}
+
+/// Buffer at most `max` bytes of `body` before `at` (shared by every
+/// dialect's body-limit layer). An oversized body is drained up to
+/// [`DRAIN_CAP`] so the client reads the refusal.
+pub async fn read_bounded(
+    mut body: axum::body::Body,
+    max: usize,
+    at: Instant,
+    declared: Option<usize>,
+) -> Result<Bytes, BodyError> {
     let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(max));
     let mut seen = 0usize;
     let read = tokio::time::timeout_at(at, async {
@@ -144,19 +152,41 @@ pub async fn body_limit(State(state): State<Arc<AppState>>, req: Request, next: 
     })
     .await;
     if seen > max {
-        return XksError::Unsupported("the request body exceeds this proxy's maximum size")
-            .into_response();
+        return Err(BodyError::TooLarge);
     }
     match read {
-        Ok(Ok(())) => {}
-        Ok(Err(())) => {
+        Ok(Ok(())) => Ok(buf.freeze()),
+        Ok(Err(())) => Err(BodyError::Unreadable),
+        Err(_) => Err(BodyError::Late),
+    }
+}
+
+/// Buffer at most `max_body_bytes` (501 beyond); a body that fails or stalls → 400.
+pub async fn body_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let max = state.config.max_body_bytes;
+    let Some(Deadline(at)) = req.extensions().get::<Deadline>().copied() else {
+        return XksError::Internal.into_response();
+    };
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let (mut parts, body) = req.into_parts();
+    let bytes = match read_bounded(body, max, at, declared).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            return XksError::Unsupported("the request body exceeds this proxy's maximum size")
+                .into_response();
+        }
+        Err(BodyError::Unreadable) => {
             return XksError::Validation("the request body could not be read").into_response();
         }
-        Err(_) => {
+        Err(BodyError::Late) => {
             return XksError::Validation("the request body did not arrive in time").into_response();
         }
-    }
-    parts.extensions.insert(RawBody(buf.freeze()));
+    };
+    parts.extensions.insert(RawBody(bytes));
     next.run(Request::from_parts(parts, axum::body::Body::empty()))
         .await
 }

@@ -9,7 +9,7 @@ use keymesh_store::Role;
 
 use super::Huawei;
 use super::codes;
-use super::error::KmsError;
+use super::error::ApiError;
 use super::route::Route;
 
 /// The authenticated caller of one request.
@@ -49,25 +49,25 @@ pub async fn authenticate(
     parts: &Parts,
     body: &[u8],
     route: &Route,
-) -> Result<Caller, KmsError> {
+) -> Result<Caller, ApiError> {
     let headers = &parts.headers;
     if headers.contains_key(http::header::AUTHORIZATION) {
         return signed(h, parts, body, route).await;
     }
     match headers.get("x-auth-token").map(|v| v.to_str()) {
         Some(Ok(token)) => by_token(h, token, route),
-        _ => Err(KmsError::Token(codes::KMS_0301)),
+        _ => Err(ApiError::Token(codes::KMS_0301)),
     }
 }
 
-fn by_token(h: &Huawei, token: &str, route: &Route) -> Result<Caller, KmsError> {
+fn by_token(h: &Huawei, token: &str, route: &Route) -> Result<Caller, ApiError> {
     let Some(verifier) = &h.tokens else {
         // No verification key configured: no token can be valid.
-        return Err(KmsError::Token(codes::KMS_0302));
+        return Err(ApiError::Token(codes::KMS_0302));
     };
     let claims = verifier
         .verify(token, SystemTime::now(), Some(&route.project_id))
-        .map_err(|e| KmsError::Token(token_code(e.kms_code())))?;
+        .map_err(|e| ApiError::Token(token_code(e.kms_code())))?;
     Ok(Caller {
         project_id: route.project_id.clone(),
         user_id: claims.sub.clone(),
@@ -90,7 +90,7 @@ fn token_code(code: &str) -> codes::Code {
     .unwrap_or(codes::KMS_0302)
 }
 
-async fn signed(h: &Huawei, parts: &Parts, body: &[u8], route: &Route) -> Result<Caller, KmsError> {
+async fn signed(h: &Huawei, parts: &Parts, body: &[u8], route: &Route) -> Result<Caller, ApiError> {
     use keymesh_huawei_auth::sdk_hmac;
     // HTTP/2 carries the host in :authority, which the signature covers as `host`.
     let mut headers = parts.headers.clone();
@@ -99,7 +99,7 @@ async fn signed(h: &Huawei, parts: &Parts, body: &[u8], route: &Route) -> Result
     let prepared = h
         .signatures
         .precheck(&req, SystemTime::now())
-        .map_err(|_| KmsError::Signature("signature rejected"))?;
+        .map_err(|_| ApiError::Signature("signature rejected"))?;
     let ak = prepared.access_key().to_owned();
     let account = match h.cache.account(&ak) {
         Some(a) => a,
@@ -110,17 +110,17 @@ async fn signed(h: &Huawei, parts: &Parts, body: &[u8], route: &Route) -> Result
         }
     };
     let Some(account) = account else {
-        return Err(KmsError::Signature("unknown access key"));
+        return Err(ApiError::Signature("unknown access key"));
     };
     prepared
         .check_signature(&account.secret_key)
-        .map_err(|_| KmsError::Signature("signature rejected"))?;
+        .map_err(|_| ApiError::Signature("signature rejected"))?;
     // The account's project must be the path's (and X-Project-Id's, when sent).
     let header_project = parts.headers.get("x-project-id").map(|v| v.as_bytes());
     if account.project_id != route.project_id
         || header_project.is_some_and(|p| p != route.project_id.as_bytes())
     {
-        return Err(KmsError::NoAccess);
+        return Err(ApiError::NoAccess);
     }
     Ok(Caller {
         project_id: account.project_id.clone(),

@@ -25,6 +25,10 @@ pub enum Kind {
     DataKey = 2,
     /// A data key pair's private key.
     PrivateKey = 3,
+    /// A CSMS secret value.
+    Secret = 4,
+    /// A CSMS backup blob.
+    Backup = 5,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use keymesh_store::Quotas;
+use keymesh_store::{Quotas, SecretQuotas};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -18,10 +18,15 @@ pub struct HuaweiConfig {
     /// Total budget per request in ms (default 5000): store writes fsync.
     #[serde(default = "d::deadline_ms")]
     pub deadline_ms: u64,
-    /// Bodies above this are refused with KMS.0203 before authentication
-    /// (default 65536; the largest legitimate body is ~25 KiB).
+    /// KMS bodies above this are refused with KMS.0203 before
+    /// authentication (default 65536; the largest legitimate one is ~25 KiB).
     #[serde(default = "d::max_body")]
     pub max_body_bytes: usize,
+    /// CSMS bodies above this are refused with CSMS.0004 (default 1 MiB: a
+    /// 32 KiB value may be JSON-escaped 6x, and a backup blob carries every
+    /// version).
+    #[serde(default = "d::csms_max_body")]
+    pub csms_max_body_bytes: usize,
     /// Accepted `X-Sdk-Date` skew in seconds (default 900).
     #[serde(default = "d::max_skew")]
     pub max_skew_secs: u64,
@@ -56,12 +61,21 @@ pub struct QuotaConfig {
     pub grants_per_project: u32,
     pub tags_per_key: u32,
     pub aliases_per_key: u32,
+    pub secrets_per_project: u32,
+    pub versions_per_secret: u32,
+    pub stages_per_secret: u32,
+    pub tags_per_secret: u32,
 }
 
 impl Default for QuotaConfig {
     fn default() -> Self {
         let q = Quotas::default();
+        let sq = SecretQuotas::default();
         Self {
+            secrets_per_project: sq.secrets_per_project,
+            versions_per_secret: sq.versions_per_secret,
+            stages_per_secret: sq.stages_per_secret,
+            tags_per_secret: sq.tags_per_secret,
             keys_per_project: q.keys_per_project,
             grants_per_key: q.grants_per_key,
             grants_per_project: q.grants_per_project,
@@ -83,6 +97,17 @@ impl From<QuotaConfig> for Quotas {
     }
 }
 
+impl From<QuotaConfig> for SecretQuotas {
+    fn from(q: QuotaConfig) -> Self {
+        Self {
+            secrets_per_project: q.secrets_per_project,
+            versions_per_secret: q.versions_per_secret,
+            stages_per_secret: q.stages_per_secret,
+            tags_per_secret: q.tags_per_secret,
+        }
+    }
+}
+
 impl HuaweiConfig {
     /// Every problem, for `Config::validate` to report together.
     pub fn problems(&self) -> Vec<String> {
@@ -92,6 +117,9 @@ impl HuaweiConfig {
         }
         if !(100..=120_000).contains(&self.deadline_ms) {
             errors.push("huawei.deadline_ms: must be 100..=120000".to_owned());
+        }
+        if self.csms_max_body_bytes < 256 * 1024 {
+            errors.push("huawei.csms_max_body_bytes: must be at least 262144".to_owned());
         }
         if self.max_body_bytes < 32 * 1024 {
             errors.push("huawei.max_body_bytes: must be at least 32768".to_owned());
@@ -115,6 +143,9 @@ mod d {
     }
     pub fn max_body() -> usize {
         65536
+    }
+    pub fn csms_max_body() -> usize {
+        1 << 20
     }
     pub fn max_skew() -> u64 {
         900

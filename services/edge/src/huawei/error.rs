@@ -1,9 +1,10 @@
-//! The Huawei KMS wire errors and the one table that maps every failure to
-//! them. Variants are causes; [`KmsError::wire`] alone decides the HTTP
-//! status, `error_code` and `error_msg` (rows of the published table in
-//! `codes.rs`, plus two gateway codes the table lacks: signature failures
-//! and throttling, answered the way Huawei's API gateway does). Messages are
-//! the published ones: they never carry secrets or internals; the cause is
+//! The wire errors of the two Huawei dialects (KMS and CSMS) and the one
+//! table that maps every failure to them. Variants are causes;
+//! [`ApiError::wire`] alone decides, per dialect, the HTTP status,
+//! `error_code` and `error_msg` (rows of the published table in `codes.rs`,
+//! plus two gateway codes the table lacks: signature failures and
+//! throttling, answered the way Huawei's API gateway does). Messages are the
+//! published ones: they never carry secrets or internals; the cause is
 //! logged once by the audit line.
 
 use bytes::Bytes;
@@ -30,9 +31,28 @@ pub const THROTTLED: Code = Code {
     msg: "The throttling threshold has been reached.",
 };
 
-/// Why a KMS request failed.
+/// Which API a request belongs to: the same cause has a KMS.* and a CSMS.*
+/// code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Kms,
+    Csms,
+}
+
+impl Dialect {
+    /// CSMS paths start with `/v1/`; everything else Huawei is KMS.
+    pub fn of_path(path: &str) -> Self {
+        if path.starts_with("/v1/") {
+            Self::Csms
+        } else {
+            Self::Kms
+        }
+    }
+}
+
+/// Why a Huawei-dialect request failed.
 #[derive(Debug, thiserror::Error)]
-pub enum KmsError {
+pub enum ApiError {
     /// A field broke a rule that has its own published code (e.g. KMS.1101
     /// for `key_alias`, KMS.1401 for `pending_days`): the code is the cause.
     #[error("invalid field: {}", .0.code)]
@@ -131,12 +151,26 @@ pub enum KmsError {
     /// 500 KMS.0101: an HSM/worker failure.
     #[error("internal error")]
     Internal,
+    /// CSMS: no secret with this name in the project (CSMS.0106).
+    #[error("secret not found")]
+    SecretNotFound,
+    /// CSMS: a version, stage or secret id that does not exist (CSMS.0005).
+    #[error("resource not found")]
+    ResourceNotFound,
 }
 
-impl KmsError {
-    /// The one mapping table: cause → published (status, code, message).
-    pub fn wire(&self) -> Code {
-        use KmsError::*;
+impl ApiError {
+    /// The one mapping table: cause and dialect → published (status, code,
+    /// message).
+    pub fn wire(&self, dialect: Dialect) -> Code {
+        match dialect {
+            Dialect::Kms => self.kms_wire(),
+            Dialect::Csms => self.csms_wire().unwrap_or_else(|| self.kms_wire()),
+        }
+    }
+
+    fn kms_wire(&self) -> Code {
+        use ApiError::*;
         match self {
             Invalid(c) | Token(c) => *c,
             UnknownPath => codes::KMS_0201,
@@ -145,7 +179,7 @@ impl KmsError {
             BodyTooLarge => codes::KMS_0203,
             Missing(_) => codes::KMS_0204,
             InvalidKeyId => codes::KMS_0205,
-            KeyNotFound => codes::KMS_0207,
+            KeyNotFound | SecretNotFound | ResourceNotFound => codes::KMS_0207,
             KeyDisabled => codes::KMS_0209,
             KeyPendingDeletion => codes::KMS_0210,
             DefaultKey => codes::KMS_0211,
@@ -157,8 +191,9 @@ impl KmsError {
             Quota(QuotaKind::Keys) => codes::KMS_1105,
             Quota(QuotaKind::GrantsPerKey) => codes::KMS_2404,
             Quota(QuotaKind::GrantsPerProject) => codes::KMS_2405,
-            Quota(QuotaKind::TagsPerKey) => codes::KMS_0409,
+            Quota(QuotaKind::TagsPerKey | QuotaKind::SecretTags) => codes::KMS_0409,
             Quota(QuotaKind::AliasesPerKey) => codes::KMS_0308,
+            Quota(QuotaKind::Secrets | QuotaKind::Versions | QuotaKind::Stages) => codes::KMS_0308,
             GrantNotFound => codes::KMS_2501,
             GrantKeyMismatch => codes::KMS_2502,
             TagNotFound => codes::KMS_0416,
@@ -175,18 +210,45 @@ impl KmsError {
         }
     }
 
+    /// CSMS codes where the cause has one; the rest (signature, throttling,
+    /// a dependency timeout: 503 KMS.0104, the mesh's one timeout code, and
+    /// codes a handler named itself) are shared with KMS.
+    fn csms_wire(&self) -> Option<Code> {
+        use ApiError::*;
+        Some(match self {
+            Invalid(c) if c.code.starts_with("CSMS.") => *c,
+            Invalid(_) | Missing(_) | InvalidKeyId => codes::CSMS_0002,
+            UnknownPath | MethodNotAllowed(_) => codes::CSMS_0003,
+            MalformedJson(_) | BodyTooLarge => codes::CSMS_0004,
+            SecretNotFound => codes::CSMS_0106,
+            ResourceNotFound | TagNotFound => codes::CSMS_0005,
+            // The secret's CMK cannot be used: missing, disabled, pending
+            // deletion, or the ciphertext does not open under it.
+            KeyNotFound | KeyDisabled | KeyPendingDeletion | KeyNotEnabled | Ciphertext => {
+                codes::CSMS_0401
+            }
+            Token(_) => codes::CSMS_0301,
+            NoAccess | ReadOnly => codes::CSMS_0302,
+            Quota(QuotaKind::Secrets) => codes::CSMS_0202,
+            Quota(QuotaKind::Stages | QuotaKind::Versions) => codes::CSMS_0203,
+            Quota(_) => codes::CSMS_0002,
+            Store(_) | Internal => codes::CSMS_0001,
+            _ => return None,
+        })
+    }
+
     /// The flat error body the SDKs check first (§4.1).
-    pub fn body(&self) -> Bytes {
-        let c = self.wire();
+    pub fn body(&self, dialect: Dialect) -> Bytes {
+        let c = self.wire(dialect);
         Bytes::from(serde_json::json!({ "error_code": c.code, "error_msg": c.msg }).to_string())
     }
 
     /// The HTTP response (the observe layer adds `X-Request-Id`).
-    pub fn into_response(&self) -> axum::response::Response {
-        let c = self.wire();
+    pub fn into_response(&self, dialect: Dialect) -> axum::response::Response {
+        let c = self.wire(dialect);
         let mut r = crate::json_response(
             StatusCode::from_u16(c.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            self.body(),
+            self.body(dialect),
         );
         if let Self::MethodNotAllowed(allow) = self {
             r.headers_mut()
@@ -216,7 +278,7 @@ impl KmsError {
     }
 }
 
-impl From<StoreError> for KmsError {
+impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => Self::KeyNotFound,
@@ -229,7 +291,7 @@ impl From<StoreError> for KmsError {
     }
 }
 
-impl PoolError for KmsError {
+impl PoolError for ApiError {
     fn no_worker() -> Self {
         Self::Internal
     }
@@ -278,23 +340,38 @@ mod tests {
     #[test]
     fn every_cause_maps_to_a_published_or_gateway_code() {
         let causes = [
-            KmsError::UnknownPath,
-            KmsError::MethodNotAllowed("POST"),
-            KmsError::MalformedJson("x"),
-            KmsError::BodyTooLarge,
-            KmsError::Missing("key_id"),
-            KmsError::InvalidKeyId,
-            KmsError::KeyNotFound,
-            KmsError::Timeout,
-            KmsError::Internal,
+            ApiError::UnknownPath,
+            ApiError::MethodNotAllowed("POST"),
+            ApiError::MalformedJson("x"),
+            ApiError::BodyTooLarge,
+            ApiError::Missing("key_id"),
+            ApiError::InvalidKeyId,
+            ApiError::KeyNotFound,
+            ApiError::Timeout,
+            ApiError::Internal,
         ];
         for c in causes {
-            let w = c.wire();
+            let w = c.wire(Dialect::Kms);
+            assert!(
+                codes::ALL.contains(&c.wire(Dialect::Csms))
+                    || c.wire(Dialect::Csms).code.starts_with("KMS."),
+                "{}",
+                w.code
+            );
             assert!(codes::ALL.contains(&w), "{}", w.code);
         }
-        assert_eq!(KmsError::KeyNotFound.wire().status, 404);
-        assert_eq!(KmsError::MethodNotAllowed("POST").wire().status, 405);
-        assert_eq!(KmsError::Throttled.wire().status, 429);
-        assert_eq!(KmsError::Timeout.wire().status, 503);
+        let k = Dialect::Kms;
+        assert_eq!(ApiError::KeyNotFound.wire(k).status, 404);
+        assert_eq!(ApiError::MethodNotAllowed("POST").wire(k).status, 405);
+        assert_eq!(ApiError::Throttled.wire(k).status, 429);
+        assert_eq!(ApiError::Timeout.wire(k).status, 503);
+        let c = Dialect::Csms;
+        assert_eq!(ApiError::SecretNotFound.wire(c).code, "CSMS.0106");
+        assert_eq!(ApiError::Token(codes::KMS_0303).wire(c).code, "CSMS.0301");
+        assert_eq!(ApiError::KeyDisabled.wire(c).code, "CSMS.0401");
+        assert_eq!(
+            ApiError::Invalid(codes::CSMS_0105).wire(c).code,
+            "CSMS.0105"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The Huawei request pipeline as tower middleware, outermost first (see
 //! [`service`] for why each step sits where it does). Each step passes the
 //! request on with what it learnt in the request extensions, or answers with
-//! a [`KmsError`]; the wire mapping lives only in `error.rs`.
+//! a [`ApiError`]; the wire mapping lives only in `error.rs`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,16 +12,15 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
-use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder};
 use tracing::Instrument;
 
 use super::Huawei;
 use super::auth::Caller;
-use super::error::{Failure, KmsError};
-use super::route::{self, Route, RouteError};
-use crate::layers::{Deadline, RawBody};
+use super::error::{ApiError, Dialect, Failure};
+use super::route::{self, Op, Route, RouteError};
+use crate::layers::{BodyError, Deadline, RawBody, read_bounded};
 
 /// The Huawei dialect: the tower stack, outermost first, ending in the handler.
 pub fn service(
@@ -112,83 +111,67 @@ async fn observe(State(_): State<Arc<Huawei>>, req: Request, next: Next) -> Resp
 pub struct AuditKey(pub String);
 
 async fn deadline(State(h): State<Arc<Huawei>>, mut req: Request, next: Next) -> Response {
+    let d = Dialect::of_path(req.uri().path());
     let at = Instant::now() + std::time::Duration::from_millis(h.config.deadline_ms);
     req.extensions_mut().insert(Deadline(at));
     match tokio::time::timeout_at(at, next.run(req)).await {
         Ok(resp) => resp,
-        Err(_) => KmsError::Timeout.into_response(),
+        Err(_) => ApiError::Timeout.into_response(d),
     }
 }
 
 async fn resolve(State(_): State<Arc<Huawei>>, mut req: Request, next: Next) -> Response {
+    let d = Dialect::of_path(req.uri().path());
     match route::route(req.method(), req.uri().path()) {
         Ok(r) => {
             req.extensions_mut().insert(r);
             next.run(req).await
         }
-        Err(RouteError::UnknownPath) => KmsError::UnknownPath.into_response(),
-        Err(RouteError::Method(allow)) => KmsError::MethodNotAllowed(allow).into_response(),
+        Err(RouteError::UnknownPath) => ApiError::UnknownPath.into_response(d),
+        Err(RouteError::Method(allow)) => ApiError::MethodNotAllowed(allow).into_response(d),
     }
 }
 
-/// How much of an oversized body is read and discarded so an HTTP/1.1
-/// client still sending sees the answer instead of a reset.
-const DRAIN_CAP: usize = 1 << 20;
-
 async fn body_limit(State(h): State<Arc<Huawei>>, req: Request, next: Next) -> Response {
-    let max = h.config.max_body_bytes;
-    let Some(Deadline(at)) = req.extensions().get::<Deadline>().copied() else {
-        return KmsError::Internal.into_response();
+    let d = Dialect::of_path(req.uri().path());
+    let max = match d {
+        Dialect::Kms => h.config.max_body_bytes,
+        Dialect::Csms => h.config.csms_max_body_bytes,
     };
-    let (mut parts, mut body) = req.into_parts();
-    let mut buf = bytes::BytesMut::new();
-    let mut seen = 0usize;
-    let read = tokio::time::timeout_at(at, async {
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| ())?;
-            if let Ok(data) = frame.into_data() {
-                seen += data.len();
-                if seen <= max {
-                    buf.extend_from_slice(&data);
-                } else if seen > DRAIN_CAP {
-                    break;
-                }
-            }
+    let Some(Deadline(at)) = req.extensions().get::<Deadline>().copied() else {
+        return ApiError::Internal.into_response(d);
+    };
+    let (mut parts, body) = req.into_parts();
+    let bytes = match read_bounded(body, max, at, None).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => return ApiError::BodyTooLarge.into_response(d),
+        Err(BodyError::Unreadable) => {
+            return ApiError::MalformedJson("the body could not be read").into_response(d);
         }
-        Ok::<(), ()>(())
-    })
-    .await;
-    if seen > max {
-        return KmsError::BodyTooLarge.into_response();
-    }
-    match read {
-        Ok(Ok(())) => {}
-        Ok(Err(())) => {
-            return KmsError::MalformedJson("the body could not be read").into_response();
-        }
-        Err(_) => return KmsError::Timeout.into_response(),
-    }
-    parts.extensions.insert(RawBody(buf.freeze()));
+        Err(BodyError::Late) => return ApiError::Timeout.into_response(d),
+    };
+    parts.extensions.insert(RawBody(bytes));
     next.run(Request::from_parts(parts, Body::empty())).await
 }
 
 async fn authenticate(State(h): State<Arc<Huawei>>, req: Request, next: Next) -> Response {
+    let d = Dialect::of_path(req.uri().path());
     let (mut parts, body) = req.into_parts();
     let (Some(route), Some(RawBody(raw))) = (
         parts.extensions.get::<Route>().cloned(),
         parts.extensions.get::<RawBody>().cloned(),
     ) else {
-        return KmsError::Internal.into_response();
+        return ApiError::Internal.into_response(d);
     };
     if route.op.anonymous() {
         return next.run(Request::from_parts(parts, body)).await;
     }
     let caller = match super::auth::authenticate(&h, &parts, &raw, &route).await {
         Ok(c) => c,
-        Err(e) => return e.into_response(),
+        Err(e) => return e.into_response(d),
     };
     if route.op.writes() && caller.role == keymesh_store::Role::ReadOnly {
-        let mut r = KmsError::ReadOnly.into_response();
+        let mut r = ApiError::ReadOnly.into_response(d);
         r.extensions_mut().insert(caller);
         return r;
     }
@@ -199,45 +182,59 @@ async fn authenticate(State(h): State<Arc<Huawei>>, req: Request, next: Next) ->
 }
 
 async fn rate_limit(State(h): State<Arc<Huawei>>, req: Request, next: Next) -> Response {
+    let d = Dialect::of_path(req.uri().path());
     let (Some(route), Some(Deadline(at))) = (
         req.extensions().get::<Route>(),
         req.extensions().get::<Deadline>().copied(),
     ) else {
-        return KmsError::Internal.into_response();
+        return ApiError::Internal.into_response(d);
     };
     if !route.op.anonymous() {
-        let tenant = format!("kms:{}", route.project_id);
+        let tenant = format!("{}:{}", route.op.service(), route.project_id);
         match h.app.limiter.check(&tenant, route.op.name(), at).await {
             crate::limiter::Decision::Allow => {}
             crate::limiter::Decision::Throttle { .. } => {
-                return KmsError::Throttled.into_response();
+                return ApiError::Throttled.into_response(d);
             }
-            crate::limiter::Decision::Unavailable => return KmsError::Timeout.into_response(),
+            crate::limiter::Decision::Unavailable => return ApiError::Timeout.into_response(d),
         }
     }
     next.run(req).await
 }
 
 async fn handler(h: Arc<Huawei>, req: Request) -> Result<Response, Infallible> {
+    let d = Dialect::of_path(req.uri().path());
     let ext = req.extensions();
     let (Some(route), Some(Deadline(at)), Some(RawBody(body))) = (
         ext.get::<Route>(),
         ext.get::<Deadline>().copied(),
         ext.get::<RawBody>(),
     ) else {
-        return Ok(KmsError::Internal.into_response());
+        return Ok(ApiError::Internal.into_response(d));
     };
     let caller = ext.get::<Caller>().cloned().unwrap_or_default();
     let mut audit = None;
     let query = req.uri().query();
-    let result = super::kms::dispatch(&h, route, &caller, body, query, at, &mut audit).await;
+    let ctx = super::kms::Ctx {
+        h: &h,
+        route,
+        caller: &caller,
+        body,
+        query,
+        deadline: at,
+        audit_key: &mut audit,
+    };
+    let result = match route.op {
+        Op::Kms(op) => super::kms::dispatch(ctx, op).await,
+        Op::Csms(op) => super::csms::dispatch(ctx, op).await,
+    };
     let mut resp = match result {
         Ok(body) => crate::json_response(StatusCode::OK, body),
         Err(e) => {
-            if let KmsError::Store(cause) = &e {
+            if let ApiError::Store(cause) = &e {
                 tracing::error!(error = %cause, source = ?std::error::Error::source(cause), "store failure");
             }
-            e.into_response()
+            e.into_response(d)
         }
     };
     if let Some(k) = audit {

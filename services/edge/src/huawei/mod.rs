@@ -1,4 +1,5 @@
-//! The Huawei-Cloud-compatible KMS dialect (`/v1.0/{project_id}/kms/...`).
+//! The Huawei-Cloud-compatible dialects: KMS (`/v1.0/{project_id}/kms/...`)
+//! and CSMS secrets (`/v1/{project_id}/secrets...`, `/v1/{project_id}/csms/...`).
 //!
 //! The edge authenticates (SDK-HMAC-SHA256 or `X-Auth-Token`), validates and
 //! translates; key state lives in the durable store (`keymesh-store`) and
@@ -12,18 +13,20 @@ pub mod blob;
 pub mod cache;
 pub mod codes;
 pub mod config;
+pub mod csms;
 pub mod error;
 pub mod json;
 pub mod kms;
 pub mod layers;
 pub mod purge;
 pub mod route;
+pub mod tagging;
 pub mod vault;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use keymesh_store::{Quotas, Store};
+use keymesh_store::{Quotas, SecretQuotas, Store};
 
 use crate::state::AppState;
 pub use config::HuaweiConfig;
@@ -52,6 +55,7 @@ pub struct Huawei {
     pub app: Arc<AppState>,
     pub config: HuaweiConfig,
     pub quotas: Quotas,
+    pub secret_quotas: SecretQuotas,
     pub store: Arc<dyn Store>,
     pub tokens: Option<keymesh_huawei_auth::token::TokenVerifier>,
     pub signatures: keymesh_huawei_auth::sdk_hmac::Verifier,
@@ -98,6 +102,7 @@ impl Huawei {
         Ok(Arc::new(Self {
             app,
             quotas: config.quotas.into(),
+            secret_quotas: config.quotas.into(),
             config,
             store,
             tokens,

@@ -1,14 +1,16 @@
 //! Scheduled deletion: keys whose pending-deletion period has ended lose
 //! their wrapped material (the only copy outside the HSM, where it exists
-//! only as short-lived session objects), aliases, tags and grants. Runs on
-//! every edge; the store makes concurrent runs safe.
+//! only as short-lived session objects), aliases, tags and grants; secrets
+//! whose recovery window has ended lose their versions, stages and tags.
+//! Runs on every edge; the store makes concurrent runs safe.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::Huawei;
 
-/// Destroy what is due now; returns the destroyed key ids.
+/// Destroy what is due now; returns the destroyed key ids (secrets are
+/// logged and counted).
 pub async fn run_once(h: &Huawei) -> Result<Vec<String>, keymesh_store::StoreError> {
     let destroyed = h.store.purge_due_keys(h.now_ms()).await?;
     for id in &destroyed {
@@ -16,6 +18,13 @@ pub async fn run_once(h: &Huawei) -> Result<Vec<String>, keymesh_store::StoreErr
     }
     if !destroyed.is_empty() {
         metrics::counter!("keymesh_kms_keys_destroyed_total").increment(destroyed.len() as u64);
+    }
+    let secrets = h.store.purge_due_secrets(h.now_ms()).await?;
+    for id in &secrets {
+        tracing::info!(target: "keymesh::audit", secret_id = %id, "secret destroyed (recovery window ended)");
+    }
+    if !secrets.is_empty() {
+        metrics::counter!("keymesh_csms_secrets_destroyed_total").increment(secrets.len() as u64);
     }
     Ok(destroyed)
 }

@@ -1,7 +1,8 @@
 //! Routing of the Huawei dialects: the raw path is split at `/` and each
 //! segment percent-decoded (§2.1: clients escape every reserved character in
-//! path parameters, `/` included), then matched against the operation table.
-//! An unknown path is KMS.0201; a known path with another method KMS.0215.
+//! path parameters, `/` included), then matched against the operation
+//! tables. An unknown path is KMS.0201 / CSMS.0003; a known path with another
+//! method KMS.0215 / CSMS.0003.
 
 use http::Method;
 
@@ -131,15 +132,143 @@ impl KmsOp {
     }
 }
 
+/// Every CSMS operation keymesh recognises (the SDK's operation names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CsmsOp {
+    CreateSecret,
+    ShowSecret,
+    ListSecrets,
+    UpdateSecret,
+    DeleteSecret,
+    BatchImport,
+    CreateVersion,
+    ShowVersion,
+    ListVersions,
+    UpdateVersion,
+    ShowStage,
+    UpdateStage,
+    DeleteStage,
+    ScheduleDeletion,
+    Restore,
+    ListResourceInstances,
+    CreateTag,
+    BatchTags,
+    DeleteTag,
+    ListTags,
+    ListProjectTags,
+    Backup,
+    UploadBlob,
+    GeneratePassword,
+    /// Events, notifications, rotation, tasks, function templates, agencies,
+    /// the secret checker, sharing and users: recognised, answered CSMS.0003.
+    Unserved,
+}
+
+impl CsmsOp {
+    pub fn name(self) -> &'static str {
+        use CsmsOp::*;
+        match self {
+            CreateSecret => "create_secret",
+            ShowSecret => "show_secret",
+            ListSecrets => "list_secrets",
+            UpdateSecret => "update_secret",
+            DeleteSecret => "delete_secret",
+            BatchImport => "batch_import_secrets",
+            CreateVersion => "create_secret_version",
+            ShowVersion => "show_secret_version",
+            ListVersions => "list_secret_versions",
+            UpdateVersion => "update_version",
+            ShowStage => "show_secret_stage",
+            UpdateStage => "update_secret_stage",
+            DeleteStage => "delete_secret_stage",
+            ScheduleDeletion => "delete_secret_for_schedule",
+            Restore => "restore_secret",
+            ListResourceInstances => "list_resource_instances",
+            CreateTag => "create_secret_tag",
+            BatchTags => "batch_create_or_delete_tags",
+            DeleteTag => "delete_secret_tag",
+            ListTags => "list_secret_tags",
+            ListProjectTags => "list_project_secrets_tags",
+            Backup => "download_secret_blob",
+            UploadBlob => "upload_secret_blob",
+            GeneratePassword => "generate_random_password",
+            Unserved => "unserved",
+        }
+    }
+
+    fn writes(self) -> bool {
+        use CsmsOp::*;
+        !matches!(
+            self,
+            ShowSecret
+                | ListSecrets
+                | ShowVersion
+                | ListVersions
+                | ShowStage
+                | ListResourceInstances
+                | ListTags
+                | ListProjectTags
+                | Backup
+                | GeneratePassword
+        )
+    }
+}
+
+/// The operation of a routed request, in its dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Kms(KmsOp),
+    Csms(CsmsOp),
+}
+
+impl Op {
+    /// The SDK's operation name: span field, metric label, rate-limit bucket.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Kms(o) => o.name(),
+            Op::Csms(o) => o.name(),
+        }
+    }
+
+    /// Whether the operation changes state (refused to read-only accounts).
+    pub fn writes(self) -> bool {
+        match self {
+            Op::Kms(o) => o.writes(),
+            Op::Csms(o) => o.writes(),
+        }
+    }
+
+    /// Version discovery needs no project and no authentication.
+    /// Version discovery and the CSMS operations keymesh does not serve
+    /// (answered CSMS.0003 to anyone).
+    pub fn anonymous(self) -> bool {
+        match self {
+            Op::Kms(o) => o.anonymous(),
+            Op::Csms(o) => o == CsmsOp::Unserved,
+        }
+    }
+
+    /// The rate-limit tenant prefix of the dialect.
+    pub fn service(self) -> &'static str {
+        match self {
+            Op::Kms(_) => "kms",
+            Op::Csms(_) => "csms",
+        }
+    }
+}
+
 /// A routed request: the operation and its decoded path parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    pub op: KmsOp,
+    pub op: Op,
+    /// CSMS: `{secret_name}` (secret paths) or `{secret_id}` (tag paths).
+    pub secret: Option<String>,
     /// `{project_id}` (empty for version discovery).
     pub project_id: String,
     /// `{key_id}` of the tag paths.
     pub key_id: Option<String>,
-    /// `{key}` (tag key) of delete-tag, or `{version_id}` of show-version.
+    /// `{key}` (tag key) of the delete-tag paths, `{version_id}` of
+    /// show-version (either dialect) or `{stage_name}`.
     pub param: Option<String>,
 }
 
@@ -158,6 +287,8 @@ pub fn is_huawei_path(path: &str) -> bool {
     // always have several.
     path.starts_with("/v1.0/")
         || path.starts_with("/v2/")
+        // CSMS; an XKS key store may use a `/v1` prefix of its own.
+        || (path.starts_with("/v1/") && !path.contains("/kms/xks/"))
         || !path[1.min(path.len())..].contains('/')
 }
 
@@ -227,7 +358,8 @@ pub fn route(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
     }
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let mk = |op, project: &str| Route {
-        op,
+        op: Op::Kms(op),
+        secret: None,
         project_id: project.to_owned(),
         key_id: None,
         param: None,
@@ -252,6 +384,86 @@ pub fn route(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
         ["v1.0", p, "keystores", ..] if valid_project(p) => Ok(mk(KmsOp::Keystores, p)),
         ["v2", p, "kms", ..] if valid_project(p) => Ok(mk(KmsOp::Unserved, p)),
         ["v1.0", p, "kms", rest @ ..] if valid_project(p) => kms_route(method, p, rest, &want, &mk),
+        // Account-level CSMS paths (agencies, users, function templates).
+        ["v1", "csms", ..] => Ok(csms(CsmsOp::Unserved, "", None, None)),
+        ["v1", p, rest @ ..] if valid_project(p) => csms_route(method, p, rest),
+        _ => Err(RouteError::UnknownPath),
+    }
+}
+
+fn csms(op: CsmsOp, project: &str, secret: Option<&str>, param: Option<&str>) -> Route {
+    Route {
+        op: Op::Csms(op),
+        project_id: project.to_owned(),
+        secret: secret.map(str::to_owned),
+        key_id: None,
+        param: param.map(str::to_owned),
+    }
+}
+
+fn csms_route(method: &Method, p: &str, rest: &[&str]) -> Result<Route, RouteError> {
+    use CsmsOp::*;
+    let m = method.as_str();
+    let r = |op, secret: Option<&str>, param: Option<&str>| Ok(csms(op, p, secret, param));
+    let wrong = |allow| Err(RouteError::Method(allow));
+    match rest {
+        ["secrets"] => match m {
+            "POST" => r(CreateSecret, None, None),
+            "GET" => r(ListSecrets, None, None),
+            _ => wrong("GET, POST"),
+        },
+        ["secrets", "batch-import"] if m == "POST" => r(BatchImport, None, None),
+        ["secrets", "restore"] if m == "POST" => r(UploadBlob, None, None),
+        ["secrets", "checker", ..] => r(Unserved, None, None),
+        ["secrets", name] => match m {
+            "GET" => r(ShowSecret, Some(name), None),
+            "PUT" => r(UpdateSecret, Some(name), None),
+            "DELETE" => r(DeleteSecret, Some(name), None),
+            _ => wrong("GET, PUT, DELETE"),
+        },
+        ["secrets", name, "versions"] => match m {
+            "POST" => r(CreateVersion, Some(name), None),
+            "GET" => r(ListVersions, Some(name), None),
+            _ => wrong("GET, POST"),
+        },
+        ["secrets", name, "versions", v] => match m {
+            "GET" => r(ShowVersion, Some(name), Some(v)),
+            "PUT" => r(UpdateVersion, Some(name), Some(v)),
+            _ => wrong("GET, PUT"),
+        },
+        ["secrets", name, "stages", stage] => match m {
+            "GET" => r(ShowStage, Some(name), Some(stage)),
+            "PUT" => r(UpdateStage, Some(name), Some(stage)),
+            "DELETE" => r(DeleteStage, Some(name), Some(stage)),
+            _ => wrong("GET, PUT, DELETE"),
+        },
+        ["secrets", name, "scheduled-deleted-tasks", "create"] if m == "POST" => {
+            r(ScheduleDeletion, Some(name), None)
+        }
+        ["secrets", name, "scheduled-deleted-tasks", "cancel"] if m == "POST" => {
+            r(Restore, Some(name), None)
+        }
+        ["secrets", name, "backup"] if m == "POST" => r(Backup, Some(name), None),
+        ["secrets", _, "rotate"] => r(Unserved, None, None),
+        ["secrets", _, "scheduled-deleted-tasks", _] | ["secrets", _, "backup"] => wrong("POST"),
+        ["csms", "resource_instances", "action"] if m == "POST" => {
+            r(ListResourceInstances, None, None)
+        }
+        ["csms", "generate-password"] if m == "POST" => r(GeneratePassword, None, None),
+        ["csms", "tags"] if m == "GET" => r(ListProjectTags, None, None),
+        [
+            "csms",
+            "events" | "notification-records" | "tasks" | "grants",
+            ..,
+        ] => r(Unserved, None, None),
+        ["csms", id, "tags"] => match m {
+            "POST" => r(CreateTag, Some(id), None),
+            "GET" => r(ListTags, Some(id), None),
+            _ => wrong("GET, POST"),
+        },
+        ["csms", id, "tags", "action"] if m == "POST" => r(BatchTags, Some(id), None),
+        ["csms", id, "tags", key] if m == "DELETE" => r(DeleteTag, Some(id), Some(key)),
+        ["csms", ..] | ["secrets", ..] => wrong("GET, POST, PUT, DELETE"),
         _ => Err(RouteError::UnknownPath),
     }
 }
@@ -318,13 +530,42 @@ mod tests {
     #[test]
     fn routes_the_operation_table() {
         let r = route(&Method::POST, &format!("/v1.0/{P}/kms/create-key")).unwrap();
-        assert_eq!((r.op, r.project_id.as_str()), (KmsOp::CreateKey, P));
+        assert_eq!(
+            (r.op, r.project_id.as_str()),
+            (Op::Kms(KmsOp::CreateKey), P)
+        );
         let r = route(&Method::DELETE, &format!("/v1.0/{P}/kms/k1/tags/a%20b%2Fc")).unwrap();
-        assert_eq!(r.op, KmsOp::DeleteTag);
+        assert_eq!(r.op, Op::Kms(KmsOp::DeleteTag));
         assert_eq!(r.key_id.as_deref(), Some("k1"));
         assert_eq!(r.param.as_deref(), Some("a b/c"));
-        assert_eq!(route(&Method::GET, "/").unwrap().op, KmsOp::ShowVersions);
-        assert_eq!(route(&Method::GET, "/v1.0").unwrap().op, KmsOp::ShowVersion);
+        assert_eq!(
+            route(&Method::GET, "/").unwrap().op,
+            Op::Kms(KmsOp::ShowVersions)
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1.0").unwrap().op,
+            Op::Kms(KmsOp::ShowVersion)
+        );
+        let r = route(
+            &Method::GET,
+            &format!("/v1/{P}/secrets/db%2Fpw/versions/latest"),
+        )
+        .unwrap();
+        assert_eq!(r.op, Op::Csms(CsmsOp::ShowVersion));
+        assert_eq!(r.secret.as_deref(), Some("db/pw"));
+        assert_eq!(r.param.as_deref(), Some("latest"));
+        assert_eq!(
+            route(&Method::POST, &format!("/v1/{P}/secrets/batch-import"))
+                .unwrap()
+                .op,
+            Op::Csms(CsmsOp::BatchImport)
+        );
+        assert_eq!(
+            route(&Method::GET, &format!("/v1/{P}/csms/events"))
+                .unwrap()
+                .op,
+            Op::Csms(CsmsOp::Unserved)
+        );
         assert_eq!(
             route(
                 &Method::POST,
@@ -332,7 +573,7 @@ mod tests {
             )
             .unwrap()
             .op,
-            KmsOp::ListKmsByTags
+            Op::Kms(KmsOp::ListKmsByTags)
         );
     }
 
@@ -363,5 +604,7 @@ mod tests {
         assert!(!is_huawei_path("/tenant/kms/xks/v1/keys/k/encrypt"));
         assert!(is_huawei_path("/"));
         assert!(is_huawei_path("/v9.9"));
+        assert!(is_huawei_path("/v1/p/secrets"));
+        assert!(!is_huawei_path("/v1/kms/xks/v1/keys/k/encrypt"));
     }
 }

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::Huawei;
-use super::error::KmsError;
+use super::error::ApiError;
 use crate::workers::Retry;
 
 fn wrapped(m: &Material) -> WrappedKey {
@@ -24,8 +24,8 @@ fn wrapped(m: &Material) -> WrappedKey {
     }
 }
 
-fn sealed_of(s: Option<Sealed>) -> Result<Sealed, KmsError> {
-    s.ok_or(KmsError::Internal)
+fn sealed_of(s: Option<Sealed>) -> Result<Sealed, ApiError> {
+    s.ok_or(ApiError::Internal)
 }
 
 /// Zeroize a buffer the worker sent if nobody else holds it.
@@ -34,14 +34,14 @@ fn wipe(b: Bytes) -> Zeroizing<Vec<u8>> {
 }
 
 /// A fresh AES-256 key generated in the HSM, wrapped under the domain key.
-pub async fn generate_key(h: &Huawei, deadline: Instant) -> Result<WrappedKey, KmsError> {
+pub async fn generate_key(h: &Huawei, deadline: Instant) -> Result<WrappedKey, ApiError> {
     let msg = GenerateKeyRequest {
         wrapping_key: h.config.domain_key_label.clone(),
     };
     let r = h
         .app
         .workers
-        .call::<_, _, _, _, KmsError>(
+        .call::<_, _, _, _, ApiError>(
             "kms_generate_key",
             deadline,
             Retry::Idempotent,
@@ -49,7 +49,7 @@ pub async fn generate_key(h: &Huawei, deadline: Instant) -> Result<WrappedKey, K
             |ch, r| async move { KeyVaultClient::new(ch).generate_key(r).await },
         )
         .await?;
-    r.key.ok_or(KmsError::Internal)
+    r.key.ok_or(ApiError::Internal)
 }
 
 pub async fn encrypt(
@@ -58,7 +58,7 @@ pub async fn encrypt(
     key: &Material,
     plaintext: Bytes,
     aad: Vec<u8>,
-) -> Result<Sealed, KmsError> {
+) -> Result<Sealed, ApiError> {
     let msg = VaultEncryptRequest {
         key: Some(wrapped(key)),
         plaintext,
@@ -67,7 +67,7 @@ pub async fn encrypt(
     let r = h
         .app
         .workers
-        .call::<_, _, _, _, KmsError>(
+        .call::<_, _, _, _, ApiError>(
             "kms_encrypt",
             deadline,
             Retry::IfNeverSent,
@@ -84,7 +84,7 @@ pub async fn decrypt(
     key: &Material,
     sealed: Sealed,
     aad: Vec<u8>,
-) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+) -> Result<Zeroizing<Vec<u8>>, ApiError> {
     let msg = VaultDecryptRequest {
         key: Some(wrapped(key)),
         sealed: Some(sealed),
@@ -93,7 +93,7 @@ pub async fn decrypt(
     let r = h
         .app
         .workers
-        .call::<_, _, _, _, KmsError>(
+        .call::<_, _, _, _, ApiError>(
             "kms_decrypt",
             deadline,
             Retry::Idempotent,
@@ -110,7 +110,7 @@ pub async fn re_encrypt(
     deadline: Instant,
     source: (&Material, Sealed, Vec<u8>),
     dest: (&Material, Vec<u8>),
-) -> Result<Sealed, KmsError> {
+) -> Result<Sealed, ApiError> {
     let msg = ReEncryptRequest {
         source: Some(wrapped(source.0)),
         sealed: Some(source.1),
@@ -121,7 +121,7 @@ pub async fn re_encrypt(
     let r = h
         .app
         .workers
-        .call::<_, _, _, _, KmsError>(
+        .call::<_, _, _, _, ApiError>(
             "kms_re_encrypt",
             deadline,
             Retry::IfNeverSent,
@@ -140,7 +140,7 @@ pub async fn data_key(
     len: u32,
     aad: Vec<u8>,
     return_plaintext: bool,
-) -> Result<(Zeroizing<Vec<u8>>, Sealed), KmsError> {
+) -> Result<(Zeroizing<Vec<u8>>, Sealed), ApiError> {
     let msg = GenerateDataKeyRequest {
         key: Some(wrapped(key)),
         length: len,
@@ -150,7 +150,7 @@ pub async fn data_key(
     let r = h
         .app
         .workers
-        .call::<_, _, _, _, KmsError>(
+        .call::<_, _, _, _, ApiError>(
             "kms_data_key",
             deadline,
             Retry::Idempotent,
@@ -169,7 +169,7 @@ pub async fn key_pair(
     spec: KeyPairSpec,
     aad: Vec<u8>,
     return_plaintext: bool,
-) -> Result<(Bytes, Zeroizing<Vec<u8>>, Sealed), KmsError> {
+) -> Result<(Bytes, Zeroizing<Vec<u8>>, Sealed), ApiError> {
     let msg = GenerateDataKeyPairRequest {
         key: Some(wrapped(key)),
         spec: spec.into(),
@@ -179,7 +179,7 @@ pub async fn key_pair(
     let r = h
         .app
         .workers
-        .call::<_, _, _, _, KmsError>(
+        .call::<_, _, _, _, ApiError>(
             "kms_key_pair",
             deadline,
             Retry::Idempotent,
@@ -199,12 +199,12 @@ pub async fn random(
     h: &Huawei,
     deadline: Instant,
     len: u32,
-) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+) -> Result<Zeroizing<Vec<u8>>, ApiError> {
     let msg = GenerateRandomRequest { length: len };
     let r = h
         .app
         .workers
-        .call::<_, _, _, _, KmsError>(
+        .call::<_, _, _, _, ApiError>(
             "kms_random",
             deadline,
             Retry::Idempotent,

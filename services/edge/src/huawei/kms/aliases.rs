@@ -13,7 +13,7 @@ use super::Ctx;
 use super::keys::{check_alias, is_default_alias, key_id, key_id_field};
 use crate::huawei::Huawei;
 use crate::huawei::codes;
-use crate::huawei::error::KmsError;
+use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
 use crate::huawei::layers::ok;
 
@@ -22,27 +22,27 @@ const DEFAULT_LIMIT: u64 = 1000;
 
 /// The key `id` in the caller's project, read from the store (not the
 /// cache: the state decides whether a write may proceed). KMS.0207.
-pub async fn project_key(c: &Ctx<'_>, id: &str) -> Result<KeyRecord, KmsError> {
+pub async fn project_key(c: &Ctx<'_>, id: &str) -> Result<KeyRecord, ApiError> {
     c.h.store
         .get_key(&c.caller.project_id, id)
         .await?
-        .ok_or(KmsError::KeyNotFound)
+        .ok_or(ApiError::KeyNotFound)
 }
 
 /// Keys pending deletion accept no new aliases, tags or grants (KMS.0210).
-pub fn not_pending(k: &KeyRecord) -> Result<(), KmsError> {
+pub fn not_pending(k: &KeyRecord) -> Result<(), ApiError> {
     if k.state == KeyState::PendingDeletion {
-        Err(KmsError::KeyPendingDeletion)
+        Err(ApiError::KeyPendingDeletion)
     } else {
         Ok(())
     }
 }
 
 /// An alias resource name: the `key_alias` grammar, not `…/default`.
-fn check_name(a: &str) -> Result<(), KmsError> {
+fn check_name(a: &str) -> Result<(), ApiError> {
     check_alias(a)?;
     if is_default_alias(a) {
-        return Err(KmsError::Invalid(codes::KMS_1101));
+        return Err(ApiError::Invalid(codes::KMS_1101));
     }
     Ok(())
 }
@@ -65,7 +65,7 @@ fn alias_json(h: &Huawei, a: &AliasRecord) -> Value {
     })
 }
 
-pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, &["key_id", "alias"])?;
     let id = key_id_field(c, &b, "key_id")?;
     let alias = b.req("alias")?;
@@ -97,24 +97,10 @@ pub struct ListQuery {
 /// percent-decoded (`+` is not a space: the clients encode per RFC 3986);
 /// an empty value counts as absent, a repeated parameter's last value wins
 /// and other parameters are ignored, as Huawei's gateway does.
-pub fn parse_list_query(query: Option<&str>) -> Result<ListQuery, KmsError> {
-    let mut key = None;
-    let mut limit = None;
-    let mut marker = None;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_encoding::percent_decode_str(value)
-            .decode_utf8()
-            .map_err(|_| KmsError::Invalid(codes::KMS_0201))?
-            .into_owned();
-        let slot = match name {
-            "key_id" => &mut key,
-            "limit" => &mut limit,
-            "marker" => &mut marker,
-            _ => continue,
-        };
-        *slot = Some(value).filter(|v| !v.is_empty());
-    }
+pub fn parse_list_query(query: Option<&str>) -> Result<ListQuery, ApiError> {
+    let [key, limit, marker] =
+        crate::huawei::json::query_params(query, ["key_id", "limit", "marker"])
+            .ok_or(ApiError::Invalid(codes::KMS_0201))?;
     let key_id = key.as_deref().map(key_id).transpose()?;
     let limit = match limit {
         None => DEFAULT_LIMIT,
@@ -122,13 +108,13 @@ pub fn parse_list_query(query: Option<&str>) -> Result<ListQuery, KmsError> {
             .parse::<u64>()
             .ok()
             .filter(|n| (1..=1000).contains(n))
-            .ok_or(KmsError::Invalid(codes::KMS_1601))?,
+            .ok_or(ApiError::Invalid(codes::KMS_1601))?,
     };
     let offset = match marker {
         None => 0,
         Some(m) => m
             .parse::<u64>()
-            .map_err(|_| KmsError::Invalid(codes::KMS_1602))?,
+            .map_err(|_| ApiError::Invalid(codes::KMS_1602))?,
     };
     Ok(ListQuery {
         key_id,
@@ -137,7 +123,7 @@ pub fn parse_list_query(query: Option<&str>) -> Result<ListQuery, KmsError> {
     })
 }
 
-pub async fn list(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn list(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let q = parse_list_query(c.query)?;
     if let Some(id) = &q.key_id {
         *c.audit_key = Some(id.clone());
@@ -159,17 +145,17 @@ pub async fn list(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
     })))
 }
 
-pub async fn delete(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn delete(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, &["aliases", "key_id"])?;
     let id = key_id_field(c, &b, "key_id")?;
-    let list = b.array("aliases")?.ok_or(KmsError::Missing("aliases"))?;
+    let list = b.array("aliases")?.ok_or(ApiError::Missing("aliases"))?;
     if list.is_empty() {
-        return Err(KmsError::Missing("aliases"));
+        return Err(ApiError::Missing("aliases"));
     }
     let mut names: Vec<String> = Vec::with_capacity(list.len());
     for v in list {
         let Value::String(a) = v else {
-            return Err(KmsError::MalformedJson("an alias is not a string"));
+            return Err(ApiError::MalformedJson("an alias is not a string"));
         };
         check_name(a)?;
         // The store deletes all or none; a name twice is one alias.
@@ -180,7 +166,7 @@ pub async fn delete(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
     // More names than a key can hold cannot all be that key's aliases: the
     // store would refuse them anyway (and this bounds the statement).
     if names.len() > c.h.quotas.aliases_per_key as usize {
-        return Err(KmsError::Invalid(codes::KMS_1101));
+        return Err(ApiError::Invalid(codes::KMS_1101));
     }
     project_key(c, &id).await?;
     c.h.store
@@ -188,13 +174,13 @@ pub async fn delete(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
         .await
         .map_err(|e| match e {
             // The key exists (checked above): a name is not its alias.
-            StoreError::NotFound => KmsError::Invalid(codes::KMS_1101),
+            StoreError::NotFound => ApiError::Invalid(codes::KMS_1101),
             e => e.into(),
         })?;
     Ok(ok(json!({})))
 }
 
-pub async fn associate(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn associate(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, &["alias", "target_key_id"])?;
     let id = key_id_field(c, &b, "target_key_id")?;
     let alias = b.req("alias")?;
@@ -206,7 +192,7 @@ pub async fn associate(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
             .await
             .map_err(|e| match e {
                 // The target exists (checked above): the alias does not.
-                StoreError::NotFound => KmsError::Invalid(codes::KMS_1101),
+                StoreError::NotFound => ApiError::Invalid(codes::KMS_1101),
                 e => e.into(),
             })?;
     Ok(ok(alias_json(c.h, &rec)))
@@ -219,8 +205,8 @@ mod tests {
 
     const K: &str = "0d0466b0-e727-4d9c-b35d-f84bb474a37f";
 
-    fn code(r: Result<ListQuery, KmsError>) -> &'static str {
-        r.unwrap_err().wire().code
+    fn code(r: Result<ListQuery, ApiError>) -> &'static str {
+        r.unwrap_err().wire(crate::huawei::error::Dialect::Kms).code
     }
 
     #[test]
@@ -274,7 +260,10 @@ mod tests {
         assert!(check_name("alias/my-key_1:x").is_ok());
         for bad in ["", "a b", "svc/default", "é", &"a".repeat(256)] {
             assert_eq!(
-                check_name(bad).unwrap_err().wire().code,
+                check_name(bad)
+                    .unwrap_err()
+                    .wire(crate::huawei::error::Dialect::Kms)
+                    .code,
                 "KMS.1101",
                 "{bad}"
             );

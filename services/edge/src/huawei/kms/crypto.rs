@@ -13,7 +13,7 @@ use super::Ctx;
 use super::keys::{self, check_sequence};
 use crate::huawei::blob::{self, Blob, Kind};
 use crate::huawei::codes;
-use crate::huawei::error::KmsError;
+use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
 use crate::huawei::layers::ok;
 use crate::huawei::vault;
@@ -24,22 +24,22 @@ const MAX_PLAINTEXT: usize = 4096;
 const MAX_AAD: usize = 128;
 
 /// `additional_authenticated_data` (≤ 128 bytes, else KMS.0208).
-pub fn user_aad(b: &Body, name: &'static str) -> Result<Vec<u8>, KmsError> {
+pub fn user_aad(b: &Body, name: &'static str) -> Result<Vec<u8>, ApiError> {
     match b.str(name)? {
         None => Ok(Vec::new()),
         Some(a) if a.len() <= MAX_AAD => Ok(a.as_bytes().to_vec()),
-        Some(_) => Err(KmsError::Invalid(codes::KMS_0208)),
+        Some(_) => Err(ApiError::Invalid(codes::KMS_0208)),
     }
 }
 
 /// Symmetric keys take only `SYMMETRIC_DEFAULT` (KMS.2105).
-pub fn symmetric_only(b: &Body, name: &'static str) -> Result<(), KmsError> {
+pub fn symmetric_only(b: &Body, name: &'static str) -> Result<(), ApiError> {
     match b.str(name)? {
         None | Some("SYMMETRIC_DEFAULT") => Ok(()),
         Some("RSAES_OAEP_SHA_256" | "RSAES_OAEP_SHA_1" | "SM2_ENCRYPT") => {
-            Err(KmsError::Invalid(codes::KMS_2105))
+            Err(ApiError::Invalid(codes::KMS_2105))
         }
-        Some(_) => Err(KmsError::Invalid(codes::KMS_0308)),
+        Some(_) => Err(ApiError::Invalid(codes::KMS_0308)),
     }
 }
 
@@ -50,7 +50,7 @@ pub async fn seal(
     kind: Kind,
     plaintext: Bytes,
     aad: &[u8],
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<Vec<u8>, ApiError> {
     let (k, m) = keys::usable(c, key_id).await?;
     let full_aad = blob::aad(&k.project_id, &k.key_id, m.version, kind, aad);
     let s = vault::encrypt(c.h, c.deadline, &m, plaintext, full_aad).await?;
@@ -83,7 +83,7 @@ pub async fn opener(
     b: &Blob,
     kind: Kind,
     user_aad: &[u8],
-) -> Result<(keymesh_store::Material, Sealed, Vec<u8>), KmsError> {
+) -> Result<(keymesh_store::Material, Sealed, Vec<u8>), ApiError> {
     let (k, current) = keys::usable(c, &b.key_id).await?;
     let m = if current.version == b.version {
         current
@@ -91,7 +91,7 @@ pub async fn opener(
         c.h.store
             .get_material(&k.project_id, &k.key_id, b.version)
             .await?
-            .ok_or(KmsError::Ciphertext)?
+            .ok_or(ApiError::Ciphertext)?
     };
     let aad = blob::aad(&k.project_id, &k.key_id, b.version, kind, user_aad);
     Ok((m, sealed(b), aad))
@@ -103,19 +103,19 @@ pub async fn open(
     b: &Blob,
     kind: Kind,
     user_aad: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+) -> Result<Zeroizing<Vec<u8>>, ApiError> {
     let (m, s, aad) = opener(c, b, kind, user_aad).await?;
     vault::decrypt(c.h, c.deadline, &m, s, aad).await
 }
 
 /// A decrypt-data `cipher_text`: `^[0-9a-zA-Z+/=]{128,5648}$`, a valid blob
 /// (KMS.2201 otherwise).
-fn data_blob(s: &str) -> Result<Blob, KmsError> {
+fn data_blob(s: &str) -> Result<Blob, ApiError> {
     if !(128..=5648).contains(&s.len()) {
-        return Err(KmsError::Ciphertext);
+        return Err(ApiError::Ciphertext);
     }
-    let raw = B64.decode(s).map_err(|_| KmsError::Ciphertext)?;
-    Blob::decode(&raw).ok_or(KmsError::Ciphertext)
+    let raw = B64.decode(s).map_err(|_| ApiError::Ciphertext)?;
+    Blob::decode(&raw).ok_or(ApiError::Ciphertext)
 }
 
 const ENCRYPT_FIELDS: &[&str] = &[
@@ -126,13 +126,13 @@ const ENCRYPT_FIELDS: &[&str] = &[
     "sequence",
 ];
 
-pub async fn encrypt_data(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn encrypt_data(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, ENCRYPT_FIELDS)?;
     check_sequence(&b)?;
     let id = keys::key_id_field(c, &b, "key_id")?;
     let plain = b.req("plain_text")?;
     if plain.is_empty() || plain.len() > MAX_PLAINTEXT {
-        return Err(KmsError::Invalid(codes::KMS_2101));
+        return Err(ApiError::Invalid(codes::KMS_2101));
     }
     symmetric_only(&b, "encryption_algorithm")?;
     let aad = user_aad(&b, "additional_authenticated_data")?;
@@ -155,7 +155,7 @@ const DECRYPT_FIELDS: &[&str] = &[
     "sequence",
 ];
 
-pub async fn decrypt_data(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn decrypt_data(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, DECRYPT_FIELDS)?;
     check_sequence(&b)?;
     let blob = data_blob(b.req("cipher_text")?)?;
@@ -165,7 +165,7 @@ pub async fn decrypt_data(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
     if let Some(k) = b.str("key_id")?
         && keys::key_id(k)? != blob.key_id
     {
-        return Err(KmsError::Ciphertext);
+        return Err(ApiError::Ciphertext);
     }
     let aad = user_aad(&b, "additional_authenticated_data")?;
     let plain = open(c, &blob, Kind::Data, &aad).await?;
@@ -192,7 +192,7 @@ const RE_ENCRYPT_FIELDS: &[&str] = &[
     "sequence",
 ];
 
-pub async fn re_encrypt(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn re_encrypt(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, RE_ENCRYPT_FIELDS)?;
     check_sequence(&b)?;
     let text = b.req("cipher_text")?;
@@ -205,7 +205,7 @@ pub async fn re_encrypt(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
         Some(n) => {
             let blob = super::datakeys::hex_blob(text)?;
             if usize::try_from(n).ok() != Some(blob.ciphertext.len()) {
-                return Err(KmsError::Invalid(codes::KMS_2204));
+                return Err(ApiError::Invalid(codes::KMS_2204));
             }
             (blob, Kind::DataKey)
         }
@@ -215,7 +215,7 @@ pub async fn re_encrypt(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
     if let Some(k) = b.str("source_key_id")?
         && keys::key_id(k)? != blob.key_id
     {
-        return Err(KmsError::Ciphertext);
+        return Err(ApiError::Ciphertext);
     }
     let src_aad = user_aad(&b, "source_additional_authenticated_data")?;
     let dst_aad = user_aad(&b, "destination_additional_authenticated_data")?;

@@ -15,7 +15,7 @@ use super::crypto::{open, seal, symmetric_only, to_blob, user_aad};
 use super::keys::{self, check_sequence};
 use crate::huawei::blob::{self, Blob, Kind};
 use crate::huawei::codes;
-use crate::huawei::error::KmsError;
+use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
 use crate::huawei::layers::ok;
 use crate::huawei::vault;
@@ -25,20 +25,20 @@ const DATAKEY_BYTES: std::ops::RangeInclusive<i64> = 1..=1024;
 const DIGEST_LEN: usize = 32;
 
 /// A data-key `cipher_text`: hex of a blob (KMS.2201 otherwise).
-pub fn hex_blob(s: &str) -> Result<Blob, KmsError> {
-    let raw = hex::decode(s).map_err(|_| KmsError::Invalid(codes::KMS_2201))?;
-    Blob::decode(&raw).ok_or(KmsError::Invalid(codes::KMS_2201))
+pub fn hex_blob(s: &str) -> Result<Blob, ApiError> {
+    let raw = hex::decode(s).map_err(|_| ApiError::Invalid(codes::KMS_2201))?;
+    Blob::decode(&raw).ok_or(ApiError::Invalid(codes::KMS_2201))
 }
 
 /// Bits → bytes for `datakey_length` (KMS.1901 range, KMS.1903 multiple of 8).
-fn datakey_bytes(bits: i64) -> Result<u32, KmsError> {
+fn datakey_bytes(bits: i64) -> Result<u32, ApiError> {
     if !(8..=8192).contains(&bits) {
-        return Err(KmsError::Invalid(codes::KMS_1901));
+        return Err(ApiError::Invalid(codes::KMS_1901));
     }
     if bits % 8 != 0 {
-        return Err(KmsError::Invalid(codes::KMS_1903));
+        return Err(ApiError::Invalid(codes::KMS_1903));
     }
-    u32::try_from(bits / 8).map_err(|_| KmsError::Invalid(codes::KMS_1901))
+    u32::try_from(bits / 8).map_err(|_| ApiError::Invalid(codes::KMS_1901))
 }
 
 const CREATE_FIELDS: &[&str] = &[
@@ -52,7 +52,7 @@ const CREATE_FIELDS: &[&str] = &[
 ];
 
 /// create-datakey (`with_plaintext`) and create-datakey-without-plaintext.
-pub async fn create(c: &mut Ctx<'_>, with_plaintext: bool) -> Result<Bytes, KmsError> {
+pub async fn create(c: &mut Ctx<'_>, with_plaintext: bool) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, CREATE_FIELDS)?;
     check_sequence(&b)?;
     let id = keys::key_id_field(c, &b, "key_id")?;
@@ -61,7 +61,7 @@ pub async fn create(c: &mut Ctx<'_>, with_plaintext: bool) -> Result<Bytes, KmsE
         None => None,
         Some("AES_256") => Some(32),
         Some("AES_128") => Some(16),
-        Some(_) => return Err(KmsError::Invalid(codes::KMS_1902)),
+        Some(_) => return Err(ApiError::Invalid(codes::KMS_1902)),
     };
     let len = match b.int("datakey_length", codes::KMS_1901)? {
         Some(bits) => datakey_bytes(bits)?,
@@ -69,7 +69,7 @@ pub async fn create(c: &mut Ctx<'_>, with_plaintext: bool) -> Result<Bytes, KmsE
     };
     if b.str("pin")?.is_some() || b.str("pin_type")?.is_some() {
         // PINs exist only in Huawei's level-4 assessment deployment.
-        return Err(KmsError::Invalid(codes::KMS_0308));
+        return Err(ApiError::Invalid(codes::KMS_0308));
     }
     let aad = user_aad(&b, "additional_authenticated_data")?;
     let (k, m) = keys::usable(c, &id).await?;
@@ -99,27 +99,27 @@ const ENCRYPT_FIELDS: &[&str] = &[
 ];
 
 /// encrypt-datakey: `plain_text` = hex(DEK ‖ SHA-256(DEK)).
-pub async fn encrypt(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn encrypt(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, ENCRYPT_FIELDS)?;
     check_sequence(&b)?;
     let id = keys::key_id_field(c, &b, "key_id")?;
     let plain_hex = b.req("plain_text")?;
     let len = b.req_int("datakey_plain_length", codes::KMS_2102)?;
     if !DATAKEY_BYTES.contains(&len) {
-        return Err(KmsError::Invalid(codes::KMS_2102));
+        return Err(ApiError::Invalid(codes::KMS_2102));
     }
     if b.str("pin")?.is_some() || b.str("pin_type")?.is_some() || b.str("key_spec")?.is_some() {
-        return Err(KmsError::Invalid(codes::KMS_0308));
+        return Err(ApiError::Invalid(codes::KMS_0308));
     }
     let raw =
-        Zeroizing::new(hex::decode(plain_hex).map_err(|_| KmsError::Invalid(codes::KMS_2101))?);
+        Zeroizing::new(hex::decode(plain_hex).map_err(|_| ApiError::Invalid(codes::KMS_2101))?);
     let len = len as usize;
     if raw.len() != len + DIGEST_LEN {
-        return Err(KmsError::Invalid(codes::KMS_2104));
+        return Err(ApiError::Invalid(codes::KMS_2104));
     }
     let (dek, dgst) = raw.split_at(len);
     if !bool::from(digest(&SHA256, dek).as_ref().ct_eq(dgst)) {
-        return Err(KmsError::Invalid(codes::KMS_2103));
+        return Err(ApiError::Invalid(codes::KMS_2103));
     }
     let aad = user_aad(&b, "additional_authenticated_data")?;
     let blob = seal(c, &id, Kind::DataKey, Bytes::copy_from_slice(dek), &aad).await?;
@@ -139,28 +139,28 @@ const DECRYPT_FIELDS: &[&str] = &[
 ];
 
 /// decrypt-datakey: returns the DEK and its SHA-256, hex.
-pub async fn decrypt(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn decrypt(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, DECRYPT_FIELDS)?;
     check_sequence(&b)?;
     let id = keys::key_id_field(c, &b, "key_id")?;
     let text = b.req("cipher_text")?;
     let len = b.req_int("datakey_cipher_length", codes::KMS_2202)?;
     if !DATAKEY_BYTES.contains(&len) {
-        return Err(KmsError::Invalid(codes::KMS_2202));
+        return Err(ApiError::Invalid(codes::KMS_2202));
     }
     let blob = hex_blob(text)?;
     if blob.key_id != id {
-        return Err(KmsError::Invalid(codes::KMS_2201));
+        return Err(ApiError::Invalid(codes::KMS_2201));
     }
     if usize::try_from(len).ok() != Some(blob.ciphertext.len()) {
-        return Err(KmsError::Invalid(codes::KMS_2204));
+        return Err(ApiError::Invalid(codes::KMS_2204));
     }
     let aad = user_aad(&b, "additional_authenticated_data")?;
     let dek = open(c, &blob, Kind::DataKey, &aad)
         .await
         .map_err(|e| match e {
             // A tag that does not verify: the DEK is not the one sealed here.
-            KmsError::Ciphertext => KmsError::Invalid(codes::KMS_2203),
+            ApiError::Ciphertext => ApiError::Invalid(codes::KMS_2203),
             e => e,
         })?;
     let data_key = Zeroizing::new(hex::encode_upper(&*dek));
@@ -184,7 +184,7 @@ const PAIR_FIELDS: &[&str] = &[
 /// create-rsa-datakey-pair / create-ec-datakey-pair. Keys are Base64 DER:
 /// SubjectPublicKeyInfo and PKCS#8; the sealed private key is a data-key
 /// style blob (Base64) bound to the key pair's spec.
-pub async fn key_pair(c: &mut Ctx<'_>, ec: bool) -> Result<Bytes, KmsError> {
+pub async fn key_pair(c: &mut Ctx<'_>, ec: bool) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, PAIR_FIELDS)?;
     check_sequence(&b)?;
     let id = keys::key_id_field(c, &b, "key_id")?;
@@ -197,11 +197,11 @@ pub async fn key_pair(c: &mut Ctx<'_>, ec: bool) -> Result<Bytes, KmsError> {
         (true, "ECC_NIST_P384") => KeyPairSpec::EcP384,
         (true, "ECC_NIST_P521") => KeyPairSpec::EcP521,
         (true, "ECC_SECG_P256K1") => KeyPairSpec::EcSecp256k1,
-        _ => return Err(KmsError::Invalid(codes::KMS_0308)),
+        _ => return Err(ApiError::Invalid(codes::KMS_0308)),
     };
     let with_plain = b.bool("with_plain_text")?.unwrap_or(true);
     if b.str("pin")?.is_some() || b.str("pin_type")?.is_some() {
-        return Err(KmsError::Invalid(codes::KMS_0308));
+        return Err(ApiError::Invalid(codes::KMS_0308));
     }
     symmetric_only(&b, "encryption_algorithm").ok();
     let mut aad = user_aad(&b, "additional_authenticated_data")?;

@@ -12,7 +12,7 @@ use super::Ctx;
 use super::aliases::{not_pending, project_key};
 use super::keys::{check_sequence, key_id_field};
 use crate::huawei::codes;
-use crate::huawei::error::KmsError;
+use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
 use crate::huawei::layers::ok;
 
@@ -46,34 +46,34 @@ pub fn is_grant_name(s: &str) -> bool {
 
 /// A grant id, `^[A-Fa-f0-9]{64}$` (KMS.2501), normalised to the lower
 /// case it is stored in.
-pub fn grant_id(s: &str) -> Result<String, KmsError> {
+pub fn grant_id(s: &str) -> Result<String, ApiError> {
     if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(s.to_ascii_lowercase())
     } else {
-        Err(KmsError::Invalid(codes::KMS_2501))
+        Err(ApiError::Invalid(codes::KMS_2501))
     }
 }
 
 /// `operations`: a non-empty list (KMS.0204) of documented names (KMS.0308),
 /// not only `create-grant` (KMS.2401). Repeats are dropped, order kept.
-pub fn parse_operations(list: &[Value]) -> Result<Vec<String>, KmsError> {
+pub fn parse_operations(list: &[Value]) -> Result<Vec<String>, ApiError> {
     if list.is_empty() {
-        return Err(KmsError::Missing("operations"));
+        return Err(ApiError::Missing("operations"));
     }
     let mut ops: Vec<String> = Vec::with_capacity(list.len());
     for v in list {
         let Value::String(op) = v else {
-            return Err(KmsError::MalformedJson("an operation is not a string"));
+            return Err(ApiError::MalformedJson("an operation is not a string"));
         };
         if !OPERATIONS.contains(&op.as_str()) {
-            return Err(KmsError::Invalid(codes::KMS_0308));
+            return Err(ApiError::Invalid(codes::KMS_0308));
         }
         if !ops.contains(op) {
             ops.push(op.clone());
         }
     }
     if ops.iter().all(|o| o == "create-grant") {
-        return Err(KmsError::Invalid(codes::KMS_2401));
+        return Err(ApiError::Invalid(codes::KMS_2401));
     }
     Ok(ops)
 }
@@ -89,13 +89,13 @@ pub fn may_retire(g: &GrantRecord, user: &str) -> bool {
 }
 
 /// 32 bytes from the OS CSPRNG as 64 lower-case hex characters.
-fn new_grant_id() -> Result<String, KmsError> {
+fn new_grant_id() -> Result<String, ApiError> {
     use ring::rand::SecureRandom as _;
     let mut b = [0u8; 32];
     // Unlike a request id, a grant id must be unique: never fall back to zeros.
     ring::rand::SystemRandom::new()
         .fill(&mut b)
-        .map_err(|_| KmsError::Internal)?;
+        .map_err(|_| ApiError::Internal)?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
@@ -134,34 +134,34 @@ const CREATE_FIELDS: &[&str] = &[
     "sequence",
 ];
 
-pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, CREATE_FIELDS)?;
     check_sequence(&b)?;
     let id = key_id_field(c, &b, "key_id")?;
     let grantee = b.req("grantee_principal")?;
     if !is_principal(grantee) {
-        return Err(KmsError::Invalid(codes::KMS_2402));
+        return Err(ApiError::Invalid(codes::KMS_2402));
     }
     let operations = parse_operations(
         b.array("operations")?
-            .ok_or(KmsError::Missing("operations"))?,
+            .ok_or(ApiError::Missing("operations"))?,
     )?;
     let name = b.str("name")?.unwrap_or("");
     if !name.is_empty() && !is_grant_name(name) {
-        return Err(KmsError::Invalid(codes::KMS_0308));
+        return Err(ApiError::Invalid(codes::KMS_0308));
     }
     let retiring = b.str("retiring_principal")?.unwrap_or("");
     if !retiring.is_empty() && !is_principal(retiring) {
-        return Err(KmsError::Invalid(codes::KMS_2402));
+        return Err(ApiError::Invalid(codes::KMS_2402));
     }
     let grantee_type = match b.str("grantee_principal_type")? {
         None | Some("user") => "user",
         Some("domain") => "domain",
-        Some(_) => return Err(KmsError::Invalid(codes::KMS_0308)),
+        Some(_) => return Err(ApiError::Invalid(codes::KMS_0308)),
     };
     let key = project_key(c, &id).await?;
     if key.default_key {
-        return Err(KmsError::DefaultKey);
+        return Err(ApiError::DefaultKey);
     }
     // Huawei grants on disabled keys too; only a key on its way out is refused.
     not_pending(&key)?;
@@ -182,7 +182,7 @@ pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
     Ok(ok(json!({ "grant_id": grant.grant_id })))
 }
 
-pub async fn list(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn list(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, &["key_id", "limit", "marker", "sequence"])?;
     check_sequence(&b)?;
     let id = key_id_field(c, &b, "key_id")?;
@@ -197,7 +197,7 @@ pub async fn list(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
 }
 
 /// `key_id` + `grant_id` of revoke / retire.
-fn grant_ref(c: &mut Ctx<'_>) -> Result<(String, String), KmsError> {
+fn grant_ref(c: &mut Ctx<'_>) -> Result<(String, String), ApiError> {
     let b = Body::parse(c.body, &["key_id", "grant_id", "sequence"])?;
     check_sequence(&b)?;
     let id = key_id_field(c, &b, "key_id")?;
@@ -207,17 +207,17 @@ fn grant_ref(c: &mut Ctx<'_>) -> Result<(String, String), KmsError> {
 
 /// Delete the grant: KMS.2501 when it is not in the project, KMS.2502
 /// when it belongs to another key.
-async fn remove(c: &Ctx<'_>, key_id: &str, grant_id: &str) -> Result<(), KmsError> {
+async fn remove(c: &Ctx<'_>, key_id: &str, grant_id: &str) -> Result<(), ApiError> {
     c.h.store
         .delete_grant(&c.caller.project_id, key_id, grant_id)
         .await
         .map_err(|e| match e {
-            StoreError::NotFound => KmsError::GrantNotFound,
+            StoreError::NotFound => ApiError::GrantNotFound,
             e => e.into(),
         })
 }
 
-pub async fn revoke(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn revoke(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let (id, grant) = grant_ref(c)?;
     // The key first: a missing key is KMS.0207, not a grant mismatch.
     super::aliases::project_key(c, &id).await?;
@@ -225,25 +225,25 @@ pub async fn revoke(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
     Ok(ok(json!({})))
 }
 
-pub async fn retire(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn retire(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let (id, grant) = grant_ref(c)?;
     super::aliases::project_key(c, &id).await?;
     let g =
         c.h.store
             .get_grant(&c.caller.project_id, &grant)
             .await?
-            .ok_or(KmsError::GrantNotFound)?;
+            .ok_or(ApiError::GrantNotFound)?;
     if g.key_id != id {
-        return Err(KmsError::GrantKeyMismatch);
+        return Err(ApiError::GrantKeyMismatch);
     }
     if !may_retire(&g, &c.caller.user_id) {
-        return Err(KmsError::NoAccess);
+        return Err(ApiError::NoAccess);
     }
     remove(c, &id, &grant).await?;
     Ok(ok(json!({})))
 }
 
-pub async fn list_retirable(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn list_retirable(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, &["limit", "marker", "sequence"])?;
     check_sequence(&b)?;
     let (offset, limit) = super::page_params(&b, DEFAULT_LIMIT)?;
@@ -269,8 +269,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
-    fn code<T: std::fmt::Debug>(r: Result<T, KmsError>) -> &'static str {
-        r.unwrap_err().wire().code
+    fn code<T: std::fmt::Debug>(r: Result<T, ApiError>) -> &'static str {
+        r.unwrap_err().wire(crate::huawei::error::Dialect::Kms).code
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::Ctx;
 use crate::huawei::cache::KeyEntry;
 use crate::huawei::codes;
-use crate::huawei::error::KmsError;
+use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
 use crate::huawei::layers::ok;
 use crate::huawei::vault;
@@ -31,46 +31,46 @@ pub fn is_key_id(s: &str) -> bool {
 }
 
 /// Validate a key id (KMS.0205) and normalise it to lower case.
-pub fn key_id(s: &str) -> Result<String, KmsError> {
+pub fn key_id(s: &str) -> Result<String, ApiError> {
     if is_key_id(s) {
         Ok(s.to_ascii_lowercase())
     } else {
-        Err(KmsError::InvalidKeyId)
+        Err(ApiError::InvalidKeyId)
     }
 }
 
 /// The `key_id` body field: required, valid.
-pub fn key_id_field(c: &mut Ctx<'_>, b: &Body, name: &'static str) -> Result<String, KmsError> {
+pub fn key_id_field(c: &mut Ctx<'_>, b: &Body, name: &'static str) -> Result<String, ApiError> {
     let id = key_id(b.req(name)?)?;
     *c.audit_key = Some(id.clone());
     Ok(id)
 }
 
 /// `sequence` is informational but bounded (KMS.0206).
-pub fn check_sequence(b: &Body) -> Result<(), KmsError> {
+pub fn check_sequence(b: &Body) -> Result<(), ApiError> {
     match b.str("sequence")? {
-        Some(s) if s.len() > 36 => Err(KmsError::Invalid(codes::KMS_0206)),
+        Some(s) if s.len() > 36 => Err(ApiError::Invalid(codes::KMS_0206)),
         _ => Ok(()),
     }
 }
 
 /// The wire error for a key found in `state` where it cannot be used.
-pub fn state_error(state: KeyState) -> KmsError {
+pub fn state_error(state: KeyState) -> ApiError {
     match state {
-        KeyState::Disabled => KmsError::KeyDisabled,
-        KeyState::PendingDeletion => KmsError::KeyPendingDeletion,
-        _ => KmsError::KeyNotEnabled,
+        KeyState::Disabled => ApiError::KeyDisabled,
+        KeyState::PendingDeletion => ApiError::KeyPendingDeletion,
+        _ => ApiError::KeyNotEnabled,
     }
 }
 
 /// The key (and its current material) in the caller's project: cache, then store.
-pub async fn load(c: &Ctx<'_>, key_id: &str) -> Result<KeyEntry, KmsError> {
+pub async fn load(c: &Ctx<'_>, key_id: &str) -> Result<KeyEntry, ApiError> {
     let project = &c.caller.project_id;
     if let Some(e) = c.h.cache.key(project, key_id) {
         return Ok(e);
     }
     let Some(found) = c.h.store.get_key_with_material(project, key_id).await? else {
-        return Err(KmsError::KeyNotFound);
+        return Err(ApiError::KeyNotFound);
     };
     let e = Arc::new(found);
     c.h.cache.put_key(project, key_id, Arc::clone(&e));
@@ -78,13 +78,13 @@ pub async fn load(c: &Ctx<'_>, key_id: &str) -> Result<KeyEntry, KmsError> {
 }
 
 /// The key, enabled, with material: what every crypto operation needs.
-pub async fn usable(c: &Ctx<'_>, key_id: &str) -> Result<(KeyRecord, Material), KmsError> {
+pub async fn usable(c: &Ctx<'_>, key_id: &str) -> Result<(KeyRecord, Material), ApiError> {
     let e = load(c, key_id).await?;
     let (k, m) = (&e.0, &e.1);
     if k.state != KeyState::Enabled {
         return Err(state_error(k.state));
     }
-    let m = m.clone().ok_or(KmsError::KeyNotEnabled)?;
+    let m = m.clone().ok_or(ApiError::KeyNotEnabled)?;
     Ok((k.clone(), m))
 }
 
@@ -117,14 +117,14 @@ pub fn key_json(h: &crate::huawei::Huawei, k: &KeyRecord) -> Value {
 }
 
 /// A `key_alias`: `^[a-zA-Z0-9:/_-]{1,255}$` (KMS.1101).
-pub fn check_alias(a: &str) -> Result<(), KmsError> {
+pub fn check_alias(a: &str) -> Result<(), ApiError> {
     let ok = (1..=255).contains(&a.len())
         && a.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'/' | b'_' | b'-'));
     if ok {
         Ok(())
     } else {
-        Err(KmsError::Invalid(codes::KMS_1101))
+        Err(ApiError::Invalid(codes::KMS_1101))
     }
 }
 
@@ -134,11 +134,11 @@ pub fn is_default_alias(a: &str) -> bool {
     a.ends_with("/default")
 }
 
-fn check_description(d: &str) -> Result<(), KmsError> {
+fn check_description(d: &str) -> Result<(), ApiError> {
     if d.chars().count() <= 255 && !d.chars().any(char::is_control) {
         Ok(())
     } else {
-        Err(KmsError::Invalid(codes::KMS_1103))
+        Err(ApiError::Invalid(codes::KMS_1103))
     }
 }
 
@@ -162,7 +162,7 @@ pub fn new_uuid() -> String {
 
 /// Generate material in the HSM and insert the key (and its first material
 /// version) in one transaction. Shared with default keys.
-pub async fn insert_new_key(c: &Ctx<'_>, mut key: KeyRecord) -> Result<KeyRecord, KmsError> {
+pub async fn insert_new_key(c: &Ctx<'_>, mut key: KeyRecord) -> Result<KeyRecord, ApiError> {
     let material = if key.origin == "kms" {
         let w = vault::generate_key(c.h, c.deadline).await?;
         key.material_version = 1;
@@ -194,13 +194,13 @@ const CREATE_FIELDS: &[&str] = &[
     "vm_id",
 ];
 
-pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, CREATE_FIELDS)?;
     check_sequence(&b)?;
     let alias = b.req("key_alias")?;
     check_alias(alias)?;
     if is_default_alias(alias) {
-        return Err(KmsError::Invalid(codes::KMS_1101));
+        return Err(ApiError::Invalid(codes::KMS_1101));
     }
     // Only AES_256 is generated by this HSM backend; asymmetric, SM4 and
     // HMAC specs are refused as an unsupported algorithm type.
@@ -209,28 +209,28 @@ pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
         Some(
             "SM4" | "RSA_2048" | "RSA_3072" | "RSA_4096" | "EC_P256" | "EC_P384" | "SECP256K1"
             | "SM2" | "ED25519" | "HMAC_256" | "HMAC_384" | "HMAC_512" | "HMAC_SM3",
-        ) => return Err(KmsError::Invalid(codes::KMS_1110)),
-        Some(_) => return Err(KmsError::Invalid(codes::KMS_0308)),
+        ) => return Err(ApiError::Invalid(codes::KMS_1110)),
+        Some(_) => return Err(ApiError::Invalid(codes::KMS_0308)),
     }
     match b.str("key_usage")? {
         None | Some("ENCRYPT_DECRYPT") => {}
-        Some("SIGN_VERIFY") => return Err(KmsError::Invalid(codes::KMS_1115)),
-        Some(_) => return Err(KmsError::Invalid(codes::KMS_0308)),
+        Some("SIGN_VERIFY") => return Err(ApiError::Invalid(codes::KMS_1115)),
+        Some(_) => return Err(ApiError::Invalid(codes::KMS_0308)),
     }
     let description = b.str("key_description")?.unwrap_or("");
     check_description(description)?;
     let origin = match b.str("origin")? {
         None | Some("kms") => "kms",
         Some("external") => "external",
-        Some(_) => return Err(KmsError::Invalid(codes::KMS_0308)),
+        Some(_) => return Err(ApiError::Invalid(codes::KMS_0308)),
     };
     match b.str("keystore_id")? {
         None | Some("0") => {}
-        Some(_) => return Err(KmsError::KeystoreUnsupported),
+        Some(_) => return Err(ApiError::KeystoreUnsupported),
     }
     let enterprise = b.str("enterprise_project_id")?.unwrap_or("0");
     if enterprise.len() > 36 {
-        return Err(KmsError::Invalid(codes::KMS_0308));
+        return Err(ApiError::Invalid(codes::KMS_0308));
     }
     let _ = b.str("vm_id")?;
     let now = c.h.now_ms();
@@ -268,20 +268,20 @@ pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
 const KEY_ID_FIELDS: &[&str] = &["key_id", "sequence"];
 
 /// Parse a body holding only `key_id` (+ `sequence`).
-fn key_only(c: &mut Ctx<'_>) -> Result<String, KmsError> {
+fn key_only(c: &mut Ctx<'_>) -> Result<String, ApiError> {
     let b = Body::parse(c.body, KEY_ID_FIELDS)?;
     check_sequence(&b)?;
     key_id_field(c, &b, "key_id")
 }
 
-pub async fn describe(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn describe(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = key_only(c)?;
     // Always from the store: describe is how callers confirm a change.
     let k =
         c.h.store
             .get_key(&c.caller.project_id, &id)
             .await?
-            .ok_or(KmsError::KeyNotFound)?;
+            .ok_or(ApiError::KeyNotFound)?;
     Ok(ok(json!({ "key_info": key_json(c.h, &k) })))
 }
 
@@ -294,7 +294,7 @@ const LIST_FIELDS: &[&str] = &[
     "sequence",
 ];
 
-pub async fn list(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn list(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, LIST_FIELDS)?;
     check_sequence(&b)?;
     let (offset, limit) = super::page_params(&b, 1000)?;
@@ -304,7 +304,7 @@ pub async fn list(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
             i32::try_from(n)
                 .ok()
                 .and_then(KeyState::from_code)
-                .ok_or(KmsError::Invalid(codes::KMS_0308))?,
+                .ok_or(ApiError::Invalid(codes::KMS_0308))?,
         ),
     };
     // §8.6: without key_spec only AES_256 keys are listed; ALL lists all.
@@ -315,7 +315,7 @@ pub async fn list(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
             s @ ("AES_256" | "SM4" | "RSA_2048" | "RSA_3072" | "RSA_4096" | "EC_P256" | "EC_P384"
             | "SM2"),
         ) => Some(s.to_owned()),
-        Some(_) => return Err(KmsError::Invalid(codes::KMS_0308)),
+        Some(_) => return Err(ApiError::Invalid(codes::KMS_0308)),
     };
     let enterprise = match b.str("enterprise_project_id")? {
         None | Some("all") => None,
@@ -350,16 +350,16 @@ async fn transition(
     to: KeyState,
     deletion_ms: Option<i64>,
     forbid_default: bool,
-    wrong: impl Fn(KeyState) -> KmsError,
-) -> Result<KeyRecord, KmsError> {
+    wrong: impl Fn(KeyState) -> ApiError,
+) -> Result<KeyRecord, ApiError> {
     let project = c.caller.project_id.clone();
     let current =
         c.h.store
             .get_key(&project, id)
             .await?
-            .ok_or(KmsError::KeyNotFound)?;
+            .ok_or(ApiError::KeyNotFound)?;
     if forbid_default && current.default_key {
-        return Err(KmsError::DefaultKey);
+        return Err(ApiError::DefaultKey);
     }
     if !from.contains(&current.state) {
         return Err(wrong(current.state));
@@ -380,7 +380,7 @@ fn key_state_answer(k: &KeyRecord) -> Bytes {
     ok(json!({ "key_info": { "key_id": k.key_id, "key_state": k.state.code().to_string() } }))
 }
 
-pub async fn enable(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn enable(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = key_only(c)?;
     let k = transition(
         c,
@@ -390,15 +390,15 @@ pub async fn enable(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
         None,
         false,
         |s| match s {
-            KeyState::PendingDeletion => KmsError::KeyPendingDeletion,
-            _ => KmsError::KeyNotDisabled,
+            KeyState::PendingDeletion => ApiError::KeyPendingDeletion,
+            _ => ApiError::KeyNotDisabled,
         },
     )
     .await?;
     Ok(key_state_answer(&k))
 }
 
-pub async fn disable(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn disable(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = key_only(c)?;
     let k = transition(
         c,
@@ -408,21 +408,21 @@ pub async fn disable(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
         None,
         true,
         |s| match s {
-            KeyState::PendingDeletion => KmsError::KeyPendingDeletion,
-            _ => KmsError::KeyNotEnabled,
+            KeyState::PendingDeletion => ApiError::KeyPendingDeletion,
+            _ => ApiError::KeyNotEnabled,
         },
     )
     .await?;
     Ok(key_state_answer(&k))
 }
 
-pub async fn schedule_deletion(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn schedule_deletion(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, &["key_id", "pending_days", "sequence"])?;
     check_sequence(&b)?;
     let id = key_id_field(c, &b, "key_id")?;
     let days = b.req_int("pending_days", codes::KMS_1401)?;
     if !PENDING_DAYS.contains(&days) {
-        return Err(KmsError::Invalid(codes::KMS_1401));
+        return Err(ApiError::Invalid(codes::KMS_1401));
     }
     let at = c.h.now_ms() + days * DAY_MS;
     let k = transition(
@@ -438,7 +438,7 @@ pub async fn schedule_deletion(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
         Some(at),
         true,
         |s| match s {
-            KeyState::PendingDeletion => KmsError::AlreadyPendingDeletion,
+            KeyState::PendingDeletion => ApiError::AlreadyPendingDeletion,
             s => state_error(s),
         },
     )
@@ -448,14 +448,14 @@ pub async fn schedule_deletion(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
     ))
 }
 
-pub async fn cancel_deletion(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn cancel_deletion(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = key_only(c)?;
     let project = c.caller.project_id.clone();
     let current =
         c.h.store
             .get_key(&project, &id)
             .await?
-            .ok_or(KmsError::KeyNotFound)?;
+            .ok_or(ApiError::KeyNotFound)?;
     // A cancelled deletion leaves the key disabled (Huawei's behaviour), or
     // pending import when it never had material.
     let to = if current.material_version == 0 && current.origin == "external" {
@@ -470,7 +470,7 @@ pub async fn cancel_deletion(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
         to,
         None,
         false,
-        |_| KmsError::NotPendingDeletion,
+        |_| ApiError::NotPendingDeletion,
     )
     .await?;
     Ok(ok(
@@ -479,29 +479,29 @@ pub async fn cancel_deletion(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
 }
 
 /// Refuse renames/re-descriptions of default keys and keys pending deletion.
-async fn modifiable(c: &Ctx<'_>, id: &str) -> Result<(), KmsError> {
+async fn modifiable(c: &Ctx<'_>, id: &str) -> Result<(), ApiError> {
     let k =
         c.h.store
             .get_key(&c.caller.project_id, id)
             .await?
-            .ok_or(KmsError::KeyNotFound)?;
+            .ok_or(ApiError::KeyNotFound)?;
     if k.default_key {
-        return Err(KmsError::DefaultKey);
+        return Err(ApiError::DefaultKey);
     }
     if k.state == KeyState::PendingDeletion {
-        return Err(KmsError::KeyPendingDeletion);
+        return Err(ApiError::KeyPendingDeletion);
     }
     Ok(())
 }
 
-pub async fn update_alias(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn update_alias(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, &["key_id", "key_alias", "sequence"])?;
     check_sequence(&b)?;
     let id = key_id_field(c, &b, "key_id")?;
     let alias = b.req("key_alias")?;
     check_alias(alias)?;
     if is_default_alias(alias) {
-        return Err(KmsError::Invalid(codes::KMS_1101));
+        return Err(ApiError::Invalid(codes::KMS_1101));
     }
     modifiable(c, &id).await?;
     let project = c.caller.project_id.clone();
@@ -513,7 +513,7 @@ pub async fn update_alias(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
     ))
 }
 
-pub async fn update_description(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn update_description(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, &["key_id", "key_description", "sequence"])?;
     check_sequence(&b)?;
     let id = key_id_field(c, &b, "key_id")?;

@@ -1,6 +1,6 @@
 //! KMS operation handlers, one module per resource group. Each handler takes
 //! the parsed route, the caller and the raw body and returns the JSON answer
-//! or a [`KmsError`].
+//! or a [`ApiError`].
 
 pub mod aliases;
 pub mod crypto;
@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::Huawei;
 use super::auth::Caller;
-use super::error::KmsError;
+use super::error::ApiError;
 use super::route::{KmsOp, Route};
 
 /// What one handler call gets.
@@ -33,86 +33,70 @@ pub struct Ctx<'a> {
     pub audit_key: &'a mut Option<String>,
 }
 
-/// Run the routed operation.
-pub async fn dispatch(
-    h: &Huawei,
-    route: &Route,
-    caller: &Caller,
-    body: &Bytes,
-    query: Option<&str>,
-    deadline: Instant,
-    audit_key: &mut Option<String>,
-) -> Result<Bytes, KmsError> {
-    let mut c = Ctx {
-        h,
-        route,
-        caller,
-        body,
-        query,
-        deadline,
-        audit_key,
-    };
+/// Run the routed KMS operation.
+pub async fn dispatch(mut c: Ctx<'_>, op: KmsOp) -> Result<Bytes, ApiError> {
+    let c = &mut c;
     use KmsOp::*;
-    match route.op {
-        CreateKey => keys::create(&mut c).await,
-        DescribeKey => keys::describe(&mut c).await,
-        ListKeys => keys::list(&mut c).await,
-        EnableKey => keys::enable(&mut c).await,
-        DisableKey => keys::disable(&mut c).await,
-        ScheduleKeyDeletion => keys::schedule_deletion(&mut c).await,
-        CancelKeyDeletion => keys::cancel_deletion(&mut c).await,
-        UpdateKeyAlias => keys::update_alias(&mut c).await,
-        UpdateKeyDescription => keys::update_description(&mut c).await,
-        EncryptData => crypto::encrypt_data(&mut c).await,
-        DecryptData => crypto::decrypt_data(&mut c).await,
-        ReEncrypt => crypto::re_encrypt(&mut c).await,
-        CreateDatakey => datakeys::create(&mut c, true).await,
-        CreateDatakeyWithoutPlaintext => datakeys::create(&mut c, false).await,
-        EncryptDatakey => datakeys::encrypt(&mut c).await,
-        DecryptDatakey => datakeys::decrypt(&mut c).await,
-        CreateRsaDatakeyPair => datakeys::key_pair(&mut c, false).await,
-        CreateEcDatakeyPair => datakeys::key_pair(&mut c, true).await,
-        GenRandom => misc::gen_random(&mut c).await,
-        CreateAlias => aliases::create(&mut c).await,
-        ListAliases => aliases::list(&mut c).await,
-        DeleteAlias => aliases::delete(&mut c).await,
-        AssociateAlias => aliases::associate(&mut c).await,
-        CreateKmsTag => tags::create(&mut c).await,
-        BatchCreateKmsTags => tags::batch(&mut c).await,
-        DeleteTag => tags::delete(&mut c).await,
-        ShowKmsTags => tags::show(&mut c).await,
-        ListKmsTags => tags::list_project(&mut c).await,
-        ListKmsByTags => tags::resource_instances(&mut c).await,
-        CreateGrant => grants::create(&mut c).await,
-        ListGrants => grants::list(&mut c).await,
-        RevokeGrant => grants::revoke(&mut c).await,
-        RetireGrant => grants::retire(&mut c).await,
-        ListRetirableGrants => grants::list_retirable(&mut c).await,
-        ShowUserQuotas => misc::user_quotas(&mut c).await,
-        ShowUserInstances => misc::user_instances(&mut c).await,
-        ShowVersions => misc::versions(&mut c),
-        ShowVersion => misc::version(&mut c),
-        Rotation => Err(KmsError::RotationUnsupported),
-        Keystores => Err(KmsError::KeystoreUnsupported),
-        Unserved => Err(KmsError::UnknownPath),
+    match op {
+        CreateKey => keys::create(c).await,
+        DescribeKey => keys::describe(c).await,
+        ListKeys => keys::list(c).await,
+        EnableKey => keys::enable(c).await,
+        DisableKey => keys::disable(c).await,
+        ScheduleKeyDeletion => keys::schedule_deletion(c).await,
+        CancelKeyDeletion => keys::cancel_deletion(c).await,
+        UpdateKeyAlias => keys::update_alias(c).await,
+        UpdateKeyDescription => keys::update_description(c).await,
+        EncryptData => crypto::encrypt_data(c).await,
+        DecryptData => crypto::decrypt_data(c).await,
+        ReEncrypt => crypto::re_encrypt(c).await,
+        CreateDatakey => datakeys::create(c, true).await,
+        CreateDatakeyWithoutPlaintext => datakeys::create(c, false).await,
+        EncryptDatakey => datakeys::encrypt(c).await,
+        DecryptDatakey => datakeys::decrypt(c).await,
+        CreateRsaDatakeyPair => datakeys::key_pair(c, false).await,
+        CreateEcDatakeyPair => datakeys::key_pair(c, true).await,
+        GenRandom => misc::gen_random(c).await,
+        CreateAlias => aliases::create(c).await,
+        ListAliases => aliases::list(c).await,
+        DeleteAlias => aliases::delete(c).await,
+        AssociateAlias => aliases::associate(c).await,
+        CreateKmsTag => tags::create(c).await,
+        BatchCreateKmsTags => tags::batch(c).await,
+        DeleteTag => tags::delete(c).await,
+        ShowKmsTags => tags::show(c).await,
+        ListKmsTags => tags::list_project(c).await,
+        ListKmsByTags => tags::resource_instances(c).await,
+        CreateGrant => grants::create(c).await,
+        ListGrants => grants::list(c).await,
+        RevokeGrant => grants::revoke(c).await,
+        RetireGrant => grants::retire(c).await,
+        ListRetirableGrants => grants::list_retirable(c).await,
+        ShowUserQuotas => misc::user_quotas(c).await,
+        ShowUserInstances => misc::user_instances(c).await,
+        ShowVersions => misc::versions(c),
+        ShowVersion => misc::version(c),
+        Rotation => Err(ApiError::RotationUnsupported),
+        Keystores => Err(ApiError::KeystoreUnsupported),
+        Unserved => Err(ApiError::UnknownPath),
     }
 }
 
 /// Offset-style `limit`/`marker` of list-keys and the grant lists: `limit`
 /// 1..=1000 (default `default_limit`, KMS.1601 otherwise), `marker` a
 /// non-negative offset (KMS.1602).
-pub fn page_params(b: &super::json::Body, default_limit: u64) -> Result<(u64, u64), KmsError> {
+pub fn page_params(b: &super::json::Body, default_limit: u64) -> Result<(u64, u64), ApiError> {
     use super::codes;
     let limit = match b.int("limit", codes::KMS_1601)? {
         None => default_limit,
         Some(n) if (1..=1000).contains(&n) => n as u64,
-        Some(_) => return Err(KmsError::Invalid(codes::KMS_1601)),
+        Some(_) => return Err(ApiError::Invalid(codes::KMS_1601)),
     };
     let offset = match b.str("marker") {
         Ok(None | Some("")) => 0,
         _ => match b.int("marker", codes::KMS_1602)? {
             Some(n) if n >= 0 => n as u64,
-            _ => return Err(KmsError::Invalid(codes::KMS_1602)),
+            _ => return Err(ApiError::Invalid(codes::KMS_1602)),
         },
     };
     Ok((offset, limit))

@@ -3,30 +3,50 @@
 //! (`resource_instances`). Tags are free-form labels, so the character
 //! rules are checked here once for every entry point: keys 1..=36 and
 //! values 0..=43 Unicode characters, without control characters or any of
-//! `* < > \ =` (KMS.0411/0406 for keys, KMS.0410/0405 for values). Keys
+//! `* < > \ =` (KMS.0411/0406 for keys, KMS.0410/0405 for values); the
+//! body parsing is shared with CSMS secret tags (`huawei::tagging`). Keys
 //! pending deletion take no tag changes (KMS.0210) but can still be read.
 
 use bytes::Bytes;
-use keymesh_store::{StoreError, Tag, TagFilter};
-use serde_json::{Map, Value, json};
+use keymesh_store::{StoreError, Tag};
+use serde_json::{Value, json};
 
 use super::Ctx;
 use super::aliases::{not_pending, project_key};
 use super::keys::{check_sequence, key_id, key_json};
 use crate::huawei::codes;
-use crate::huawei::error::KmsError;
-use crate::huawei::json::{Body, member};
+use crate::huawei::error::ApiError;
+use crate::huawei::json::Body;
 use crate::huawei::layers::ok;
+use crate::huawei::tagging::{self, TagRules, project_tags_json, tags_json};
+
+pub use crate::huawei::tagging::{Batch, Search};
 
 /// Tags one batch may carry (KMS.0407): the default per-key quota, so a
 /// batch can set every tag of a key at once.
 const MAX_BATCH: usize = 20;
-/// Tag keys, and values per key, in a `resource_instances` filter (KMS.0407,
-/// KMS.0413): the documented "up to 10".
-const MAX_FILTER_KEYS: usize = 10;
-const MAX_FILTER_VALUES: usize = 10;
-/// `matches[].value` length in characters (KMS.0402).
-const MAX_MATCH_VALUE: usize = 255;
+
+/// The KMS tag grammar and codes for the shared parsers.
+pub const RULES: TagRules = TagRules {
+    check_key: check_tag_key,
+    check_value: check_tag_value,
+    max_batch: MAX_BATCH,
+    bad_action: codes::KMS_0404,
+    empty_batch: codes::KMS_0401,
+    too_many: codes::KMS_0407,
+    duplicate_key: codes::KMS_0412,
+    too_many_values: codes::KMS_0413,
+    bad_filter_entry: codes::KMS_0414,
+    bad_limit: codes::KMS_1601,
+    bad_offset: codes::KMS_0417,
+    action_required: false,
+    // The published "Offset is not required."
+    offset_on_count: Some(codes::KMS_0418),
+    bad_match_key: codes::KMS_0403,
+    bad_match_value: codes::KMS_0402,
+    repeated_match: codes::KMS_0415,
+    empty_match: false,
+};
 
 /// Characters no tag key or value may hold. `char::is_control` also covers
 /// DEL and the C1 range, which the reference's "ASCII 0-31" leaves open:
@@ -36,95 +56,63 @@ fn forbidden(ch: char) -> bool {
 }
 
 /// A tag key: 1..=36 characters (KMS.0411), allowed characters (KMS.0406).
-pub fn check_tag_key(k: &str) -> Result<(), KmsError> {
+pub fn check_tag_key(k: &str) -> Result<(), ApiError> {
     if !(1..=36).contains(&k.chars().count()) {
-        return Err(KmsError::Invalid(codes::KMS_0411));
+        return Err(ApiError::Invalid(codes::KMS_0411));
     }
     if k.chars().any(forbidden) {
-        return Err(KmsError::Invalid(codes::KMS_0406));
+        return Err(ApiError::Invalid(codes::KMS_0406));
     }
     Ok(())
 }
 
 /// A tag value: 0..=43 characters (KMS.0410), allowed characters (KMS.0405).
-pub fn check_tag_value(v: &str) -> Result<(), KmsError> {
+pub fn check_tag_value(v: &str) -> Result<(), ApiError> {
     if v.chars().count() > 43 {
-        return Err(KmsError::Invalid(codes::KMS_0410));
+        return Err(ApiError::Invalid(codes::KMS_0410));
     }
     if v.chars().any(forbidden) {
-        return Err(KmsError::Invalid(codes::KMS_0405));
+        return Err(ApiError::Invalid(codes::KMS_0405));
     }
     Ok(())
 }
 
-/// An array element that must be an object with only `allowed` members.
-fn object<'a>(v: &'a Value, allowed: &[&str]) -> Result<&'a Map<String, Value>, KmsError> {
-    let Value::Object(m) = v else {
-        return Err(KmsError::MalformedJson("an array element is not an object"));
-    };
-    if m.keys().any(|k| !allowed.contains(&k.as_str())) {
-        return Err(KmsError::MalformedJson("unknown field"));
-    }
-    Ok(m)
-}
-
 /// One `{key, value}` of create / batch: key required, value may be empty.
-pub fn parse_tag(v: &Value) -> Result<Tag, KmsError> {
-    object(v, &["key", "value"])?;
-    let key = member(v, "key")?.ok_or(KmsError::Missing("key"))?;
-    check_tag_key(key)?;
-    let value = member(v, "value")?.unwrap_or("");
-    check_tag_value(value)?;
-    Ok(Tag {
-        key: key.to_owned(),
-        value: value.to_owned(),
-    })
+pub fn parse_tag(v: &Value) -> Result<Tag, ApiError> {
+    tagging::parse_tag(v, &RULES)
 }
 
 /// The `{key_id}` path segment: valid (KMS.0205), recorded for the audit.
-fn path_key(c: &mut Ctx<'_>) -> Result<String, KmsError> {
+fn path_key(c: &mut Ctx<'_>) -> Result<String, ApiError> {
     // The router sets it for every tag path; its absence is a routing bug.
-    let raw = c.route.key_id.as_deref().ok_or(KmsError::Internal)?;
+    let raw = c.route.key_id.as_deref().ok_or(ApiError::Internal)?;
     let id = key_id(raw)?;
     *c.audit_key = Some(id.clone());
     Ok(id)
 }
 
 /// The addressed key exists in the project (KMS.0207) and may change (KMS.0210).
-async fn writable(c: &Ctx<'_>, id: &str) -> Result<(), KmsError> {
+async fn writable(c: &Ctx<'_>, id: &str) -> Result<(), ApiError> {
     not_pending(&project_key(c, id).await?)
 }
 
 /// Delete `keys` (all or none) from a key known to exist: a missing tag
 /// is KMS.0416.
-async fn delete_keys(c: &Ctx<'_>, id: &str, keys: &[String]) -> Result<(), KmsError> {
+async fn delete_keys(c: &Ctx<'_>, id: &str, keys: &[String]) -> Result<(), ApiError> {
     c.h.store
         .delete_tags(&c.caller.project_id, id, keys)
         .await
         .map_err(|e| match e {
-            StoreError::NotFound => KmsError::TagNotFound,
+            StoreError::NotFound => ApiError::TagNotFound,
             e => e.into(),
         })
 }
 
-fn tags_json(tags: &[Tag]) -> Vec<Value> {
-    tags.iter()
-        .map(|t| json!({ "key": t.key, "value": t.value }))
-        .collect()
-}
-
-pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = path_key(c)?;
     let b = Body::parse(c.body, &["tag", "sequence"])?;
     check_sequence(&b)?;
-    // `Body` exposes no object members; the body parsed above, so this
-    // second parse of the same bytes succeeds (an empty body is `null`).
-    let raw: Value = serde_json::from_slice(c.body).unwrap_or_default();
-    let tag = raw
-        .get("tag")
-        .filter(|v| !v.is_null())
-        .ok_or(KmsError::Missing("tag"))?;
-    let tag = parse_tag(tag)?;
+    let tag = tagging::create_body(c.body, &RULES)?;
     writable(c, &id).await?;
     // Upsert; Quota(TagsPerKey) → KMS.0409.
     c.h.store
@@ -133,46 +121,14 @@ pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
     Ok(ok(json!({})))
 }
 
-/// What a batch asks for, validated.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Batch {
-    Create(Vec<Tag>),
-    Delete(Vec<String>),
-}
-
 /// `action` (KMS.0204 absent, KMS.0404 unknown) and `tags` (KMS.0204
 /// absent, KMS.0401 empty, KMS.0407 above [`MAX_BATCH`], KMS.0412 for a key
 /// given twice, whose outcome would depend on order).
-pub fn parse_batch(b: &Body) -> Result<Batch, KmsError> {
-    let create = match b.req("action")? {
-        "create" => true,
-        "delete" => false,
-        _ => return Err(KmsError::Invalid(codes::KMS_0404)),
-    };
-    let list = b.array("tags")?.ok_or(KmsError::Missing("tags"))?;
-    if list.is_empty() {
-        return Err(KmsError::Invalid(codes::KMS_0401));
-    }
-    if list.len() > MAX_BATCH {
-        return Err(KmsError::Invalid(codes::KMS_0407));
-    }
-    let mut tags: Vec<Tag> = Vec::with_capacity(list.len());
-    for v in list {
-        let t = parse_tag(v)?;
-        if tags.iter().any(|x| x.key == t.key) {
-            return Err(KmsError::Invalid(codes::KMS_0412));
-        }
-        tags.push(t);
-    }
-    Ok(if create {
-        Batch::Create(tags)
-    } else {
-        // Deletion is by tag key; a value, when sent, was checked above.
-        Batch::Delete(tags.into_iter().map(|t| t.key).collect())
-    })
+pub fn parse_batch(b: &Body) -> Result<Batch, ApiError> {
+    tagging::parse_batch(b, &RULES)
 }
 
-pub async fn batch(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn batch(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = path_key(c)?;
     let b = Body::parse(c.body, &["tags", "action", "sequence"])?;
     check_sequence(&b)?;
@@ -189,16 +145,16 @@ pub async fn batch(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
     Ok(ok(json!({})))
 }
 
-pub async fn delete(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn delete(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = path_key(c)?;
-    let tag = c.route.param.clone().ok_or(KmsError::Internal)?;
+    let tag = c.route.param.clone().ok_or(ApiError::Internal)?;
     check_tag_key(&tag)?;
     writable(c, &id).await?;
     delete_keys(c, &id, &[tag]).await?;
     Ok(ok(json!({})))
 }
 
-pub async fn show(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn show(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = path_key(c)?;
     // NotFound (the key) → KMS.0207.
     let tags = c.h.store.key_tags(&c.caller.project_id, &id).await?;
@@ -208,23 +164,9 @@ pub async fn show(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
     })))
 }
 
-pub async fn list_project(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn list_project(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let tags = c.h.store.project_tags(&c.caller.project_id).await?;
-    let tags: Vec<Value> = tags
-        .iter()
-        .map(|(k, vs)| json!({ "key": k, "values": vs }))
-        .collect();
-    Ok(ok(json!({ "tags": tags })))
-}
-
-/// A validated `resource_instances` request.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Search {
-    /// `action=count`: only `total_count` is answered.
-    pub count: bool,
-    pub offset: u64,
-    pub limit: u64,
-    pub filter: TagFilter,
+    Ok(ok(json!({ "tags": project_tags_json(&tags) })))
 }
 
 /// `action` filter|count (default filter, KMS.0404); `limit` 1..=1000
@@ -232,113 +174,26 @@ pub struct Search {
 /// count, which refuses an `offset` (KMS.0418, the published "Offset is not
 /// required."); `tags` and `matches` as in [`parse_filter_tags`] and
 /// [`parse_matches`].
-pub fn parse_search(b: &Body) -> Result<Search, KmsError> {
-    let count = match b.str("action")? {
-        None | Some("filter") => false,
-        Some("count") => true,
-        Some(_) => return Err(KmsError::Invalid(codes::KMS_0404)),
-    };
-    let (offset, limit) = if count {
-        if b.int("offset", codes::KMS_0418)?.is_some() {
-            return Err(KmsError::Invalid(codes::KMS_0418));
-        }
-        (0, 1)
-    } else {
-        let limit = match b.int("limit", codes::KMS_1601)? {
-            None => 10,
-            Some(n) => u64::try_from(n)
-                .ok()
-                .filter(|n| (1..=1000).contains(n))
-                .ok_or(KmsError::Invalid(codes::KMS_1601))?,
-        };
-        let offset = match b.int("offset", codes::KMS_0417)? {
-            None => 0,
-            Some(n) => u64::try_from(n).map_err(|_| KmsError::Invalid(codes::KMS_0417))?,
-        };
-        (offset, limit)
-    };
-    let tags = match b.array("tags")? {
-        None => Vec::new(),
-        Some(list) => parse_filter_tags(list)?,
-    };
-    let resource_name = match b.array("matches")? {
-        None => None,
-        Some(list) => parse_matches(list)?,
-    };
-    Ok(Search {
-        count,
-        offset,
-        limit,
-        filter: TagFilter {
-            tags,
-            resource_name,
-        },
-    })
+pub fn parse_search(b: &Body) -> Result<Search, ApiError> {
+    tagging::parse_search(b, &RULES)
 }
 
 /// `tags[] {key, values}`: at most 10 entries (KMS.0407), each with a key
 /// (KMS.0414 absent, tag key rules otherwise) not seen before (KMS.0412),
 /// and at most 10 distinct values (KMS.0413, KMS.0414 for a repeat) under
 /// the tag value rules. No values means any value.
-pub fn parse_filter_tags(list: &[Value]) -> Result<Vec<(String, Vec<String>)>, KmsError> {
-    if list.len() > MAX_FILTER_KEYS {
-        return Err(KmsError::Invalid(codes::KMS_0407));
-    }
-    let mut out: Vec<(String, Vec<String>)> = Vec::with_capacity(list.len());
-    for v in list {
-        let m = object(v, &["key", "values"])?;
-        let key = member(v, "key")?.ok_or(KmsError::Invalid(codes::KMS_0414))?;
-        check_tag_key(key)?;
-        if out.iter().any(|(k, _)| k == key) {
-            return Err(KmsError::Invalid(codes::KMS_0412));
-        }
-        let values = match m.get("values") {
-            None | Some(Value::Null) => &[][..],
-            Some(Value::Array(a)) => a.as_slice(),
-            Some(_) => return Err(KmsError::MalformedJson("an array field has another type")),
-        };
-        if values.len() > MAX_FILTER_VALUES {
-            return Err(KmsError::Invalid(codes::KMS_0413));
-        }
-        let mut vals: Vec<String> = Vec::with_capacity(values.len());
-        for x in values {
-            let Value::String(s) = x else {
-                return Err(KmsError::MalformedJson("a tag value is not a string"));
-            };
-            check_tag_value(s)?;
-            if vals.contains(s) {
-                return Err(KmsError::Invalid(codes::KMS_0414));
-            }
-            vals.push(s.clone());
-        }
-        out.push((key.to_owned(), vals));
-    }
-    Ok(out)
+pub fn parse_filter_tags(list: &[Value]) -> Result<Vec<(String, Vec<String>)>, ApiError> {
+    tagging::parse_filter_tags(list, &RULES)
 }
 
 /// `matches[] {key, value}`: the only key is `resource_name` (KMS.0403),
 /// given once (KMS.0415), with a value of 1..=255 characters (KMS.0402). An
 /// empty list matches everything.
-pub fn parse_matches(list: &[Value]) -> Result<Option<String>, KmsError> {
-    let mut name = None;
-    for v in list {
-        object(v, &["key", "value"])?;
-        if member(v, "key")? != Some("resource_name") {
-            return Err(KmsError::Invalid(codes::KMS_0403));
-        }
-        let value = member(v, "value")?.unwrap_or("");
-        if value.is_empty() || value.chars().count() > MAX_MATCH_VALUE {
-            return Err(KmsError::Invalid(codes::KMS_0402));
-        }
-        if name.is_some() {
-            return Err(KmsError::Invalid(codes::KMS_0415));
-        }
-        name = Some(value.to_owned());
-    }
-    Ok(name)
+pub fn parse_matches(list: &[Value]) -> Result<Option<String>, ApiError> {
+    tagging::parse_matches(list, &RULES)
 }
 
-pub async fn resource_instances(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
+pub async fn resource_instances(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(
         c.body,
         &["limit", "offset", "action", "tags", "matches", "sequence"],
@@ -373,9 +228,11 @@ pub async fn resource_instances(c: &mut Ctx<'_>) -> Result<Bytes, KmsError> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use crate::huawei::error::Dialect;
+    use keymesh_store::TagFilter;
 
-    fn code<T: std::fmt::Debug>(r: Result<T, KmsError>) -> &'static str {
-        r.unwrap_err().wire().code
+    fn code<T: std::fmt::Debug>(r: Result<T, ApiError>) -> &'static str {
+        r.unwrap_err().wire(Dialect::Kms).code
     }
 
     fn body(s: &str) -> Body {
