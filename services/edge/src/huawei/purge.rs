@@ -50,7 +50,9 @@ mod tests {
 
     use std::sync::atomic::{AtomicI64, Ordering};
 
-    use keymesh_store::{KeyRecord, KeyState, Material};
+    use keymesh_store::{
+        KeyRecord, KeyState, Material, SecretRecord, SecretState, SecretVersion, StageRecord,
+    };
 
     use super::*;
     use crate::huawei::Clock;
@@ -69,7 +71,7 @@ mod tests {
     /// controllable clock: nothing is destroyed a millisecond early, and at
     /// the deadline the key and its wrapped material are gone.
     #[tokio::test]
-    async fn destroys_keys_exactly_when_their_pending_period_ends() {
+    async fn destroys_keys_and_secrets_exactly_when_their_period_ends() {
         let dir = std::env::temp_dir().join(format!("keymesh-purge-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let keystores = dir.join("keystores.json");
