@@ -118,7 +118,52 @@ mod tests {
             .await
             .unwrap();
 
+        let secret = SecretRecord {
+            secret_id: "5f0e8c1a-1111-4222-8333-944455556666".into(),
+            project_id: "p1".into(),
+            name: "doomed-secret".into(),
+            state: SecretState::PendingDelete,
+            kms_key_id: key.key_id.clone(),
+            description: String::new(),
+            secret_type: "COMMON".into(),
+            auto_rotation: false,
+            rotation_period: String::new(),
+            rotation_config: String::new(),
+            event_subscriptions: Vec::new(),
+            enterprise_project_id: "0".into(),
+            rotation_func_urn: String::new(),
+            created_ms: key.created_ms,
+            updated_ms: key.created_ms,
+            scheduled_delete_ms: Some(due),
+        };
+        let version = SecretVersion {
+            secret_id: secret.secret_id.clone(),
+            version_id: "v1".into(),
+            kms_key_id: key.key_id.clone(),
+            ciphertext: vec![1; 96],
+            created_ms: key.created_ms,
+            expire_ms: None,
+            stages: vec!["SYSCURRENT".into()],
+        };
+        let stage = StageRecord {
+            secret_id: secret.secret_id.clone(),
+            name: "SYSCURRENT".into(),
+            version_id: "v1".into(),
+            updated_ms: key.created_ms,
+        };
+        store
+            .create_secret(&secret, &[version], &[stage], &h.secret_quotas)
+            .await
+            .unwrap();
+
         assert!(run_once(&h).await.unwrap().is_empty());
+        assert!(
+            store
+                .get_secret("p1", "doomed-secret")
+                .await
+                .unwrap()
+                .is_some()
+        );
         assert!(
             store
                 .get_material("p1", &key.key_id, 1)
@@ -130,6 +175,20 @@ mod tests {
         clock.0.store(due, Ordering::SeqCst);
         assert_eq!(run_once(&h).await.unwrap(), vec![key.key_id.clone()]);
         assert!(store.get_key("p1", &key.key_id).await.unwrap().is_none());
+        assert!(
+            store
+                .get_secret("p1", "doomed-secret")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .all_versions("p1", "doomed-secret")
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(
             store
                 .get_material("p1", &key.key_id, 1)
