@@ -36,6 +36,7 @@ from huaweicloudsdkcore.exceptions.exceptions import ServiceResponseException
 from huaweicloudsdkcore.http.http_config import HttpConfig
 from huaweicloudsdkcore.sdk_request import SdkRequest
 from huaweicloudsdkcore.signer.signer import Signer
+from huaweicloudsdkcsms.v1 import CsmsClient
 from huaweicloudsdkkms.v2 import (
     CreateKeyRequest,
     CreateKeyRequestBody,
@@ -154,6 +155,24 @@ class Mesh:
                 .build()
             )
         return self._clients[who]
+
+    def csms(self, who="a_full"):
+        """The official CsmsClient for account ``who``, configured like ``kms``."""
+        k = ("csms", who)
+        if k not in self._clients:
+            acc = self.accounts[who]
+            config = HttpConfig.get_default_config()
+            config.user_agent = "keymesh-e2e"
+            config.timeout = (10, 60)
+            creds = BasicCredentials(acc["access_key"], acc["secret_key"], acc["project_id"])
+            self._clients[k] = (
+                CsmsClient.new_builder()
+                .with_http_config(config)
+                .with_credentials(creds)
+                .with_endpoints([self.endpoint])
+                .build()
+            )
+        return self._clients[k]
 
     def new_key(self, who="a_full", **fields):
         """Create an AES_256 key; returns its id."""
@@ -314,3 +333,20 @@ def shared_key(mesh):
     """An enabled AES_256 key in project A that tests only use, never change
     (keeps the key count well under the 100-keys-per-project quota)."""
     return mesh.new_key()
+
+
+@pytest.fixture
+def csms(mesh):
+    """The official CSMS client of project A's full account."""
+    return mesh.csms("a_full")
+
+
+def new_secret(csms_client, name=None, **fields):
+    """Create a secret (text value with MARKER unless a value is given);
+    returns the SDK's ``Secret`` object."""
+    from huaweicloudsdkcsms.v1 import CreateSecretRequest, CreateSecretRequestBody
+
+    if "secret_string" not in fields and "secret_binary" not in fields:
+        fields["secret_string"] = plaintext(40)
+    body = CreateSecretRequestBody(name=name or unique("sec"), **fields)
+    return csms_client.create_secret(CreateSecretRequest(body=body)).secret

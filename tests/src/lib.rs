@@ -15,6 +15,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod csms;
 pub mod errors;
 pub mod huawei;
 pub mod kms;
@@ -1174,6 +1175,44 @@ impl Mesh {
     /// The edge's exit status, if it has exited.
     pub fn edge_exit_status(&self) -> Option<std::process::ExitStatus> {
         self.edge.lock().unwrap().as_mut().and_then(Proc::exited)
+    }
+
+    /// kill -9 the edge and reap it (no drain, no flush: a crash).
+    pub fn kill_edge(&self) {
+        if let Some(mut p) = self.edge.lock().unwrap().take() {
+            p.kill();
+        }
+    }
+
+    /// Start the edge again on its original address (killing it first if it
+    /// still runs) and wait until `/readyz` is 200. The configuration is
+    /// rewritten with the fixed port, retrying while the dead process's
+    /// socket is still held.
+    pub fn restart_edge(&self) -> Result<()> {
+        self.kill_edge();
+        let fixed = self.edge_toml().replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{}\"", self.edge_addr),
+            1,
+        );
+        fs::write(&self.edge_config, fixed)?;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.spawn_edge() {
+                Ok((p, a)) => {
+                    if a != self.edge_addr {
+                        bail!("restarted edge listens on {a}, not {}", self.edge_addr);
+                    }
+                    *self.edge.lock().unwrap() = Some(p);
+                    return self.wait_ready();
+                }
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("restart edge: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Replace the policy file atomically (the edge hot-reloads it).
