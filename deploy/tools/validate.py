@@ -25,8 +25,13 @@ RENDERED_DIR holds one `<overlay>.yaml` per kustomize overlay, as rendered by
    limiter StatefulSet's pods (rate-limiter-0 .. replicas-1) by their DNS names,
    and service mTLS on both ends or neither ([grpc_tls] in the edge, all three
    KEYMESH_GRPC_TLS_* files mounted in worker and limiter, server_name set for
-   dns+http:// workers, no kubelet gRPC probes against an mTLS port). limiter.toml
-   and policy.toml parse; the keystores Secret is JSON.
+   dns+http:// workers, no kubelet gRPC probes against an mTLS port). [huawei]
+   (components/huawei) on both ends or neither: its fields and ranges, the store
+   URL from a mounted Secret (store_url_file; no password in a ConfigMap, no
+   per-pod SQLite), its files mounted, a domain-key Job with the workers' HSM
+   settings and label, and an edge egress policy (if any) that still reaches
+   DNS, workers, limiters and PostgreSQL. limiter.toml and policy.toml parse;
+   the keystores Secret is JSON. Every namespaced object is in keymesh.
 4. deploy/observability: the Grafana dashboard is JSON with panels and targets,
    the alert rules have Prometheus' rule-file structure, and every metric
    either names a metric the services record (grepped from services/ and crates/)
@@ -61,6 +66,17 @@ EXTERNAL = {
     # Service mTLS (components/service-mtls): tls.crt, tls.key, ca.crt.
     ("Secret", "keymesh-grpc-tls"),
 }
+
+NAMESPACE = "keymesh"
+
+# components/huawei: what the edge mounts for [huawei] (Secret with the store
+# URL, ConfigMap with the X-Auth-Token public key), and the Job that creates
+# the HSM domain key (crates/keymeshctl: default label keymesh-domain-v1).
+HUAWEI_VOLUMES = {("Secret", "keymesh-store"), ("ConfigMap", "huawei-token-public-key")}
+DEFAULT_DOMAIN_KEY_LABEL = "keymesh-domain-v1"
+POSTGRES_PORT = 5432
+# A userinfo with a password: postgres://user:password@host/...
+URL_PASSWORD = re.compile(r"^[a-z]+://[^/@:]*:[^/@]*@")
 
 # Worker and limiter flags for service mTLS: all three or none (docs/ARCHITECTURE.md).
 GRPC_TLS_ENV = ("KEYMESH_GRPC_TLS_CERT", "KEYMESH_GRPC_TLS_KEY", "KEYMESH_GRPC_TLS_CA")
@@ -117,6 +133,10 @@ def check_workloads(overlay: str, docs: list[dict]) -> None:
     for d in docs:
         by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
 
+    for d in docs:
+        if d["kind"] != "Namespace" and d["metadata"].get("namespace") != NAMESPACE:
+            err(overlay, f"{d['kind']}/{d['metadata']['name']} is not in namespace {NAMESPACE} "
+                         "(set `namespace:` in the overlay: components' objects miss the base's)")
     for name, kind in sorted(WORKLOADS.items()):
         if name not in by_kind.get(kind, {}):
             err(overlay, f"no {kind} {name}")
@@ -325,7 +345,7 @@ def documented_edge_fields() -> tuple[set[str], dict[str, set[str]]]:
     section = None
     for line in (DEPLOY / "edge.toml").read_text().splitlines():
         s = line.lstrip("# ").strip()
-        if re.fullmatch(r"\[[a-z_]+\]", s):
+        if re.fullmatch(r"\[[a-z_.]+\]", s):
             section = s[1:-1]
             sections.setdefault(section, set())
             continue
@@ -428,8 +448,8 @@ def check_edge_toml(where: str, text: str, container: dict, spec: dict, by_kind:
         if k not in top and k not in sections:
             err(where, f"edge.toml: unknown field {k!r} (not in deploy/edge.toml; the edge denies unknown fields)")
     for name, fields in sections.items():
-        for k in cfg.get(name, {}) if isinstance(cfg.get(name), dict) else ():
-            if k not in fields:
+        for k in toml_section(cfg, name) or ():
+            if k not in fields and f"{name}.{k}" not in sections:
                 err(where, f"edge.toml: unknown field {k!r} in [{name}] (not in deploy/edge.toml)")
     for k in ("workers", "keystores_file"):
         if k not in cfg:
@@ -477,6 +497,8 @@ def check_edge_toml(where: str, text: str, container: dict, spec: dict, by_kind:
         if c is not None and bool(grpc_tls_env(c)) != (gtls is not None):
             err(where, f"edge.toml {'has' if gtls is not None else 'has no'} [grpc_tls] but {kind}/{name} "
                        f"{'does not set' if gtls is not None else 'sets'} KEYMESH_GRPC_TLS_*: the gRPC hop fails")
+    files += check_huawei(where, cfg, container, spec, by_kind)
+    check_edge_egress(where, cfg, by_kind)
     mounts = mount_dirs(container, spec)
     for f in filter(None, files):
         if not f.startswith("/"):
@@ -488,6 +510,168 @@ def check_edge_toml(where: str, text: str, container: dict, spec: dict, by_kind:
         err(where, "edge.toml: listen must be a wildcard address in a pod")
     if port not in [p["containerPort"] for p in container.get("ports", [])]:
         err(where, f"edge.toml listens on {port}, not a containerPort of the edge")
+
+
+def toml_section(cfg: dict, name: str) -> dict | None:
+    """cfg["huawei"]["quotas"] for "huawei.quotas"; None when absent."""
+    v = cfg
+    for part in name.split("."):
+        v = v.get(part) if isinstance(v, dict) else None
+    return v if isinstance(v, dict) else None
+
+
+def volume_ref(vol: dict) -> tuple[str, str] | None:
+    if "secret" in vol:
+        return ("Secret", vol["secret"].get("secretName", ""))
+    if "configMap" in vol:
+        return ("ConfigMap", vol["configMap"].get("name", ""))
+    return None
+
+
+def check_huawei(where: str, cfg: dict, container: dict, spec: dict, by_kind: dict[str, dict[str, dict]]) -> list:
+    """[huawei] (services/edge/src/huawei/config.rs `problems`) and what
+    components/huawei provides for it. Returns the files it names."""
+    hw = cfg.get("huawei")
+    mounts = mount_dirs(container, spec)
+    mounted = {volume_ref(v) for v in mounts.values()} & HUAWEI_VOLUMES
+    if hw is None:
+        for kind, name in sorted(mounted):
+            err(where, f"the edge mounts {kind}/{name} (components/huawei) but edge.toml has no [huawei]: "
+                       "give the overlay an edge.toml with [huawei] (see overlays/ingress-tls-huawei)")
+        return []
+    if not isinstance(hw, dict):
+        err(where, "edge.toml: huawei must be a table")
+        return []
+    url, url_file = hw.get("store_url"), hw.get("store_url_file")
+    if (url is None) == (url_file is None):
+        err(where, "edge.toml: [huawei] needs exactly one of store_url and store_url_file")
+    if url is not None:
+        if not str(url).startswith(("sqlite:", "postgres")):
+            err(where, "edge.toml: huawei.store_url must start with sqlite: or postgres://")
+        elif str(url).startswith("sqlite:"):
+            err(where, "edge.toml: huawei.store_url is SQLite: every edge pod would have its own store "
+                       "(and the root filesystem is read-only); use PostgreSQL")
+        if URL_PASSWORD.match(str(url)):
+            err(where, "edge.toml: huawei.store_url holds a password in a ConfigMap; "
+                       "use store_url_file with Secret keymesh-store")
+    if url_file is not None:
+        parent = str(url_file).rpartition("/")[0]
+        ref = volume_ref(mounts.get(parent, {}))
+        if ref is not None and ref[0] != "Secret":
+            err(where, f"edge.toml: huawei.store_url_file {url_file} comes from {ref[0]}/{ref[1]}, "
+                       "not a Secret (it holds the database password)")
+    ranges = {
+        "deadline_ms": (100, 120_000, 5000),
+        "max_body_bytes": (32 * 1024, None, 65536),
+        "csms_max_body_bytes": (256 * 1024, None, 1 << 20),
+        "max_skew_secs": (1, 3600, 900),
+        "cache_ttl_ms": (0, 60_000, 1000),
+        "purge_interval_ms": (100, None, 60_000),
+    }
+    for k, (lo, hi, default) in ranges.items():
+        v = hw.get(k, default)
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
+            err(where, f"edge.toml: huawei.{k} must be an integer {lo}..={hi if hi is not None else ''}")
+    for k, v in (toml_section(cfg, "huawei.quotas") or {}).items():
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 0xFFFF_FFFF:
+            err(where, f"edge.toml: huawei.quotas.{k} must be an integer 0..=4294967295")
+    # The edge asks the workers to wrap new keys under domain_key_label; the
+    # workers and Job huawei-domain-key-init use KEYMESH_DOMAIN_KEY_LABEL.
+    label = hw.get("domain_key_label", DEFAULT_DOMAIN_KEY_LABEL)
+    worker = by_kind.get("Deployment", {}).get("crypto-worker")
+    wc = next((c for c in worker["spec"]["template"]["spec"]["containers"] if c["name"] == "crypto-worker"), None) if worker else None
+    if wc is not None:
+        env_cm = {}
+        for e in wc.get("envFrom", []):
+            env_cm.update(by_kind.get("ConfigMap", {}).get(e.get("configMapRef", {}).get("name", ""), {}).get("data", {}))
+        env_cm.update({e["name"]: e.get("value") for e in wc.get("env", [])})
+        worker_label = env_cm.get("KEYMESH_DOMAIN_KEY_LABEL", DEFAULT_DOMAIN_KEY_LABEL)
+        if worker_label != label:
+            err(where, f"edge.toml: huawei.domain_key_label {label!r} differs from the workers' "
+                       f"KEYMESH_DOMAIN_KEY_LABEL {worker_label!r}: create-key would find no domain key")
+        check_domain_key_job(where, wc, worker["spec"]["template"]["spec"], by_kind)
+    return [url_file, hw.get("token_public_key_file")]
+
+
+def check_domain_key_job(where: str, wc: dict, wspec: dict, by_kind: dict[str, dict[str, dict]]) -> None:
+    """Some Job must create the domain key on the workers' token: same image,
+    env sources, PIN file and volumes as the crypto-worker."""
+    jobs = [
+        (j, c)
+        for j in by_kind.get("Job", {}).values()
+        for c in j["spec"]["template"]["spec"]["containers"]
+        if c.get("command", [])[:3] == ["keymeshctl", "domain-key", "init"]
+    ]
+    if not jobs:
+        err(where, "[huawei] but no Job runs `keymeshctl domain-key init` (components/huawei): "
+                   "create-key needs the HSM domain key")
+    for j, c in jobs:
+        jw = f"{where}: Job/{j['metadata']['name']}"
+        if "--if-missing" not in c["command"]:
+            err(jw, "domain-key init needs --if-missing (a Job may run more than once)")
+        pin = lambda cont: next((e.get("value") for e in cont.get("env", []) if e["name"] == "KEYMESH_PIN_FILE"), None)
+        jspec = j["spec"]["template"]["spec"]
+        for what, mine, theirs in (
+            ("image", c.get("image"), wc.get("image")),
+            ("envFrom", c.get("envFrom", []), wc.get("envFrom", [])),
+            ("KEYMESH_PIN_FILE", pin(c), pin(wc)),
+            ("volumeMounts", c.get("volumeMounts", []), wc.get("volumeMounts", [])),
+            ("volumes", jspec.get("volumes", []), wspec.get("volumes", [])),
+        ):
+            if mine != theirs:
+                err(jw, f"{what} differs from Deployment/crypto-worker's: the domain key must be "
+                        "created on the workers' HSM token")
+
+
+def policy_selects(policy: dict, labels: dict) -> bool:
+    sel = policy["spec"].get("podSelector", {})
+    return not sel.get("matchExpressions") and all(labels.get(k) == v for k, v in sel.get("matchLabels", {}).items())
+
+
+def check_edge_egress(where: str, cfg: dict, by_kind: dict[str, dict[str, dict]]) -> None:
+    """Once an Egress policy selects the edge, only listed egress is allowed:
+    the edge must still reach DNS, the workers, the limiters and, with
+    [huawei], PostgreSQL, and no rule may open everything."""
+    edge = by_kind.get("Deployment", {}).get("edge")
+    if not edge:
+        return
+    labels = edge["spec"]["template"]["metadata"].get("labels", {})
+    rules = [
+        (n["metadata"]["name"], r)
+        for n in by_kind.get("NetworkPolicy", {}).values()
+        if "Egress" in n["spec"].get("policyTypes", []) and policy_selects(n, labels)
+        for r in n["spec"].get("egress", [])
+    ]
+    isolated = any(
+        "Egress" in n["spec"].get("policyTypes", []) and policy_selects(n, labels)
+        for n in by_kind.get("NetworkPolicy", {}).values()
+    )
+    if not isolated:
+        return
+    for name, r in rules:
+        if not r.get("ports") or not r.get("to"):
+            err(where, f"NetworkPolicy/{name}: an edge egress rule without ports or peers opens everything")
+
+    def allows(port: int, proto: str = "TCP", target: str | None = None) -> bool:
+        for _, r in rules:
+            if not any(p.get("port") == port and p.get("protocol", "TCP") == proto for p in r.get("ports", [])):
+                continue
+            if target is None or any(
+                peer.get("podSelector", {}).get("matchLabels") == {"app.kubernetes.io/name": target}
+                and "namespaceSelector" not in peer
+                for peer in r.get("to", [])
+            ):
+                return True
+        return False
+
+    needs = [(53, "UDP", None, "DNS"), (53, "TCP", None, "DNS")]
+    needs += [(7100, "TCP", "crypto-worker", "the workers"), (7200, "TCP", "rate-limiter", "the limiters")]
+    if cfg.get("huawei") is not None:
+        needs.append((POSTGRES_PORT, "TCP", None, "PostgreSQL ([huawei] store)"))
+    for port, proto, target, what in needs:
+        if not allows(port, proto, target):
+            err(where, f"edge egress is restricted by a NetworkPolicy but nothing allows {what} "
+                       f"({proto} {port}{' to ' + target + ' pods' if target else ''})")
 
 
 def check_configs(overlay: str, by_kind: dict[str, dict[str, dict]]) -> None:

@@ -176,12 +176,13 @@ impl Config {
                 rebase(p);
             }
         }
-        if let Some(p) = cfg
-            .huawei
-            .as_mut()
-            .and_then(|h| h.token_public_key_file.as_mut())
-        {
-            rebase(p);
+        if let Some(h) = cfg.huawei.as_mut() {
+            for p in [&mut h.token_public_key_file, &mut h.store_url_file]
+                .into_iter()
+                .flatten()
+            {
+                rebase(p);
+            }
         }
         if let Some(g) = cfg.grpc_tls.as_mut() {
             rebase(&mut g.cert_file);

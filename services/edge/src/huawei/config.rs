@@ -5,13 +5,19 @@ use std::path::PathBuf;
 
 use keymesh_store::{Quotas, SecretQuotas};
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HuaweiConfig {
     /// Durable store: `sqlite:///abs/path.db` (created when missing) or
-    /// `postgres://user@host:port/db` (required).
-    pub store_url: String,
+    /// `postgres://user@host:port/db`. Exactly one of this and
+    /// `store_url_file`.
+    pub store_url: Option<String>,
+    /// File whose trimmed content is the store URL, read once at start, so a
+    /// PostgreSQL password can live in a secret (a mounted Kubernetes Secret)
+    /// rather than in edge.toml. Relative to the config file.
+    pub store_url_file: Option<PathBuf>,
     /// PEM Ed25519 public key verifying `X-Auth-Token` (default: none, so
     /// token requests are refused with KMS.0302).
     pub token_public_key_file: Option<PathBuf>,
@@ -108,12 +114,31 @@ impl From<QuotaConfig> for SecretQuotas {
     }
 }
 
+/// Debug without the store URL, which may carry a database password.
+impl std::fmt::Debug for HuaweiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HuaweiConfig")
+            .field("store_url", &self.store_url.as_ref().map(|_| "<redacted>"))
+            .field("store_url_file", &self.store_url_file)
+            .field("token_public_key_file", &self.token_public_key_file)
+            .field("deadline_ms", &self.deadline_ms)
+            .field("quotas", &self.quotas)
+            .finish_non_exhaustive()
+    }
+}
+
 impl HuaweiConfig {
     /// Every problem, for `Config::validate` to report together.
     pub fn problems(&self) -> Vec<String> {
         let mut errors = Vec::new();
-        if !(self.store_url.starts_with("sqlite:") || self.store_url.starts_with("postgres")) {
-            errors.push("huawei.store_url: must start with sqlite: or postgres://".to_owned());
+        match (&self.store_url, &self.store_url_file) {
+            (Some(_), Some(_)) | (None, None) => {
+                errors.push(StoreUrlError::NotExactlyOne.to_string());
+            }
+            (Some(url), None) if !store_scheme_ok(url) => {
+                errors.push("huawei.store_url: must start with sqlite: or postgres://".to_owned());
+            }
+            _ => {}
         }
         if !(100..=120_000).contains(&self.deadline_ms) {
             errors.push("huawei.deadline_ms: must be 100..=120000".to_owned());
@@ -135,6 +160,53 @@ impl HuaweiConfig {
         }
         errors
     }
+
+    /// The store URL: `store_url`, or the trimmed content of
+    /// `store_url_file`, read now (once, at start). Zeroized on drop because
+    /// it may carry the database password.
+    pub fn resolve_store_url(&self) -> Result<Zeroizing<String>, StoreUrlError> {
+        match (&self.store_url, &self.store_url_file) {
+            (Some(url), None) => Ok(Zeroizing::new(url.clone())),
+            (None, Some(path)) => {
+                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+                    StoreUrlError::Read {
+                        path: path.clone(),
+                        source,
+                    }
+                })?);
+                let url = Zeroizing::new(text.trim().to_owned());
+                // The content is never echoed: it may be a mistyped secret.
+                if !store_scheme_ok(&url) {
+                    return Err(StoreUrlError::BadFileContent { path: path.clone() });
+                }
+                Ok(url)
+            }
+            _ => Err(StoreUrlError::NotExactlyOne),
+        }
+    }
+}
+
+/// Why the store URL could not be determined.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreUrlError {
+    #[error("huawei: set exactly one of store_url and store_url_file")]
+    NotExactlyOne,
+    #[error("huawei.store_url_file: cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "huawei.store_url_file: {} must hold a URL starting with sqlite: or postgres://",
+        path.display()
+    )]
+    BadFileContent { path: PathBuf },
+}
+
+/// The schemes `keymesh_store::open` accepts (checked early so a typo is a
+/// configuration error, not a failed start).
+fn store_scheme_ok(url: &str) -> bool {
+    url.starts_with("sqlite:") || url.starts_with("postgres")
 }
 
 mod d {
@@ -161,5 +233,103 @@ mod d {
     }
     pub fn domain_key() -> String {
         "keymesh-domain-v1".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn parse(text: &str) -> HuaweiConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    fn one_of_problem(c: &HuaweiConfig) -> bool {
+        c.problems()
+            .iter()
+            .any(|p| p.contains("exactly one of store_url and store_url_file"))
+    }
+
+    #[test]
+    fn store_url_and_store_url_file_are_exclusive() {
+        let both = parse("store_url = \"sqlite:///x.db\"\nstore_url_file = \"url\"\n");
+        assert!(one_of_problem(&both), "{:?}", both.problems());
+        assert!(matches!(
+            both.resolve_store_url(),
+            Err(StoreUrlError::NotExactlyOne)
+        ));
+        let neither = parse("deadline_ms = 5000\n");
+        assert!(one_of_problem(&neither), "{:?}", neither.problems());
+        assert!(matches!(
+            neither.resolve_store_url(),
+            Err(StoreUrlError::NotExactlyOne)
+        ));
+        assert!(
+            parse("store_url = \"sqlite:///x.db\"\n")
+                .problems()
+                .is_empty()
+        );
+        assert!(
+            parse("store_url_file = \"/run/url\"\n")
+                .problems()
+                .is_empty()
+        );
+        let bad = parse("store_url = \"mysql://x\"\n").problems();
+        assert!(
+            bad.iter().any(|p| p.contains("huawei.store_url:")),
+            "{bad:?}"
+        );
+    }
+
+    #[test]
+    fn store_url_file_is_read_and_trimmed() {
+        let dir = std::env::temp_dir().join(format!(
+            "keymesh-huawei-url-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("url");
+        let config = |p: &std::path::Path| parse(&format!("store_url_file = {:?}\n", p));
+
+        // A Secret written with a trailing newline (echo, kubectl from-file).
+        std::fs::write(&path, "  postgres://keymesh:s3cret@db:5432/keymesh\n").unwrap();
+        let url = config(&path).resolve_store_url().unwrap();
+        assert_eq!(url.as_str(), "postgres://keymesh:s3cret@db:5432/keymesh");
+
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let e = config(&path).resolve_store_url().unwrap_err();
+        assert!(matches!(e, StoreUrlError::BadFileContent { .. }));
+        assert!(!e.to_string().contains("s3cret"), "content echoed: {e}");
+
+        let missing = dir.join("missing");
+        let e = config(&missing).resolve_store_url().unwrap_err();
+        assert!(matches!(e, StoreUrlError::Read { .. }), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // Config::load rebases a relative store_url_file on the config's directory.
+        std::fs::create_dir_all(&dir).unwrap();
+        let edge_toml = dir.join("edge.toml");
+        std::fs::write(
+            &edge_toml,
+            "workers = [\"http://127.0.0.1:1\"]\nlimiter = \"http://127.0.0.1:2\"\n\
+             keystores_file = \"k.json\"\n[huawei]\nstore_url_file = \"store-url\"\n",
+        )
+        .unwrap();
+        let loaded = crate::config::Config::load(&edge_toml).unwrap();
+        let h = loaded.huawei.unwrap();
+        assert_eq!(h.store_url_file.unwrap(), dir.join("store-url"));
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let inline = parse("store_url = \"sqlite:///x.db\"\n");
+        assert_eq!(
+            inline.resolve_store_url().unwrap().as_str(),
+            "sqlite:///x.db"
+        );
     }
 }

@@ -67,17 +67,18 @@ impl std::fmt::Debug for Huawei {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Huawei")
             .field("config", &self.config)
-            .field("store", &self.store)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl Huawei {
     /// Open the store (running its migrations) and load the token key.
     pub async fn open(app: Arc<AppState>, config: HuaweiConfig) -> anyhow::Result<Arc<Self>> {
-        let store = keymesh_store::open(&config.store_url)
+        // Read once: a rotated password in store_url_file takes a restart.
+        let url = config.resolve_store_url()?;
+        let store = keymesh_store::open(&url)
             .await
-            .map_err(|e| anyhow::anyhow!("huawei.store_url: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("huawei store: {e}"))?;
         Self::with_store(app, config, store, Arc::new(SystemClock))
     }
 
