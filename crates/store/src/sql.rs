@@ -35,8 +35,8 @@ use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
 use crate::model::{
-    Account, AliasRecord, GrantRecord, KeyRecord, KeyState, Material, Page, Role, SecretRecord,
-    SecretState, SecretVersion, StageRecord, Tag,
+    Account, AliasRecord, GrantRecord, KeyRecord, KeyState, Material, Page, QuotaKind, Role,
+    SecretRecord, SecretState, SecretVersion, StageRecord, Tag,
 };
 use crate::{Conflict, StoreError};
 
@@ -160,23 +160,42 @@ pub(crate) fn group_tags(rows: Vec<TagRow>) -> Vec<(String, Vec<String>)> {
     grouped
 }
 
-/// Attaches tag rows (any order) to their keys, keeping the keys' order.
-pub(crate) fn attach_tags(
-    keys: Vec<KeyRecord>,
-    rows: Vec<KeyTagRow>,
-) -> Vec<(KeyRecord, Vec<Tag>)> {
-    let mut by_key: BTreeMap<String, Vec<Tag>> = BTreeMap::new();
+/// What owns tags: a key or a secret.
+pub(crate) trait TagOwner {
+    /// The id that the owner's tag rows carry.
+    fn owner_id(&self) -> &str;
+}
+
+impl TagOwner for KeyRecord {
+    fn owner_id(&self) -> &str {
+        &self.key_id
+    }
+}
+
+impl TagOwner for SecretRecord {
+    fn owner_id(&self) -> &str {
+        &self.secret_id
+    }
+}
+
+/// Attaches tag rows (any order) to their owners, keeping the owners' order.
+pub(crate) fn attach_tags<T: TagOwner>(
+    owners: Vec<T>,
+    rows: Vec<OwnerTagRow>,
+) -> Vec<(T, Vec<Tag>)> {
+    let mut by_owner: BTreeMap<String, Vec<Tag>> = BTreeMap::new();
     for row in rows {
-        by_key.entry(row.key_id).or_default().push(Tag {
+        by_owner.entry(row.owner_id).or_default().push(Tag {
             key: row.tag_key,
             value: row.tag_value,
         });
     }
-    keys.into_iter()
-        .map(|key| {
-            let mut tags = by_key.remove(&key.key_id).unwrap_or_default();
+    owners
+        .into_iter()
+        .map(|owner| {
+            let mut tags = by_owner.remove(owner.owner_id()).unwrap_or_default();
             tags.sort();
-            (key, tags)
+            (owner, tags)
         })
         .collect()
 }
@@ -367,9 +386,10 @@ impl From<TagRow> for Tag {
     }
 }
 
+/// A tag of a key or secret, the owner's id selected `AS owner_id`.
 #[derive(sqlx::FromRow)]
-pub(crate) struct KeyTagRow {
-    key_id: String,
+pub(crate) struct OwnerTagRow {
+    owner_id: String,
     tag_key: String,
     tag_value: String,
 }
@@ -406,10 +426,11 @@ impl TryFrom<GrantRow> for GrantRecord {
     }
 }
 
-/// The purge scan's result.
+/// A purge scan's result: a key or secret past its deletion time, its id
+/// selected `AS id`.
 #[derive(sqlx::FromRow)]
-pub(crate) struct DueKeyRow {
-    pub(crate) key_id: String,
+pub(crate) struct DueRow {
+    pub(crate) id: String,
     pub(crate) project_id: String,
 }
 
@@ -516,41 +537,6 @@ pub(crate) struct ClaimedVersion {
     pub(crate) next_version: i64,
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct DueSecretRow {
-    pub(crate) secret_id: String,
-    pub(crate) project_id: String,
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct SecretTagRow {
-    secret_id: String,
-    tag_key: String,
-    tag_value: String,
-}
-
-/// Attaches tag rows (any order) to their secrets, keeping the secrets' order.
-pub(crate) fn attach_secret_tags(
-    secrets: Vec<SecretRecord>,
-    rows: Vec<SecretTagRow>,
-) -> Vec<(SecretRecord, Vec<Tag>)> {
-    let mut by_secret: BTreeMap<String, Vec<Tag>> = BTreeMap::new();
-    for row in rows {
-        by_secret.entry(row.secret_id).or_default().push(Tag {
-            key: row.tag_key,
-            value: row.tag_value,
-        });
-    }
-    secrets
-        .into_iter()
-        .map(|secret| {
-            let mut tags = by_secret.remove(&secret.secret_id).unwrap_or_default();
-            tags.sort();
-            (secret, tags)
-        })
-        .collect()
-}
-
 // ---- statements --------------------------------------------------------------
 
 macro_rules! key_columns {
@@ -654,7 +640,7 @@ pub(crate) const UPDATE_KEY_DESCRIPTION: &str = concat!(
     "UPDATE keys SET description = $3 WHERE project_id = $1 AND key_id = $2 RETURNING ",
     key_columns!()
 );
-pub(crate) const DUE_KEYS: &str = "SELECT key_id, project_id FROM keys \
+pub(crate) const DUE_KEYS: &str = "SELECT key_id AS id, project_id FROM keys \
      WHERE state = $1 AND deletion_ms <= $2 ORDER BY deletion_ms, key_id";
 /// Re-checks the condition under the lock: a concurrent purge or a cancelled
 /// deletion leaves nothing to delete.
@@ -716,7 +702,7 @@ pub(crate) const FIND_KEYS_HEAD: &str = "SELECT k.key_id, k.project_id, k.alias,
      k.deletion_ms, k.material_version, k.enterprise_project_id, k.keystore_id";
 pub(crate) const FIND_KEYS_ORDER: &str = " ORDER BY k.created_ms, k.key_id LIMIT ";
 pub(crate) const TAGS_OF_KEYS_HEAD: &str =
-    "SELECT key_id, tag_key, tag_value FROM key_tags WHERE key_id IN (";
+    "SELECT key_id AS owner_id, tag_key, tag_value FROM key_tags WHERE key_id IN (";
 
 // grants
 pub(crate) const INSERT_GRANT: &str = concat!(
@@ -822,13 +808,37 @@ pub(crate) const DELETE_SECRET_ROWS: [&str; 4] = [
     "DELETE FROM secret_versions WHERE secret_id = $1",
     "DELETE FROM secrets WHERE secret_id = $1",
 ];
-pub(crate) const DUE_SECRETS: &str = "SELECT secret_id, project_id FROM secrets \
+pub(crate) const DUE_SECRETS: &str = "SELECT secret_id AS id, project_id FROM secrets \
      WHERE state = $1 AND scheduled_delete_ms <= $2 ORDER BY scheduled_delete_ms, secret_id";
 /// Re-checks the purge condition under the row lock (a no-op write, which
 /// PostgreSQL re-evaluates after a concurrent writer commits): a concurrent
 /// purge or a cancelled deletion leaves nothing to purge.
 pub(crate) const CLAIM_PURGE: &str = "UPDATE secrets SET next_version = next_version \
      WHERE secret_id = $1 AND project_id = $2 AND state = $3 AND scheduled_delete_ms <= $4";
+
+/// The statements of one purge (keys or secrets), which make both one
+/// implementation in [`impl_store!`].
+pub(crate) struct Purge {
+    /// `DueRow`s in state `$1` whose deletion time is at or before `$2`.
+    pub(crate) due: &'static str,
+    /// Re-checks `(id $1, project $2, state $3, time $4)` under the
+    /// project's write lock: 0 rows when there is nothing (left) to purge.
+    pub(crate) claim: &'static str,
+    /// Then each of these, bound to the id.
+    pub(crate) rows: &'static [&'static str],
+}
+
+pub(crate) const PURGE_KEYS: Purge = Purge {
+    due: DUE_KEYS,
+    claim: PURGE_KEY,
+    rows: &PURGE_CHILDREN,
+};
+
+pub(crate) const PURGE_SECRETS: Purge = Purge {
+    due: DUE_SECRETS,
+    claim: CLAIM_PURGE,
+    rows: &DELETE_SECRET_ROWS,
+};
 
 // versions
 pub(crate) const INSERT_VERSION: &str = "INSERT INTO secret_versions \
@@ -906,7 +916,71 @@ pub(crate) const FIND_SECRETS_HEAD: &str = "SELECT s.secret_id, s.project_id, s.
      s.created_ms, s.updated_ms, s.scheduled_delete_ms";
 pub(crate) const FIND_SECRETS_ORDER: &str = " ORDER BY s.name LIMIT ";
 pub(crate) const TAGS_OF_SECRETS_HEAD: &str =
-    "SELECT secret_id, tag_key, tag_value FROM secret_tags WHERE secret_id IN (";
+    "SELECT secret_id AS owner_id, tag_key, tag_value FROM secret_tags WHERE secret_id IN (";
+
+/// The statements of one tag table, which make the tag methods of keys and
+/// of secrets one implementation in [`impl_store!`].
+pub(crate) struct TagTable {
+    /// The owner's id given `($1 project, $2 owner id)`, if it is there.
+    pub(crate) owner_exists: &'static str,
+    /// The tags of `($1 project, $2 owner id)`, by tag key.
+    pub(crate) tags_of: &'static str,
+    /// The tags of owner `$1`, whose project was checked.
+    pub(crate) tags_by_id: &'static str,
+    /// `($1 owner id, $2 tag key, $3 value)`.
+    pub(crate) upsert: &'static str,
+    /// `($1 owner id, $2 tag key)`.
+    pub(crate) delete: &'static str,
+    /// The distinct `(tag key, value)` pairs of project `$1`, sorted.
+    pub(crate) project_tags: &'static str,
+    /// What a `put` past the limit exceeds.
+    pub(crate) quota: QuotaKind,
+    /// The search's selected columns, then FROM up to the project bind,
+    /// one tag condition up to its key bind (closed by the caller), the
+    /// name column as first argument of `CONTAINS_FN`, and the order up to
+    /// the limit bind.
+    pub(crate) find_head: &'static str,
+    pub(crate) find_from: &'static str,
+    pub(crate) find_tag: &'static str,
+    pub(crate) find_name: &'static str,
+    pub(crate) find_order: &'static str,
+    /// Up to the list of owner ids (`OwnerTagRow`s).
+    pub(crate) tags_of_owners: &'static str,
+}
+
+pub(crate) const KEY_TAGS: TagTable = TagTable {
+    owner_exists: KEY_EXISTS,
+    tags_of: TAGS_OF_KEY,
+    tags_by_id: TAGS_BY_KEY_ID,
+    upsert: UPSERT_TAG,
+    delete: DELETE_TAG,
+    project_tags: PROJECT_TAGS,
+    quota: QuotaKind::TagsPerKey,
+    find_head: FIND_KEYS_HEAD,
+    find_from: " FROM keys k WHERE k.project_id = ",
+    find_tag: " AND EXISTS (SELECT 1 FROM key_tags t WHERE t.key_id = k.key_id \
+               AND t.tag_key = ",
+    find_name: "(k.alias, ",
+    find_order: FIND_KEYS_ORDER,
+    tags_of_owners: TAGS_OF_KEYS_HEAD,
+};
+
+pub(crate) const SECRET_TAGS: TagTable = TagTable {
+    owner_exists: SECRET_EXISTS,
+    tags_of: TAGS_OF_SECRET,
+    tags_by_id: TAGS_BY_SECRET_ID,
+    upsert: UPSERT_SECRET_TAG,
+    delete: DELETE_SECRET_TAG,
+    project_tags: PROJECT_SECRET_TAGS,
+    quota: QuotaKind::SecretTags,
+    find_head: FIND_SECRETS_HEAD,
+    find_from: " FROM secrets s WHERE s.project_id = ",
+    find_tag: " AND EXISTS (SELECT 1 FROM secret_tags t \
+               WHERE t.secret_id = s.secret_id AND t.tag_key = ",
+    find_name: "(s.name, ",
+    find_order: FIND_SECRETS_ORDER,
+    tags_of_owners: TAGS_OF_SECRETS_HEAD,
+};
 
 // ---- the trait impl ---------------------------------------------------------------
 
@@ -923,15 +997,68 @@ macro_rules! impl_store {
             use $crate::sql::{self as q, on_unique};
             use $crate::{Result, StoreError};
 
-            /// The WHERE clause of `find_keys_by_tags` (`k` is `keys`).
-            fn push_tag_filter(qb: &mut QueryBuilder<$db>, project_id: &str, filter: &TagFilter) {
-                qb.push(" FROM keys k WHERE k.project_id = ");
+            /// The id that `statement` selects for `($1, $2)`, if any: whether a
+            /// key or secret exists in a project, or a name is taken.
+            async fn select_id(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                statement: &'static str,
+                project_id: &str,
+                lookup: &str,
+            ) -> Result<Option<String>> {
+                Ok(sqlx::query_scalar(statement)
+                    .bind(project_id)
+                    .bind(lookup)
+                    .fetch_optional(conn)
+                    .await?)
+            }
+
+            /// `select_id`, `NotFound` when there is none.
+            async fn require_id(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                statement: &'static str,
+                project_id: &str,
+                lookup: &str,
+            ) -> Result<String> {
+                select_id(conn, statement, project_id, lookup)
+                    .await?
+                    .ok_or(StoreError::NotFound)
+            }
+
+            /// Writes `version` as `version_id`, number `seq`, of secret
+            /// `secret_id` (whatever the ids `version` carries).
+            async fn insert_version(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                secret_id: &str,
+                version_id: &str,
+                seq: i64,
+                version: &SecretVersion,
+            ) -> Result<()> {
+                sqlx::query(q::INSERT_VERSION)
+                    .bind(secret_id)
+                    .bind(version_id)
+                    .bind(seq)
+                    .bind(&version.kms_key_id)
+                    .bind(version.ciphertext.as_slice())
+                    .bind(version.created_ms)
+                    .bind(version.expire_ms)
+                    .execute(conn)
+                    .await
+                    .map_err(|e| on_unique(e, Conflict::VersionId))?;
+                Ok(())
+            }
+
+            /// The FROM and WHERE clauses of a tag search over `table`'s
+            /// owners.
+            fn push_tag_filter(
+                qb: &mut QueryBuilder<$db>,
+                table: &q::TagTable,
+                project_id: &str,
+                filter: &TagFilter,
+            ) {
+                qb.push(table.find_from);
                 qb.push_bind(project_id.to_owned());
                 for (tag_key, values) in &filter.tags {
-                    qb.push(
-                        " AND EXISTS (SELECT 1 FROM key_tags t WHERE t.key_id = k.key_id \
-                         AND t.tag_key = ",
-                    );
+                    qb.push(table.find_tag);
                     qb.push_bind(tag_key.clone());
                     if !values.is_empty() {
                         qb.push(" AND t.tag_value IN (");
@@ -946,42 +1073,201 @@ macro_rules! impl_store {
                 if let Some(needle) = &filter.resource_name {
                     qb.push(" AND ");
                     qb.push(<$store>::CONTAINS_FN);
-                    qb.push("(k.alias, ");
+                    qb.push(table.find_name);
                     qb.push_bind(needle.clone());
                     qb.push(") > 0");
                 }
             }
 
-            /// The WHERE clause of `find_secrets_by_tags` (`s` is `secrets`).
-            fn push_secret_tag_filter(
-                qb: &mut QueryBuilder<$db>,
-                project_id: &str,
-                filter: &TagFilter,
-            ) {
-                qb.push(" FROM secrets s WHERE s.project_id = ");
-                qb.push_bind(project_id.to_owned());
-                for (tag_key, values) in &filter.tags {
-                    qb.push(
-                        " AND EXISTS (SELECT 1 FROM secret_tags t \
-                         WHERE t.secret_id = s.secret_id AND t.tag_key = ",
-                    );
-                    qb.push_bind(tag_key.clone());
-                    if !values.is_empty() {
-                        qb.push(" AND t.tag_value IN (");
-                        let mut list = qb.separated(", ");
-                        for value in values {
-                            list.push_bind(value.clone());
+            /// What keys and secrets do alike: purge (over a [`q::Purge`])
+            /// and the tag methods (over a [`q::TagTable`]).
+            impl $store {
+                /// Deletes each row of `purge.due` for `(pending, now)` with
+                /// its children, one transaction each; returns the ids this
+                /// call deleted.
+                async fn purge_due<P>(
+                    &self,
+                    purge: &q::Purge,
+                    pending: P,
+                    now: Millis,
+                ) -> Result<Vec<String>>
+                where
+                    P: for<'q> sqlx::Encode<'q, $db> + sqlx::Type<$db> + Copy + Send + Sync,
+                {
+                    let due = sqlx::query_as::<_, q::DueRow>(purge.due)
+                        .bind(pending)
+                        .bind(now)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    let mut purged = Vec::with_capacity(due.len());
+                    for row in due {
+                        let mut tx = self.begin_write(&row.project_id).await?;
+                        // Another edge may have purged it, or the deletion may
+                        // have been cancelled, since the scan: the claim
+                        // re-checks under the lock, and only the caller that
+                        // claimed the row reports it.
+                        let claimed = sqlx::query(purge.claim)
+                            .bind(&row.id)
+                            .bind(&row.project_id)
+                            .bind(pending)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                        if claimed == 0 {
+                            continue;
                         }
-                        list.push_unseparated(")");
+                        for &statement in purge.rows {
+                            sqlx::query(statement)
+                                .bind(&row.id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        tx.commit().await?;
+                        purged.push(row.id);
                     }
-                    qb.push(")");
+                    Ok(purged)
                 }
-                if let Some(needle) = &filter.resource_name {
-                    qb.push(" AND ");
-                    qb.push(<$store>::CONTAINS_FN);
-                    qb.push("(s.name, ");
-                    qb.push_bind(needle.clone());
-                    qb.push(") > 0");
+
+                async fn owner_tags(
+                    &self,
+                    table: &q::TagTable,
+                    project_id: &str,
+                    owner_id: &str,
+                ) -> Result<Vec<Tag>> {
+                    let mut tx = self.begin_read().await?;
+                    require_id(&mut tx, table.owner_exists, project_id, owner_id).await?;
+                    let rows = sqlx::query_as::<_, q::TagRow>(table.tags_of)
+                        .bind(project_id)
+                        .bind(owner_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(rows.into_iter().map(Tag::from).collect())
+                }
+
+                async fn put_owner_tags(
+                    &self,
+                    table: &q::TagTable,
+                    project_id: &str,
+                    owner_id: &str,
+                    tags: &[Tag],
+                    limit: u32,
+                ) -> Result<()> {
+                    let mut tx = self.begin_write(project_id).await?;
+                    require_id(&mut tx, table.owner_exists, project_id, owner_id).await?;
+                    // The quota applies to the tag set the owner ends with:
+                    // setting an existing tag key again adds nothing.
+                    let existing = sqlx::query_as::<_, q::TagRow>(table.tags_by_id)
+                        .bind(owner_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let mut final_keys: BTreeSet<&str> =
+                        existing.iter().map(|t| t.tag_key.as_str()).collect();
+                    final_keys.extend(tags.iter().map(|t| t.key.as_str()));
+                    if final_keys.len() > quota(limit) {
+                        return Err(StoreError::Quota(table.quota));
+                    }
+                    // In order, so a tag key given twice ends with its last value.
+                    for tag in tags {
+                        sqlx::query(table.upsert)
+                            .bind(owner_id)
+                            .bind(&tag.key)
+                            .bind(&tag.value)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn delete_owner_tags(
+                    &self,
+                    table: &q::TagTable,
+                    project_id: &str,
+                    owner_id: &str,
+                    tag_keys: &[String],
+                ) -> Result<()> {
+                    let mut tx = self.begin_write(project_id).await?;
+                    require_id(&mut tx, table.owner_exists, project_id, owner_id).await?;
+                    for tag_key in tag_keys.iter().collect::<BTreeSet<_>>() {
+                        let deleted = sqlx::query(table.delete)
+                            .bind(owner_id)
+                            .bind(tag_key)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                        if deleted == 0 {
+                            // Dropping `tx` rolls back the deletions so far.
+                            return Err(StoreError::NotFound);
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn tags_in_project(
+                    &self,
+                    table: &q::TagTable,
+                    project_id: &str,
+                ) -> Result<Vec<(String, Vec<String>)>> {
+                    let rows = sqlx::query_as::<_, q::TagRow>(table.project_tags)
+                        .bind(project_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    Ok(q::group_tags(rows))
+                }
+
+                /// A page of owners (decoded from rows `R`) matching
+                /// `filter`, each with all its tags.
+                async fn find_by_tags<R, T>(
+                    &self,
+                    table: &q::TagTable,
+                    project_id: &str,
+                    filter: &TagFilter,
+                    offset: u64,
+                    limit: u64,
+                ) -> Result<Page<(T, Vec<Tag>)>>
+                where
+                    R: for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row> + Send + Unpin,
+                    T: TryFrom<R, Error = StoreError> + q::TagOwner,
+                {
+                    let mut tx = self.begin_read().await?;
+
+                    let mut count = QueryBuilder::<$db>::new("SELECT COUNT(*)");
+                    push_tag_filter(&mut count, table, project_id, filter);
+                    let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
+
+                    let mut select = QueryBuilder::<$db>::new(table.find_head);
+                    push_tag_filter(&mut select, table, project_id, filter);
+                    select.push(table.find_order);
+                    select.push_bind(q::int(limit));
+                    select.push(" OFFSET ");
+                    select.push_bind(q::int(offset));
+                    let owners = select
+                        .build_query_as::<R>()
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .into_iter()
+                        .map(T::try_from)
+                        .collect::<Result<Vec<_>>>()?;
+
+                    let tag_rows = if owners.is_empty() {
+                        Vec::new()
+                    } else {
+                        // These ids were just read from this project.
+                        let mut tags = QueryBuilder::<$db>::new(table.tags_of_owners);
+                        let mut ids = tags.separated(", ");
+                        for owner in &owners {
+                            ids.push_bind(owner.owner_id().to_owned());
+                        }
+                        ids.push_unseparated(")");
+                        tags.build_query_as::<q::OwnerTagRow>()
+                            .fetch_all(&mut *tx)
+                            .await?
+                    };
+                    tx.commit().await?;
+                    Ok(q::page(q::attach_tags(owners, tag_rows), offset, total))
                 }
             }
 
@@ -1050,11 +1336,8 @@ macro_rules! impl_store {
                     quotas: &Quotas,
                 ) -> Result<()> {
                     let mut tx = self.begin_write(&key.project_id).await?;
-                    let taken = sqlx::query(q::KEY_ALIAS_TAKEN)
-                        .bind(&key.project_id)
-                        .bind(&key.alias)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                    let taken =
+                        select_id(&mut tx, q::KEY_ALIAS_TAKEN, &key.project_id, &key.alias).await?;
                     if taken.is_some() {
                         return Err(StoreError::Conflict(Conflict::KeyAlias));
                     }
@@ -1284,39 +1567,7 @@ macro_rules! impl_store {
 
                 async fn purge_due_keys(&self, now: Millis) -> Result<Vec<String>> {
                     let pending = i64::from(KeyState::PendingDeletion.code());
-                    let due = sqlx::query_as::<_, q::DueKeyRow>(q::DUE_KEYS)
-                        .bind(pending)
-                        .bind(now)
-                        .fetch_all(&self.pool)
-                        .await?;
-                    let mut purged = Vec::with_capacity(due.len());
-                    for key in due {
-                        let mut tx = self.begin_write(&key.project_id).await?;
-                        // Another edge may have purged it, or the deletion may
-                        // have been cancelled, since the scan: the DELETE
-                        // re-checks, and only the caller that deleted the row
-                        // reports it.
-                        let deleted = sqlx::query(q::PURGE_KEY)
-                            .bind(&key.key_id)
-                            .bind(&key.project_id)
-                            .bind(pending)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
-                        if deleted == 0 {
-                            continue;
-                        }
-                        for statement in q::PURGE_CHILDREN {
-                            sqlx::query(statement)
-                                .bind(&key.key_id)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                        tx.commit().await?;
-                        purged.push(key.key_id);
-                    }
-                    Ok(purged)
+                    self.purge_due(&q::PURGE_KEYS, pending, now).await
                 }
 
                 async fn usage(&self, project_id: &str) -> Result<Usage> {
@@ -1340,14 +1591,7 @@ macro_rules! impl_store {
 
                 async fn create_alias(&self, alias: &AliasRecord, quotas: &Quotas) -> Result<()> {
                     let mut tx = self.begin_write(&alias.project_id).await?;
-                    let key = sqlx::query(q::KEY_EXISTS)
-                        .bind(&alias.project_id)
-                        .bind(&alias.key_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if key.is_none() {
-                        return Err(StoreError::NotFound);
-                    }
+                    require_id(&mut tx, q::KEY_EXISTS, &alias.project_id, &alias.key_id).await?;
                     let taken = sqlx::query(q::SELECT_ALIAS)
                         .bind(&alias.project_id)
                         .bind(&alias.alias)
@@ -1409,14 +1653,7 @@ macro_rules! impl_store {
                     aliases: &[String],
                 ) -> Result<()> {
                     let mut tx = self.begin_write(project_id).await?;
-                    let key = sqlx::query(q::KEY_EXISTS)
-                        .bind(project_id)
-                        .bind(key_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if key.is_none() {
-                        return Err(StoreError::NotFound);
-                    }
+                    require_id(&mut tx, q::KEY_EXISTS, project_id, key_id).await?;
                     // A name listed twice is deleted once, not reported missing.
                     for alias in aliases.iter().collect::<BTreeSet<_>>() {
                         let deleted = sqlx::query(q::DELETE_ALIAS)
@@ -1451,14 +1688,7 @@ macro_rules! impl_store {
                         .await?
                         .map(AliasRecord::from)
                         .ok_or(StoreError::NotFound)?;
-                    let target = sqlx::query(q::KEY_EXISTS)
-                        .bind(project_id)
-                        .bind(target_key_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if target.is_none() {
-                        return Err(StoreError::NotFound);
-                    }
+                    require_id(&mut tx, q::KEY_EXISTS, project_id, target_key_id).await?;
                     // Re-pointing an alias at the key it already names adds
                     // nothing to that key's count.
                     if current.key_id != target_key_id {
@@ -1485,22 +1715,7 @@ macro_rules! impl_store {
                 // ---- tags -----------------------------------------------------------
 
                 async fn key_tags(&self, project_id: &str, key_id: &str) -> Result<Vec<Tag>> {
-                    let mut tx = self.begin_read().await?;
-                    let key = sqlx::query(q::KEY_EXISTS)
-                        .bind(project_id)
-                        .bind(key_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if key.is_none() {
-                        return Err(StoreError::NotFound);
-                    }
-                    let rows = sqlx::query_as::<_, q::TagRow>(q::TAGS_OF_KEY)
-                        .bind(project_id)
-                        .bind(key_id)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    Ok(rows.into_iter().map(Tag::from).collect())
+                    self.owner_tags(&q::KEY_TAGS, project_id, key_id).await
                 }
 
                 async fn put_tags(
@@ -1510,39 +1725,8 @@ macro_rules! impl_store {
                     tags: &[Tag],
                     quotas: &Quotas,
                 ) -> Result<()> {
-                    let mut tx = self.begin_write(project_id).await?;
-                    let key = sqlx::query(q::KEY_EXISTS)
-                        .bind(project_id)
-                        .bind(key_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if key.is_none() {
-                        return Err(StoreError::NotFound);
-                    }
-                    // The quota applies to the tag set the key ends with:
-                    // setting an existing tag key again adds nothing.
-                    let existing = sqlx::query_as::<_, q::TagRow>(q::TAGS_BY_KEY_ID)
-                        .bind(key_id)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    let mut final_keys: BTreeSet<&str> =
-                        existing.iter().map(|t| t.tag_key.as_str()).collect();
-                    final_keys.extend(tags.iter().map(|t| t.key.as_str()));
-                    if final_keys.len() > usize::try_from(quotas.tags_per_key).unwrap_or(usize::MAX)
-                    {
-                        return Err(StoreError::Quota(QuotaKind::TagsPerKey));
-                    }
-                    // In order, so a tag key given twice ends with its last value.
-                    for tag in tags {
-                        sqlx::query(q::UPSERT_TAG)
-                            .bind(key_id)
-                            .bind(&tag.key)
-                            .bind(&tag.value)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    tx.commit().await?;
-                    Ok(())
+                    self.put_owner_tags(&q::KEY_TAGS, project_id, key_id, tags, quotas.tags_per_key)
+                        .await
                 }
 
                 async fn delete_tags(
@@ -1551,40 +1735,15 @@ macro_rules! impl_store {
                     key_id: &str,
                     tag_keys: &[String],
                 ) -> Result<()> {
-                    let mut tx = self.begin_write(project_id).await?;
-                    let key = sqlx::query(q::KEY_EXISTS)
-                        .bind(project_id)
-                        .bind(key_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if key.is_none() {
-                        return Err(StoreError::NotFound);
-                    }
-                    for tag_key in tag_keys.iter().collect::<BTreeSet<_>>() {
-                        let deleted = sqlx::query(q::DELETE_TAG)
-                            .bind(key_id)
-                            .bind(tag_key)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
-                        if deleted == 0 {
-                            // Dropping `tx` rolls back the deletions so far.
-                            return Err(StoreError::NotFound);
-                        }
-                    }
-                    tx.commit().await?;
-                    Ok(())
+                    self.delete_owner_tags(&q::KEY_TAGS, project_id, key_id, tag_keys)
+                        .await
                 }
 
                 async fn project_tags(
                     &self,
                     project_id: &str,
                 ) -> Result<Vec<(String, Vec<String>)>> {
-                    let rows = sqlx::query_as::<_, q::TagRow>(q::PROJECT_TAGS)
-                        .bind(project_id)
-                        .fetch_all(&self.pool)
-                        .await?;
-                    Ok(q::group_tags(rows))
+                    self.tags_in_project(&q::KEY_TAGS, project_id).await
                 }
 
                 async fn find_keys_by_tags(
@@ -1594,42 +1753,14 @@ macro_rules! impl_store {
                     offset: u64,
                     limit: u64,
                 ) -> Result<Page<(KeyRecord, Vec<Tag>)>> {
-                    let mut tx = self.begin_read().await?;
-
-                    let mut count = QueryBuilder::<$db>::new("SELECT COUNT(*)");
-                    push_tag_filter(&mut count, project_id, filter);
-                    let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
-
-                    let mut select = QueryBuilder::<$db>::new(q::FIND_KEYS_HEAD);
-                    push_tag_filter(&mut select, project_id, filter);
-                    select.push(q::FIND_KEYS_ORDER);
-                    select.push_bind(q::int(limit));
-                    select.push(" OFFSET ");
-                    select.push_bind(q::int(offset));
-                    let keys = select
-                        .build_query_as::<q::KeyRow>()
-                        .fetch_all(&mut *tx)
-                        .await?
-                        .into_iter()
-                        .map(KeyRecord::try_from)
-                        .collect::<Result<Vec<_>>>()?;
-
-                    let tag_rows = if keys.is_empty() {
-                        Vec::new()
-                    } else {
-                        // These key ids were just read from this project.
-                        let mut tags = QueryBuilder::<$db>::new(q::TAGS_OF_KEYS_HEAD);
-                        let mut ids = tags.separated(", ");
-                        for key in &keys {
-                            ids.push_bind(key.key_id.clone());
-                        }
-                        ids.push_unseparated(")");
-                        tags.build_query_as::<q::KeyTagRow>()
-                            .fetch_all(&mut *tx)
-                            .await?
-                    };
-                    tx.commit().await?;
-                    Ok(q::page(q::attach_tags(keys, tag_rows), offset, total))
+                    self.find_by_tags::<q::KeyRow, KeyRecord>(
+                        &q::KEY_TAGS,
+                        project_id,
+                        filter,
+                        offset,
+                        limit,
+                    )
+                    .await
                 }
 
                 // ---- grants -----------------------------------------------------------
@@ -1637,14 +1768,7 @@ macro_rules! impl_store {
                 async fn create_grant(&self, grant: &GrantRecord, quotas: &Quotas) -> Result<()> {
                     let operations = q::operations_json(&grant.operations)?;
                     let mut tx = self.begin_write(&grant.project_id).await?;
-                    let key = sqlx::query(q::KEY_EXISTS)
-                        .bind(&grant.project_id)
-                        .bind(&grant.key_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if key.is_none() {
-                        return Err(StoreError::NotFound);
-                    }
+                    require_id(&mut tx, q::KEY_EXISTS, &grant.project_id, &grant.key_id).await?;
                     let of_key: i64 = sqlx::query_scalar(q::COUNT_GRANTS_OF_KEY)
                         .bind(&grant.project_id)
                         .bind(&grant.key_id)
@@ -1801,11 +1925,13 @@ macro_rules! impl_store {
                         return Err(StoreError::NotFound);
                     }
                     let mut tx = self.begin_write(&secret.project_id).await?;
-                    let taken = sqlx::query(q::SECRET_ID_BY_NAME)
-                        .bind(&secret.project_id)
-                        .bind(&secret.name)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                    let taken = select_id(
+                        &mut tx,
+                        q::SECRET_ID_BY_NAME,
+                        &secret.project_id,
+                        &secret.name,
+                    )
+                    .await?;
                     if taken.is_some() {
                         return Err(StoreError::Conflict(Conflict::SecretName));
                     }
@@ -1842,17 +1968,14 @@ macro_rules! impl_store {
                     // Children are filed under `secret.secret_id` whatever
                     // their own `secret_id` says.
                     for (seq, version) in (1i64..).zip(versions) {
-                        sqlx::query(q::INSERT_VERSION)
-                            .bind(&secret.secret_id)
-                            .bind(&version.version_id)
-                            .bind(seq)
-                            .bind(&version.kms_key_id)
-                            .bind(version.ciphertext.as_slice())
-                            .bind(version.created_ms)
-                            .bind(version.expire_ms)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(|e| on_unique(e, Conflict::VersionId))?;
+                        insert_version(
+                            &mut tx,
+                            &secret.secret_id,
+                            &version.version_id,
+                            seq,
+                            version,
+                        )
+                        .await?;
                     }
                     for stage in stages {
                         sqlx::query(q::UPSERT_STAGE)
@@ -2025,12 +2148,8 @@ macro_rules! impl_store {
 
                 async fn delete_secret(&self, project_id: &str, name: &str) -> Result<()> {
                     let mut tx = self.begin_write(project_id).await?;
-                    let secret_id: String = sqlx::query_scalar(q::SECRET_ID_BY_NAME)
-                        .bind(project_id)
-                        .bind(name)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .ok_or(StoreError::NotFound)?;
+                    let secret_id =
+                        require_id(&mut tx, q::SECRET_ID_BY_NAME, project_id, name).await?;
                     for statement in q::DELETE_SECRET_ROWS {
                         sqlx::query(statement)
                             .bind(&secret_id)
@@ -2043,39 +2162,7 @@ macro_rules! impl_store {
 
                 async fn purge_due_secrets(&self, now: Millis) -> Result<Vec<String>> {
                     let pending = SecretState::PendingDelete.as_str();
-                    let due = sqlx::query_as::<_, q::DueSecretRow>(q::DUE_SECRETS)
-                        .bind(pending)
-                        .bind(now)
-                        .fetch_all(&self.pool)
-                        .await?;
-                    let mut purged = Vec::with_capacity(due.len());
-                    for secret in due {
-                        let mut tx = self.begin_write(&secret.project_id).await?;
-                        // Another edge may have purged it, or the deletion may
-                        // have been cancelled, since the scan: re-check under
-                        // the row lock, and only the caller that purged it
-                        // reports it.
-                        let claimed = sqlx::query(q::CLAIM_PURGE)
-                            .bind(&secret.secret_id)
-                            .bind(&secret.project_id)
-                            .bind(pending)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
-                        if claimed == 0 {
-                            continue;
-                        }
-                        for statement in q::DELETE_SECRET_ROWS {
-                            sqlx::query(statement)
-                                .bind(&secret.secret_id)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                        tx.commit().await?;
-                        purged.push(secret.secret_id);
-                    }
-                    Ok(purged)
+                    self.purge_due(&q::PURGE_SECRETS, pending, now).await
                 }
 
                 async fn add_version(
@@ -2135,17 +2222,7 @@ macro_rules! impl_store {
                         return Err(StoreError::Quota(QuotaKind::Stages));
                     }
 
-                    sqlx::query(q::INSERT_VERSION)
-                        .bind(&secret_id)
-                        .bind(&version_id)
-                        .bind(n)
-                        .bind(&version.kms_key_id)
-                        .bind(version.ciphertext.as_slice())
-                        .bind(version.created_ms)
-                        .bind(version.expire_ms)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| on_unique(e, Conflict::VersionId))?;
+                    insert_version(&mut tx, &secret_id, &version_id, n, version).await?;
                     if let Some(former) = &former_current {
                         sqlx::query(q::UPSERT_STAGE)
                             .bind(&secret_id)
@@ -2255,11 +2332,8 @@ macro_rules! impl_store {
                     };
                     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
                     let mut tx = self.begin_read().await?;
-                    let secret_id: Option<String> = sqlx::query_scalar(q::SECRET_ID_BY_NAME)
-                        .bind(project_id)
-                        .bind(name)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                    let secret_id =
+                        select_id(&mut tx, q::SECRET_ID_BY_NAME, project_id, name).await?;
                     let Some(secret_id) = secret_id else {
                         return Ok(none);
                     };
@@ -2308,12 +2382,8 @@ macro_rules! impl_store {
                     expire_ms: Option<Millis>,
                 ) -> Result<SecretVersion> {
                     let mut tx = self.begin_write(project_id).await?;
-                    let secret_id: String = sqlx::query_scalar(q::SECRET_ID_BY_NAME)
-                        .bind(project_id)
-                        .bind(name)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .ok_or(StoreError::NotFound)?;
+                    let secret_id =
+                        require_id(&mut tx, q::SECRET_ID_BY_NAME, project_id, name).await?;
                     let row = sqlx::query_as::<_, q::VersionRow>(q::UPDATE_VERSION_EXPIRY)
                         .bind(&secret_id)
                         .bind(version_id)
@@ -2338,11 +2408,8 @@ macro_rules! impl_store {
                     name: &str,
                 ) -> Result<Vec<SecretVersion>> {
                     let mut tx = self.begin_read().await?;
-                    let secret_id: Option<String> = sqlx::query_scalar(q::SECRET_ID_BY_NAME)
-                        .bind(project_id)
-                        .bind(name)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                    let secret_id =
+                        select_id(&mut tx, q::SECRET_ID_BY_NAME, project_id, name).await?;
                     let Some(secret_id) = secret_id else {
                         return Ok(Vec::new());
                     };
@@ -2388,12 +2455,8 @@ macro_rules! impl_store {
                     quotas: &SecretQuotas,
                 ) -> Result<StageRecord> {
                     let mut tx = self.begin_write(project_id).await?;
-                    let secret_id: String = sqlx::query_scalar(q::SECRET_ID_BY_NAME)
-                        .bind(project_id)
-                        .bind(name)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .ok_or(StoreError::NotFound)?;
+                    let secret_id =
+                        require_id(&mut tx, q::SECRET_ID_BY_NAME, project_id, name).await?;
                     let version: Option<i64> = sqlx::query_scalar(q::VERSION_SEQ)
                         .bind(&secret_id)
                         .bind(version_id)
@@ -2435,12 +2498,8 @@ macro_rules! impl_store {
                     stage: &str,
                 ) -> Result<()> {
                     let mut tx = self.begin_write(project_id).await?;
-                    let secret_id: String = sqlx::query_scalar(q::SECRET_ID_BY_NAME)
-                        .bind(project_id)
-                        .bind(name)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .ok_or(StoreError::NotFound)?;
+                    let secret_id =
+                        require_id(&mut tx, q::SECRET_ID_BY_NAME, project_id, name).await?;
                     let deleted = sqlx::query(q::DELETE_STAGE)
                         .bind(&secret_id)
                         .bind(stage)
@@ -2457,22 +2516,8 @@ macro_rules! impl_store {
                 // ---- CSMS tags ------------------------------------------------------------
 
                 async fn secret_tags(&self, project_id: &str, secret_id: &str) -> Result<Vec<Tag>> {
-                    let mut tx = self.begin_read().await?;
-                    let secret = sqlx::query(q::SECRET_EXISTS)
-                        .bind(project_id)
-                        .bind(secret_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if secret.is_none() {
-                        return Err(StoreError::NotFound);
-                    }
-                    let rows = sqlx::query_as::<_, q::TagRow>(q::TAGS_OF_SECRET)
-                        .bind(project_id)
-                        .bind(secret_id)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    Ok(rows.into_iter().map(Tag::from).collect())
+                    self.owner_tags(&q::SECRET_TAGS, project_id, secret_id)
+                        .await
                 }
 
                 async fn put_secret_tags(
@@ -2482,36 +2527,14 @@ macro_rules! impl_store {
                     tags: &[Tag],
                     quotas: &SecretQuotas,
                 ) -> Result<()> {
-                    let mut tx = self.begin_write(project_id).await?;
-                    let secret = sqlx::query(q::SECRET_EXISTS)
-                        .bind(project_id)
-                        .bind(secret_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if secret.is_none() {
-                        return Err(StoreError::NotFound);
-                    }
-                    // As `put_tags`: the quota applies to the final tag set.
-                    let existing = sqlx::query_as::<_, q::TagRow>(q::TAGS_BY_SECRET_ID)
-                        .bind(secret_id)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    let mut final_keys: BTreeSet<&str> =
-                        existing.iter().map(|t| t.tag_key.as_str()).collect();
-                    final_keys.extend(tags.iter().map(|t| t.key.as_str()));
-                    if final_keys.len() > quota(quotas.tags_per_secret) {
-                        return Err(StoreError::Quota(QuotaKind::SecretTags));
-                    }
-                    for tag in tags {
-                        sqlx::query(q::UPSERT_SECRET_TAG)
-                            .bind(secret_id)
-                            .bind(&tag.key)
-                            .bind(&tag.value)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    tx.commit().await?;
-                    Ok(())
+                    self.put_owner_tags(
+                        &q::SECRET_TAGS,
+                        project_id,
+                        secret_id,
+                        tags,
+                        quotas.tags_per_secret,
+                    )
+                    .await
                 }
 
                 async fn delete_secret_tags(
@@ -2520,40 +2543,15 @@ macro_rules! impl_store {
                     secret_id: &str,
                     keys: &[String],
                 ) -> Result<()> {
-                    let mut tx = self.begin_write(project_id).await?;
-                    let secret = sqlx::query(q::SECRET_EXISTS)
-                        .bind(project_id)
-                        .bind(secret_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if secret.is_none() {
-                        return Err(StoreError::NotFound);
-                    }
-                    for tag_key in keys.iter().collect::<BTreeSet<_>>() {
-                        let deleted = sqlx::query(q::DELETE_SECRET_TAG)
-                            .bind(secret_id)
-                            .bind(tag_key)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
-                        if deleted == 0 {
-                            // Dropping `tx` rolls back the deletions so far.
-                            return Err(StoreError::NotFound);
-                        }
-                    }
-                    tx.commit().await?;
-                    Ok(())
+                    self.delete_owner_tags(&q::SECRET_TAGS, project_id, secret_id, keys)
+                        .await
                 }
 
                 async fn project_secret_tags(
                     &self,
                     project_id: &str,
                 ) -> Result<Vec<(String, Vec<String>)>> {
-                    let rows = sqlx::query_as::<_, q::TagRow>(q::PROJECT_SECRET_TAGS)
-                        .bind(project_id)
-                        .fetch_all(&self.pool)
-                        .await?;
-                    Ok(q::group_tags(rows))
+                    self.tags_in_project(&q::SECRET_TAGS, project_id).await
                 }
 
                 async fn find_secrets_by_tags(
@@ -2563,46 +2561,14 @@ macro_rules! impl_store {
                     offset: u64,
                     limit: u64,
                 ) -> Result<Page<(SecretRecord, Vec<Tag>)>> {
-                    let mut tx = self.begin_read().await?;
-
-                    let mut count = QueryBuilder::<$db>::new("SELECT COUNT(*)");
-                    push_secret_tag_filter(&mut count, project_id, filter);
-                    let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
-
-                    let mut select = QueryBuilder::<$db>::new(q::FIND_SECRETS_HEAD);
-                    push_secret_tag_filter(&mut select, project_id, filter);
-                    select.push(q::FIND_SECRETS_ORDER);
-                    select.push_bind(q::int(limit));
-                    select.push(" OFFSET ");
-                    select.push_bind(q::int(offset));
-                    let secrets = select
-                        .build_query_as::<q::SecretRow>()
-                        .fetch_all(&mut *tx)
-                        .await?
-                        .into_iter()
-                        .map(SecretRecord::try_from)
-                        .collect::<Result<Vec<_>>>()?;
-
-                    let tag_rows = if secrets.is_empty() {
-                        Vec::new()
-                    } else {
-                        // These secret ids were just read from this project.
-                        let mut tags = QueryBuilder::<$db>::new(q::TAGS_OF_SECRETS_HEAD);
-                        let mut ids = tags.separated(", ");
-                        for secret in &secrets {
-                            ids.push_bind(secret.secret_id.clone());
-                        }
-                        ids.push_unseparated(")");
-                        tags.build_query_as::<q::SecretTagRow>()
-                            .fetch_all(&mut *tx)
-                            .await?
-                    };
-                    tx.commit().await?;
-                    Ok(q::page(
-                        q::attach_secret_tags(secrets, tag_rows),
+                    self.find_by_tags::<q::SecretRow, SecretRecord>(
+                        &q::SECRET_TAGS,
+                        project_id,
+                        filter,
                         offset,
-                        total,
-                    ))
+                        limit,
+                    )
+                    .await
                 }
             }
         };

@@ -4,9 +4,10 @@
 //! `{key, value}`, a create/delete batch, a `resource_instances` filter of
 //! tags and `resource_name` matches) but differ in the character rules and
 //! in the published code for each violation, so the parsers take a
-//! [`TagRules`] naming them and each dialect keeps one constant.
+//! [`TagRules`] naming them and each dialect keeps one constant. The
+//! answers share their shape too ([`search_answer`], [`resource_json`]).
 
-use keymesh_store::{Tag, TagFilter};
+use keymesh_store::{Page, Tag, TagFilter};
 use serde_json::{Map, Value, json};
 
 use super::codes::Code;
@@ -60,6 +61,11 @@ pub const MAX_FILTER_KEYS: usize = 10;
 pub const MAX_FILTER_VALUES: usize = 10;
 /// `matches[].value` length in characters (both dialects).
 pub const MAX_MATCH_VALUE: usize = 255;
+
+/// The members a batch body may carry.
+pub const BATCH_FIELDS: &[&str] = &["tags", "action", "sequence"];
+/// The members a `resource_instances` body may carry.
+pub const SEARCH_FIELDS: &[&str] = &["limit", "offset", "action", "tags", "matches", "sequence"];
 
 /// An array element that must be an object with only `allowed` members.
 pub fn object<'a>(v: &'a Value, allowed: &[&str]) -> Result<&'a Map<String, Value>, ApiError> {
@@ -284,4 +290,33 @@ pub fn project_tags_json(tags: &[(String, Vec<String>)]) -> Vec<Value> {
     tags.iter()
         .map(|(k, vs)| json!({ "key": k, "values": vs }))
         .collect()
+}
+
+/// One matching resource of a `resource_instances` answer, as an object a
+/// dialect may add members to.
+pub fn resource_json(id: &str, detail: Value, name: &str, tags: &[Tag]) -> Map<String, Value> {
+    Map::from_iter([
+        ("resource_id".to_owned(), json!(id)),
+        ("resource_detail".to_owned(), detail),
+        ("resource_name".to_owned(), json!(name)),
+        ("tags".to_owned(), Value::Array(tags_json(tags))),
+    ])
+}
+
+/// The `resource_instances` answer: `total_count` alone for `action=count`,
+/// else with each resource of the page as `resource` renders it.
+pub fn search_answer<T>(
+    search: &Search,
+    page: &Page<T>,
+    resource: impl Fn(&T) -> Map<String, Value>,
+) -> Value {
+    if search.count {
+        return json!({ "total_count": page.total });
+    }
+    let resources: Vec<Value> = page
+        .items
+        .iter()
+        .map(|item| Value::Object(resource(item)))
+        .collect();
+    json!({ "resources": resources, "total_count": page.total })
 }

@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 use keymesh_store::{SecretRecord, SecretState, StoreError};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{secret_json, store_err};
 use crate::huawei::codes;
@@ -19,7 +19,10 @@ use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
 use crate::huawei::kms::Ctx;
 use crate::huawei::layers::ok;
-use crate::huawei::tagging::{self, Batch, TagRules, project_tags_json, tags_json};
+use crate::huawei::tagging::{
+    self, BATCH_FIELDS, Batch, SEARCH_FIELDS, TagRules, project_tags_json, resource_json,
+    search_answer, tags_json,
+};
 
 /// Tag key length in characters.
 const MAX_KEY: usize = 128;
@@ -156,7 +159,7 @@ pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
 
 pub async fn batch(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = path_id(c)?;
-    let b = Body::parse(c.body, &["tags", "action", "sequence"])?;
+    let b = Body::parse(c.body, BATCH_FIELDS)?;
     check_sequence(&b)?;
     let batch = tagging::parse_batch(&b, &RULES)?;
     writable(c, id).await?;
@@ -210,10 +213,7 @@ pub async fn list_project(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
 }
 
 pub async fn resource_instances(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
-    let b = Body::parse(
-        c.body,
-        &["limit", "offset", "action", "tags", "matches", "sequence"],
-    )?;
+    let b = Body::parse(c.body, SEARCH_FIELDS)?;
     check_sequence(&b)?;
     let s = tagging::parse_search(&b, &RULES)?;
     let page =
@@ -221,25 +221,13 @@ pub async fn resource_instances(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
             .find_secrets_by_tags(&c.caller.project_id, &s.filter, s.offset, s.limit)
             .await
             .map_err(store_err)?;
-    if s.count {
-        return Ok(ok(json!({ "total_count": page.total })));
-    }
-    let resources: Vec<Value> = page
-        .items
-        .iter()
-        .map(|(secret, tags)| {
-            json!({
-                "resource_id": secret.secret_id,
-                "resource_detail": secret_json(secret),
-                "resource_name": secret.name,
-                "tags": tags_json(tags),
-                "sys_tags": [],
-            })
-        })
-        .collect();
-    Ok(ok(
-        json!({ "resources": resources, "total_count": page.total }),
-    ))
+    Ok(ok(search_answer(&s, &page, |(secret, tags)| {
+        let mut resource =
+            resource_json(&secret.secret_id, secret_json(secret), &secret.name, tags);
+        // CSMS answers system tags too; this service keeps none.
+        resource.insert("sys_tags".to_owned(), json!([]));
+        resource
+    })))
 }
 
 #[cfg(test)]
@@ -248,21 +236,19 @@ mod tests {
     use super::*;
     use crate::huawei::error::Dialect;
     use keymesh_store::{Tag, TagFilter};
+    use serde_json::Value;
 
     fn code<T: std::fmt::Debug>(r: Result<T, ApiError>) -> &'static str {
         r.unwrap_err().wire(Dialect::Csms).code
     }
 
     fn search(s: &str) -> Result<tagging::Search, ApiError> {
-        let b = Body::parse(
-            s.as_bytes(),
-            &["limit", "offset", "action", "tags", "matches", "sequence"],
-        )?;
+        let b = Body::parse(s.as_bytes(), SEARCH_FIELDS)?;
         tagging::parse_search(&b, &RULES)
     }
 
     fn batch(s: &str) -> Result<Batch, ApiError> {
-        let b = Body::parse(s.as_bytes(), &["tags", "action", "sequence"])?;
+        let b = Body::parse(s.as_bytes(), BATCH_FIELDS)?;
         tagging::parse_batch(&b, &RULES)
     }
 

@@ -18,7 +18,10 @@ use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
 use crate::huawei::layers::ok;
-use crate::huawei::tagging::{self, TagRules, project_tags_json, tags_json};
+use crate::huawei::tagging::{
+    self, BATCH_FIELDS, SEARCH_FIELDS, TagRules, project_tags_json, resource_json, search_answer,
+    tags_json,
+};
 
 pub use crate::huawei::tagging::{Batch, Search};
 
@@ -130,7 +133,7 @@ pub fn parse_batch(b: &Body) -> Result<Batch, ApiError> {
 
 pub async fn batch(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = path_key(c)?;
-    let b = Body::parse(c.body, &["tags", "action", "sequence"])?;
+    let b = Body::parse(c.body, BATCH_FIELDS)?;
     check_sequence(&b)?;
     let batch = parse_batch(&b)?;
     writable(c, &id).await?;
@@ -194,34 +197,16 @@ pub fn parse_matches(list: &[Value]) -> Result<Option<String>, ApiError> {
 }
 
 pub async fn resource_instances(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
-    let b = Body::parse(
-        c.body,
-        &["limit", "offset", "action", "tags", "matches", "sequence"],
-    )?;
+    let b = Body::parse(c.body, SEARCH_FIELDS)?;
     check_sequence(&b)?;
     let s = parse_search(&b)?;
     let page =
         c.h.store
             .find_keys_by_tags(&c.caller.project_id, &s.filter, s.offset, s.limit)
             .await?;
-    if s.count {
-        return Ok(ok(json!({ "total_count": page.total })));
-    }
-    let resources: Vec<Value> = page
-        .items
-        .iter()
-        .map(|(k, tags)| {
-            json!({
-                "resource_id": k.key_id,
-                "resource_detail": key_json(c.h, k),
-                "resource_name": k.alias,
-                "tags": tags_json(tags),
-            })
-        })
-        .collect();
-    Ok(ok(
-        json!({ "resources": resources, "total_count": page.total }),
-    ))
+    Ok(ok(search_answer(&s, &page, |(k, tags)| {
+        resource_json(&k.key_id, key_json(c.h, k), &k.alias, tags)
+    })))
 }
 
 #[cfg(test)]
@@ -236,11 +221,7 @@ mod tests {
     }
 
     fn body(s: &str) -> Body {
-        Body::parse(
-            s.as_bytes(),
-            &["limit", "offset", "action", "tags", "matches", "sequence"],
-        )
-        .unwrap()
+        Body::parse(s.as_bytes(), SEARCH_FIELDS).unwrap()
     }
 
     #[test]
@@ -281,7 +262,7 @@ mod tests {
     }
 
     fn batch_body(s: &str) -> Body {
-        Body::parse(s.as_bytes(), &["tags", "action", "sequence"]).unwrap()
+        Body::parse(s.as_bytes(), BATCH_FIELDS).unwrap()
     }
 
     #[test]
