@@ -47,21 +47,23 @@ def kms_table(runs):
     """Huawei KMS runs against XKS Encrypt 32 B at the same concurrency in the
     same bench run (same edge endpoint); runs numbered in file order."""
     closed = [r for r in runs if r["mode"] == "closed"]
-    kms = [r for r in closed if r["op"].startswith("kms-")]
+    huawei = lambda op: op.startswith("kms-") or op.startswith("csms-")
+    kms = [r for r in closed if huawei(r["op"])]
     if not kms:
         return
     order = [r.get("endpoint") for r in runs]
     sessions = sorted({r["endpoint"] for r in kms}, key=order.index)
-    print("### Huawei KMS dialect against XKS Encrypt (closed loop, same processes, same run)\n")
+    print("### Huawei KMS/CSMS dialect against XKS Encrypt (closed loop, same processes, same run)\n")
     print("| run | operation | size | concurrency | rounds | req/s | p50 µs | p99 µs | errors | CPU µs/req edge | worker | limiter | loadgen | total | total vs XKS Encrypt | build+sign µs (loadgen, alone) |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    label = {"encrypt": "XKS Encrypt", "kms-encrypt": "encrypt-data", "kms-datakey": "create-datakey"}
+    label = {"encrypt": "XKS Encrypt", "kms-encrypt": "encrypt-data", "kms-datakey": "create-datakey",
+             "csms-show": "show-secret-version latest"}
     for run, ep in enumerate(sessions, 1):
         mine = [r for r in closed if r["endpoint"] == ep]
-        for c in sorted({r["concurrency"] for r in mine if r["op"].startswith("kms-")}):
+        for c in sorted({r["concurrency"] for r in mine if huawei(r["op"])}):
             ref_runs = [r for r in mine if r["op"] == "encrypt" and r.get("size") == 32 and r["concurrency"] == c]
             ref = pooled(ref_runs) if ref_runs else None
-            for op in ("encrypt", "kms-encrypt", "kms-datakey"):
+            for op in ("encrypt", "kms-encrypt", "kms-datakey", "csms-show"):
                 group = [r for r in mine if r["op"] == op and r["concurrency"] == c
                          and (op != "encrypt" or r.get("size") == 32)]
                 if not group:

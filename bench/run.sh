@@ -8,12 +8,15 @@
 #   bench/run.sh [OUT=bench/results.jsonl] [DURATION=10]
 #
 # Env: SUITE (default "all": the XKS matrix then the KMS comparison; "kms": the raw HSM ceiling at
-#      32 B and the KMS comparison only, 3 x DURATION of load per round), WORKER_SESSIONS (default
+#      32 B and the KMS comparison only, 4 x DURATION of load per round; "csms": the CSMS hot read
+#      only — XKS Encrypt 32 B, encrypt-data 32 B and show-secret-version `latest` of a 64-byte
+#      value — 3 x DURATION per round), WORKER_SESSIONS (default
 #      1: SoftHSM2 serialises sessions inside one process), SIZES (default "32 4300"), CONCURRENCY
 #      (default "1 8 32 64"), RATES (open loop, default "1800"), KMS_CONCURRENCY (default "32"), KMS_ROUNDS (default 1: how many times the
-#      KMS comparison — XKS Encrypt 32 B, encrypt-data 32 B, create-datakey 512-bit — is repeated,
-#      interleaved so that drift on a shared machine hits all three alike), BUILD (default 1; 0 runs
-#      the binaries already in target/release).
+#      KMS comparison — XKS Encrypt 32 B, encrypt-data 32 B, create-datakey 512-bit, show-secret-
+#      version 64 B — is repeated, interleaved so that drift on a shared machine hits all alike; the
+#      csms suite uses it too), BUILD (default 1; 0 runs the binaries already built), CARGO_TARGET_DIR
+#      (where the release binaries are built and looked for; default target/).
 # bench/report.py turns the JSONL into the tables of bench/REPORT.md.
 set -euo pipefail
 
@@ -27,13 +30,13 @@ RATES=${RATES:-"1800"}
 SUITE=${SUITE:-all}
 KMS_CONCURRENCY=${KMS_CONCURRENCY:-"32"}
 KMS_ROUNDS=${KMS_ROUNDS:-1}
-case "$SUITE" in all | kms) ;; *) echo "SUITE must be all or kms" >&2; exit 2 ;; esac
+case "$SUITE" in all | kms | csms) ;; *) echo "SUITE must be all, kms or csms" >&2; exit 2 ;; esac
 
 if [ "${BUILD:-1}" = 1 ]; then
-  cargo build --release --manifest-path "$ROOT/Cargo.toml" \
+  cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" \
     -p keymesh-edge -p keymesh-crypto-worker -p keymesh-rate-limiter -p keymeshctl -p keymesh-loadgen
 fi
-BIN=$ROOT/target/release
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 
 DIR=$(mktemp -d)
 chmod 700 "$DIR"
@@ -101,10 +104,17 @@ KMS_KEY=$("$LG" kms-create-key --endpoint "http://$(cat "$DIR/edge.addr")" --acc
   --alias bench-1 | sed -E 's/.*"key_id":"([^"]*)".*/\1/')
 KMS=(--key-id "$KMS_KEY" --account-file "$DIR/account.json")
 
+# The CSMS secret: one 64-character secret_string version, encrypted under the
+# project's csms/default key (made by the edge on first use).
+"$LG" csms-create-secret --endpoint "http://$(cat "$DIR/edge.addr")" --account-file "$DIR/account.json" \
+  --name bench-secret-1 --value-bytes 64 >/dev/null
+CSMS=(--name bench-secret-1 --version latest --account-file "$DIR/account.json")
+
 # Warm-up (connections, key handle and store caches), not recorded.
 "$LG" closed --concurrency 4 --duration 2 "${COMMON[@]}" encrypt --size 32 >/dev/null
 "$LG" closed --concurrency 4 --duration 1 "${COMMON[@]}" kms-encrypt --size 32 "${KMS[@]}" >/dev/null
 "$LG" closed --concurrency 4 --duration 1 "${COMMON[@]}" kms-datakey --bits 512 "${KMS[@]}" >/dev/null
+"$LG" closed --concurrency 4 --duration 1 "${COMMON[@]}" csms-show "${CSMS[@]}" >/dev/null
 
 # Huawei KMS against XKS Encrypt on the same processes, same run (issue 4 §9:
 # CPU per request within 1.2x of XKS Encrypt 32 B).
@@ -114,9 +124,26 @@ kms_suite() {
       "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" encrypt --size 32 >>"$OUT"
       "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" kms-encrypt --size 32 "${KMS[@]}" >>"$OUT"
       "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" kms-datakey --bits 512 "${KMS[@]}" >>"$OUT"
+      "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" csms-show "${CSMS[@]}" >>"$OUT"
     done
   done
 }
+# Issue 5 §7: the CSMS hot read (show-secret-version `latest`: two store reads,
+# never cached, and one KeyVault decrypt) against XKS Encrypt and encrypt-data.
+csms_suite() {
+  for _ in $(seq "$KMS_ROUNDS"); do
+    for c in $KMS_CONCURRENCY; do
+      "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" encrypt --size 32 >>"$OUT"
+      "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" kms-encrypt --size 32 "${KMS[@]}" >>"$OUT"
+      "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" csms-show "${CSMS[@]}" >>"$OUT"
+    done
+  done
+}
+if [ "$SUITE" = csms ]; then
+  csms_suite
+  echo "results appended to $OUT" >&2
+  exit 0
+fi
 if [ "$SUITE" = kms ]; then
   # The raw SoftHSM2 ceiling at 32 B: calibrates this machine against other runs.
   "$LG" raw-hsm --key-id bench-key --size 32 --threads 1 --duration "$DURATION" >>"$OUT"

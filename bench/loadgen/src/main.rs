@@ -2,9 +2,10 @@
 //!
 //! `closed` and `open` drive the edge over plain HTTP/1.1 keep-alive
 //! connections (one per worker) in either API dialect: XKS operations are
-//! signed with SigV4 as AWS KMS does, Huawei KMS operations (`kms-encrypt`,
-//! `kms-datakey`) with SDK-HMAC-SHA256 as the Huawei SDKs do; every request
-//! is signed afresh. `kms-create-key` makes the Huawei master key the runs
+//! signed with SigV4 as AWS KMS does, Huawei KMS and CSMS operations
+//! (`kms-encrypt`, `kms-datakey`, `csms-show`) with SDK-HMAC-SHA256 as the
+//! Huawei SDKs do; every request is signed afresh. `kms-create-key` and
+//! `csms-create-secret` make the Huawei master key and the secret the runs
 //! use. `raw-hsm` encrypts straight through PKCS#11 to show what the HSM
 //! alone can do. Each run prints one JSON line on stdout (for scripts and
 //! bench/REPORT.md) and one human-readable line on stderr. Targets must be
@@ -75,6 +76,8 @@ enum Mode {
     },
     /// Huawei KMS create-key; prints {"key_id": ...} for the kms-* runs.
     KmsCreateKey(huawei::CreateKeyArgs),
+    /// Huawei CSMS create-secret; prints {"secret_id": ...} for csms-show runs.
+    CsmsCreateSecret(huawei::CreateSecretArgs),
     /// AES-GCM encrypt loop straight through PKCS#11 (the raw HSM ceiling).
     RawHsm(raw_hsm::RawHsmArgs),
 }
@@ -99,14 +102,14 @@ impl Op {
     fn size(&self) -> Option<usize> {
         match self {
             Op::Xks(op) => op.size(),
-            Op::Kms(op) => Some(op.size()),
+            Op::Kms(op) => op.size(),
         }
     }
 
     fn dialect(&self) -> &'static str {
         match self {
             Op::Xks(_) => "xks",
-            Op::Kms(_) => "huawei-kms",
+            Op::Kms(op) => op.dialect(),
         }
     }
 }
@@ -183,7 +186,9 @@ fn round1(x: f64) -> f64 {
 async fn http_run(mode: Mode) -> anyhow::Result<Value> {
     let (target_args, op) = match &mode {
         Mode::Closed { target, op, .. } | Mode::Open { target, op, .. } => (target, op),
-        Mode::RawHsm(_) | Mode::KmsCreateKey(_) => anyhow::bail!("not a load mode"),
+        Mode::RawHsm(_) | Mode::KmsCreateKey(_) | Mode::CsmsCreateSecret(_) => {
+            anyhow::bail!("not a load mode")
+        }
     };
     let load = match op {
         Op::Xks(op) => {
@@ -192,6 +197,11 @@ async fn http_run(mode: Mode) -> anyhow::Result<Value> {
             Load::Xks { target, plan }
         }
         Op::Kms(op) => Load::Kms(huawei::Kms::prepare(&target_args.endpoint, op).await?),
+    };
+    // csms-show: the size is the stored value's, read by the probe.
+    let size = match &load {
+        Load::Kms(kms) => op.size().or(kms.value_len()),
+        Load::Xks { .. } => op.size(),
     };
     let shared = Arc::new(Shared {
         load,
@@ -240,12 +250,14 @@ async fn http_run(mode: Mode) -> anyhow::Result<Value> {
                 "cpu": sampler.finish(stats.ok),
             })
         }
-        Mode::RawHsm(_) | Mode::KmsCreateKey(_) => anyhow::bail!("not a load mode"),
+        Mode::RawHsm(_) | Mode::KmsCreateKey(_) | Mode::CsmsCreateSecret(_) => {
+            anyhow::bail!("not a load mode")
+        }
     };
     if let Value::Object(m) = &mut report {
         m.insert("op".into(), json!(op.name()));
         m.insert("dialect".into(), json!(op.dialect()));
-        m.insert("size".into(), json!(op.size()));
+        m.insert("size".into(), json!(size));
         m.insert("request_build_us".into(), json!(request_build_us));
         m.insert("endpoint".into(), json!(target_args.endpoint));
     }
@@ -278,6 +290,14 @@ fn main() -> anyhow::Result<()> {
                 .build()?
                 .block_on(huawei::create_key(&args))?;
             println!("{}", json!({ "key_id": key_id }));
+            return Ok(());
+        }
+        Mode::CsmsCreateSecret(args) => {
+            let secret_id = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(huawei::create_secret(&args))?;
+            println!("{}", json!({ "secret_id": secret_id, "name": args.name }));
             return Ok(());
         }
         mode => tokio::runtime::Builder::new_multi_thread()
