@@ -293,6 +293,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         name: &str,
         version_id: Option<&str>,
     ) -> Result<Option<SecretVersion>>;
+    /// The secret and one of its versions (the newest when `version_id` is
+    /// None) with the version's stages, in ONE statement (the CSMS hot read:
+    /// no transaction, no second round trip). `None` when the secret does not
+    /// exist; `Some((secret, None))` when the secret exists but the version
+    /// does not.
+    async fn read_secret_version(
+        &self,
+        project_id: &str,
+        name: &str,
+        version_id: Option<&str>,
+    ) -> Result<Option<(SecretRecord, Option<SecretVersion>)>>;
     /// Newest first; ids after `after` in that order.
     async fn list_versions(
         &self,

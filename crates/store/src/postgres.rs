@@ -88,6 +88,10 @@ impl PostgresStore {
 
     /// `strpos(haystack, needle)`: 1-based position, 0 when absent.
     const CONTAINS_FN: &'static str = "strpos";
+
+    /// `string_agg(text, separator)`: the stage names of a version in one
+    /// column (NULL over no rows).
+    const STAGES_AGG_FN: &'static str = "string_agg";
 }
 
 crate::sql::impl_store!(PostgresStore, Postgres);

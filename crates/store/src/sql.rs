@@ -6,8 +6,8 @@
 //! BYTEA, `INSERT .. ON CONFLICT` and `UPDATE .. RETURNING`, which both
 //! speak, against the same tables (`migrations/*/0001_kms.sql`,
 //! `migrations/*/0002_csms.sql`). What differs is how a read-check-write
-//! transaction keeps concurrent writers out, so each backend type provides
-//! three items that [`impl_store!`] calls:
+//! transaction keeps concurrent writers out, and the names of two functions,
+//! so each backend type provides four items that [`impl_store!`] calls:
 //!
 //! * `async fn begin_write(&self, project_id: &str) -> Result<Transaction>`:
 //!   a transaction in which no other writer of that project runs until it
@@ -16,7 +16,10 @@
 //! * `async fn begin_read(&self) -> Result<Transaction>`: a transaction whose
 //!   statements see one snapshot, so that a page and its `total` agree;
 //! * `const CONTAINS_FN: &str`: the name of the "position of a substring"
-//!   function (`instr` / `strpos`, same arguments, same 1-based result).
+//!   function (`instr` / `strpos`, same arguments, same 1-based result);
+//! * `const STAGES_AGG_FN: &str`: the name of the "join text rows with a
+//!   separator" aggregate (`group_concat` / `string_agg`, same arguments,
+//!   NULL over no rows), for the one-statement read of a secret version.
 //!
 //! The trait impl is a macro rather than generic code because generic sqlx
 //! code must repeat a dozen executor/encode/decode bounds on every function;
@@ -510,6 +513,61 @@ impl From<VersionRow> for SecretVersion {
     }
 }
 
+/// A secret LEFT JOINed with one of its versions, whose stage names come
+/// comma-separated in `v_stages` (see [`READ_SECRET_VERSION_HEAD`]).
+#[derive(sqlx::FromRow)]
+pub(crate) struct SecretVersionRow {
+    #[sqlx(flatten)]
+    secret: SecretRow,
+    v_version_id: Option<String>,
+    v_kms_key_id: Option<String>,
+    v_ciphertext: Option<Vec<u8>>,
+    v_created_ms: Option<i64>,
+    v_expire_ms: Option<i64>,
+    v_stages: Option<String>,
+}
+
+impl TryFrom<SecretVersionRow> for (SecretRecord, Option<SecretVersion>) {
+    type Error = StoreError;
+    fn try_from(row: SecretVersionRow) -> Result<Self, StoreError> {
+        let secret = SecretRecord::try_from(row.secret)?;
+        let version = match (
+            row.v_version_id,
+            row.v_kms_key_id,
+            row.v_ciphertext,
+            row.v_created_ms,
+        ) {
+            (Some(version_id), Some(kms_key_id), Some(ciphertext), Some(created_ms)) => {
+                // Stage names are `[A-Za-z0-9_-]` (the API checks them), so
+                // the comma cannot occur inside one. Sorted here, with the
+                // sort `attach_stages` uses, rather than inside the
+                // aggregate: the same order on both backends whatever their
+                // aggregate-ordering support.
+                let mut stages: Vec<String> = row
+                    .v_stages
+                    .as_deref()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                stages.sort();
+                Some(SecretVersion {
+                    secret_id: secret.secret_id.clone(),
+                    version_id,
+                    kms_key_id,
+                    ciphertext,
+                    created_ms,
+                    expire_ms: row.v_expire_ms,
+                    stages,
+                })
+            }
+            _ => None,
+        };
+        Ok((secret, version))
+    }
+}
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct StageRow {
     pub(crate) secret_id: String,
@@ -856,6 +914,46 @@ pub(crate) const SELECT_LATEST_VERSION: &str = concat!(
     " FROM secret_versions v JOIN secrets s ON s.secret_id = v.secret_id \
      WHERE s.project_id = $1 AND s.name = $2 ORDER BY v.seq DESC LIMIT 1"
 );
+
+/// `read_secret_version`, the CSMS hot read, is one statement (no
+/// transaction, one round trip): the secret (`$1`, `$2`) LEFT JOINed with
+/// one version, whose stage names a correlated subquery aggregates into
+/// one comma-separated column (NULL when it has none). The aggregate
+/// function differs by backend, so [`read_secret_version_sql`] assembles
+/// the statement from these pieces around the backend's function name:
+/// `HEAD`, the function, `FROM`, one of the version conditions, `WHERE`.
+pub(crate) const READ_SECRET_VERSION_HEAD: &str = "SELECT s.secret_id, s.project_id, s.name, \
+     s.state, s.kms_key_id, s.description, s.secret_type, s.auto_rotation, s.rotation_period, \
+     s.rotation_config, s.event_subscriptions, s.enterprise_project_id, s.rotation_func_urn, \
+     s.created_ms, s.updated_ms, s.scheduled_delete_ms, \
+     v.version_id AS v_version_id, v.kms_key_id AS v_kms_key_id, \
+     v.ciphertext AS v_ciphertext, v.created_ms AS v_created_ms, v.expire_ms AS v_expire_ms, \
+     (SELECT ";
+pub(crate) const READ_SECRET_VERSION_FROM: &str = "(st.name, ',') FROM secret_stages st \
+     WHERE st.secret_id = v.secret_id AND st.version_id = v.version_id) AS v_stages \
+     FROM secrets s LEFT JOIN secret_versions v ON v.secret_id = s.secret_id AND ";
+/// The newest version (highest `seq`, as [`SELECT_LATEST_VERSION`]): a
+/// lookup in the `(secret_id, seq)` unique index.
+pub(crate) const READ_LATEST_VERSION_ON: &str =
+    "v.seq = (SELECT MAX(m.seq) FROM secret_versions m WHERE m.secret_id = s.secret_id)";
+/// The version named `$3`.
+pub(crate) const READ_VERSION_BY_ID_ON: &str = "v.version_id = $3";
+pub(crate) const READ_SECRET_VERSION_WHERE: &str = " WHERE s.project_id = $1 AND s.name = $2";
+
+/// The `read_secret_version` statement with `stages_agg_fn` (an aggregate
+/// `f(text, separator)`) and `version_on` (one of the conditions above).
+/// Built once per backend and condition (the callers keep it in a static).
+pub(crate) fn read_secret_version_sql(stages_agg_fn: &str, version_on: &str) -> String {
+    [
+        READ_SECRET_VERSION_HEAD,
+        stages_agg_fn,
+        READ_SECRET_VERSION_FROM,
+        version_on,
+        READ_SECRET_VERSION_WHERE,
+    ]
+    .concat()
+}
+
 /// Newest first, strictly before `seq` `$3`.
 pub(crate) const LIST_VERSIONS: &str = concat!(
     "SELECT ",
@@ -1270,6 +1368,17 @@ macro_rules! impl_store {
                     Ok(q::page(q::attach_tags(owners, tag_rows), offset, total))
                 }
             }
+
+            /// `read_secret_version`'s two statements with this backend's
+            /// stage aggregate, built on first use.
+            static READ_LATEST_VERSION: std::sync::LazyLock<String> =
+                std::sync::LazyLock::new(|| {
+                    q::read_secret_version_sql(<$store>::STAGES_AGG_FN, q::READ_LATEST_VERSION_ON)
+                });
+            static READ_VERSION_BY_ID: std::sync::LazyLock<String> =
+                std::sync::LazyLock::new(|| {
+                    q::read_secret_version_sql(<$store>::STAGES_AGG_FN, q::READ_VERSION_BY_ID_ON)
+                });
 
             /// Quotas as counts comparable with `len()`.
             fn quota(n: u32) -> usize {
@@ -2317,6 +2426,35 @@ macro_rules! impl_store {
                     q::attach_stages(&mut versions, &stages);
                     let [version] = versions;
                     Ok(Some(version))
+                }
+
+                async fn read_secret_version(
+                    &self,
+                    project_id: &str,
+                    name: &str,
+                    version_id: Option<&str>,
+                ) -> Result<Option<(SecretRecord, Option<SecretVersion>)>> {
+                    // One statement: it sees one snapshot without a
+                    // transaction, and costs one round trip.
+                    let row = match version_id {
+                        Some(version_id) => {
+                            sqlx::query_as::<_, q::SecretVersionRow>(READ_VERSION_BY_ID.as_str())
+                                .bind(project_id)
+                                .bind(name)
+                                .bind(version_id)
+                                .fetch_optional(&self.pool)
+                                .await?
+                        }
+                        None => {
+                            sqlx::query_as::<_, q::SecretVersionRow>(READ_LATEST_VERSION.as_str())
+                                .bind(project_id)
+                                .bind(name)
+                                .fetch_optional(&self.pool)
+                                .await?
+                        }
+                    };
+                    row.map(<(SecretRecord, Option<SecretVersion>)>::try_from)
+                        .transpose()
                 }
 
                 async fn list_versions(

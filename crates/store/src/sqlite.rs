@@ -96,6 +96,10 @@ impl SqliteStore {
     /// `instr(haystack, needle)`: 1-based position, 0 when absent; unlike
     /// SQLite's `LIKE` it is case-sensitive, as PostgreSQL's `strpos` is.
     const CONTAINS_FN: &'static str = "instr";
+
+    /// `group_concat(text, separator)`: the stage names of a version in one
+    /// column (NULL over no rows, as PostgreSQL's `string_agg`).
+    const STAGES_AGG_FN: &'static str = "group_concat";
 }
 
 /// Parse `url` and apply the settings described in the module doc.

@@ -244,6 +244,7 @@ conformance!(
     stage_quota,
     version_quota_drops_stageless_versions,
     add_version_checks_the_secret,
+    read_secret_version_in_one_statement,
     two_concurrent_add_versions,
     eight_concurrent_add_versions,
     list_secrets_keyset,
@@ -2411,6 +2412,137 @@ async fn add_version_checks_the_secret(ctx: Ctx) {
     }
     assert_eq!(stage_map(s, P, "s1").await, sm(&[("v1", &[CUR])]));
     assert_eq!(add_value(s, P, "s1", 2, &[CUR]).await, "v2");
+}
+
+/// `read_secret_version` answers what `get_secret` + `get_version` answer.
+async fn read_secret_version_in_one_statement(ctx: Ctx) {
+    let s = &*ctx.store;
+    let s1 = secret(P, "id-1", "s1", 1);
+    add_secret(s, &s1).await;
+    // Latest of a secret with its first version only.
+    assert_eq!(
+        s.read_secret_version(P, "s1", None).await.unwrap(),
+        Some((s1.clone(), Some(stored(1, 1, "id-1", "v1", &[CUR]))))
+    );
+    assert_eq!(add_value(s, P, "s1", 2, &[CUR]).await, "v2");
+    // Several stages, given out of byte order (upper case sorts first).
+    assert_eq!(
+        add_value(s, P, "s1", 3, &["green", "blue", "Z_9", "a-1"]).await,
+        "v3"
+    );
+    s.update_version_expiry(P, "s1", "v2", Some(99))
+        .await
+        .unwrap();
+
+    // The newest version, whatever its stages, as `get_version` has it.
+    let latest = stored(3, 103, "id-1", "v3", &["Z_9", "a-1", "blue", "green"]);
+    assert_eq!(
+        s.get_version(P, "s1", None).await.unwrap(),
+        Some(latest.clone())
+    );
+    assert_eq!(
+        s.read_secret_version(P, "s1", None).await.unwrap(),
+        Some((s1.clone(), Some(latest)))
+    );
+    // Each version by id: the same secret, stages and expiry as `get_version`.
+    for id in ["v1", "v2", "v3"] {
+        let want = s.get_version(P, "s1", Some(id)).await.unwrap();
+        assert!(want.is_some(), "{id}");
+        assert_eq!(
+            s.read_secret_version(P, "s1", Some(id)).await.unwrap(),
+            Some((s1.clone(), want)),
+            "{id}"
+        );
+    }
+    let mut v2 = stored(2, 102, "id-1", "v2", &[CUR]);
+    v2.expire_ms = Some(99);
+    assert_eq!(
+        s.read_secret_version(P, "s1", Some("v2")).await.unwrap(),
+        Some((s1.clone(), Some(v2)))
+    );
+    assert_eq!(
+        s.read_secret_version(P, "s1", Some("v1")).await.unwrap(),
+        Some((s1.clone(), Some(stored(1, 1, "id-1", "v1", &[PREV]))))
+    );
+
+    // The secret exists, the version does not.
+    for id in ["v9", "", "latest", "V1"] {
+        assert_eq!(
+            s.read_secret_version(P, "s1", Some(id)).await.unwrap(),
+            Some((s1.clone(), None)),
+            "{id:?}"
+        );
+    }
+    // No such secret, here or (for this name) in another project.
+    for (project, name) in [(P, "nope"), (Q, "s1")] {
+        assert_eq!(
+            s.read_secret_version(project, name, None).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            s.read_secret_version(project, name, Some("v1"))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    // Another project's secret of the same name is its own.
+    let q1 = secret(Q, "id-q", "s1", 7);
+    add_secret(s, &q1).await;
+    assert_eq!(
+        s.read_secret_version(Q, "s1", None).await.unwrap(),
+        Some((q1, Some(stored(1, 7, "id-q", "v1", &[CUR]))))
+    );
+
+    // After add_version the latest is the new one, and the stages it took
+    // left the others.
+    assert_eq!(add_value(s, P, "s1", 4, &[CUR, "blue"]).await, "v4");
+    let v4 = stored(4, 104, "id-1", "v4", &[CUR, "blue"]);
+    assert_eq!(
+        s.read_secret_version(P, "s1", None).await.unwrap(),
+        Some((s1.clone(), Some(v4.clone())))
+    );
+    assert_eq!(s.get_version(P, "s1", None).await.unwrap(), Some(v4));
+    for id in ["v1", "v2", "v3"] {
+        let (_, got) = s
+            .read_secret_version(P, "s1", Some(id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, s.get_version(P, "s1", Some(id)).await.unwrap(), "{id}");
+    }
+    assert_eq!(
+        s.read_secret_version(P, "s1", Some("v3"))
+            .await
+            .unwrap()
+            .unwrap()
+            .1
+            .unwrap()
+            .stages,
+        ["Z_9", "a-1", "green"]
+    );
+    // A version left without stages.
+    assert_eq!(
+        s.read_secret_version(P, "s1", Some("v1")).await.unwrap(),
+        Some((s1.clone(), Some(stored(1, 1, "id-1", "v1", &[]))))
+    );
+
+    // The state is the caller's to judge: a disabled secret is still read.
+    let disabled = s
+        .set_secret_state(
+            P,
+            "s1",
+            &[SecretState::Enabled],
+            SecretState::Disabled,
+            None,
+            60,
+        )
+        .await
+        .unwrap();
+    assert_eq!(disabled.state, SecretState::Disabled);
+    let (got, version) = s.read_secret_version(P, "s1", None).await.unwrap().unwrap();
+    assert_eq!(got, disabled);
+    assert_eq!(version.unwrap().version_id, "v4");
 }
 
 async fn two_concurrent_add_versions(ctx: Ctx) {
