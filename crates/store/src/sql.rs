@@ -38,8 +38,8 @@ use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
 use crate::model::{
-    Account, AliasRecord, GrantRecord, KeyRecord, KeyState, Material, Page, QuotaKind, Role,
-    SecretRecord, SecretState, SecretVersion, StageRecord, Tag,
+    Account, AliasRecord, GrantRecord, KeyRecord, KeyState, Keyset, Material, Page, QuotaKind,
+    Role, SecretRecord, SecretState, SecretVersion, StageRecord, Tag,
 };
 use crate::{Conflict, StoreError};
 
@@ -65,6 +65,13 @@ pub(crate) enum CorruptRow {
 impl From<CorruptRow> for StoreError {
     fn from(e: CorruptRow) -> Self {
         Self::Backend(sqlx::Error::Decode(Box::new(e)))
+    }
+}
+
+/// Lets infallible row conversions (`From`) share code with fallible ones.
+impl From<std::convert::Infallible> for StoreError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
     }
 }
 
@@ -100,20 +107,27 @@ pub(crate) fn page<T>(items: Vec<T>, offset: u64, total: i64) -> Page<T> {
     }
 }
 
-pub(crate) fn operations_json(operations: &[String]) -> Result<String, StoreError> {
-    serde_json::to_string(operations)
-        .map_err(|e| StoreError::Backend(sqlx::Error::Encode(Box::new(e))))
-}
-
-/// A list of names as the JSON text stored in a TEXT column.
+/// A list of names (grant operations, event subscriptions) as the JSON text
+/// stored in a TEXT column.
 pub(crate) fn strings_json(strings: &[String]) -> Result<String, StoreError> {
-    serde_json::to_string(strings)
-        .map_err(|e| StoreError::Backend(sqlx::Error::Encode(Box::new(e))))
+    serde_json::to_string(strings).map_err(encode_error)
 }
 
 /// One string as JSON text (quoted and escaped as inside a JSON array).
 pub(crate) fn string_json(string: &str) -> Result<String, StoreError> {
-    serde_json::to_string(string).map_err(|e| StoreError::Backend(sqlx::Error::Encode(Box::new(e))))
+    serde_json::to_string(string).map_err(encode_error)
+}
+
+fn encode_error(e: serde_json::Error) -> StoreError {
+    StoreError::Backend(sqlx::Error::Encode(Box::new(e)))
+}
+
+/// A keyset page from `items` fetched with a limit of `limit + 1`: the row
+/// past the page only tells that more follow.
+pub(crate) fn keyset<T>(mut items: Vec<T>, limit: usize) -> Keyset<T> {
+    let more = items.len() > limit;
+    items.truncate(limit);
+    Keyset { items, more }
 }
 
 /// `n` of a version id `v<n>` (n >= 1), `None` for any other id (a restore
@@ -250,7 +264,7 @@ pub(crate) struct KeyRow {
     keystore_id: String,
 }
 
-fn key_state(code: i64) -> Result<KeyState, CorruptRow> {
+pub(crate) fn key_state(code: i64) -> Result<KeyState, CorruptRow> {
     i32::try_from(code)
         .ok()
         .and_then(KeyState::from_code)
@@ -280,18 +294,6 @@ impl TryFrom<KeyRow> for KeyRecord {
             enterprise_project_id: row.enterprise_project_id,
             keystore_id: row.keystore_id,
         })
-    }
-}
-
-/// Just the state column, for telling `WrongState` from `NotFound`.
-#[derive(sqlx::FromRow)]
-pub(crate) struct StateRow {
-    state: i64,
-}
-
-impl StateRow {
-    pub(crate) fn state(&self) -> Result<KeyState, StoreError> {
-        Ok(key_state(self.state)?)
     }
 }
 
@@ -597,10 +599,23 @@ pub(crate) struct ClaimedVersion {
 
 // ---- statements --------------------------------------------------------------
 
+/// `"p.a, p.b, ..."`: columns `a, b, ...` each behind the prefix `p`.
+macro_rules! prefixed {
+    ($p:literal; $first:ident $(, $rest:ident)* $(,)?) => {
+        concat!($p, stringify!($first) $(, ", ", $p, stringify!($rest))*)
+    };
+}
+
+/// The column lists below take an optional table-alias prefix (`"k."`) for
+/// statements that join, so that each list is written once.
 macro_rules! key_columns {
     () => {
-        "key_id, project_id, alias, description, spec, key_usage, origin, state, default_key, \
-         created_ms, deletion_ms, material_version, enterprise_project_id, keystore_id"
+        key_columns!("")
+    };
+    ($p:literal) => {
+        prefixed!($p; key_id, project_id, alias, description, spec, key_usage, origin, state,
+            default_key, created_ms, deletion_ms, material_version, enterprise_project_id,
+            keystore_id)
     };
 }
 macro_rules! alias_columns {
@@ -661,14 +676,15 @@ pub(crate) const SELECT_KEY_BY_ALIAS: &str = concat!(
     key_columns!(),
     " FROM keys WHERE project_id = $1 AND alias = $2"
 );
-pub(crate) const SELECT_KEY_WITH_MATERIAL: &str = "SELECT k.key_id, k.project_id, k.alias, \
-     k.description, k.spec, k.key_usage, k.origin, k.state, k.default_key, k.created_ms, \
-     k.deletion_ms, k.material_version, k.enterprise_project_id, k.keystore_id, \
-     m.version AS m_version, m.wrapping_key AS m_wrapping_key, m.wrapped AS m_wrapped, \
+pub(crate) const SELECT_KEY_WITH_MATERIAL: &str = concat!(
+    "SELECT ",
+    key_columns!("k."),
+    ", m.version AS m_version, m.wrapping_key AS m_wrapping_key, m.wrapped AS m_wrapped, \
      m.created_ms AS m_created_ms \
      FROM keys k LEFT JOIN key_materials m \
      ON m.key_id = k.key_id AND m.version = k.material_version \
-     WHERE k.project_id = $1 AND k.key_id = $2";
+     WHERE k.project_id = $1 AND k.key_id = $2"
+);
 pub(crate) const SELECT_MATERIAL: &str = "SELECT m.key_id, m.version, m.wrapping_key, \
      m.wrapped, m.created_ms FROM key_materials m JOIN keys k ON k.key_id = m.key_id \
      WHERE k.project_id = $1 AND m.key_id = $2 AND m.version = $3";
@@ -755,9 +771,7 @@ pub(crate) const PROJECT_TAGS: &str = "SELECT DISTINCT t.tag_key, t.tag_value FR
      JOIN keys k ON k.key_id = t.key_id WHERE k.project_id = $1 ORDER BY t.tag_key, t.tag_value";
 /// Selected columns of the tag search (`k` is `keys`); the caller appends
 /// the filter built by `push_tag_filter`.
-pub(crate) const FIND_KEYS_HEAD: &str = "SELECT k.key_id, k.project_id, k.alias, \
-     k.description, k.spec, k.key_usage, k.origin, k.state, k.default_key, k.created_ms, \
-     k.deletion_ms, k.material_version, k.enterprise_project_id, k.keystore_id";
+pub(crate) const FIND_KEYS_HEAD: &str = concat!("SELECT ", key_columns!("k."));
 pub(crate) const FIND_KEYS_ORDER: &str = " ORDER BY k.created_ms, k.key_id LIMIT ";
 pub(crate) const TAGS_OF_KEYS_HEAD: &str =
     "SELECT key_id AS owner_id, tag_key, tag_value FROM key_tags WHERE key_id IN (";
@@ -800,15 +814,26 @@ pub(crate) const LIST_RETIRABLE: &str = concat!(
 
 macro_rules! secret_columns {
     () => {
-        "secret_id, project_id, name, state, kms_key_id, description, secret_type, \
-         auto_rotation, rotation_period, rotation_config, event_subscriptions, \
-         enterprise_project_id, rotation_func_urn, created_ms, updated_ms, scheduled_delete_ms"
+        secret_columns!("")
+    };
+    ($p:literal) => {
+        prefixed!($p; secret_id, project_id, name, state, kms_key_id, description, secret_type,
+            auto_rotation, rotation_period, rotation_config, event_subscriptions,
+            enterprise_project_id, rotation_func_urn, created_ms, updated_ms, scheduled_delete_ms)
     };
 }
-/// Version columns, `v` being `secret_versions`.
+/// Version columns, `v` being `secret_versions` unless a prefix is given.
 macro_rules! version_columns {
     () => {
-        "v.secret_id, v.version_id, v.kms_key_id, v.ciphertext, v.created_ms, v.expire_ms"
+        version_columns!("v.")
+    };
+    ($p:literal) => {
+        prefixed!($p; secret_id, version_id, kms_key_id, ciphertext, created_ms, expire_ms)
+    };
+}
+macro_rules! stage_columns {
+    ($p:literal) => {
+        prefixed!($p; secret_id, name, version_id, updated_ms)
     };
 }
 
@@ -902,18 +927,6 @@ pub(crate) const PURGE_SECRETS: Purge = Purge {
 pub(crate) const INSERT_VERSION: &str = "INSERT INTO secret_versions \
      (secret_id, version_id, seq, kms_key_id, ciphertext, created_ms, expire_ms) \
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
-pub(crate) const SELECT_VERSION: &str = concat!(
-    "SELECT ",
-    version_columns!(),
-    " FROM secret_versions v JOIN secrets s ON s.secret_id = v.secret_id \
-     WHERE s.project_id = $1 AND s.name = $2 AND v.version_id = $3"
-);
-pub(crate) const SELECT_LATEST_VERSION: &str = concat!(
-    "SELECT ",
-    version_columns!(),
-    " FROM secret_versions v JOIN secrets s ON s.secret_id = v.secret_id \
-     WHERE s.project_id = $1 AND s.name = $2 ORDER BY v.seq DESC LIMIT 1"
-);
 
 /// `read_secret_version`, the CSMS hot read, is one statement (no
 /// transaction, one round trip): the secret (`$1`, `$2`) LEFT JOINed with
@@ -922,18 +935,18 @@ pub(crate) const SELECT_LATEST_VERSION: &str = concat!(
 /// function differs by backend, so [`read_secret_version_sql`] assembles
 /// the statement from these pieces around the backend's function name:
 /// `HEAD`, the function, `FROM`, one of the version conditions, `WHERE`.
-pub(crate) const READ_SECRET_VERSION_HEAD: &str = "SELECT s.secret_id, s.project_id, s.name, \
-     s.state, s.kms_key_id, s.description, s.secret_type, s.auto_rotation, s.rotation_period, \
-     s.rotation_config, s.event_subscriptions, s.enterprise_project_id, s.rotation_func_urn, \
-     s.created_ms, s.updated_ms, s.scheduled_delete_ms, \
-     v.version_id AS v_version_id, v.kms_key_id AS v_kms_key_id, \
+pub(crate) const READ_SECRET_VERSION_HEAD: &str = concat!(
+    "SELECT ",
+    secret_columns!("s."),
+    ", v.version_id AS v_version_id, v.kms_key_id AS v_kms_key_id, \
      v.ciphertext AS v_ciphertext, v.created_ms AS v_created_ms, v.expire_ms AS v_expire_ms, \
-     (SELECT ";
+     (SELECT "
+);
 pub(crate) const READ_SECRET_VERSION_FROM: &str = "(st.name, ',') FROM secret_stages st \
      WHERE st.secret_id = v.secret_id AND st.version_id = v.version_id) AS v_stages \
      FROM secrets s LEFT JOIN secret_versions v ON v.secret_id = s.secret_id AND ";
-/// The newest version (highest `seq`, as [`SELECT_LATEST_VERSION`]): a
-/// lookup in the `(secret_id, seq)` unique index.
+/// The newest version (highest `seq`): a lookup in the `(secret_id, seq)`
+/// unique index.
 pub(crate) const READ_LATEST_VERSION_ON: &str =
     "v.seq = (SELECT MAX(m.seq) FROM secret_versions m WHERE m.secret_id = s.secret_id)";
 /// The version named `$3`.
@@ -976,16 +989,24 @@ pub(crate) const DROPPABLE_VERSIONS: &str = "SELECT v.version_id FROM secret_ver
      AND st.version_id = v.version_id) ORDER BY v.seq LIMIT $3";
 pub(crate) const DELETE_VERSION: &str =
     "DELETE FROM secret_versions WHERE secret_id = $1 AND version_id = $2";
-pub(crate) const UPDATE_VERSION_EXPIRY: &str = "UPDATE secret_versions SET expire_ms = $3 \
-     WHERE secret_id = $1 AND version_id = $2 \
-     RETURNING secret_id, version_id, kms_key_id, ciphertext, created_ms, expire_ms";
+pub(crate) const UPDATE_VERSION_EXPIRY: &str = concat!(
+    "UPDATE secret_versions SET expire_ms = $3 WHERE secret_id = $1 AND version_id = $2 \
+     RETURNING ",
+    version_columns!("")
+);
 
 // stages
-pub(crate) const STAGES_OF_SECRET: &str = "SELECT secret_id, name, version_id, updated_ms \
-     FROM secret_stages WHERE secret_id = $1 ORDER BY name";
-pub(crate) const SELECT_STAGE: &str = "SELECT st.secret_id, st.name, st.version_id, \
-     st.updated_ms FROM secret_stages st JOIN secrets s ON s.secret_id = st.secret_id \
-     WHERE s.project_id = $1 AND s.name = $2 AND st.name = $3";
+pub(crate) const STAGES_OF_SECRET: &str = concat!(
+    "SELECT ",
+    stage_columns!(""),
+    " FROM secret_stages WHERE secret_id = $1 ORDER BY name"
+);
+pub(crate) const SELECT_STAGE: &str = concat!(
+    "SELECT ",
+    stage_columns!("st."),
+    " FROM secret_stages st JOIN secrets s ON s.secret_id = st.secret_id \
+     WHERE s.project_id = $1 AND s.name = $2 AND st.name = $3"
+);
 pub(crate) const UPSERT_STAGE: &str = "INSERT INTO secret_stages \
      (secret_id, name, version_id, updated_ms) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (secret_id, name) DO UPDATE \
@@ -1008,10 +1029,7 @@ pub(crate) const PROJECT_SECRET_TAGS: &str = "SELECT DISTINCT t.tag_key, t.tag_v
      FROM secret_tags t JOIN secrets s ON s.secret_id = t.secret_id WHERE s.project_id = $1 \
      ORDER BY t.tag_key, t.tag_value";
 /// Selected columns of the secret tag search (`s` is `secrets`).
-pub(crate) const FIND_SECRETS_HEAD: &str = "SELECT s.secret_id, s.project_id, s.name, \
-     s.state, s.kms_key_id, s.description, s.secret_type, s.auto_rotation, s.rotation_period, \
-     s.rotation_config, s.event_subscriptions, s.enterprise_project_id, s.rotation_func_urn, \
-     s.created_ms, s.updated_ms, s.scheduled_delete_ms";
+pub(crate) const FIND_SECRETS_HEAD: &str = concat!("SELECT ", secret_columns!("s."));
 pub(crate) const FIND_SECRETS_ORDER: &str = " ORDER BY s.name LIMIT ";
 pub(crate) const TAGS_OF_SECRETS_HEAD: &str =
     "SELECT secret_id AS owner_id, tag_key, tag_value FROM secret_tags WHERE secret_id IN (";
@@ -1122,6 +1140,59 @@ macro_rules! impl_store {
                     .ok_or(StoreError::NotFound)
             }
 
+            /// The error of a secret compare-and-set that matched no row:
+            /// `WrongSecretState` with the state found, or `NotFound`.
+            async fn secret_state_error<'c, E>(conn: E, project_id: &str, name: &str) -> StoreError
+            where
+                E: sqlx::Executor<'c, Database = $db>,
+            {
+                let current: std::result::Result<Option<String>, sqlx::Error> =
+                    sqlx::query_scalar(q::SECRET_STATE)
+                        .bind(project_id)
+                        .bind(name)
+                        .fetch_optional(conn)
+                        .await;
+                match current {
+                    Ok(Some(state)) => match q::secret_state(&state) {
+                        Ok(current) => StoreError::WrongSecretState { current },
+                        Err(e) => e.into(),
+                    },
+                    Ok(None) => StoreError::NotFound,
+                    Err(e) => e.into(),
+                }
+            }
+
+            /// Fills in the stages of `versions`, all of secret `secret_id`
+            /// (read from the project by the same transaction).
+            async fn attach_stages(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                secret_id: &str,
+                versions: &mut [SecretVersion],
+            ) -> Result<()> {
+                let stages = sqlx::query_as::<_, q::StageRow>(q::STAGES_OF_SECRET)
+                    .bind(secret_id)
+                    .fetch_all(conn)
+                    .await?;
+                q::attach_stages(versions, &stages);
+                Ok(())
+            }
+
+            type Args = <$db as sqlx::Database>::Arguments;
+
+            /// `Quota(kind)` when the rows that `count` counts already fill
+            /// `limit` (one more would exceed it).
+            async fn check_quota(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                count: sqlx::query::QueryScalar<'_, $db, i64, Args>,
+                limit: u32,
+                kind: QuotaKind,
+            ) -> Result<()> {
+                if count.fetch_one(conn).await? >= i64::from(limit) {
+                    return Err(StoreError::Quota(kind));
+                }
+                Ok(())
+            }
+
             /// Writes `version` as `version_id`, number `seq`, of secret
             /// `secret_id` (whatever the ids `version` carries).
             async fn insert_version(
@@ -1180,6 +1251,31 @@ macro_rules! impl_store {
             /// What keys and secrets do alike: purge (over a [`q::Purge`])
             /// and the tag methods (over a [`q::TagTable`]).
             impl $store {
+                /// An offset page in one snapshot: `count` gives the total
+                /// over all pages, `list` the rows (decoded from `R`) at
+                /// `offset`.
+                async fn fetch_page<R, T>(
+                    &self,
+                    count: sqlx::query::QueryScalar<'_, $db, i64, Args>,
+                    list: sqlx::query::QueryAs<'_, $db, R, Args>,
+                    offset: u64,
+                ) -> Result<Page<T>>
+                where
+                    R: for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row> + Send + Unpin,
+                    T: TryFrom<R>,
+                    StoreError: From<T::Error>,
+                {
+                    let mut tx = self.begin_read().await?;
+                    let total = count.fetch_one(&mut *tx).await?;
+                    let rows = list.fetch_all(&mut *tx).await?;
+                    tx.commit().await?;
+                    let items = rows
+                        .into_iter()
+                        .map(|row| T::try_from(row).map_err(StoreError::from))
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(q::page(items, offset, total))
+                }
+
                 /// Deletes each row of `purge.due` for `(pending, now)` with
                 /// its children, one transaction each; returns the ids this
                 /// call deleted.
@@ -1451,13 +1547,13 @@ macro_rules! impl_store {
                         return Err(StoreError::Conflict(Conflict::KeyAlias));
                     }
                     if !key.default_key {
-                        let keys: i64 = sqlx::query_scalar(q::COUNT_CUSTOMER_KEYS)
-                            .bind(&key.project_id)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        if keys >= i64::from(quotas.keys_per_project) {
-                            return Err(StoreError::Quota(QuotaKind::Keys));
-                        }
+                        check_quota(
+                            &mut tx,
+                            sqlx::query_scalar(q::COUNT_CUSTOMER_KEYS).bind(&key.project_id),
+                            quotas.keys_per_project,
+                            QuotaKind::Keys,
+                        )
+                        .await?;
                     }
                     // Every writer of `keys.alias` in this project holds the
                     // write lock, so the alias check above still holds: a
@@ -1564,29 +1660,19 @@ macro_rules! impl_store {
                     let state = filter.state.map(|s| i64::from(s.code()));
                     let spec = filter.spec.as_deref();
                     let eps = filter.enterprise_project_id.as_deref();
-                    let mut tx = self.begin_read().await?;
-                    let total: i64 = sqlx::query_scalar(q::COUNT_KEYS)
+                    let count = sqlx::query_scalar(q::COUNT_KEYS)
                         .bind(project_id)
                         .bind(state)
                         .bind(spec)
-                        .bind(eps)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    let rows = sqlx::query_as::<_, q::KeyRow>(q::LIST_KEYS)
+                        .bind(eps);
+                    let list = sqlx::query_as::<_, q::KeyRow>(q::LIST_KEYS)
                         .bind(project_id)
                         .bind(state)
                         .bind(spec)
                         .bind(eps)
                         .bind(q::int(limit))
-                        .bind(q::int(offset))
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    let items = rows
-                        .into_iter()
-                        .map(KeyRecord::try_from)
-                        .collect::<Result<Vec<_>>>()?;
-                    Ok(q::page(items, offset, total))
+                        .bind(q::int(offset));
+                    self.fetch_page::<_, KeyRecord>(count, list, offset).await
                 }
 
                 async fn transition(
@@ -1625,14 +1711,14 @@ macro_rules! impl_store {
                             return KeyRecord::try_from(row);
                         }
                     }
-                    let current = sqlx::query_as::<_, q::StateRow>(q::KEY_STATE)
+                    let current: Option<i64> = sqlx::query_scalar(q::KEY_STATE)
                         .bind(project_id)
                         .bind(key_id)
                         .fetch_optional(&self.pool)
                         .await?;
                     match current {
-                        Some(row) => Err(StoreError::WrongState {
-                            current: row.state()?,
+                        Some(code) => Err(StoreError::WrongState {
+                            current: q::key_state(code)?,
                         }),
                         None => Err(StoreError::NotFound),
                     }
@@ -1709,14 +1795,15 @@ macro_rules! impl_store {
                     if taken.is_some() {
                         return Err(StoreError::Conflict(Conflict::Alias));
                     }
-                    let aliases: i64 = sqlx::query_scalar(q::COUNT_ALIASES_OF_KEY)
-                        .bind(&alias.project_id)
-                        .bind(&alias.key_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    if aliases >= i64::from(quotas.aliases_per_key) {
-                        return Err(StoreError::Quota(QuotaKind::AliasesPerKey));
-                    }
+                    check_quota(
+                        &mut tx,
+                        sqlx::query_scalar(q::COUNT_ALIASES_OF_KEY)
+                            .bind(&alias.project_id)
+                            .bind(&alias.key_id),
+                        quotas.aliases_per_key,
+                        QuotaKind::AliasesPerKey,
+                    )
+                    .await?;
                     sqlx::query(q::INSERT_ALIAS)
                         .bind(&alias.project_id)
                         .bind(&alias.alias)
@@ -1737,22 +1824,15 @@ macro_rules! impl_store {
                     offset: u64,
                     limit: u64,
                 ) -> Result<Page<AliasRecord>> {
-                    let mut tx = self.begin_read().await?;
-                    let total: i64 = sqlx::query_scalar(q::COUNT_ALIASES)
+                    let count = sqlx::query_scalar(q::COUNT_ALIASES)
                         .bind(project_id)
-                        .bind(key_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    let rows = sqlx::query_as::<_, q::AliasRow>(q::LIST_ALIASES)
+                        .bind(key_id);
+                    let list = sqlx::query_as::<_, q::AliasRow>(q::LIST_ALIASES)
                         .bind(project_id)
                         .bind(key_id)
                         .bind(q::int(limit))
-                        .bind(q::int(offset))
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    let items = rows.into_iter().map(AliasRecord::from).collect();
-                    Ok(q::page(items, offset, total))
+                        .bind(q::int(offset));
+                    self.fetch_page::<_, AliasRecord>(count, list, offset).await
                 }
 
                 async fn delete_aliases(
@@ -1801,14 +1881,15 @@ macro_rules! impl_store {
                     // Re-pointing an alias at the key it already names adds
                     // nothing to that key's count.
                     if current.key_id != target_key_id {
-                        let aliases: i64 = sqlx::query_scalar(q::COUNT_ALIASES_OF_KEY)
-                            .bind(project_id)
-                            .bind(target_key_id)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        if aliases >= i64::from(quotas.aliases_per_key) {
-                            return Err(StoreError::Quota(QuotaKind::AliasesPerKey));
-                        }
+                        check_quota(
+                            &mut tx,
+                            sqlx::query_scalar(q::COUNT_ALIASES_OF_KEY)
+                                .bind(project_id)
+                                .bind(target_key_id),
+                            quotas.aliases_per_key,
+                            QuotaKind::AliasesPerKey,
+                        )
+                        .await?;
                     }
                     let row = sqlx::query_as::<_, q::AliasRow>(q::REPOINT_ALIAS)
                         .bind(project_id)
@@ -1875,24 +1956,25 @@ macro_rules! impl_store {
                 // ---- grants -----------------------------------------------------------
 
                 async fn create_grant(&self, grant: &GrantRecord, quotas: &Quotas) -> Result<()> {
-                    let operations = q::operations_json(&grant.operations)?;
+                    let operations = q::strings_json(&grant.operations)?;
                     let mut tx = self.begin_write(&grant.project_id).await?;
                     require_id(&mut tx, q::KEY_EXISTS, &grant.project_id, &grant.key_id).await?;
-                    let of_key: i64 = sqlx::query_scalar(q::COUNT_GRANTS_OF_KEY)
-                        .bind(&grant.project_id)
-                        .bind(&grant.key_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    if of_key >= i64::from(quotas.grants_per_key) {
-                        return Err(StoreError::Quota(QuotaKind::GrantsPerKey));
-                    }
-                    let of_project: i64 = sqlx::query_scalar(q::COUNT_GRANTS_OF_PROJECT)
-                        .bind(&grant.project_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    if of_project >= i64::from(quotas.grants_per_project) {
-                        return Err(StoreError::Quota(QuotaKind::GrantsPerProject));
-                    }
+                    check_quota(
+                        &mut tx,
+                        sqlx::query_scalar(q::COUNT_GRANTS_OF_KEY)
+                            .bind(&grant.project_id)
+                            .bind(&grant.key_id),
+                        quotas.grants_per_key,
+                        QuotaKind::GrantsPerKey,
+                    )
+                    .await?;
+                    check_quota(
+                        &mut tx,
+                        sqlx::query_scalar(q::COUNT_GRANTS_OF_PROJECT).bind(&grant.project_id),
+                        quotas.grants_per_project,
+                        QuotaKind::GrantsPerProject,
+                    )
+                    .await?;
                     // A duplicate grant id (random 256 bits) has no
                     // `Conflict` kind: it surfaces as `Backend`.
                     sqlx::query(q::INSERT_GRANT)
@@ -1919,25 +2001,15 @@ macro_rules! impl_store {
                     offset: u64,
                     limit: u64,
                 ) -> Result<Page<GrantRecord>> {
-                    let mut tx = self.begin_read().await?;
-                    let total: i64 = sqlx::query_scalar(q::COUNT_GRANTS_OF_KEY)
+                    let count = sqlx::query_scalar(q::COUNT_GRANTS_OF_KEY)
                         .bind(project_id)
-                        .bind(key_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    let rows = sqlx::query_as::<_, q::GrantRow>(q::LIST_GRANTS_OF_KEY)
+                        .bind(key_id);
+                    let list = sqlx::query_as::<_, q::GrantRow>(q::LIST_GRANTS_OF_KEY)
                         .bind(project_id)
                         .bind(key_id)
                         .bind(q::int(limit))
-                        .bind(q::int(offset))
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    let items = rows
-                        .into_iter()
-                        .map(GrantRecord::try_from)
-                        .collect::<Result<Vec<_>>>()?;
-                    Ok(q::page(items, offset, total))
+                        .bind(q::int(offset));
+                    self.fetch_page::<_, GrantRecord>(count, list, offset).await
                 }
 
                 async fn get_grant(
@@ -1993,25 +2065,15 @@ macro_rules! impl_store {
                     if principal.is_empty() {
                         return Ok(q::page(Vec::new(), offset, 0));
                     }
-                    let mut tx = self.begin_read().await?;
-                    let total: i64 = sqlx::query_scalar(q::COUNT_RETIRABLE)
+                    let count = sqlx::query_scalar(q::COUNT_RETIRABLE)
                         .bind(project_id)
-                        .bind(principal)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    let rows = sqlx::query_as::<_, q::GrantRow>(q::LIST_RETIRABLE)
+                        .bind(principal);
+                    let list = sqlx::query_as::<_, q::GrantRow>(q::LIST_RETIRABLE)
                         .bind(project_id)
                         .bind(principal)
                         .bind(q::int(limit))
-                        .bind(q::int(offset))
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    let items = rows
-                        .into_iter()
-                        .map(GrantRecord::try_from)
-                        .collect::<Result<Vec<_>>>()?;
-                    Ok(q::page(items, offset, total))
+                        .bind(q::int(offset));
+                    self.fetch_page::<_, GrantRecord>(count, list, offset).await
                 }
 
                 // ---- CSMS secrets -------------------------------------------------------
@@ -2044,13 +2106,13 @@ macro_rules! impl_store {
                     if taken.is_some() {
                         return Err(StoreError::Conflict(Conflict::SecretName));
                     }
-                    let secrets: i64 = sqlx::query_scalar(q::COUNT_SECRETS)
-                        .bind(&secret.project_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    if secrets >= i64::from(quotas.secrets_per_project) {
-                        return Err(StoreError::Quota(QuotaKind::Secrets));
-                    }
+                    check_quota(
+                        &mut tx,
+                        sqlx::query_scalar(q::COUNT_SECRETS).bind(&secret.project_id),
+                        quotas.secrets_per_project,
+                        QuotaKind::Secrets,
+                    )
+                    .await?;
                     // The name was checked under the write lock: a unique
                     // violation here is the global secret id (random UUID),
                     // which has no `Conflict` kind and surfaces as `Backend`.
@@ -2181,9 +2243,7 @@ macro_rules! impl_store {
                         }
                     }
                     tx.commit().await?;
-                    let more = items.len() > limit;
-                    items.truncate(limit);
-                    Ok(Keyset { items, more })
+                    Ok(q::keyset(items, limit))
                 }
 
                 async fn update_secret(&self, secret: &SecretRecord) -> Result<SecretRecord> {
@@ -2242,17 +2302,7 @@ macro_rules! impl_store {
                             return SecretRecord::try_from(row);
                         }
                     }
-                    let current: Option<String> = sqlx::query_scalar(q::SECRET_STATE)
-                        .bind(project_id)
-                        .bind(name)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                    match current {
-                        Some(state) => Err(StoreError::WrongSecretState {
-                            current: q::secret_state(&state)?,
-                        }),
-                        None => Err(StoreError::NotFound),
-                    }
+                    Err(secret_state_error(&self.pool, project_id, name).await)
                 }
 
                 async fn delete_secret(&self, project_id: &str, name: &str) -> Result<()> {
@@ -2294,17 +2344,7 @@ macro_rules! impl_store {
                         .fetch_optional(&mut *tx)
                         .await?;
                     let Some(claimed) = claimed else {
-                        let current: Option<String> = sqlx::query_scalar(q::SECRET_STATE)
-                            .bind(project_id)
-                            .bind(name)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        return match current {
-                            Some(state) => Err(StoreError::WrongSecretState {
-                                current: q::secret_state(&state)?,
-                            }),
-                            None => Err(StoreError::NotFound),
-                        };
+                        return Err(secret_state_error(&mut *tx, project_id, name).await);
                     };
                     let secret_id = claimed.secret_id;
                     let n = claimed.next_version - 1;
@@ -2395,37 +2435,11 @@ macro_rules! impl_store {
                     name: &str,
                     version_id: Option<&str>,
                 ) -> Result<Option<SecretVersion>> {
-                    let mut tx = self.begin_read().await?;
-                    let row = match version_id {
-                        Some(version_id) => {
-                            sqlx::query_as::<_, q::VersionRow>(q::SELECT_VERSION)
-                                .bind(project_id)
-                                .bind(name)
-                                .bind(version_id)
-                                .fetch_optional(&mut *tx)
-                                .await?
-                        }
-                        None => {
-                            sqlx::query_as::<_, q::VersionRow>(q::SELECT_LATEST_VERSION)
-                                .bind(project_id)
-                                .bind(name)
-                                .fetch_optional(&mut *tx)
-                                .await?
-                        }
-                    };
-                    let Some(row) = row else {
-                        return Ok(None);
-                    };
-                    let mut versions = [SecretVersion::from(row)];
-                    // The secret id was just read from this project.
-                    let stages = sqlx::query_as::<_, q::StageRow>(q::STAGES_OF_SECRET)
-                        .bind(&versions[0].secret_id)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    q::attach_stages(&mut versions, &stages);
-                    let [version] = versions;
-                    Ok(Some(version))
+                    // The hot read's one statement; the secret comes along.
+                    Ok(self
+                        .read_secret_version(project_id, name, version_id)
+                        .await?
+                        .and_then(|(_, version)| version))
                 }
 
                 async fn read_secret_version(
@@ -2501,15 +2515,9 @@ macro_rules! impl_store {
                             .into_iter()
                             .map(SecretVersion::from)
                             .collect();
-                    let stages = sqlx::query_as::<_, q::StageRow>(q::STAGES_OF_SECRET)
-                        .bind(&secret_id)
-                        .fetch_all(&mut *tx)
-                        .await?;
+                    attach_stages(&mut tx, &secret_id, &mut items).await?;
                     tx.commit().await?;
-                    let more = items.len() > limit;
-                    items.truncate(limit);
-                    q::attach_stages(&mut items, &stages);
-                    Ok(Keyset { items, more })
+                    Ok(q::keyset(items, limit))
                 }
 
                 async fn update_version_expiry(
@@ -2529,13 +2537,9 @@ macro_rules! impl_store {
                         .fetch_optional(&mut *tx)
                         .await?
                         .ok_or(StoreError::NotFound)?;
-                    let stages = sqlx::query_as::<_, q::StageRow>(q::STAGES_OF_SECRET)
-                        .bind(&secret_id)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
                     let mut versions = [SecretVersion::from(row)];
-                    q::attach_stages(&mut versions, &stages);
+                    attach_stages(&mut tx, &secret_id, &mut versions).await?;
+                    tx.commit().await?;
                     let [version] = versions;
                     Ok(version)
                 }
@@ -2559,12 +2563,8 @@ macro_rules! impl_store {
                             .into_iter()
                             .map(SecretVersion::from)
                             .collect();
-                    let stages = sqlx::query_as::<_, q::StageRow>(q::STAGES_OF_SECRET)
-                        .bind(&secret_id)
-                        .fetch_all(&mut *tx)
-                        .await?;
+                    attach_stages(&mut tx, &secret_id, &mut versions).await?;
                     tx.commit().await?;
-                    q::attach_stages(&mut versions, &stages);
                     Ok(versions)
                 }
 

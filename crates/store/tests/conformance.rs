@@ -339,6 +339,35 @@ fn tag(key: &str, value: &str) -> Tag {
     }
 }
 
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// `(name, [values])` pairs: a stage map (version id, stages), a project's
+/// tag listing (tag key, values) or a tag filter's entries.
+fn sm(entries: &[(&str, &[&str])]) -> Vec<(String, Vec<String>)> {
+    entries
+        .iter()
+        .map(|(name, values)| (name.to_string(), strings(values)))
+        .collect()
+}
+
+/// A filter on tags alone.
+fn tag_filter(entries: &[(&str, &[&str])]) -> TagFilter {
+    TagFilter {
+        tags: sm(entries),
+        resource_name: None,
+    }
+}
+
+/// `filter` narrowed to resource names containing `needle`.
+fn named(needle: &str, filter: TagFilter) -> TagFilter {
+    TagFilter {
+        resource_name: Some(needle.to_owned()),
+        ..filter
+    }
+}
+
 fn ids<'a>(keys: impl IntoIterator<Item = &'a KeyRecord>) -> Vec<&'a str> {
     keys.into_iter().map(|k| k.key_id.as_str()).collect()
 }
@@ -890,10 +919,7 @@ async fn purge_follows_the_clock(ctx: Ctx) {
     assert_eq!(s.list_grants(P, "doomed", 0, 10).await.unwrap(), empty());
     let aliases = s.list_aliases(P, None, 0, 10).await.unwrap();
     assert_eq!(aliases.items, [alias(P, "alias/keeper", "keeper", 2)]);
-    assert_eq!(
-        s.project_tags(P).await.unwrap(),
-        [("env".to_owned(), vec!["new".to_owned()])]
-    );
+    assert_eq!(s.project_tags(P).await.unwrap(), sm(&[("env", &["new"])]));
     assert_eq!(s.usage(P).await.unwrap().grants, 1);
     for table in ["keys", "key_materials", "key_tags", "aliases", "grants"] {
         assert_eq!(ctx.rows_of_key(table, "doomed").await, 0, "{table}");
@@ -1120,14 +1146,11 @@ async fn tags(ctx: Ctx) {
 
     // Delete all or nothing.
     assert_err!(
-        s.delete_tags(P, "k1", &["a".to_owned(), "zz".to_owned()])
-            .await,
+        s.delete_tags(P, "k1", &strings(&["a", "zz"])).await,
         StoreError::NotFound
     );
     assert_eq!(s.key_tags(P, "k1").await.unwrap().len(), 3);
-    s.delete_tags(P, "k1", &["a".to_owned(), "c".to_owned()])
-        .await
-        .unwrap();
+    s.delete_tags(P, "k1", &strings(&["a", "c"])).await.unwrap();
     assert_eq!(s.key_tags(P, "k1").await.unwrap(), [tag("b", "y")]);
 
     // Missing keys and other projects' keys.
@@ -1159,17 +1182,11 @@ async fn tags(ctx: Ctx) {
         .unwrap();
     assert_eq!(
         s.project_tags(P).await.unwrap(),
-        [
-            ("b".to_owned(), vec!["1".to_owned(), "y".to_owned()]),
-            ("env".to_owned(), vec!["dev".to_owned(), "prod".to_owned()]),
-        ]
+        sm(&[("b", &["1", "y"]), ("env", &["dev", "prod"])])
     );
     assert_eq!(
         s.project_tags(Q).await.unwrap(),
-        [
-            ("env".to_owned(), vec!["qa".to_owned()]),
-            ("only-q".to_owned(), vec!["1".to_owned()]),
-        ]
+        sm(&[("env", &["qa"]), ("only-q", &["1"])])
     );
     assert!(s.project_tags("no-such-project").await.unwrap().is_empty());
 }
@@ -1203,46 +1220,32 @@ async fn find_keys_by_tags(ctx: Ctx) {
             .map(|(k, _)| k.key_id.clone())
             .collect::<Vec<_>>()
     };
-    let tags = |entries: &[(&str, &[&str])]| TagFilter {
-        tags: entries
-            .iter()
-            .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
-            .collect(),
-        resource_name: None,
-    };
 
     assert_eq!(find(TagFilter::default()).await, ["k1", "k2", "k3", "k4"]);
-    assert_eq!(find(tags(&[("env", &["prod"])])).await, ["k1", "k3"]);
+    assert_eq!(find(tag_filter(&[("env", &["prod"])])).await, ["k1", "k3"]);
     assert_eq!(
-        find(tags(&[("env", &["prod", "dev"])])).await,
+        find(tag_filter(&[("env", &["prod", "dev"])])).await,
         ["k1", "k2", "k3"]
     );
-    assert_eq!(find(tags(&[("team", &[])])).await, ["k1", "k2"]);
+    assert_eq!(find(tag_filter(&[("team", &[])])).await, ["k1", "k2"]);
     assert_eq!(
-        find(tags(&[("env", &["prod"]), ("team", &[])])).await,
+        find(tag_filter(&[("env", &["prod"]), ("team", &[])])).await,
         ["k1"]
     );
-    assert!(find(tags(&[("nope", &[])])).await.is_empty());
-    assert!(find(tags(&[("env", &["staging"])])).await.is_empty());
+    assert!(find(tag_filter(&[("nope", &[])])).await.is_empty());
+    assert!(find(tag_filter(&[("env", &["staging"])])).await.is_empty());
     // resource_name: case-sensitive substring of the key alias.
-    let by_name = |needle: &str, mut filter: TagFilter| {
-        filter.resource_name = Some(needle.to_owned());
-        filter
-    };
+    assert_eq!(find(named("web", TagFilter::default())).await, ["k1", "k2"]);
+    assert_eq!(find(named("WEB", TagFilter::default())).await, ["k4"]);
     assert_eq!(
-        find(by_name("web", TagFilter::default())).await,
-        ["k1", "k2"]
-    );
-    assert_eq!(find(by_name("WEB", TagFilter::default())).await, ["k4"]);
-    assert_eq!(
-        find(by_name("-", TagFilter::default())).await,
+        find(named("-", TagFilter::default())).await,
         ["k1", "k2", "k4"]
     );
     assert_eq!(
-        find(by_name("web", tags(&[("env", &["prod"])]))).await,
+        find(named("web", tag_filter(&[("env", &["prod"])]))).await,
         ["k1"]
     );
-    assert!(find(by_name("%", TagFilter::default())).await.is_empty());
+    assert!(find(named("%", TagFilter::default())).await.is_empty());
 
     // Pages, with each key's tags sorted.
     let page = s
@@ -1262,7 +1265,7 @@ async fn find_keys_by_tags(ctx: Ctx) {
 
     // Another project.
     let page = s
-        .find_keys_by_tags(Q, &tags(&[("env", &["prod"])]), 0, 10)
+        .find_keys_by_tags(Q, &tag_filter(&[("env", &["prod"])]), 0, 10)
         .await
         .unwrap();
     assert_eq!(ids(page.items.iter().map(|(k, _)| k)), ["q1"]);
@@ -1621,7 +1624,7 @@ fn stored(
     SecretVersion {
         secret_id: secret_id.to_owned(),
         version_id: version_id.to_owned(),
-        stages: stages.iter().map(|s| s.to_string()).collect(),
+        stages: strings(stages),
         ..value(n, created_ms)
     }
 }
@@ -1661,7 +1664,7 @@ async fn add_secret(store: &dyn Store, secret: &SecretRecord) {
 
 /// Adds value `n` with `stages`, default quotas; returns the new id.
 async fn add_value(store: &dyn Store, project: &str, name: &str, n: u8, stages: &[&str]) -> String {
-    let stages: Vec<String> = stages.iter().map(|s| s.to_string()).collect();
+    let stages = strings(stages);
     store
         .add_version(
             project,
@@ -1684,18 +1687,6 @@ async fn stage_map(store: &dyn Store, project: &str, name: &str) -> Vec<(String,
         .unwrap()
         .into_iter()
         .map(|v| (v.version_id, v.stages))
-        .collect()
-}
-
-fn sm(entries: &[(&str, &[&str])]) -> Vec<(String, Vec<String>)> {
-    entries
-        .iter()
-        .map(|(v, stages)| {
-            (
-                v.to_string(),
-                stages.iter().map(|s| s.to_string()).collect(),
-            )
-        })
         .collect()
 }
 
@@ -2321,7 +2312,7 @@ async fn version_quota_drops_stageless_versions(ctx: Ctx) {
         ..SecretQuotas::default()
     };
     let add = |n: u8, stages: &'static [&'static str]| async move {
-        let stages: Vec<String> = stages.iter().map(|s| s.to_string()).collect();
+        let stages = strings(stages);
         s.add_version(
             P,
             "s1",
@@ -3026,12 +3017,12 @@ async fn secret_tags(ctx: Ctx) {
 
     // Delete: all or nothing.
     assert_err!(
-        s.delete_secret_tags(P, "id-1", &["a".to_owned(), "zz".to_owned()])
+        s.delete_secret_tags(P, "id-1", &strings(&["a", "zz"]))
             .await,
         StoreError::NotFound
     );
     assert_eq!(s.secret_tags(P, "id-1").await.unwrap().len(), 3);
-    s.delete_secret_tags(P, "id-1", &["a".to_owned(), "c".to_owned(), "a".to_owned()])
+    s.delete_secret_tags(P, "id-1", &strings(&["a", "c", "a"]))
         .await
         .unwrap();
     assert_eq!(s.secret_tags(P, "id-1").await.unwrap(), [tag("b", "y")]);
@@ -3066,14 +3057,11 @@ async fn secret_tags(ctx: Ctx) {
         .unwrap();
     assert_eq!(
         s.project_secret_tags(P).await.unwrap(),
-        [
-            ("b".to_owned(), vec!["1".to_owned(), "y".to_owned()]),
-            ("env".to_owned(), vec!["prod".to_owned()]),
-        ]
+        sm(&[("b", &["1", "y"]), ("env", &["prod"])])
     );
     assert_eq!(
         s.project_secret_tags(Q).await.unwrap(),
-        [("env".to_owned(), vec!["qa".to_owned()])]
+        sm(&[("env", &["qa"])])
     );
     assert!(
         s.project_secret_tags("no-such-project")
@@ -3114,52 +3102,41 @@ async fn find_secrets_by_tags(ctx: Ctx) {
             .map(|(k, _)| k.name.clone())
             .collect::<Vec<_>>()
     };
-    let tags = |entries: &[(&str, &[&str])]| TagFilter {
-        tags: entries
-            .iter()
-            .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
-            .collect(),
-        resource_name: None,
-    };
     // Ordered by name (bytes).
     assert_eq!(
         find(TagFilter::default()).await,
         ["WEB-admin", "db", "web-backend", "web-frontend"]
     );
     assert_eq!(
-        find(tags(&[("env", &["prod"])])).await,
+        find(tag_filter(&[("env", &["prod"])])).await,
         ["db", "web-frontend"]
     );
     assert_eq!(
-        find(tags(&[("env", &["prod", "dev"])])).await,
+        find(tag_filter(&[("env", &["prod", "dev"])])).await,
         ["db", "web-backend", "web-frontend"]
     );
     assert_eq!(
-        find(tags(&[("team", &[])])).await,
+        find(tag_filter(&[("team", &[])])).await,
         ["web-backend", "web-frontend"]
     );
     assert_eq!(
-        find(tags(&[("env", &["prod"]), ("team", &[])])).await,
+        find(tag_filter(&[("env", &["prod"]), ("team", &[])])).await,
         ["web-frontend"]
     );
-    assert!(find(tags(&[("nope", &[])])).await.is_empty());
-    let by_name = |needle: &str, mut filter: TagFilter| {
-        filter.resource_name = Some(needle.to_owned());
-        filter
-    };
+    assert!(find(tag_filter(&[("nope", &[])])).await.is_empty());
     assert_eq!(
-        find(by_name("web", TagFilter::default())).await,
+        find(named("web", TagFilter::default())).await,
         ["web-backend", "web-frontend"]
     );
     assert_eq!(
-        find(by_name("WEB", TagFilter::default())).await,
+        find(named("WEB", TagFilter::default())).await,
         ["WEB-admin"]
     );
     assert_eq!(
-        find(by_name("web", tags(&[("env", &["prod"])]))).await,
+        find(named("web", tag_filter(&[("env", &["prod"])]))).await,
         ["web-frontend"]
     );
-    assert!(find(by_name("%", TagFilter::default())).await.is_empty());
+    assert!(find(named("%", TagFilter::default())).await.is_empty());
 
     let page = s
         .find_secrets_by_tags(P, &TagFilter::default(), 0, 3)
@@ -3177,7 +3154,7 @@ async fn find_secrets_by_tags(ctx: Ctx) {
     assert_eq!(page.items[0].1, [tag("env", "prod"), tag("team", "a")]);
 
     let page = s
-        .find_secrets_by_tags(Q, &tags(&[("env", &["prod"])]), 0, 10)
+        .find_secrets_by_tags(Q, &tag_filter(&[("env", &["prod"])]), 0, 10)
         .await
         .unwrap();
     assert_eq!(page.items.len(), 1);
