@@ -93,9 +93,17 @@ fn token_code(code: &str) -> codes::Code {
 async fn signed(h: &Huawei, parts: &Parts, body: &[u8], route: &Route) -> Result<Caller, ApiError> {
     use keymesh_huawei_auth::sdk_hmac;
     // HTTP/2 carries the host in :authority, which the signature covers as `host`.
-    let mut headers = parts.headers.clone();
-    sdk_hmac::ensure_host(&mut headers, &parts.uri);
-    let req = sdk_hmac::Request::new(&parts.method, &parts.uri, &headers, body);
+    // Copy the headers only in that case (HTTP/1.1 always sends Host).
+    let with_host;
+    let headers = if parts.headers.contains_key(http::header::HOST) {
+        &parts.headers
+    } else {
+        let mut h = parts.headers.clone();
+        sdk_hmac::ensure_host(&mut h, &parts.uri);
+        with_host = h;
+        &with_host
+    };
+    let req = sdk_hmac::Request::new(&parts.method, &parts.uri, headers, body);
     let prepared = h
         .signatures
         .precheck(&req, SystemTime::now())

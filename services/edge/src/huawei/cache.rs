@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use keymesh_store::{Account, KeyRecord, Material};
 
-/// A key and the material new ciphertexts use.
-pub type KeyEntry = Arc<(KeyRecord, Option<Material>)>;
+/// A key and the material new ciphertexts use; the material is shared so a
+/// request borrows it from the cache instead of copying it.
+pub type KeyEntry = Arc<(KeyRecord, Option<Arc<Material>>)>;
 
 /// Bound on entries per map: a flood of distinct ids must not grow memory.
 const MAX_ENTRIES: usize = 10_000;

@@ -51,15 +51,17 @@ pub fn service(
 
 /// 16 random bytes as hex: the `X-Request-Id` of one request.
 fn request_id() -> String {
-    use ring::rand::SecureRandom as _;
-    let mut b = [0u8; 16];
     // The OS CSPRNG does not fail on Linux; an all-zero id is still an id.
-    let _ = ring::rand::SystemRandom::new().fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(super::random_bytes::<16>().unwrap_or_default())
 }
 
+/// The routing outcome, computed once in [`observe`] (which needs the
+/// operation for its span) and turned into an answer by [`resolve`].
+#[derive(Clone)]
+struct Routed(Result<Route, RouteError>);
+
 /// Request id, span, audit line and metrics for every Huawei request.
-async fn observe(State(_): State<Arc<Huawei>>, req: Request, next: Next) -> Response {
+async fn observe(State(_): State<Arc<Huawei>>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let id = request_id();
     let routed = route::route(req.method(), req.uri().path());
@@ -67,19 +69,20 @@ async fn observe(State(_): State<Arc<Huawei>>, req: Request, next: Next) -> Resp
         Ok(r) => (r.op.name(), r.project_id.clone()),
         Err(_) => ("unknown", String::new()),
     };
+    req.extensions_mut().insert(Routed(routed));
     let span = tracing::debug_span!("kms", operation, project_id = %project, request_id = %id);
     let mut resp = next.run(req).instrument(span.clone()).await;
     let latency = start.elapsed();
     let code = resp.extensions().get::<Failure>().map_or("", |f| f.0);
     let caller = resp
         .extensions()
-        .get::<Caller>()
+        .get::<Arc<Caller>>()
         .map(|c| c.principal())
         .unwrap_or_default();
     let key_id = resp
-        .extensions()
-        .get::<AuditKey>()
-        .map(|k| k.0.clone())
+        .extensions_mut()
+        .remove::<AuditKey>()
+        .map(|k| k.0)
         .unwrap_or_default();
     let status = resp.status().as_u16();
     let _entered = span.enter();
@@ -122,13 +125,16 @@ async fn deadline(State(h): State<Arc<Huawei>>, mut req: Request, next: Next) ->
 
 async fn resolve(State(_): State<Arc<Huawei>>, mut req: Request, next: Next) -> Response {
     let d = Dialect::of_path(req.uri().path());
-    match route::route(req.method(), req.uri().path()) {
-        Ok(r) => {
+    match req.extensions_mut().remove::<Routed>() {
+        Some(Routed(Ok(r))) => {
             req.extensions_mut().insert(r);
             next.run(req).await
         }
-        Err(RouteError::UnknownPath) => ApiError::UnknownPath.into_response(d),
-        Err(RouteError::Method(allow)) => ApiError::MethodNotAllowed(allow).into_response(d),
+        Some(Routed(Err(RouteError::UnknownPath))) => ApiError::UnknownPath.into_response(d),
+        Some(Routed(Err(RouteError::Method(allow)))) => {
+            ApiError::MethodNotAllowed(allow).into_response(d)
+        }
+        None => ApiError::Internal.into_response(d),
     }
 }
 
@@ -158,24 +164,26 @@ async fn authenticate(State(h): State<Arc<Huawei>>, req: Request, next: Next) ->
     let d = Dialect::of_path(req.uri().path());
     let (mut parts, body) = req.into_parts();
     let (Some(route), Some(RawBody(raw))) = (
-        parts.extensions.get::<Route>().cloned(),
-        parts.extensions.get::<RawBody>().cloned(),
+        parts.extensions.get::<Route>(),
+        parts.extensions.get::<RawBody>(),
     ) else {
         return ApiError::Internal.into_response(d);
     };
-    if route.op.anonymous() {
+    let op = route.op;
+    if op.anonymous() {
         return next.run(Request::from_parts(parts, body)).await;
     }
-    let caller = match super::auth::authenticate(&h, &parts, &raw, &route).await {
-        Ok(c) => c,
+    let caller = match super::auth::authenticate(&h, &parts, raw, route).await {
+        Ok(c) => Arc::new(c),
         Err(e) => return e.into_response(d),
     };
-    if route.op.writes() && caller.role == keymesh_store::Role::ReadOnly {
+    if op.writes() && caller.role == keymesh_store::Role::ReadOnly {
         let mut r = ApiError::ReadOnly.into_response(d);
         r.extensions_mut().insert(caller);
         return r;
     }
-    parts.extensions.insert(caller.clone());
+    // Shared, not copied, with the handler (request) and `observe` (response).
+    parts.extensions.insert(Arc::clone(&caller));
     let mut resp = next.run(Request::from_parts(parts, body)).await;
     resp.extensions_mut().insert(caller);
     resp
@@ -212,13 +220,21 @@ async fn handler(h: Arc<Huawei>, req: Request) -> Result<Response, Infallible> {
     ) else {
         return Ok(ApiError::Internal.into_response(d));
     };
-    let caller = ext.get::<Caller>().cloned().unwrap_or_default();
+    // Anonymous operations have no caller: they get the empty one.
+    let anonymous;
+    let caller = match ext.get::<Arc<Caller>>() {
+        Some(c) => &**c,
+        None => {
+            anonymous = Caller::default();
+            &anonymous
+        }
+    };
     let mut audit = None;
     let query = req.uri().query();
     let ctx = super::kms::Ctx {
         h: &h,
         route,
-        caller: &caller,
+        caller,
         body,
         query,
         deadline: at,

@@ -5,8 +5,8 @@
 //! translates; key state lives in the durable store (`keymesh-store`) and
 //! every operation on key material is one `KeyVault` call to a
 //! crypto-worker, where CMKs exist in clear only inside the HSM. The request
-//! pipeline ([`service`]) mirrors the XKS one: observe → deadline → route →
-//! body limit → authenticate → rate limit → handler.
+//! pipeline ([`service`]) mirrors the XKS one: observe → deadline → body
+//! limit → route → authenticate → rate limit → handler.
 
 pub mod auth;
 pub mod blob;
@@ -30,6 +30,16 @@ use keymesh_store::{Quotas, SecretQuotas, Store};
 
 use crate::state::AppState;
 pub use config::HuaweiConfig;
+
+/// `N` bytes from the OS CSPRNG: request ids, UUIDs and grant ids all come
+/// from here. `SystemRandom::new()` is a zero-sized handle onto
+/// getrandom(2), so making one per call costs nothing.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], ring::error::Unspecified> {
+    use ring::rand::SecureRandom as _;
+    let mut b = [0u8; N];
+    ring::rand::SystemRandom::new().fill(&mut b)?;
+    Ok(b)
+}
 
 /// Milliseconds since the Unix epoch, from a clock tests can drive.
 pub trait Clock: Send + Sync + std::fmt::Debug {

@@ -11,6 +11,7 @@ use keymesh_proto::crypto::v1::{
 };
 use keymesh_store::Material;
 use tokio::time::Instant;
+use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
 use super::Huawei;
@@ -28,6 +29,29 @@ fn sealed_of(s: Option<Sealed>) -> Result<Sealed, ApiError> {
     s.ok_or(ApiError::Internal)
 }
 
+/// One `KeyVault` RPC through the worker pool: `send` makes the call on a
+/// client over the channel the pool picked.
+async fn rpc<M, T, F, Fut>(
+    h: &Huawei,
+    operation: &'static str,
+    deadline: Instant,
+    retry: Retry,
+    msg: M,
+    mut send: F,
+) -> Result<T, ApiError>
+where
+    M: Clone,
+    F: FnMut(KeyVaultClient<Channel>, tonic::Request<M>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    h.app
+        .workers
+        .call(operation, deadline, retry, msg, |ch, r| {
+            send(KeyVaultClient::new(ch), r)
+        })
+        .await
+}
+
 /// Zeroize a buffer the worker sent if nobody else holds it.
 fn wipe(b: Bytes) -> Zeroizing<Vec<u8>> {
     Zeroizing::new(b.into())
@@ -38,17 +62,15 @@ pub async fn generate_key(h: &Huawei, deadline: Instant) -> Result<WrappedKey, A
     let msg = GenerateKeyRequest {
         wrapping_key: h.config.domain_key_label.clone(),
     };
-    let r = h
-        .app
-        .workers
-        .call::<_, _, _, _, ApiError>(
-            "kms_generate_key",
-            deadline,
-            Retry::Idempotent,
-            msg,
-            |ch, r| async move { KeyVaultClient::new(ch).generate_key(r).await },
-        )
-        .await?;
+    let r = rpc(
+        h,
+        "kms_generate_key",
+        deadline,
+        Retry::Idempotent,
+        msg,
+        |mut c, r| async move { c.generate_key(r).await },
+    )
+    .await?;
     r.key.ok_or(ApiError::Internal)
 }
 
@@ -64,17 +86,15 @@ pub async fn encrypt(
         plaintext,
         aad: Bytes::from(aad),
     };
-    let r = h
-        .app
-        .workers
-        .call::<_, _, _, _, ApiError>(
-            "kms_encrypt",
-            deadline,
-            Retry::IfNeverSent,
-            msg,
-            |ch, r| async move { KeyVaultClient::new(ch).encrypt(r).await },
-        )
-        .await?;
+    let r = rpc(
+        h,
+        "kms_encrypt",
+        deadline,
+        Retry::IfNeverSent,
+        msg,
+        |mut c, r| async move { c.encrypt(r).await },
+    )
+    .await?;
     sealed_of(r.sealed)
 }
 
@@ -90,17 +110,15 @@ pub async fn decrypt(
         sealed: Some(sealed),
         aad: Bytes::from(aad),
     };
-    let r = h
-        .app
-        .workers
-        .call::<_, _, _, _, ApiError>(
-            "kms_decrypt",
-            deadline,
-            Retry::Idempotent,
-            msg,
-            |ch, r| async move { KeyVaultClient::new(ch).decrypt(r).await },
-        )
-        .await?;
+    let r = rpc(
+        h,
+        "kms_decrypt",
+        deadline,
+        Retry::Idempotent,
+        msg,
+        |mut c, r| async move { c.decrypt(r).await },
+    )
+    .await?;
     Ok(wipe(r.plaintext))
 }
 
@@ -118,17 +136,15 @@ pub async fn re_encrypt(
         destination: Some(wrapped(dest.0)),
         destination_aad: Bytes::from(dest.1),
     };
-    let r = h
-        .app
-        .workers
-        .call::<_, _, _, _, ApiError>(
-            "kms_re_encrypt",
-            deadline,
-            Retry::IfNeverSent,
-            msg,
-            |ch, r| async move { KeyVaultClient::new(ch).re_encrypt(r).await },
-        )
-        .await?;
+    let r = rpc(
+        h,
+        "kms_re_encrypt",
+        deadline,
+        Retry::IfNeverSent,
+        msg,
+        |mut c, r| async move { c.re_encrypt(r).await },
+    )
+    .await?;
     sealed_of(r.sealed)
 }
 
@@ -147,17 +163,15 @@ pub async fn data_key(
         aad: Bytes::from(aad),
         return_plaintext,
     };
-    let r = h
-        .app
-        .workers
-        .call::<_, _, _, _, ApiError>(
-            "kms_data_key",
-            deadline,
-            Retry::Idempotent,
-            msg,
-            |ch, r| async move { KeyVaultClient::new(ch).generate_data_key(r).await },
-        )
-        .await?;
+    let r = rpc(
+        h,
+        "kms_data_key",
+        deadline,
+        Retry::Idempotent,
+        msg,
+        |mut c, r| async move { c.generate_data_key(r).await },
+    )
+    .await?;
     Ok((wipe(r.plaintext), sealed_of(r.sealed)?))
 }
 
@@ -176,17 +190,15 @@ pub async fn key_pair(
         aad: Bytes::from(aad),
         return_plaintext,
     };
-    let r = h
-        .app
-        .workers
-        .call::<_, _, _, _, ApiError>(
-            "kms_key_pair",
-            deadline,
-            Retry::Idempotent,
-            msg,
-            |ch, r| async move { KeyVaultClient::new(ch).generate_data_key_pair(r).await },
-        )
-        .await?;
+    let r = rpc(
+        h,
+        "kms_key_pair",
+        deadline,
+        Retry::Idempotent,
+        msg,
+        |mut c, r| async move { c.generate_data_key_pair(r).await },
+    )
+    .await?;
     Ok((
         r.public_key_der,
         wipe(r.private_key_der),
@@ -201,16 +213,14 @@ pub async fn random(
     len: u32,
 ) -> Result<Zeroizing<Vec<u8>>, ApiError> {
     let msg = GenerateRandomRequest { length: len };
-    let r = h
-        .app
-        .workers
-        .call::<_, _, _, _, ApiError>(
-            "kms_random",
-            deadline,
-            Retry::Idempotent,
-            msg,
-            |ch, r| async move { KeyVaultClient::new(ch).generate_random(r).await },
-        )
-        .await?;
+    let r = rpc(
+        h,
+        "kms_random",
+        deadline,
+        Retry::Idempotent,
+        msg,
+        |mut c, r| async move { c.generate_random(r).await },
+    )
+    .await?;
     Ok(wipe(r.random))
 }

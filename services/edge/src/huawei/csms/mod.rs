@@ -82,7 +82,7 @@ pub fn unusable(state: SecretState) -> ApiError {
 }
 
 /// The `{secret_name}` path parameter (CSMS.0002 outside the name grammar).
-pub fn path_name<'a>(c: &'a Ctx<'_>) -> Result<&'a str, ApiError> {
+pub fn path_name<'a>(c: &Ctx<'a>) -> Result<&'a str, ApiError> {
     let name = c.route.secret.as_deref().ok_or(ApiError::Internal)?;
     check_name(name)?;
     Ok(name)

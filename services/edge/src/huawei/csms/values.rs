@@ -91,14 +91,22 @@ pub async fn open(
     ciphertext: &[u8],
 ) -> Result<SecretValue, ApiError> {
     let blob = Blob::decode(ciphertext).ok_or(ApiError::Invalid(codes::CSMS_0401))?;
-    let plain = crypto::open(c, &blob, Kind::Secret, secret_id.as_bytes()).await?;
-    match plain.split_first() {
-        Some((&TEXT, rest)) => Ok(SecretValue::Text(Zeroizing::new(
-            String::from_utf8(rest.to_vec()).map_err(|_| ApiError::Internal)?,
-        ))),
-        Some((&BINARY, rest)) => Ok(SecretValue::Binary(Zeroizing::new(rest.to_vec()))),
-        _ => Err(ApiError::Internal),
+    let mut plain = crypto::open(c, &blob, Kind::Secret, secret_id.as_bytes()).await?;
+    let binary = match plain.first() {
+        Some(&TEXT) => false,
+        Some(&BINARY) => true,
+        _ => return Err(ApiError::Internal),
+    };
+    // Drop the type tag in place rather than copying the value: the buffer
+    // (spare capacity included) stays zeroizing throughout.
+    plain.remove(0);
+    if binary {
+        return Ok(SecretValue::Binary(plain));
     }
+    // Checked first so no error value carries unwiped bytes away.
+    std::str::from_utf8(&plain).map_err(|_| ApiError::Internal)?;
+    let text = String::from_utf8(std::mem::take(&mut *plain)).map_err(|_| ApiError::Internal)?;
+    Ok(SecretValue::Text(Zeroizing::new(text)))
 }
 
 /// The CMK a secret's values go under: the requested key id (CSMS.0002 when

@@ -150,20 +150,16 @@ struct ShownVersion<'a> {
 }
 
 pub async fn show(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
-    let name = path_name(c)?.to_owned();
-    *c.audit_key = Some(name.clone());
-    let vid = c.route.param.clone().ok_or(ApiError::Internal)?;
-    let wanted = if vid == "latest" {
-        None
-    } else {
-        Some(vid.as_str())
-    };
+    let name = path_name(c)?;
+    *c.audit_key = Some(name.to_owned());
+    let vid = c.route.param.as_deref().ok_or(ApiError::Internal)?;
+    let wanted = (vid != "latest").then_some(vid);
     // The hot read: secret and version in one store statement. The checks
     // keep `enabled`'s order: a missing secret, then its state, then the
     // version.
     let (s, v) =
         c.h.store
-            .read_secret_version(&c.caller.project_id, &name, wanted)
+            .read_secret_version(&c.caller.project_id, name, wanted)
             .await
             .map_err(store_err)?
             .ok_or(ApiError::SecretNotFound)?;
@@ -187,7 +183,7 @@ pub async fn show(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
         &mut *out,
         &Shown {
             version: ShownVersion {
-                version_metadata: metadata(&v, &name),
+                version_metadata: metadata(&v, name),
                 secret_string: text,
                 secret_binary: binary,
             },

@@ -4,8 +4,11 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use keymesh_proto::crypto::v1::Sealed;
+use keymesh_store::Material;
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -51,7 +54,8 @@ pub async fn seal(
     plaintext: Bytes,
     aad: &[u8],
 ) -> Result<Vec<u8>, ApiError> {
-    let (k, m) = keys::usable(c, key_id).await?;
+    let (e, m) = keys::usable(c, key_id).await?;
+    let k = &e.0;
     let full_aad = blob::aad(&k.project_id, &k.key_id, m.version, kind, aad);
     let s = vault::encrypt(c.h, c.deadline, &m, plaintext, full_aad).await?;
     Ok(to_blob(&k.key_id, m.version, s).encode())
@@ -83,14 +87,16 @@ pub async fn opener(
     b: &Blob,
     kind: Kind,
     user_aad: &[u8],
-) -> Result<(keymesh_store::Material, Sealed, Vec<u8>), ApiError> {
-    let (k, current) = keys::usable(c, &b.key_id).await?;
+) -> Result<(Arc<Material>, Sealed, Vec<u8>), ApiError> {
+    let (e, current) = keys::usable(c, &b.key_id).await?;
+    let k = &e.0;
     let m = if current.version == b.version {
         current
     } else {
         c.h.store
             .get_material(&k.project_id, &k.key_id, b.version)
             .await?
+            .map(Arc::new)
             .ok_or(ApiError::Ciphertext)?
     };
     let aad = blob::aad(&k.project_id, &k.key_id, b.version, kind, user_aad);
@@ -220,7 +226,8 @@ pub async fn re_encrypt(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let src_aad = user_aad(&b, "source_additional_authenticated_data")?;
     let dst_aad = user_aad(&b, "destination_additional_authenticated_data")?;
     let (src_m, s, src_full) = opener(c, &blob, kind, &src_aad).await?;
-    let (dk, dm) = keys::usable(c, &dest_id).await?;
+    let (de, dm) = keys::usable(c, &dest_id).await?;
+    let dk = &de.0;
     let dst_full = blob::aad(&dk.project_id, &dk.key_id, dm.version, kind, &dst_aad);
     let out = vault::re_encrypt(c.h, c.deadline, (&src_m, s, src_full), (&dm, dst_full)).await?;
     let encoded = to_blob(&dk.key_id, dm.version, out).encode();

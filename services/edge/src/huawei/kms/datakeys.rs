@@ -72,7 +72,8 @@ pub async fn create(c: &mut Ctx<'_>, with_plaintext: bool) -> Result<Bytes, ApiE
         return Err(ApiError::Invalid(codes::KMS_0308));
     }
     let aad = user_aad(&b, "additional_authenticated_data")?;
-    let (k, m) = keys::usable(c, &id).await?;
+    let (e, m) = keys::usable(c, &id).await?;
+    let k = &e.0;
     let full_aad = blob::aad(&k.project_id, &k.key_id, m.version, Kind::DataKey, &aad);
     let (plain, sealed) =
         vault::data_key(c.h, c.deadline, &m, len, full_aad, with_plaintext).await?;
@@ -207,7 +208,8 @@ pub async fn key_pair(c: &mut Ctx<'_>, ec: bool) -> Result<Bytes, ApiError> {
     let mut aad = user_aad(&b, "additional_authenticated_data")?;
     // Bind the pair's spec so the sealed key cannot be passed off as another.
     aad.extend_from_slice(spec_name.as_bytes());
-    let (k, m) = keys::usable(c, &id).await?;
+    let (e, m) = keys::usable(c, &id).await?;
+    let k = &e.0;
     let full_aad = blob::aad(&k.project_id, &k.key_id, m.version, Kind::PrivateKey, &aad);
     let (public, private, sealed) =
         vault::key_pair(c.h, c.deadline, &m, spec, full_aad, with_plain).await?;

@@ -90,13 +90,9 @@ pub fn may_retire(g: &GrantRecord, user: &str) -> bool {
 
 /// 32 bytes from the OS CSPRNG as 64 lower-case hex characters.
 fn new_grant_id() -> Result<String, ApiError> {
-    use ring::rand::SecureRandom as _;
-    let mut b = [0u8; 32];
     // Unlike a request id, a grant id must be unique: never fall back to zeros.
-    ring::rand::SystemRandom::new()
-        .fill(&mut b)
-        .map_err(|_| ApiError::Internal)?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    let b = crate::huawei::random_bytes::<32>().map_err(|_| ApiError::Internal)?;
+    Ok(hex::encode(b))
 }
 
 fn grant_json(g: &GrantRecord) -> Value {

@@ -72,20 +72,21 @@ pub async fn load(c: &Ctx<'_>, key_id: &str) -> Result<KeyEntry, ApiError> {
     let Some(found) = c.h.store.get_key_with_material(project, key_id).await? else {
         return Err(ApiError::KeyNotFound);
     };
-    let e = Arc::new(found);
+    let (key, material) = found;
+    let e = Arc::new((key, material.map(Arc::new)));
     c.h.cache.put_key(project, key_id, Arc::clone(&e));
     Ok(e)
 }
 
 /// The key, enabled, with material: what every crypto operation needs.
-pub async fn usable(c: &Ctx<'_>, key_id: &str) -> Result<(KeyRecord, Material), ApiError> {
+/// Both halves are shared with the cache, not copied.
+pub async fn usable(c: &Ctx<'_>, key_id: &str) -> Result<(KeyEntry, Arc<Material>), ApiError> {
     let e = load(c, key_id).await?;
-    let (k, m) = (&e.0, &e.1);
-    if k.state != KeyState::Enabled {
-        return Err(state_error(k.state));
+    if e.0.state != KeyState::Enabled {
+        return Err(state_error(e.0.state));
     }
-    let m = m.clone().ok_or(ApiError::KeyNotEnabled)?;
-    Ok((k.clone(), m))
+    let m = e.1.clone().ok_or(ApiError::KeyNotEnabled)?;
+    Ok((e, m))
 }
 
 fn ms(v: i64) -> String {
@@ -144,12 +145,11 @@ fn check_description(d: &str) -> Result<(), ApiError> {
 
 /// A fresh lower-case hex UUID (version 4) from the OS CSPRNG.
 pub fn new_uuid() -> String {
-    use ring::rand::SecureRandom as _;
-    let mut b = [0u8; 16];
-    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    // The OS CSPRNG does not fail on Linux.
+    let mut b = crate::huawei::random_bytes::<16>().unwrap_or_default();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let h = hex::encode(b);
     format!(
         "{}-{}-{}-{}-{}",
         &h[..8],
