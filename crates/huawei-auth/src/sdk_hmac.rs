@@ -328,14 +328,6 @@ fn format_date(at: SystemTime) -> Result<String, SignError> {
         .ok_or(SignError::BadDate)
 }
 
-/// Seconds since the epoch, negative before it.
-fn unix_seconds(at: SystemTime) -> i128 {
-    match at.duration_since(UNIX_EPOCH) {
-        Ok(d) => i128::from(d.as_secs()),
-        Err(e) => -i128::from(e.duration().as_secs()),
-    }
-}
-
 /// HTTP/2 carries the authority in `:authority`, which the client signed as
 /// `host`: insert it as a `host` header when the request has none.
 pub fn ensure_host(headers: &mut HeaderMap, uri: &http::Uri) {
@@ -463,7 +455,8 @@ impl Verifier {
         }
         let sdk_date = single_value(req.headers, DATE_HEADER)?.trim();
         let signed_at = parse_date(sdk_date)?;
-        let skew = (unix_seconds(now) - i128::from(signed_at.unix_timestamp())).unsigned_abs();
+        let skew = (i128::from(crate::unix_seconds(now)) - i128::from(signed_at.unix_timestamp()))
+            .unsigned_abs();
         if skew > u128::from(self.max_skew.as_secs()) {
             return Err(SignError::StaleDate);
         }

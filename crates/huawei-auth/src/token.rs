@@ -13,7 +13,7 @@
 //! algorithm-confusion surface (`none`, HS256 with the public key, ...).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,6 +21,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize as _, Zeroizing};
+
+use crate::unix_seconds;
 
 /// The request header (lower case).
 pub const HEADER: &str = "x-auth-token";
@@ -165,13 +167,6 @@ pub enum KeyError {
     Rng,
     #[error("cannot encode the claims")]
     Json(#[source] serde_json::Error),
-}
-
-fn unix_seconds(at: SystemTime) -> i64 {
-    match at.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
-    }
 }
 
 fn encode_pem(tag: &str, der: &[u8]) -> Zeroizing<String> {
@@ -351,6 +346,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     const PROJECT: &str = "0123456789abcdef0123456789abcdef";
 

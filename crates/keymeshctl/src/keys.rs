@@ -56,7 +56,7 @@ fn load(args: &HsmArgs) -> anyhow::Result<Pkcs11> {
 }
 
 /// A logged-in session on the configured token.
-fn user_session(args: &HsmArgs) -> anyhow::Result<Session> {
+pub(crate) fn user_session(args: &HsmArgs) -> anyhow::Result<Session> {
     let pin = args.pin()?;
     let hsm = Hsm::open(load(args)?, &args.token_label, pin)?;
     hsm.open_session()

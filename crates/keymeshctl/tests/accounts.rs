@@ -4,8 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, SystemTime};
 
 use keymesh_huawei_auth::sdk_hmac::{self, Request, Verifier};
@@ -28,8 +30,7 @@ impl Env {
     }
 
     fn run_with(&self, store_url: Option<&str>, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keymeshctl"));
-        cmd.args(args).env_clear();
+        let mut cmd = common::keymeshctl(args);
         if let Some(url) = store_url {
             cmd.env("KEYMESH_STORE_URL", url);
         }
@@ -41,20 +42,13 @@ impl Env {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        common::stdout_ok(args, self.run(args))
     }
 
     fn fails(&self, args: &[&str], needle: &str) {
         let out = self.run(args);
         assert!(!out.status.success(), "{args:?} should fail");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(needle), "{args:?}: {err}");
+        common::assert_stderr_has(args, &out, needle);
     }
 }
 

@@ -4,8 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
@@ -43,9 +45,7 @@ impl Env {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_keymeshctl"))
-            .args(args)
-            .env_clear()
+        common::keymeshctl(args)
             .env("SOFTHSM2_CONF", &self.conf)
             .env("KEYMESH_PKCS11_MODULE", MODULE)
             .env("KEYMESH_PIN_FILE", &self.pin_file)
@@ -56,20 +56,13 @@ impl Env {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        common::stdout_ok(args, self.run(args))
     }
 
     fn fails(&self, args: &[&str], needle: &str) {
         let out = self.run(args);
         assert_eq!(out.status.code(), Some(1), "{args:?} should fail");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(needle), "{args:?}: {err}");
+        common::assert_stderr_has(args, &out, needle);
     }
 }
 
@@ -113,9 +106,7 @@ fn operator_workflow() {
     );
 
     // Wrong PIN: a clear error, no PIN in it.
-    let out = Command::new(env!("CARGO_BIN_EXE_keymeshctl"))
-        .args(["key", "list", "--pin", "0000"])
-        .env_clear()
+    let out = common::keymeshctl(&["key", "list", "--pin", "0000"])
         .env("SOFTHSM2_CONF", &env.conf)
         .output()
         .unwrap();

@@ -132,21 +132,6 @@ impl HsmArgs {
     }
 }
 
-impl HsmArgs {
-    /// For CLI processes: load the module (`C_Initialize`, once per process)
-    /// and open the configured token with the user PIN.
-    pub fn open_token(&self) -> anyhow::Result<crate::hsm::Hsm> {
-        let pin = self.pin()?;
-        let ctx = crate::hsm::load_module(&self.pkcs11_module).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot load PKCS#11 module {}: {e:#}",
-                self.pkcs11_module.display()
-            )
-        })?;
-        Ok(crate::hsm::Hsm::open(ctx, &self.token_label, pin)?)
-    }
-}
-
 /// Read a PIN file, dropping one trailing newline (editors add one).
 pub fn read_pin_file(path: &Path) -> anyhow::Result<Secret> {
     let raw = std::fs::read_to_string(path)

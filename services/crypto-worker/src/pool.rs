@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use crate::error::Error;
 use crate::hsm::{self, Hsm, KeyInfo};
 use crate::key_cache::{CachedKey, CryptoKey, KeyCache, KeyCacheOptions};
-use crate::wrapped::{UnwrappedKeyOptions, UnwrappedKeys, WrappedKeyRef};
+use crate::wrapped::{Fingerprint, UnwrappedKeyOptions, UnwrappedKeys, WrappedKeyRef};
 
 /// Jobs queued per session before callers get HSM_BUSY. At ~20 µs per AES-GCM
 /// call this bounds queueing delay to a few milliseconds.
@@ -245,19 +245,24 @@ impl SessionCtx {
     /// wrapped customer master keys `keys` (in order), unwrapping on a cache
     /// miss. A handle that turns out stale or dead (its keeper session was
     /// replaced) is forgotten, the key unwrapped again and `op` retried once;
-    /// so is a lost session (re-opened first).
+    /// so is a lost session (re-opened first). Labels are checked where the
+    /// request arrives ([`crate::wrapped::check_label`]), not here: one that
+    /// names no domain key fails the unwrap.
     pub fn with_unwrapped<T, const N: usize>(
         &mut self,
         keys: [WrappedKeyRef<'_>; N],
         mut op: impl FnMut(&Session, &SystemRandom, [ObjectHandle; N]) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let keeper = Arc::clone(self.unwrapped.keeper());
+        // Hashed once per call, not again on a retry or a forget.
+        let fingerprints = keys.map(Fingerprint::of);
         let mut attempt = 0;
         loop {
             attempt += 1;
             let objects = keys
                 .iter()
-                .map(|k| self.unwrapped.get(*k))
+                .zip(fingerprints)
+                .map(|(k, f)| self.unwrapped.get(*k, f))
                 .collect::<Result<Vec<_>, _>>()?;
             let result = {
                 // Held while `op` uses the handles: the keeper session (and
@@ -285,8 +290,8 @@ impl SessionCtx {
                 Some(_) => false,
             };
             if retry && attempt < 2 {
-                for (key, object) in keys.iter().zip(&objects) {
-                    self.unwrapped.forget(*key, object);
+                for (fingerprint, object) in fingerprints.into_iter().zip(&objects) {
+                    self.unwrapped.forget(fingerprint, object);
                 }
                 continue;
             }

@@ -9,8 +9,8 @@
 //! object (sensitive, non-extractable, encrypt/decrypt only) and running
 //! AES-GCM on that. CMK plaintext never leaves the HSM.
 //!
-//! Unwrapped keys are cached per process, keyed by SHA-256(wrapping key label
-//! ‖ 0 ‖ wrapped bytes). The key is the content, so an entry can never be
+//! Unwrapped keys are cached per process, keyed by SHA-256(length of the
+//! wrapping key label ‖ label ‖ wrapped bytes). The key is the content, so an entry can never be
 //! stale: a different key is a different entry. The objects belong to a
 //! [`Keeper`] session of their own (see [`crate::key_cache`] for the handle
 //! lifecycle this gives: shared by every session thread, never used after the
@@ -80,8 +80,8 @@ impl std::fmt::Debug for WrappedKeyRef<'_> {
     }
 }
 
-/// Whether `label` can name a domain key: 1-128 bytes, no NUL (the cache key
-/// separates label and wrapped bytes with a 0 byte).
+/// Whether `label` can name a domain key: 1-128 bytes, no NUL (C tools
+/// would cut the label there).
 pub fn check_label(label: &str) -> Result<(), &'static str> {
     if label.is_empty() {
         return Err("wrapping key label is empty");
@@ -95,15 +95,18 @@ pub fn check_label(label: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Cache key of a wrapped CMK: SHA-256(label ‖ 0 ‖ wrapped).
+/// Cache key of a wrapped CMK: SHA-256(len(label) as u64 BE ‖ label ‖
+/// wrapped). The length prefix keeps label and bytes apart whatever the
+/// label holds, so lookups need no label check of their own. Computed once
+/// per request ([`crate::pool::SessionCtx::with_unwrapped`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Fingerprint([u8; 32]);
+pub(crate) struct Fingerprint([u8; 32]);
 
 impl Fingerprint {
-    fn of(key: WrappedKeyRef<'_>) -> Self {
+    pub(crate) fn of(key: WrappedKeyRef<'_>) -> Self {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(&(key.wrapping_key.len() as u64).to_be_bytes());
         ctx.update(key.wrapping_key.as_bytes());
-        ctx.update(&[0]);
         ctx.update(key.wrapped);
         let mut out = [0u8; 32];
         out.copy_from_slice(ctx.finish().as_ref());
@@ -237,11 +240,14 @@ impl UnwrappedKeys {
         self.len() == 0
     }
 
-    /// The unwrapped object of `key`: cached, or unwrapped now on the keeper
-    /// session (blocking: session threads only).
-    pub(crate) fn get(&self, key: WrappedKeyRef<'_>) -> Result<Arc<KeeperObject>, Error> {
-        check_label(key.wrapping_key).map_err(Error::InvalidArgument)?;
-        let fingerprint = Fingerprint::of(key);
+    /// The unwrapped object of `key` (whose [`Fingerprint`] is
+    /// `fingerprint`): cached, or unwrapped now on the keeper session
+    /// (blocking: session threads only).
+    pub(crate) fn get(
+        &self,
+        key: WrappedKeyRef<'_>,
+        fingerprint: Fingerprint,
+    ) -> Result<Arc<KeeperObject>, Error> {
         if let Some(entry) = self.entries().get_mut(&fingerprint) {
             entry.last_used = Instant::now();
             return Ok(Arc::clone(&entry.key));
@@ -294,10 +300,9 @@ impl UnwrappedKeys {
         Ok(object)
     }
 
-    /// Drop the entry of `key` if it still holds `object` (whose handle
+    /// Drop the entry `fingerprint` if it still holds `object` (whose handle
     /// turned out stale or dead), so the next [`Self::get`] unwraps again.
-    pub(crate) fn forget(&self, key: WrappedKeyRef<'_>, object: &Arc<KeeperObject>) {
-        let fingerprint = Fingerprint::of(key);
+    pub(crate) fn forget(&self, fingerprint: Fingerprint, object: &Arc<KeeperObject>) {
         let removed = {
             let mut entries = self.entries();
             match entries.get(&fingerprint) {
@@ -372,6 +377,11 @@ mod tests {
         assert_eq!(a, Fingerprint::of(key("ab", b"c")));
         assert_ne!(a, Fingerprint::of(key("a", b"bc")));
         assert_ne!(a, Fingerprint::of(key("ab", b"d")));
+        // Unchecked labels cannot collide either (no separator byte to forge).
+        assert_ne!(
+            Fingerprint::of(key("a\0", b"\0x")),
+            Fingerprint::of(key("a", b"\0\0x"))
+        );
     }
 
     #[test]

@@ -1,103 +1,44 @@
 //! The worker against a real SoftHSM2 token, over real gRPC.
 //!
-//! SoftHSM2 reads `SOFTHSM2_CONF` when the module is initialised, and a
-//! process may call `C_Initialize` only once. Tests must not mutate their own
-//! environment, so the test re-runs its own binary as a child process with
-//! `SOFTHSM2_CONF` pointing at a fresh temporary token directory; the child
-//! runs the whole suite against one initialised module.
+//! The suite runs in a child process with its own token directory (see
+//! `common::run_suite` for why).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "KEYMESH_WORKER_SOFTHSM_CHILD";
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 #[test]
 fn softhsm_suite() {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        child::run();
-        return;
-    }
-    if !Path::new(MODULE).exists() {
-        eprintln!("SKIPPED: {MODULE} not installed");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "softhsm_suite",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .env(CHILD_ENV, dir.path())
-        .output()
-        .unwrap();
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success(),
-        "SoftHSM2 suite failed in the child process"
-    );
+    common::run_suite("softhsm_suite", CHILD_ENV, "SoftHSM2 suite", child::run);
 }
 
 mod child {
     use super::*;
 
+    use crate::common::{LABEL, MODULE, bool_attr, expect_err, pin, pool_token, reason, stop};
     use cryptoki::mechanism::Mechanism;
     use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
-    use keymesh_common::Secret;
     use keymesh_crypto_worker::aead;
     use keymesh_crypto_worker::error::Error;
     use keymesh_crypto_worker::hsm::{self, Hsm};
     use keymesh_crypto_worker::key_cache::KeyCacheOptions;
+    use keymesh_crypto_worker::key_status;
     use keymesh_crypto_worker::pool::Pool;
-    use keymesh_crypto_worker::{Config, key_status};
     use keymesh_proto::crypto::v1::crypto_worker_client::CryptoWorkerClient;
     use keymesh_proto::crypto::v1::{
-        DecryptRequest, EncryptRequest, ErrorInfo, ErrorReason, GetHealthRequest,
-        GetKeyMetadataRequest, HealthStatus, KeyStatus,
+        DecryptRequest, EncryptRequest, ErrorReason, GetHealthRequest, GetKeyMetadataRequest,
+        HealthStatus, KeyStatus,
     };
-    use prost::Message as _;
-    use std::sync::Arc;
     use tonic::Code;
-    use tonic::transport::Channel;
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-    const LABEL: &str = "keymesh";
-
-    fn pin() -> Secret {
-        Secret::new("1234".into())
-    }
-
-    fn reason(status: &tonic::Status) -> ErrorReason {
-        let info = ErrorInfo::decode(status.details()).unwrap();
-        ErrorReason::try_from(info.reason).unwrap()
-    }
-
-    fn expect_err(r: Result<impl std::fmt::Debug, tonic::Status>, code: Code, why: ErrorReason) {
-        let status = r.expect_err("expected an error");
-        assert_eq!((status.code(), reason(&status)), (code, why), "{status:?}");
-    }
-
-    pub fn run() {
-        let dir = std::path::PathBuf::from(std::env::var_os(CHILD_ENV).unwrap());
+    pub fn run(dir: &Path) {
         let ctx = hsm::load_module(Path::new(MODULE)).unwrap();
         assert_eq!(
             hsm::init_token(&ctx, LABEL, &pin(), &pin(), false).unwrap(),
@@ -142,13 +83,13 @@ mod child {
             key_copies(&admin, &session).await;
             key_copies_refused(&admin, &session).await;
             key_copies_off(&admin, &session).await;
-            grpc_suite(ctx.clone(), &session, &dir).await;
+            grpc_suite(ctx.clone(), &session, dir).await;
         });
     }
 
     /// A job whose deadline has passed is answered without touching the HSM.
     async fn pool_deadline(admin: &Hsm) {
-        let hsm = Arc::new(Hsm::open(admin.context().clone(), LABEL, pin()).unwrap());
+        let hsm = pool_token(admin);
         let (pool, threads) = Pool::start(hsm, 1, KeyCacheOptions::default()).unwrap();
         let r = pool
             .run(Some(Instant::now()), |_ctx| -> Result<(), Error> {
@@ -158,10 +99,7 @@ mod child {
         assert!(matches!(r, Err(Error::DeadlineExceeded)), "{r:?}");
         let ok = pool.run(None, |ctx| ctx.key("k-aes")).await.unwrap();
         assert!(ok.is_aes_256());
-        drop(pool);
-        tokio::task::spawn_blocking(move || threads.join())
-            .await
-            .unwrap();
+        stop(pool, threads).await;
     }
 
     /// Session-object (CKA_TOKEN=false) secret keys labelled `label`: the
@@ -175,20 +113,6 @@ mod child {
                 Attribute::Label(label.as_bytes().to_vec()),
             ])
             .unwrap()
-    }
-
-    fn bool_attr(admin: &cryptoki::session::Session, h: ObjectHandle, t: AttributeType) -> bool {
-        match admin.get_attributes(h, &[t]).unwrap().as_slice() {
-            [
-                Attribute::Token(b)
-                | Attribute::Sensitive(b)
-                | Attribute::Extractable(b)
-                | Attribute::Encrypt(b)
-                | Attribute::Decrypt(b)
-                | Attribute::Wrap(b),
-            ] => *b,
-            other => panic!("unexpected attributes {other:?}"),
-        }
     }
 
     /// Encrypt `pt` with `key_id` through the pool; returns whether the
@@ -237,19 +161,12 @@ mod child {
         .to_vec()
     }
 
-    async fn stop(pool: Pool, threads: keymesh_crypto_worker::pool::PoolThreads) {
-        drop(pool);
-        tokio::task::spawn_blocking(move || threads.join())
-            .await
-            .unwrap();
-    }
-
     /// Crypto runs on a session copy that carries the token key's protection;
     /// revalidation drops the copy when the token key is deleted and
     /// refreshes it when the key is re-created.
     async fn key_copies(admin: &Hsm, session: &cryptoki::session::Session) {
         let token = hsm::generate_aes_256(session, "k-copy", true, true).unwrap();
-        let hsm = Arc::new(Hsm::open(admin.context().clone(), LABEL, pin()).unwrap());
+        let hsm = pool_token(admin);
         let options = KeyCacheOptions {
             session_copies: true,
             revalidate: Duration::from_secs(1),
@@ -369,7 +286,7 @@ mod child {
         let token = session
             .generate_key(&Mechanism::AesKeyGen, &template)
             .unwrap();
-        let hsm = Arc::new(Hsm::open(admin.context().clone(), LABEL, pin()).unwrap());
+        let hsm = pool_token(admin);
         let (pool, threads) = Pool::start(hsm, 1, KeyCacheOptions::default()).unwrap();
         for _ in 0..3 {
             let (copied, sealed) = pool_seal(&pool, "k-nocopy", b"plain").await.unwrap();
@@ -383,7 +300,7 @@ mod child {
 
     /// `--session-key-copies=false`: crypto on the token object, no copies.
     async fn key_copies_off(admin: &Hsm, session: &cryptoki::session::Session) {
-        let hsm = Arc::new(Hsm::open(admin.context().clone(), LABEL, pin()).unwrap());
+        let hsm = pool_token(admin);
         let options = KeyCacheOptions {
             session_copies: false,
             revalidate: Duration::from_secs(1),
@@ -410,34 +327,8 @@ mod child {
         dir: &Path,
     ) {
         let status_file = dir.join("key-status.json");
-        let config = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            addr_file: None,
-            worker_id: "test-worker".into(),
-            pkcs11_module: MODULE.into(),
-            token_label: LABEL.into(),
-            pin: pin(),
-            sessions: 2,
-            key_status_file: Some(status_file.clone()),
-            health_interval: Duration::from_secs(1),
-            session_key_copies: true,
-            key_revalidate: Duration::from_secs(1),
-            drain_delay: Duration::from_secs(2),
-            grpc_tls: None,
-            domain_key_label: hsm::DEFAULT_DOMAIN_KEY_LABEL.into(),
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(keymesh_crypto_worker::serve_with_module(
-            config,
-            ctx,
-            listener,
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
-        let channel = connect(addr).await;
+        let config = common::config("test-worker", status_file.clone(), Duration::from_secs(2));
+        let (channel, stop_tx, server) = common::start_worker(config, ctx).await;
         let mut c = CryptoWorkerClient::new(channel.clone());
 
         // Round trip with integrity value and verify.
@@ -792,22 +683,5 @@ mod child {
             .expect("server did not drain")
             .unwrap()
             .unwrap();
-    }
-
-    async fn connect(addr: std::net::SocketAddr) -> Channel {
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            match Channel::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect()
-                .await
-            {
-                Ok(ch) => return ch,
-                Err(e) => {
-                    assert!(Instant::now() < until, "cannot connect: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
     }
 }

@@ -1,108 +1,54 @@
 //! KeyVault against a real SoftHSM2 token, over real gRPC: customer master
 //! keys wrapped under an HSM domain key, served by any worker.
 //!
-//! Same setup as `softhsm.rs`: the test re-runs its own binary as a child
-//! process with `SOFTHSM2_CONF` pointing at a fresh token directory (a
-//! process may initialise the module only once, and tests never change their
-//! own environment).
+//! Same setup as `softhsm.rs` (`common::run_suite`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "KEYMESH_WORKER_VAULT_CHILD";
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 #[test]
 fn vault_suite() {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        child::run();
-        return;
-    }
-    if !Path::new(MODULE).exists() {
-        eprintln!("SKIPPED: {MODULE} not installed");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "vault_suite", "--nocapture", "--test-threads=1"])
-        .env("SOFTHSM2_CONF", &conf)
-        .env(CHILD_ENV, dir.path())
-        .output()
-        .unwrap();
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success(),
-        "KeyVault suite failed in the child process"
-    );
+    common::run_suite("vault_suite", CHILD_ENV, "KeyVault suite", child::run);
 }
 
 mod child {
     use super::*;
 
-    use std::net::SocketAddr;
-    use std::path::PathBuf;
-    use std::sync::Arc;
+    use crate::common::{LABEL, MODULE, bool_attr, expect_err, pin, pool_token, stop};
 
     use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
     use cryptoki::session::Session;
     use der::Decode as _;
-    use keymesh_common::Secret;
+    use keymesh_crypto_worker::aead;
     use keymesh_crypto_worker::hsm::{self, Hsm};
     use keymesh_crypto_worker::key_cache::KeyCacheOptions;
     use keymesh_crypto_worker::pool::Pool;
     use keymesh_crypto_worker::wrapped::{UnwrappedKeyOptions, WrappedKeyRef};
-    use keymesh_crypto_worker::{Config, aead};
     use keymesh_proto::crypto::v1::key_vault_client::KeyVaultClient;
     use keymesh_proto::crypto::v1::{
-        ErrorInfo, ErrorReason, GenerateDataKeyPairRequest, GenerateDataKeyRequest,
-        GenerateKeyRequest, GenerateRandomRequest, KeyPairSpec, ReEncryptRequest, Sealed,
-        VaultDecryptRequest, VaultEncryptRequest, WrappedKey,
+        ErrorReason, GenerateDataKeyPairRequest, GenerateDataKeyRequest, GenerateKeyRequest,
+        GenerateRandomRequest, KeyPairSpec, ReEncryptRequest, Sealed, VaultDecryptRequest,
+        VaultEncryptRequest, WrappedKey,
     };
-    use prost::Message as _;
     use ring::signature::{self, KeyPair as _};
     use tonic::Code;
     use tonic::transport::Channel;
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-    const LABEL: &str = "keymesh";
     const DOMAIN: &str = hsm::DEFAULT_DOMAIN_KEY_LABEL;
     const OTHER_DOMAIN: &str = "keymesh-domain-other";
 
     type Client = KeyVaultClient<Channel>;
 
-    fn pin() -> Secret {
-        Secret::new("1234".into())
-    }
-
-    fn reason(status: &tonic::Status) -> ErrorReason {
-        let info = ErrorInfo::decode(status.details()).unwrap();
-        ErrorReason::try_from(info.reason).unwrap()
-    }
-
-    #[track_caller]
-    fn expect_err(r: Result<impl std::fmt::Debug, tonic::Status>, code: Code, why: ErrorReason) {
-        let status = r.expect_err("expected an error");
-        assert_eq!((status.code(), reason(&status)), (code, why), "{status:?}");
-    }
-
-    pub fn run() {
-        let dir = PathBuf::from(std::env::var_os(CHILD_ENV).unwrap());
+    pub fn run(dir: &Path) {
         let ctx = hsm::load_module(Path::new(MODULE)).unwrap();
         hsm::init_token(&ctx, LABEL, &pin(), &pin(), false).unwrap();
         let admin = Hsm::open(ctx.clone(), LABEL, pin()).unwrap();
@@ -118,8 +64,8 @@ mod child {
             .build()
             .unwrap();
         rt.block_on(async {
-            let (first, stop_first, first_server) = start_worker(ctx.clone(), &dir, "w1").await;
-            let (second, stop_second, second_server) = start_worker(ctx.clone(), &dir, "w2").await;
+            let (first, stop_first, first_server) = start_worker(ctx.clone(), dir, "w1").await;
+            let (second, stop_second, second_server) = start_worker(ctx.clone(), dir, "w2").await;
             let mut c = KeyVaultClient::new(first.clone());
             let mut c2 = KeyVaultClient::new(second.clone());
 
@@ -144,21 +90,6 @@ mod child {
         });
         // Every unwrapped key died with its worker's keeper session.
         assert!(vault_objects(&session, ObjectClass::SECRET_KEY).is_empty());
-    }
-
-    fn bool_attr(s: &Session, h: ObjectHandle, t: AttributeType) -> bool {
-        match s.get_attributes(h, &[t]).unwrap().as_slice() {
-            [
-                Attribute::Token(b)
-                | Attribute::Sensitive(b)
-                | Attribute::Extractable(b)
-                | Attribute::Encrypt(b)
-                | Attribute::Decrypt(b)
-                | Attribute::Wrap(b)
-                | Attribute::Unwrap(b),
-            ] => *b,
-            other => panic!("unexpected attributes {other:?}"),
-        }
     }
 
     fn domain_key_attributes(s: &Session, h: ObjectHandle) {
@@ -192,51 +123,13 @@ mod child {
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<anyhow::Result<()>>,
     ) {
-        let config = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            addr_file: None,
-            worker_id: id.into(),
-            pkcs11_module: MODULE.into(),
-            token_label: LABEL.into(),
-            pin: pin(),
-            sessions: 2,
-            key_status_file: Some(dir.join(format!("{id}-key-status.json"))),
-            health_interval: Duration::from_secs(1),
-            session_key_copies: true,
-            key_revalidate: Duration::from_secs(1),
-            drain_delay: Duration::ZERO,
-            grpc_tls: None,
-            domain_key_label: DOMAIN.into(),
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(keymesh_crypto_worker::serve_with_module(
-            config,
-            ctx,
-            listener,
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
-        (connect(addr).await, stop_tx, server)
-    }
-
-    async fn connect(addr: SocketAddr) -> Channel {
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            match Channel::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect()
-                .await
-            {
-                Ok(ch) => return ch,
-                Err(e) => {
-                    assert!(Instant::now() < until, "cannot connect: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
+        // DOMAIN is the default --domain-key-label.
+        let config = common::config(
+            id,
+            dir.join(format!("{id}-key-status.json")),
+            Duration::ZERO,
+        );
+        common::start_worker(config, ctx).await
     }
 
     async fn health(channel: &Channel) {
@@ -859,7 +752,7 @@ mod child {
     /// A pool of its own (a fresh cache): bounded, idle keys destroyed, and
     /// it opens what another pool sealed.
     async fn cache_bounds(admin: &Hsm, session: &Session) {
-        let hsm = Arc::new(Hsm::open(admin.context().clone(), LABEL, pin()).unwrap());
+        let hsm = pool_token(admin);
         let options = UnwrappedKeyOptions {
             capacity: 2,
             idle: Duration::from_millis(200),
@@ -928,9 +821,6 @@ mod child {
             before
         );
 
-        drop(pool);
-        tokio::task::spawn_blocking(move || threads.join())
-            .await
-            .unwrap();
+        stop(pool, threads).await;
     }
 }
