@@ -116,31 +116,31 @@ CSMS=(--name bench-secret-1 --version latest --account-file "$DIR/account.json")
 "$LG" closed --concurrency 4 --duration 1 "${COMMON[@]}" kms-datakey --bits 512 "${KMS[@]}" >/dev/null
 "$LG" closed --concurrency 4 --duration 1 "${COMMON[@]}" csms-show "${CSMS[@]}" >/dev/null
 
-# Huawei KMS against XKS Encrypt on the same processes, same run (issue 4 §9:
-# CPU per request within 1.2x of XKS Encrypt 32 B).
-kms_suite() {
-  for _ in $(seq "$KMS_ROUNDS"); do
-    for c in $KMS_CONCURRENCY; do
-      "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" encrypt --size 32 >>"$OUT"
-      "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" kms-encrypt --size 32 "${KMS[@]}" >>"$OUT"
-      "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" kms-datakey --bits 512 "${KMS[@]}" >>"$OUT"
-      "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" csms-show "${CSMS[@]}" >>"$OUT"
-    done
-  done
+# One closed-loop run at concurrency $1 of the operation in "$@", appended to $OUT.
+closed_run() {
+  local c=$1
+  shift
+  "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" "$@" >>"$OUT"
 }
-# Issue 5 §7: the CSMS hot read (show-secret-version `latest`: two store reads,
-# never cached, and one KeyVault decrypt) against XKS Encrypt and encrypt-data.
-csms_suite() {
+# Huawei KMS against XKS Encrypt on the same processes, same run (issue 4 §9:
+# CPU per request within 1.2x of XKS Encrypt 32 B); with $1 = csms, the CSMS
+# hot read only (issue 5 §7: show-secret-version `latest`: two store reads,
+# never cached, and one KeyVault decrypt) against XKS Encrypt and
+# encrypt-data, i.e. the same rounds without create-datakey.
+compare_suite() {
   for _ in $(seq "$KMS_ROUNDS"); do
     for c in $KMS_CONCURRENCY; do
-      "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" encrypt --size 32 >>"$OUT"
-      "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" kms-encrypt --size 32 "${KMS[@]}" >>"$OUT"
-      "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" csms-show "${CSMS[@]}" >>"$OUT"
+      closed_run "$c" encrypt --size 32
+      closed_run "$c" kms-encrypt --size 32 "${KMS[@]}"
+      if [ "$1" = kms ]; then
+        closed_run "$c" kms-datakey --bits 512 "${KMS[@]}"
+      fi
+      closed_run "$c" csms-show "${CSMS[@]}"
     done
   done
 }
 if [ "$SUITE" = csms ]; then
-  csms_suite
+  compare_suite csms
   echo "results appended to $OUT" >&2
   exit 0
 fi
@@ -148,7 +148,7 @@ if [ "$SUITE" = kms ]; then
   # The raw SoftHSM2 ceiling at 32 B: calibrates this machine against other runs.
   "$LG" raw-hsm --key-id bench-key --size 32 --threads 1 --duration "$DURATION" >>"$OUT"
   "$LG" raw-hsm --key-id bench-key --size 32 --threads 1 --duration "$DURATION" --session-copy >>"$OUT"
-  kms_suite
+  compare_suite kms
   echo "results appended to $OUT" >&2
   exit 0
 fi
@@ -173,6 +173,6 @@ for c in $CONCURRENCY; do
   "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" health >>"$OUT"
 done
 "$LG" closed --concurrency 32 --duration "$DURATION" "${COMMON[@]}" metadata >>"$OUT"
-kms_suite
+compare_suite kms
 
 echo "results appended to $OUT" >&2

@@ -36,11 +36,22 @@ from huaweicloudsdkcore.exceptions.exceptions import ServiceResponseException
 from huaweicloudsdkcore.http.http_config import HttpConfig
 from huaweicloudsdkcore.sdk_request import SdkRequest
 from huaweicloudsdkcore.signer.signer import Signer
-from huaweicloudsdkcsms.v1 import CsmsClient
+from huaweicloudsdkcsms.v1 import (
+    CreateSecretRequest,
+    CreateSecretRequestBody,
+    CreateSecretVersionRequest,
+    CreateSecretVersionRequestBody,
+    CsmsClient,
+    ShowSecretRequest,
+    ShowSecretVersionRequest,
+)
 from huaweicloudsdkkms.v2 import (
     CreateKeyRequest,
     CreateKeyRequestBody,
+    DisableKeyRequest,
     KmsClient,
+    ListKeyDetailRequest,
+    OperateKeyRequestBody,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,24 +152,16 @@ class Mesh:
 
     def kms(self, who="a_full"):
         """The official KmsClient for account ``who`` (a_full, a_readonly, b_full)."""
-        if who not in self._clients:
-            acc = self.accounts[who]
-            config = HttpConfig.get_default_config()
-            config.user_agent = "keymesh-e2e"
-            config.timeout = (10, 60)
-            creds = BasicCredentials(acc["access_key"], acc["secret_key"], acc["project_id"])
-            self._clients[who] = (
-                KmsClient.new_builder()
-                .with_http_config(config)
-                .with_credentials(creds)
-                .with_endpoints([self.endpoint])
-                .build()
-            )
-        return self._clients[who]
+        return self._client(KmsClient, who)
 
     def csms(self, who="a_full"):
         """The official CsmsClient for account ``who``, configured like ``kms``."""
-        k = ("csms", who)
+        return self._client(CsmsClient, who)
+
+    def _client(self, cls, who):
+        """One cached ``cls`` client per (class, account): plain http,
+        ``BasicCredentials(ak, sk, project_id)``, a user agent, timeouts."""
+        k = (cls, who)
         if k not in self._clients:
             acc = self.accounts[who]
             config = HttpConfig.get_default_config()
@@ -166,7 +169,7 @@ class Mesh:
             config.timeout = (10, 60)
             creds = BasicCredentials(acc["access_key"], acc["secret_key"], acc["project_id"])
             self._clients[k] = (
-                CsmsClient.new_builder()
+                cls.new_builder()
                 .with_http_config(config)
                 .with_credentials(creds)
                 .with_endpoints([self.endpoint])
@@ -344,9 +347,33 @@ def csms(mesh):
 def new_secret(csms_client, name=None, **fields):
     """Create a secret (text value with MARKER unless a value is given);
     returns the SDK's ``Secret`` object."""
-    from huaweicloudsdkcsms.v1 import CreateSecretRequest, CreateSecretRequestBody
-
     if "secret_string" not in fields and "secret_binary" not in fields:
         fields["secret_string"] = plaintext(40)
     body = CreateSecretRequestBody(name=name or unique("sec"), **fields)
     return csms_client.create_secret(CreateSecretRequest(body=body)).secret
+
+
+# ---------------------------------------------------------------------------
+# SDK call shorthands shared by several test modules
+
+
+def describe(kms, key_id):
+    return kms.list_key_detail(ListKeyDetailRequest(body=OperateKeyRequestBody(key_id=key_id))).key_info
+
+
+def disable(kms, key_id):
+    return kms.disable_key(DisableKeyRequest(body=OperateKeyRequestBody(key_id=key_id)))
+
+
+def show(csms, name):
+    return csms.show_secret(ShowSecretRequest(secret_name=name)).secret
+
+
+def version(csms, name, vid):
+    return csms.show_secret_version(ShowSecretVersionRequest(secret_name=name, version_id=vid)).version
+
+
+def add_version(csms, name, **body):
+    return csms.create_secret_version(
+        CreateSecretVersionRequest(secret_name=name, body=CreateSecretVersionRequestBody(**body))
+    ).version_metadata

@@ -7,8 +7,6 @@ import time
 
 import pytest
 from huaweicloudsdkcsms.v1 import (
-    CreateSecretVersionRequest,
-    CreateSecretVersionRequestBody,
     CreatePasswordRequestBody,
     DeleteSecretForScheduleRequest,
     DeleteSecretForScheduleRequestBody,
@@ -17,8 +15,6 @@ from huaweicloudsdkcsms.v1 import (
     GenerateRandomPasswordRequest,
     ListSecretVersionsRequest,
     RestoreSecretRequest,
-    ShowSecretRequest,
-    ShowSecretVersionRequest,
     UpdateSecretRequest,
     UpdateSecretRequestBody,
     UpdateSecretStageRequest,
@@ -29,7 +25,7 @@ from huaweicloudsdkcsms.v1 import (
     UploadSecretBlobRequestBody,
 )
 
-from conftest import expect_error, expect_raw_error, expect_raw_ok, new_secret, plaintext, unique
+from conftest import add_version, expect_error, expect_raw_error, expect_raw_ok, new_secret, plaintext, show, unique, version
 
 DAY = 86400
 
@@ -44,20 +40,6 @@ def schedule(csms, name, days=7):
 
 def restore(csms, name):
     return csms.restore_secret(RestoreSecretRequest(secret_name=name)).secret
-
-
-def show(csms, name):
-    return csms.show_secret(ShowSecretRequest(secret_name=name)).secret
-
-
-def version(csms, name, vid):
-    return csms.show_secret_version(ShowSecretVersionRequest(secret_name=name, version_id=vid)).version
-
-
-def add_version(csms, name, **body):
-    return csms.create_secret_version(
-        CreateSecretVersionRequest(secret_name=name, body=CreateSecretVersionRequestBody(**body))
-    ).version_metadata
 
 
 # ---------------------------------------------------------------- scheduled deletion

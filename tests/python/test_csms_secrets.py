@@ -15,7 +15,6 @@ from huaweicloudsdkcsms.v1 import (
     ImportSecretsRequest,
     ListSecretsRequest,
     ListSecretVersionsRequest,
-    ShowSecretRequest,
     ShowSecretVersionRequest,
     UpdateSecretRequest,
     UpdateSecretRequestBody,
@@ -31,17 +30,13 @@ from huaweicloudsdkkms.v2 import (
     ScheduleKeyDeletionRequestBody,
 )
 
-from conftest import UUID_RE, expect_error, expect_raw_error, expect_raw_ok, new_secret, plaintext, unique
+from conftest import UUID_RE, expect_error, expect_raw_error, expect_raw_ok, new_secret, plaintext, show, unique
 
 SECRETS = "/v1/{project}/secrets"
 
 
 def create(csms, **body):
     return csms.create_secret(CreateSecretRequest(body=CreateSecretRequestBody(**body)))
-
-
-def show(csms, name):
-    return csms.show_secret(ShowSecretRequest(secret_name=name)).secret
 
 
 def latest(csms, name):

@@ -9,29 +9,16 @@ import time
 
 import pytest
 from huaweicloudsdkcsms.v1 import (
-    CreateSecretVersionRequest,
-    CreateSecretVersionRequestBody,
     DeleteSecretStageRequest,
     ListSecretVersionsRequest,
     ShowSecretStageRequest,
-    ShowSecretVersionRequest,
     UpdateSecretStageRequest,
     UpdateSecretStageRequestBody,
     UpdateVersionRequest,
     UpdateVersionRequestBody,
 )
 
-from conftest import expect_error, expect_raw_error, expect_raw_ok, new_secret, plaintext, unique
-
-
-def add_version(csms, name, **body):
-    return csms.create_secret_version(
-        CreateSecretVersionRequest(secret_name=name, body=CreateSecretVersionRequestBody(**body))
-    ).version_metadata
-
-
-def version(csms, name, vid):
-    return csms.show_secret_version(ShowSecretVersionRequest(secret_name=name, version_id=vid)).version
+from conftest import add_version, expect_error, expect_raw_error, expect_raw_ok, new_secret, plaintext, unique, version
 
 
 def stages_by_version(csms, name):

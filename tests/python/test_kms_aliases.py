@@ -12,8 +12,6 @@ from huaweicloudsdkkms.v2 import (
     DeleteAliasRequestBody,
     DeleteKeyRequest,
     ListAliasesRequest,
-    ListKeyDetailRequest,
-    OperateKeyRequestBody,
     ScheduleKeyDeletionRequestBody,
     UpdateKeyAliasRequest,
     UpdateKeyAliasRequestBody,
@@ -21,11 +19,7 @@ from huaweicloudsdkkms.v2 import (
     UpdateKeyDescriptionRequestBody,
 )
 
-from conftest import expect_error, expect_raw_ok, unique
-
-
-def describe(kms, key_id):
-    return kms.list_key_detail(ListKeyDetailRequest(body=OperateKeyRequestBody(key_id=key_id))).key_info
+from conftest import describe, expect_error, expect_raw_ok, unique
 
 
 def update_alias(kms, key_id, alias):

@@ -11,16 +11,14 @@ from huaweicloudsdkkms.v2 import (
     DecryptDatakeyRequest,
     DecryptDatakeyRequestBody,
     DeleteKeyRequest,
-    DisableKeyRequest,
     EncryptDataRequest,
     EncryptDataRequestBody,
-    OperateKeyRequestBody,
     ReEncryptRequest,
     ReEncryptRequestBody,
     ScheduleKeyDeletionRequestBody,
 )
 
-from conftest import B64_CIPHER_RE, expect_error, expect_raw_error, expect_raw_ok, plaintext
+from conftest import B64_CIPHER_RE, disable, expect_error, expect_raw_error, expect_raw_ok, plaintext
 
 
 def encrypt(kms, key_id, text, aad=None):
@@ -37,10 +35,6 @@ def decrypt(kms, cipher, aad=None, key_id=None):
             body=DecryptDataRequestBody(cipher_text=cipher, additional_authenticated_data=aad, key_id=key_id)
         )
     )
-
-
-def disable(kms, key_id):
-    kms.disable_key(DisableKeyRequest(body=OperateKeyRequestBody(key_id=key_id)))
 
 
 def schedule(kms, key_id):

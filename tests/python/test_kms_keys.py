@@ -9,7 +9,6 @@ from huaweicloudsdkkms.v2 import (
     CreateKeyRequest,
     CreateKeyRequestBody,
     DeleteKeyRequest,
-    DisableKeyRequest,
     EnableKeyRequest,
     ListKeyDetailRequest,
     ListKeysRequest,
@@ -18,15 +17,7 @@ from huaweicloudsdkkms.v2 import (
     ScheduleKeyDeletionRequestBody,
 )
 
-from conftest import UUID_RE, expect_error, expect_raw_error, expect_raw_ok, unique
-
-
-def describe(kms, key_id):
-    return kms.list_key_detail(ListKeyDetailRequest(body=OperateKeyRequestBody(key_id=key_id))).key_info
-
-
-def disable(kms, key_id):
-    return kms.disable_key(DisableKeyRequest(body=OperateKeyRequestBody(key_id=key_id)))
+from conftest import UUID_RE, describe, disable, expect_error, expect_raw_error, expect_raw_ok, unique
 
 
 def enable(kms, key_id):

@@ -2,6 +2,9 @@
 //! SDK-HMAC-SHA256 signing, same raw control) on the CSMS paths
 //! `/v1/{project}/...`, plus the few calls the tests repeat.
 
+use std::collections::BTreeMap;
+
+use anyhow::Result;
 use serde_json::{Value, json};
 
 use crate::kms::{KmsClient, KmsResponse};
@@ -26,7 +29,17 @@ impl CsmsClient {
 
     /// Any method with a JSON body.
     pub async fn json(&self, method: &str, suffix: &str, body: &Value) -> KmsResponse {
-        self.call(method, suffix, serde_json::to_vec(body).unwrap_or_default())
+        self.try_json(method, suffix, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {suffix}: {e:#}"))
+    }
+
+    /// [`Self::json`], but a transport failure (e.g. the edge died) is
+    /// returned instead of panicking.
+    pub async fn try_json(&self, method: &str, suffix: &str, body: &Value) -> Result<KmsResponse> {
+        let body = serde_json::to_vec(body).unwrap_or_default();
+        self.0
+            .send(method, &self.path(suffix), body, |_| {}, |_| {})
             .await
     }
 
@@ -89,12 +102,12 @@ impl CsmsClient {
     }
 
     /// `{version id → stages}` of a secret.
-    pub async fn stages(&self, name: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    pub async fn stages(&self, name: &str) -> BTreeMap<String, Vec<String>> {
         let r = self
             .get(&format!("secrets/{name}/versions?limit=200"))
             .await
             .ok();
-        let mut out = std::collections::BTreeMap::new();
+        let mut out = BTreeMap::new();
         for m in r.json["version_metadatas"].as_array().into_iter().flatten() {
             let mut st: Vec<String> = m["version_stages"]
                 .as_array()

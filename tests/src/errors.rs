@@ -20,8 +20,9 @@ pub struct Row {
     pub apis: BTreeSet<Operation>,
 }
 
-/// Split one CSV line (RFC 4180 quoting, no embedded newlines).
-fn split_csv(line: &str) -> Vec<String> {
+/// Split one CSV line (RFC 4180 quoting, no embedded newlines); shared
+/// with the Huawei table in [`crate::kms`].
+pub(crate) fn split_csv(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;

@@ -14,11 +14,12 @@
 //! `#[tokio::test]` runtime, where blocking on another runtime would panic.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::{Mesh, random_hex};
+use crate::{Mesh, MeshOptions, random_hex};
 
 /// Which store backend the Huawei dialect runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,26 @@ impl HuaweiStore {
             "postgres" | "postgresql" => Some(Self::Postgres),
             _ => None,
         }
+    }
+
+    /// Default mesh options plus the Huawei dialect on this backend.
+    pub fn options(self) -> MeshOptions {
+        MeshOptions {
+            huawei: Some(self),
+            ..MeshOptions::default()
+        }
+    }
+
+    /// The mesh of this backend shared by every test of one test binary
+    /// (started on first use, see [`crate::shared_mesh`]).
+    pub fn shared_mesh(self) -> &'static Mesh {
+        static SQLITE: OnceLock<Mesh> = OnceLock::new();
+        static POSTGRES: OnceLock<Mesh> = OnceLock::new();
+        let cell = match self {
+            Self::Sqlite => &SQLITE,
+            Self::Postgres => &POSTGRES,
+        };
+        crate::shared_mesh(cell, || self.options())
     }
 }
 

@@ -8,8 +8,9 @@
 //! Also: the published error table (`fixtures/huawei-kms-csms.csv`) and an
 //! assertion that an error response is exactly one of its rows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use anyhow::{Context as _, Result, anyhow};
@@ -21,6 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use crate::Mesh;
+use crate::errors::split_csv;
 use crate::huawei::HuaweiAccount;
 
 /// The Huawei KMS/CSMS error table as shipped with the tests.
@@ -35,40 +37,54 @@ pub struct KmsRow {
 }
 
 /// `error_code` → row, from [`KMS_CSV`] (header skipped; fields may be
-/// quoted, RFC 4180).
-pub fn kms_table() -> BTreeMap<String, KmsRow> {
-    let mut out = BTreeMap::new();
-    for line in KMS_CSV.lines().skip(1).filter(|l| !l.trim().is_empty()) {
-        let f = split_csv(line);
-        let status = f
-            .first()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or_else(|| panic!("bad status in CSV line {line:?}"));
-        let code = f.get(1).cloned().unwrap_or_default();
-        let msg = f.get(2).cloned().unwrap_or_default();
-        out.insert(code.clone(), KmsRow { status, code, msg });
-    }
-    out
+/// quoted, RFC 4180), parsed once per process.
+pub fn kms_table() -> &'static BTreeMap<String, KmsRow> {
+    static TABLE: OnceLock<BTreeMap<String, KmsRow>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut out = BTreeMap::new();
+        for line in KMS_CSV.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+            let f = split_csv(line);
+            let status = f
+                .first()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or_else(|| panic!("bad status in CSV line {line:?}"));
+            let code = f.get(1).cloned().unwrap_or_default();
+            let msg = f.get(2).cloned().unwrap_or_default();
+            out.insert(code.clone(), KmsRow { status, code, msg });
+        }
+        out
+    })
 }
 
-fn split_csv(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => out.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
+/// The codes an error-table test has provoked; [`Self::assert_exactly`]
+/// compares them with the codes it claims to produce.
+#[derive(Debug, Default)]
+pub struct ObservedCodes(BTreeSet<String>);
+
+impl ObservedCodes {
+    /// Assert `r` is the published `code` (the gateway's APIGW.0301 is not
+    /// in the table: its row is fixed here) and record it.
+    pub fn expect(&mut self, code: &str, r: KmsResponse, what: &str) {
+        if code == "APIGW.0301" {
+            r.assert_error(401, code, "Incorrect IAM authentication information.");
+        } else {
+            let (status, got) = r.code();
+            assert_eq!(got, code, "{what}: status {status}, body {}", r.text());
+            r.assert_kms_error(code);
+        }
+        self.0.insert(code.to_owned());
+    }
+
+    /// The observed set equals `produced`, and every non-gateway code of it
+    /// is in the published table.
+    pub fn assert_exactly(&self, produced: &[&str]) {
+        let want: BTreeSet<String> = produced.iter().map(|c| (*c).to_owned()).collect();
+        assert_eq!(self.0, want, "observed codes differ from PRODUCED");
+        let table = kms_table();
+        for code in produced.iter().filter(|c| !c.starts_with("APIGW.")) {
+            assert!(table.contains_key(*code), "{code} not in the CSV");
         }
     }
-    out.push(cur);
-    out
 }
 
 /// How a [`KmsClient`] authenticates.
@@ -129,8 +145,7 @@ impl KmsResponse {
     /// `error_msg` from the CSV, body `{"error_code","error_msg"}` and
     /// nothing else, an `X-Request-Id` header.
     pub fn assert_kms_error(&self, code: &str) {
-        let table = kms_table();
-        let row = table
+        let row = kms_table()
             .get(code)
             .unwrap_or_else(|| panic!("{code} is not in the error table"));
         self.assert_error(row.status, &row.code, &row.msg);
@@ -217,6 +232,18 @@ impl KmsClient {
         self.send("POST", &self.path(suffix), bytes, |_| {}, |_| {})
             .await
             .unwrap_or_else(|e| panic!("POST {suffix}: {e:#}"))
+    }
+
+    /// `create-key` with `key_alias` (must succeed); returns the key id.
+    pub async fn create_key(&self, alias: &str) -> String {
+        let r = self
+            .post("create-key", &serde_json::json!({ "key_alias": alias }))
+            .await
+            .ok();
+        r.json["key_info"]["key_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no key_info.key_id: {}", r.text()))
+            .to_owned()
     }
 
     /// POST with a raw body.

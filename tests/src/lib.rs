@@ -71,6 +71,11 @@ pub fn plaintext(n: usize) -> Vec<u8> {
     MARKER.iter().copied().cycle().take(n).collect()
 }
 
+/// [`plaintext`] as a `String` (the marker is ASCII), for JSON text fields.
+pub fn marker_text(n: usize) -> String {
+    String::from_utf8(plaintext(n)).unwrap()
+}
+
 /// Strings whose presence in a log proves plaintext leaked.
 pub fn marker_needles() -> Vec<String> {
     let b64 = base64::engine::general_purpose::STANDARD;

@@ -17,19 +17,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use keymesh_tests::csms::CsmsClient;
 use keymesh_tests::huawei::HuaweiStore;
 use keymesh_tests::kms::KmsClient;
-use keymesh_tests::{MARKER, Mesh, MeshOptions, plaintext, random_hex};
+use keymesh_tests::{MARKER, Mesh, marker_text, plaintext, random_hex};
 use serde_json::{Value, json};
-
-fn marker_text(n: usize) -> String {
-    String::from_utf8(plaintext(n)).unwrap()
-}
-
-fn options(store: HuaweiStore) -> MeshOptions {
-    MeshOptions {
-        huawei: Some(store),
-        ..MeshOptions::default()
-    }
-}
 
 fn a(m: &Mesh) -> CsmsClient {
     CsmsClient(KmsClient::aksk(m, &m.huawei().full_a))
@@ -300,9 +289,8 @@ async fn writer(c: CsmsClient, prefix: String, acked: Acked) {
     for i in 0.. {
         let n = format!("{prefix}-{i}");
         let v1 = format!("{}-{n}-v1", std::str::from_utf8(MARKER).unwrap());
-        let body = serde_json::to_vec(&json!({ "name": n, "secret_string": v1 })).unwrap();
-        let path = c.path("secrets");
-        match c.0.send("POST", &path, body, |_| {}, |_| {}).await {
+        let body = json!({ "name": n, "secret_string": v1 });
+        match c.try_json("POST", "secrets", &body).await {
             Ok(r) if r.status == 200 => {
                 acked
                     .lock()
@@ -315,9 +303,9 @@ async fn writer(c: CsmsClient, prefix: String, acked: Acked) {
         }
         for k in 2..=3 {
             let val = format!("{}-{n}-v{k}", std::str::from_utf8(MARKER).unwrap());
-            let body = serde_json::to_vec(&json!({ "secret_string": val })).unwrap();
-            let path = c.path(&format!("secrets/{n}/versions"));
-            match c.0.send("POST", &path, body, |_| {}, |_| {}).await {
+            let body = json!({ "secret_string": val });
+            let path = format!("secrets/{n}/versions");
+            match c.try_json("POST", &path, &body).await {
                 Ok(r) if r.status == 200 => {
                     let id = r.json["version_metadata"]["id"]
                         .as_str()
@@ -332,7 +320,7 @@ async fn writer(c: CsmsClient, prefix: String, acked: Acked) {
 }
 
 async fn crash_consistency(store: HuaweiStore) {
-    let m = tokio::task::block_in_place(|| Mesh::start(options(store))).unwrap();
+    let m = tokio::task::block_in_place(|| Mesh::start(store.options())).unwrap();
     let c = a(&m);
     let prefix = format!("crash-{}", random_hex(3));
     let acked: Acked = Arc::default();
@@ -415,11 +403,9 @@ macro_rules! suite {
     ($name:ident, $store:expr) => {
         mod $name {
             use super::*;
-            use std::sync::OnceLock;
 
             fn mesh() -> &'static Mesh {
-                static M: OnceLock<Mesh> = OnceLock::new();
-                keymesh_tests::shared_mesh(&M, || options($store))
+                $store.shared_mesh()
             }
 
             #[tokio::test]

@@ -11,8 +11,7 @@ use keymesh_tests::{Mesh, MeshOptions, http_request};
 fn start(store: HuaweiStore) -> Mesh {
     Mesh::start(MeshOptions {
         keystores: vec![keymesh_tests::TENANT_A.into()],
-        huawei: Some(store),
-        ..MeshOptions::default()
+        ..store.options()
     })
     .unwrap_or_else(|e| panic!("mesh start failed: {e:#}"))
 }

@@ -11,20 +11,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use http::{HeaderMap, HeaderValue};
 use keymesh_tests::huawei::{HuaweiStore, TokenSpec};
 use keymesh_tests::kms::{KmsClient, KmsResponse};
-use keymesh_tests::{MARKER, Mesh, MeshOptions, plaintext, random_hex};
+use keymesh_tests::{MARKER, Mesh, marker_text, random_hex};
 use ring::digest::{SHA256, digest};
 use serde_json::json;
-
-fn marker_text(n: usize) -> String {
-    String::from_utf8(plaintext(n)).unwrap()
-}
-
-fn options(store: HuaweiStore) -> MeshOptions {
-    MeshOptions {
-        huawei: Some(store),
-        ..MeshOptions::default()
-    }
-}
 
 fn a(m: &Mesh) -> KmsClient {
     KmsClient::aksk(m, &m.huawei().full_a)
@@ -35,17 +24,7 @@ fn b(m: &Mesh) -> KmsClient {
 }
 
 async fn create_key(c: &KmsClient) -> String {
-    let r = c
-        .post(
-            "create-key",
-            &json!({ "key_alias": format!("e2e-{}", random_hex(6)) }),
-        )
-        .await
-        .ok();
-    r.json["key_info"]["key_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no key_info.key_id: {}", r.text()))
-        .to_owned()
+    c.create_key(&format!("e2e-{}", random_hex(6))).await
 }
 
 async fn key_state(c: &KmsClient, key_id: &str) -> String {
@@ -379,11 +358,9 @@ macro_rules! suite {
     ($name:ident, $store:expr) => {
         mod $name {
             use super::*;
-            use std::sync::OnceLock;
 
             fn mesh() -> &'static Mesh {
-                static M: OnceLock<Mesh> = OnceLock::new();
-                keymesh_tests::shared_mesh(&M, || options($store))
+                $store.shared_mesh()
             }
 
             #[tokio::test]

@@ -443,18 +443,24 @@ impl Kms {
 /// and messages, never key material or secret values). The answer itself is
 /// never printed: a show-secret-version answer holds the value.
 fn check(answer: &Answer, pointer: &str) -> anyhow::Result<usize> {
-    if !answer.status.is_success() {
-        anyhow::bail!(
-            "probe request failed: {} {}",
-            answer.status,
-            String::from_utf8_lossy(&answer.body)
-        );
-    }
-    let v: Value = serde_json::from_slice(&answer.body)?;
+    let v = success_json(answer, "probe request")?;
     v.pointer(pointer)
         .and_then(Value::as_str)
         .map(str::len)
         .ok_or_else(|| anyhow::anyhow!("probe response ({}) has no {pointer}", answer.status))
+}
+
+/// The JSON of a 2xx answer; otherwise `{what} failed:` with the status and
+/// the edge's error body.
+fn success_json(answer: &Answer, what: &str) -> anyhow::Result<Value> {
+    if !answer.status.is_success() {
+        anyhow::bail!(
+            "{what} failed: {} {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    Ok(serde_json::from_slice(&answer.body)?)
 }
 
 /// `create-key` with `alias`; returns the new key's id.
@@ -467,16 +473,8 @@ pub async fn create_key(args: &CreateKeyArgs) -> anyhow::Result<String> {
         body(&[("key_alias", &args.alias)])?,
         "/key_info/key_id",
     )?;
-    let answer = kms.once().await?;
-    if !answer.status.is_success() {
-        anyhow::bail!(
-            "create-key failed: {} {}",
-            answer.status,
-            String::from_utf8_lossy(&answer.body)
-        );
-    }
-    let v: Value = serde_json::from_slice(&answer.body)?;
-    v.pointer("/key_info/key_id")
+    let v = success_json(&kms.once().await?, "create-key")?;
+    v.pointer(kms.expect)
         .and_then(Value::as_str)
         .map(str::to_owned)
         .ok_or_else(|| anyhow::anyhow!("create-key response has no key_info.key_id"))
@@ -502,15 +500,7 @@ pub async fn create_secret(args: &CreateSecretArgs) -> anyhow::Result<String> {
         ])?,
         "/secret/id",
     )?;
-    let answer = kms.once().await?;
-    if !answer.status.is_success() {
-        anyhow::bail!(
-            "create-secret failed: {} {}",
-            answer.status,
-            String::from_utf8_lossy(&answer.body)
-        );
-    }
-    let v: Value = serde_json::from_slice(&answer.body)?;
+    let v = success_json(&kms.once().await?, "create-secret")?;
     v.pointer(kms.expect)
         .and_then(Value::as_str)
         .map(str::to_owned)

@@ -17,7 +17,7 @@ use std::io::{Read as _, Write as _};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use keymesh_tests::{Mesh, MeshOptions, huawei::HuaweiStore, huawei::TokenSpec};
+use keymesh_tests::{Mesh, huawei::HuaweiStore, huawei::TokenSpec};
 use serde_json::json;
 
 const USAGE: &str = "usage: keymesh-test-mesh --store sqlite|postgres";
@@ -137,11 +137,7 @@ fn wait_for_stop() -> Result<()> {
 
 fn run() -> Result<()> {
     let store = parse_args()?;
-    let mesh = Mesh::start(MeshOptions {
-        huawei: Some(store),
-        ..MeshOptions::default()
-    })
-    .context("start mesh")?;
+    let mesh = Mesh::start(store.options()).context("start mesh")?;
     let line = serde_json::to_string(&describe(&mesh)?)?;
     {
         let mut out = std::io::stdout().lock();
