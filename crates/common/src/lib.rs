@@ -5,9 +5,11 @@
 //! telemetry set-up and W3C trace-context propagation across gRPC hops, the
 //! Prometheus recorder and `/metrics` listener, a TCP_NODELAY listener stream
 //! for tonic, mutual TLS between services (reloading certificates), the
-//! shutdown signal, hot-reloaded files, and a `Secret` string that never prints.
+//! shutdown signal, hot-reloaded files, a `Secret` string that never prints,
+//! and the HSM label classes every service checks.
 
 pub mod grpc_tls;
+pub mod labels;
 pub mod net;
 pub mod prometheus;
 pub mod propagation;

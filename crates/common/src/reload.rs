@@ -12,8 +12,9 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
-/// Parses the file's bytes into `T`.
-pub type Parser<T> = fn(&[u8]) -> anyhow::Result<T>;
+/// Parses the file's bytes into `T`. A closure, so a parse can depend on
+/// the service's own configuration (e.g. an opt-in flag).
+pub type Parser<T> = Box<dyn Fn(&[u8]) -> anyhow::Result<T> + Send + Sync>;
 
 pub struct Reloadable<T> {
     current: ArcSwap<T>,
@@ -39,8 +40,12 @@ fn stamp(path: &Path) -> Stamp {
 impl<T: Send + Sync + 'static> Reloadable<T> {
     /// Load `path` now (an error here is fatal: the service must not start
     /// without its configuration) and keep it fresh in the background.
-    pub fn load(path: impl Into<PathBuf>, parse: Parser<T>) -> anyhow::Result<Arc<Self>> {
+    pub fn load(
+        path: impl Into<PathBuf>,
+        parse: impl Fn(&[u8]) -> anyhow::Result<T> + Send + Sync + 'static,
+    ) -> anyhow::Result<Arc<Self>> {
         let path = path.into();
+        let parse: Parser<T> = Box::new(parse);
         let bytes = std::fs::read(&path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
         let value = parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
@@ -59,7 +64,7 @@ impl<T: Send + Sync + 'static> Reloadable<T> {
         Arc::new(Self {
             current: ArcSwap::from_pointee(value),
             path: PathBuf::new(),
-            parse: never::<T>,
+            parse: Box::new(never::<T>),
         })
     }
 

@@ -12,7 +12,7 @@ use keymesh_edge::keystores::{
 
 const SECRET_FILE_MODE: u32 = 0o600;
 
-fn read(path: &Path) -> anyhow::Result<KeystoresFile> {
+pub(crate) fn read(path: &Path) -> anyhow::Result<KeystoresFile> {
     match std::fs::read(path) {
         Ok(bytes) => {
             KeystoresFile::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
@@ -22,7 +22,7 @@ fn read(path: &Path) -> anyhow::Result<KeystoresFile> {
     }
 }
 
-fn write(path: &Path, file: &KeystoresFile) -> anyhow::Result<()> {
+pub(crate) fn write(path: &Path, file: &KeystoresFile) -> anyhow::Result<()> {
     // Never write a file the edge would refuse to load.
     file.validate()?;
     write_atomic(path, &file.to_json()?, Some(SECRET_FILE_MODE))
@@ -61,7 +61,8 @@ pub fn add_credential(
         }
         file.keystores.push(KeystoreEntry {
             uri_path: uri_path.to_owned(),
-            key_ids: vec!["*".to_owned()],
+            // A new key store serves no key until keys are assigned to it.
+            key_ids: Vec::new(),
             credentials: Vec::new(),
         });
     }
@@ -175,7 +176,7 @@ mod tests {
             .map(|c| c.access_key_id.clone())
             .collect();
         assert_eq!(ids, [newest_previous, new_id]);
-        assert_eq!(f.keystores[0].key_ids, ["*"]);
+        assert!(f.keystores[0].key_ids.is_empty(), "no key by default");
         f.validate().unwrap();
     }
 

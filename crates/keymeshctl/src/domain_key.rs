@@ -31,7 +31,7 @@ pub fn run(args: &HsmArgs, command: DomainKeyCommand) -> anyhow::Result<()> {
 }
 
 fn init(args: &HsmArgs, label: &str, if_missing: bool) -> anyhow::Result<()> {
-    wrapped::check_label(label).map_err(|e| anyhow::anyhow!("--label: {e}"))?;
+    wrapped::check_domain_key_label(label).map_err(|e| anyhow::anyhow!("--label: {e}"))?;
     let session = crate::keys::user_session(args)?;
     // PKCS#11 allows duplicate labels, and a second key under the label would
     // make every worker refuse it as ambiguous: never create one next to an

@@ -40,8 +40,11 @@ pub fn validate_key_id(id: &str) -> anyhow::Result<()> {
     {
         anyhow::bail!("key id {id:?} may only contain A-Z a-z 0-9 - . _");
     }
-    if id == hsm::HEALTH_KEY_LABEL {
-        anyhow::bail!("key id {id:?} is reserved for the worker's health check");
+    if keymesh_common::labels::is_reserved(id) {
+        anyhow::bail!(
+            "key id {id:?} is in the prefix {:?} reserved for keymesh's own objects",
+            keymesh_common::labels::RESERVED_PREFIX
+        );
     }
     Ok(())
 }
@@ -74,8 +77,29 @@ pub fn token_init(args: &HsmArgs, so_pin: Option<Secret>, if_missing: bool) -> a
     Ok(())
 }
 
-pub fn create(args: &HsmArgs, id: &str, usage: Usage) -> anyhow::Result<()> {
+/// Create the key, then assign it to each of `keystores` (checked first, so
+/// a typo in a URI path creates nothing).
+pub fn create(
+    args: &HsmArgs,
+    id: &str,
+    usage: Usage,
+    keystores: Option<&Path>,
+    assign_to: &[String],
+) -> anyhow::Result<()> {
     validate_key_id(id)?;
+    let assignment = match (assign_to.is_empty(), keystores) {
+        (true, _) => None,
+        (false, None) => {
+            anyhow::bail!("--keystore needs --keystores-file / KEYMESH_KEYSTORES_FILE")
+        }
+        (false, Some(path)) => {
+            let mut file = crate::credentials::read(path)?;
+            for ks in assign_to {
+                file.assign(ks, id)?;
+            }
+            Some((path, file))
+        }
+    };
     let session = user_session(args)?;
     // PKCS#11 allows duplicate labels; the worker would then refuse the key
     // as ambiguous, so uniqueness is enforced here.
@@ -86,6 +110,78 @@ pub fn create(args: &HsmArgs, id: &str, usage: Usage) -> anyhow::Result<()> {
     hsm::generate_aes_256(&session, id, encrypt, decrypt)
         .map_err(|e| anyhow::anyhow!("key generation failed: {e}"))?;
     println!("created key {id} (AES_256)");
+    if let Some((path, _)) = assignment {
+        // Re-read: the file may have changed while the key was generated.
+        assign(Some(path), &[id.to_owned()], assign_to, None)?;
+    }
+    Ok(())
+}
+
+/// `key assign|unassign`: add ids (or patterns) to, or remove them from, the
+/// key stores' `key_ids` in one atomic rewrite. Both are idempotent. With
+/// `hsm`, every plain id (not a pattern) must name a key on the token, so a
+/// typo does not silently assign nothing.
+pub fn assign(
+    keystores: Option<&Path>,
+    ids: &[String],
+    assign_to: &[String],
+    hsm: Option<&HsmArgs>,
+) -> anyhow::Result<()> {
+    edit_assignments(keystores, ids, assign_to, hsm, true)
+}
+
+pub fn unassign(keystores: Option<&Path>, ids: &[String], from: &[String]) -> anyhow::Result<()> {
+    edit_assignments(keystores, ids, from, None, false)
+}
+
+fn edit_assignments(
+    keystores: Option<&Path>,
+    ids: &[String],
+    stores: &[String],
+    hsm: Option<&HsmArgs>,
+    add: bool,
+) -> anyhow::Result<()> {
+    let path = keystores
+        .ok_or_else(|| anyhow::anyhow!("--keystores-file / KEYMESH_KEYSTORES_FILE is required"))?;
+    if add {
+        for id in ids {
+            keymesh_edge::keystores::check_key_pattern(id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
+    if let Some(args) = hsm {
+        let literal: Vec<&String> = ids.iter().filter(|i| !i.contains(['*', '?'])).collect();
+        if !literal.is_empty() {
+            let session = user_session(args)?;
+            for id in literal {
+                if hsm::find_key_handles(&session, id)?.is_empty() {
+                    anyhow::bail!("no key labelled {id:?} on token {:?}", args.token_label);
+                }
+            }
+        }
+    }
+    let mut file = crate::credentials::read(path)?;
+    let mut lines = Vec::new();
+    for ks in stores {
+        for id in ids {
+            let (changed, done, already) = if add {
+                (file.assign(ks, id)?, "assigned to", "already assigned to")
+            } else {
+                (
+                    file.unassign(ks, id)?,
+                    "unassigned from",
+                    "was not assigned to",
+                )
+            };
+            lines.push(format!(
+                "key {id} {} {ks}",
+                if changed { done } else { already }
+            ));
+        }
+    }
+    crate::credentials::write(path, &file)?;
+    for l in lines {
+        println!("{l}");
+    }
     Ok(())
 }
 
@@ -207,6 +303,8 @@ mod tests {
         assert!(validate_key_id("a/b").is_err());
         assert!(validate_key_id("ключ").is_err());
         assert!(validate_key_id(hsm::HEALTH_KEY_LABEL).is_err());
+        assert!(validate_key_id(hsm::DEFAULT_DOMAIN_KEY_LABEL).is_err());
+        assert!(validate_key_id("keymesh-anything").is_err());
     }
 
     #[test]

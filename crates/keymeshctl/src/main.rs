@@ -48,7 +48,7 @@ enum Command {
     /// The HSM token.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// AES-256 keys on the token.
+    /// AES-256 keys on the token, and which XKS key stores serve them.
     #[command(subcommand)]
     Key(KeyCommand),
     /// SigV4 credentials of XKS key stores.
@@ -85,6 +85,32 @@ enum KeyCommand {
         id: String,
         #[arg(long, value_enum, default_value_t = keys::Usage::EncryptDecrypt)]
         usage: keys::Usage,
+        /// Assign the new key to the XKS key store with this URI path
+        /// (repeatable; a key store serves only the keys assigned to it).
+        #[arg(long = "keystore", value_name = "URI_PATH")]
+        keystores: Vec<String>,
+    },
+    /// Let XKS key stores serve existing keys: ids, or patterns with * and ?
+    /// that have a fixed part (idempotent).
+    Assign {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// URI path of the key store (repeatable).
+        #[arg(long = "keystore", value_name = "URI_PATH", required = true)]
+        keystores: Vec<String>,
+        /// Do not check that the ids exist on the token (editing a
+        /// keystores file away from the HSM).
+        #[arg(long)]
+        no_token_check: bool,
+    },
+    /// Stop XKS key stores from serving keys (ids or patterns exactly as
+    /// assigned; idempotent). Running edges answer 404 within a reload.
+    Unassign {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// URI path of the key store (repeatable).
+        #[arg(long = "keystore", value_name = "URI_PATH", required = true)]
+        keystores: Vec<String>,
     },
     /// Id, key spec, usages and status of every key.
     List {
@@ -149,7 +175,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(TokenCommand::Init { so_pin, if_missing }) => {
             keys::token_init(&cli.hsm, so_pin, if_missing)
         }
-        Command::Key(KeyCommand::Create { id, usage }) => keys::create(&cli.hsm, &id, usage),
+        Command::Key(KeyCommand::Create {
+            id,
+            usage,
+            keystores,
+        }) => keys::create(
+            &cli.hsm,
+            &id,
+            usage,
+            cli.keystores_file.as_deref(),
+            &keystores,
+        ),
+        Command::Key(KeyCommand::Assign {
+            ids,
+            keystores,
+            no_token_check,
+        }) => keys::assign(
+            cli.keystores_file.as_deref(),
+            &ids,
+            &keystores,
+            (!no_token_check).then_some(&cli.hsm),
+        ),
+        Command::Key(KeyCommand::Unassign { ids, keystores }) => {
+            keys::unassign(cli.keystores_file.as_deref(), &ids, &keystores)
+        }
         Command::Key(KeyCommand::List { json }) => {
             keys::list(&cli.hsm, cli.key_status_file.as_deref(), json)
         }

@@ -173,9 +173,10 @@ fn domain_key_init() {
     // A customer key's label is never taken over, nor a second key created
     // next to it.
     env.ok(&["key", "create", "k1"]);
+    // Outside the wrapping-key class (keymesh-domain-*), refused up front.
     env.fails(
         &["domain-key", "init", "--label", "k1", "--if-missing"],
-        "cannot be the domain key",
+        "wrapping-key label class",
     );
     env.fails(&["domain-key", "init", "--label", ""], "--label");
 
@@ -190,4 +191,87 @@ fn domain_key_init() {
             {"id": "keymesh-domain-v2", "key_spec": "AES_256", "key_usage": ["WRAP", "UNWRAP"], "status": "ENABLED"},
         ])
     );
+}
+
+#[test]
+fn keys_are_assigned_to_key_stores() {
+    if !Path::new(MODULE).exists() {
+        eprintln!("SKIPPED: {MODULE} not installed");
+        return;
+    }
+    let env = Env::new();
+    env.ok(&["token", "init"]);
+    let (a, b) = ("/a/kms/xks/v1", "/b/kms/xks/v1");
+    env.ok(&["credential", "create", "--uri-path", a]);
+    env.ok(&["credential", "create", "--uri-path", b]);
+    let key_ids = |uri: &str| -> Vec<String> {
+        let f: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&env.keystores).unwrap()).unwrap();
+        let ks = f["keystores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["uri_path"] == uri)
+            .unwrap()
+            .clone();
+        serde_json::from_value(ks["key_ids"].clone()).unwrap_or_default()
+    };
+    // A new key store serves nothing.
+    assert!(key_ids(a).is_empty() && key_ids(b).is_empty());
+
+    env.ok(&["key", "create", "ka", "--keystore", a]);
+    assert_eq!(key_ids(a), ["ka"]);
+    assert!(key_ids(b).is_empty());
+    // A typo in the key store creates nothing.
+    env.fails(
+        &["key", "create", "kx", "--keystore", "/typo/kms/xks/v1"],
+        "no key store",
+    );
+    assert!(!env.ok(&["key", "list"]).contains("kx"));
+
+    env.ok(&["key", "create", "kb"]);
+    env.ok(&["key", "assign", "kb", "ka", "--keystore", b]);
+    assert!(
+        env.ok(&["key", "assign", "kb", "--keystore", b])
+            .contains("already assigned")
+    );
+    assert_eq!(key_ids(b), ["kb", "ka"]);
+    env.ok(&["key", "assign", "ledger-*", "--keystore", b]);
+    env.fails(
+        &["key", "assign", "nope", "--keystore", b],
+        "no key labelled",
+    );
+    env.ok(&[
+        "key",
+        "assign",
+        "later",
+        "--keystore",
+        b,
+        "--no-token-check",
+    ]);
+    env.ok(&["key", "unassign", "later", "--keystore", b]);
+    env.fails(&["key", "assign", "*", "--keystore", b], "every key");
+    env.ok(&["key", "unassign", "ka", "ledger-*", "--keystore", b]);
+    assert!(
+        env.ok(&["key", "unassign", "ka", "--keystore", b])
+            .contains("was not assigned")
+    );
+    assert_eq!(key_ids(b), ["kb"]);
+
+    // keymesh's own label space: never created, never assigned.
+    env.ok(&["domain-key", "init"]);
+    for id in ["keymesh-domain-v1", "keymesh-health-check", "keymesh-x"] {
+        env.fails(&["key", "create", id], "reserved");
+        env.fails(&["key", "assign", id, "--keystore", a], "reserved");
+    }
+    env.fails(&["key", "assign", "keymesh-*", "--keystore", a], "reserved");
+
+    // The file stays private.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&env.keystores)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
 }

@@ -197,7 +197,7 @@ impl Args {
                 self.drain_delay_ms
             ));
         }
-        if let Err(e) = crate::wrapped::check_label(&self.domain_key_label) {
+        if let Err(e) = crate::wrapped::check_domain_key_label(&self.domain_key_label) {
             errors.push(format!("--domain-key-label: {e}"));
         }
         if self.hsm.token_label.is_empty() || self.hsm.token_label.len() > 32 {
@@ -281,7 +281,13 @@ mod tests {
                 .unwrap()
                 .into_config()
         };
-        assert_eq!(parse("dk-2").unwrap().domain_key_label, "dk-2");
+        assert_eq!(
+            parse("keymesh-domain-v2").unwrap().domain_key_label,
+            "keymesh-domain-v2"
+        );
+        // Outside the wrapping-key class the KeyVault accepts.
+        let err = parse("dk-2").unwrap_err().to_string();
+        assert!(err.contains("keymesh-domain-"), "{err}");
         let err = parse("").unwrap_err().to_string();
         assert!(err.contains("--domain-key-label"), "{err}");
         assert!(parse(&"a".repeat(129)).is_err());

@@ -94,12 +94,21 @@ pub(crate) fn deadline_of<T>(req: &Request<T>) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
 
+/// A key id the XKS service may use. Labels in the reserved prefix (domain
+/// keys, the health-check key, session objects) are keymesh's own: they
+/// answer exactly like a missing key whatever the caller (the edge already
+/// refuses them; this holds even for a caller that bypasses it).
 fn check_key_id(key_id: &str) -> Result<(), Error> {
     if key_id.is_empty() {
         return Err(Error::InvalidArgument("key_id is empty"));
     }
     if key_id.len() > MAX_KEY_ID_LEN {
         return Err(Error::InvalidArgument("key_id is longer than 128 bytes"));
+    }
+    if keymesh_common::labels::is_reserved(key_id) {
+        return Err(Error::KeyNotFound {
+            key_id: key_id.to_owned(),
+        });
     }
     Ok(())
 }
@@ -338,5 +347,15 @@ mod tests {
         assert!(check_key_id("k").is_ok());
         assert!(matches!(check_key_id(""), Err(Error::InvalidArgument(_))));
         assert!(check_key_id(&"a".repeat(129)).is_err());
+        for internal in [
+            crate::hsm::HEALTH_KEY_LABEL,
+            crate::hsm::DEFAULT_DOMAIN_KEY_LABEL,
+            crate::hsm::VAULT_KEY_LABEL,
+        ] {
+            assert!(
+                matches!(check_key_id(internal), Err(Error::KeyNotFound { .. })),
+                "{internal}"
+            );
+        }
     }
 }

@@ -60,10 +60,25 @@ struct Wrapped {
     wrapped: Bytes,
 }
 
+/// A wrapping key label this service accepts: well-formed, and in the
+/// domain-key class. KeyVault callers name wrapping keys, never XKS keys or
+/// other internal objects, so any other label answers exactly like a missing
+/// wrapping key.
+fn check_wrapping_key(label: &str) -> Result<(), Error> {
+    wrapped::check_label(label).map_err(Error::InvalidArgument)?;
+    if !keymesh_common::labels::is_wrapping_key(label) {
+        return Err(Error::WrappingKeyMissing {
+            label: label.to_owned(),
+            problem: "is not on the token",
+        });
+    }
+    Ok(())
+}
+
 impl Wrapped {
     fn from_proto(key: Option<WrappedKey>, missing: &'static str) -> Result<Self, Error> {
         let key = key.ok_or(Error::InvalidArgument(missing))?;
-        wrapped::check_label(&key.wrapping_key).map_err(Error::InvalidArgument)?;
+        check_wrapping_key(&key.wrapping_key)?;
         Ok(Self {
             label: key.wrapping_key,
             wrapped: key.wrapped,
@@ -140,7 +155,7 @@ impl KeyVault for VaultService {
             label = self.domain_key.to_string();
         }
         let result = async {
-            wrapped::check_label(&label).map_err(Error::InvalidArgument)?;
+            check_wrapping_key(&label)?;
             let job_label = label.clone();
             let wrapped = self
                 .pool

@@ -95,6 +95,20 @@ pub fn check_label(label: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A label a domain key may be created or configured under: well-formed and
+/// in the wrapping-key class ([`keymesh_common::labels::is_wrapping_key`]),
+/// the only labels the KeyVault service accepts.
+pub fn check_domain_key_label(label: &str) -> Result<(), String> {
+    check_label(label).map_err(str::to_owned)?;
+    if !keymesh_common::labels::is_wrapping_key(label) {
+        return Err(format!(
+            "{label:?} must start with {:?} (the wrapping-key label class)",
+            keymesh_common::labels::WRAPPING_KEY_PREFIX
+        ));
+    }
+    Ok(())
+}
+
 /// Cache key of a wrapped CMK: SHA-256(len(label) as u64 BE ‖ label ‖
 /// wrapped). The length prefix keeps label and bytes apart whatever the
 /// label holds, so lookups need no label check of their own. Computed once

@@ -50,6 +50,11 @@ pub struct Config {
     pub limiter_max_lease: u32,
     /// Key stores and credentials (JSON, hot-reloaded).
     pub keystores_file: PathBuf,
+    /// Migration opt-in: let a catch-all `key_ids` pattern (`"*"`, written by
+    /// keymeshctl before key stores were isolated) match every non-internal
+    /// key (default false: such a pattern matches nothing). Warned at every load.
+    #[serde(default)]
+    pub allow_wildcard_keystores: bool,
     /// Secondary-authorization policy (TOML, hot-reloaded; default: none = allow).
     pub policy_file: Option<PathBuf>,
     /// Poll interval for the two files above (default 1000 ms).

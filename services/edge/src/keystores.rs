@@ -1,21 +1,32 @@
 //! Logical key stores: one per XKS URI path, each with its own SigV4
 //! credentials and key namespace.
 //!
-//! The file is JSON, written by `keymeshctl credential ...` and hot-reloaded by
-//! the edge (file watch or SIGHUP), so credentials rotate without a restart:
+//! The file is JSON, written by `keymeshctl credential ...` and
+//! `keymeshctl key create|assign|unassign`, and hot-reloaded by the edge
+//! (file watch or SIGHUP), so credentials rotate and keys move without a
+//! restart:
 //!
 //! ```json
 //! { "keystores": [ {
 //!     "uri_path": "/demo/kms/xks/v1",
-//!     "key_ids": ["*"],
+//!     "key_ids": ["demo-encrypt-decrypt", "ledger-*"],
 //!     "credentials": [ { "access_key_id": "…", "secret_access_key": "…",
 //!                        "created_at": "2026-11-22T10:00:00Z" } ] } ] }
 //! ```
+//!
+//! Isolation: a key store serves only the keys its `key_ids` name (ids or
+//! `*`/`?` patterns; none by default). Anything else, and every
+//! keymesh-internal label ([`keymesh_common::labels`]) whatever the patterns
+//! say, is answered exactly like a missing key. A catch-all pattern (`"*"`,
+//! written by keymeshctl before key stores were isolated) matches only with
+//! the edge's `allow_wildcard_keystores = true`, and a warning names the
+//! store at every load.
 
 use std::collections::HashMap;
 
 use base64::Engine as _;
 use keymesh_common::Secret;
+use keymesh_common::labels;
 use serde::{Deserialize, Serialize};
 
 use crate::glob::glob_match;
@@ -35,16 +46,15 @@ pub struct KeystoresFile {
 pub struct KeystoreEntry {
     /// `XksProxyUriPath`: `[/<prefix>]/kms/xks/v1`, ≤ 128 chars of `a-zA-Z0-9/-_`.
     pub uri_path: String,
-    /// External key ids this key store may use (wildcards `*`, `?`). Default: all.
-    #[serde(default = "all_keys")]
+    /// External key ids this key store serves (ids, or patterns with `*`
+    /// and `?`). Default: none. Reserved (keymesh-internal) labels never
+    /// match; a catch-all pattern matches only with
+    /// `allow_wildcard_keystores`.
+    #[serde(default)]
     pub key_ids: Vec<String>,
     /// Accepted SigV4 credentials (at least two during a rotation).
     #[serde(default)]
     pub credentials: Vec<Credential>,
-}
-
-fn all_keys() -> Vec<String> {
-    vec!["*".to_owned()]
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,6 +134,36 @@ pub fn valid_secret(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
 }
 
+/// Whether `pattern` has no literal character: it matches every key id (of
+/// some length), the legacy "all keys" entry.
+pub fn is_catch_all(pattern: &str) -> bool {
+    pattern.contains('*') && pattern.chars().all(|c| c == '*' || c == '?')
+}
+
+/// A `key_ids` entry: 1–128 characters of the XKS key-id grammar
+/// (`A-Za-z0-9-._`) or the wildcards `*` and `?`, and not in the reserved
+/// label space (such a pattern could only name internal objects).
+pub fn check_key_pattern(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() || pattern.len() > 128 {
+        return Err(format!("{pattern:?} must be 1-128 characters"));
+    }
+    if !pattern
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'*' | b'?'))
+    {
+        return Err(format!(
+            "{pattern:?} may only contain A-Z a-z 0-9 - . _ and the wildcards * ?"
+        ));
+    }
+    if labels::is_reserved(pattern) {
+        return Err(format!(
+            "{pattern:?} is in the reserved prefix {:?} of keymesh-internal objects",
+            labels::RESERVED_PREFIX
+        ));
+    }
+    Ok(())
+}
+
 impl KeystoresFile {
     pub fn parse(bytes: &[u8]) -> anyhow::Result<Self> {
         let file: Self = serde_json::from_slice(bytes)?;
@@ -142,6 +182,11 @@ impl KeystoresFile {
             }
             if !paths.insert(ks.uri_path.as_str()) {
                 errors.push(format!("duplicate uri_path {:?}", ks.uri_path));
+            }
+            for k in &ks.key_ids {
+                if let Err(e) = check_key_pattern(k) {
+                    errors.push(format!("{}: key_ids: {e}", ks.uri_path));
+                }
             }
             for c in &ks.credentials {
                 if !valid_access_key_id(&c.access_key_id) {
@@ -177,6 +222,36 @@ impl KeystoresFile {
     pub fn keystore_mut(&mut self, uri_path: &str) -> Option<&mut KeystoreEntry> {
         self.keystores.iter_mut().find(|k| k.uri_path == uri_path)
     }
+
+    /// Add `key_id` (an id or a pattern) to the key store at `uri_path`.
+    /// `Ok(false)`: it was already there (assigning is idempotent).
+    pub fn assign(&mut self, uri_path: &str, key_id: &str) -> anyhow::Result<bool> {
+        check_key_pattern(key_id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if is_catch_all(key_id) {
+            anyhow::bail!(
+                "{key_id:?} would serve every key on the token; assign key ids or a pattern with a fixed part (e.g. \"ledger-*\")"
+            );
+        }
+        let ks = self.keystore_mut(uri_path).ok_or_else(|| {
+            anyhow::anyhow!("no key store {uri_path:?} (create it with `credential create`)")
+        })?;
+        if ks.key_ids.iter().any(|k| k == key_id) {
+            return Ok(false);
+        }
+        ks.key_ids.push(key_id.to_owned());
+        Ok(true)
+    }
+
+    /// Remove `key_id` (exactly as assigned) from the key store at
+    /// `uri_path`. `Ok(false)`: it was not there.
+    pub fn unassign(&mut self, uri_path: &str, key_id: &str) -> anyhow::Result<bool> {
+        let ks = self
+            .keystore_mut(uri_path)
+            .ok_or_else(|| anyhow::anyhow!("no key store {uri_path:?}"))?;
+        let before = ks.key_ids.len();
+        ks.key_ids.retain(|k| k != key_id);
+        Ok(ks.key_ids.len() != before)
+    }
 }
 
 /// The console configuration JSON KMS accepts for a key store.
@@ -208,14 +283,43 @@ impl Keystore {
         self.credentials.get(access_key_id)
     }
 
+    /// Whether this key store serves `key_id`. Internal labels never match,
+    /// whatever the patterns say: isolation must not rest on every pattern
+    /// being written carefully.
     pub fn allows_key(&self, key_id: &str) -> bool {
-        self.key_ids.iter().any(|p| glob_match(p, key_id))
+        !labels::is_reserved(key_id) && self.key_ids.iter().any(|p| glob_match(p, key_id))
     }
 }
 
 impl Keystores {
+    /// The file with catch-all patterns inert (the default).
     pub fn parse(bytes: &[u8]) -> anyhow::Result<Self> {
-        Ok(Self::from(KeystoresFile::parse(bytes)?))
+        Self::parse_with(bytes, false)
+    }
+
+    /// The file; catch-all patterns (`"*"`) match only when
+    /// `allow_wildcard` (edge.toml `allow_wildcard_keystores`). Either way a
+    /// warning names each store that has one, at start and every reload.
+    pub fn parse_with(bytes: &[u8], allow_wildcard: bool) -> anyhow::Result<Self> {
+        let mut file = KeystoresFile::parse(bytes)?;
+        for ks in &mut file.keystores {
+            let Some(p) = ks.key_ids.iter().find(|p| is_catch_all(p)) else {
+                continue;
+            };
+            if allow_wildcard {
+                tracing::warn!(
+                    keystore = %ks.uri_path, pattern = %p,
+                    "key store serves every non-internal key on the token (allow_wildcard_keystores = true); assign its keys with `keymeshctl key assign` and remove the pattern"
+                );
+            } else {
+                tracing::warn!(
+                    keystore = %ks.uri_path, pattern = %p,
+                    "catch-all key pattern ignored: key stores serve only assigned keys unless allow_wildcard_keystores = true; assign keys with `keymeshctl key assign`"
+                );
+                ks.key_ids.retain(|p| !is_catch_all(p));
+            }
+        }
+        Ok(Self::from(file))
     }
 
     pub fn get(&self, uri_path: &str) -> Option<&Keystore> {
@@ -286,5 +390,72 @@ mod tests {
             msg.contains("uri_path") && msg.contains("access_key_id") && msg.contains("secret of")
         );
         assert!(!msg.contains("short"), "secrets never appear in errors");
+    }
+
+    fn store(key_ids: &str) -> String {
+        format!(
+            r#"{{"keystores":[{{"uri_path":"/a/kms/xks/v1","key_ids":{key_ids}}},{{"uri_path":"/b/kms/xks/v1"}}]}}"#
+        )
+    }
+
+    #[test]
+    fn a_store_serves_only_its_keys() {
+        let k = Keystores::parse(store(r#"["k1","ledger-*"]"#).as_bytes()).unwrap();
+        let a = k.get("/a/kms/xks/v1").unwrap();
+        assert!(a.allows_key("k1"));
+        assert!(a.allows_key("ledger-7"));
+        assert!(!a.allows_key("k2"));
+        // No key_ids: no key.
+        let b = k.get("/b/kms/xks/v1").unwrap();
+        assert!(!b.allows_key("k1"));
+    }
+
+    #[test]
+    fn catch_all_needs_the_opt_in_and_never_reaches_internal_labels() {
+        for p in [r#"["*"]"#, r#"["**"]"#, r#"["?*"]"#] {
+            let off = Keystores::parse(store(p).as_bytes()).unwrap();
+            assert!(!off.get("/a/kms/xks/v1").unwrap().allows_key("k1"), "{p}");
+            let on = Keystores::parse_with(store(p).as_bytes(), true).unwrap();
+            let a = on.get("/a/kms/xks/v1").unwrap();
+            assert!(a.allows_key("k1"), "{p}");
+            for internal in ["keymesh-domain-v1", "keymesh-health-check", "keymesh-x"] {
+                assert!(!a.allows_key(internal), "{p} {internal}");
+            }
+        }
+        // Patterns with a literal part are not catch-alls and need no opt-in,
+        // but still never match internal labels.
+        let k = Keystores::parse(store(r#"["*-v1","k*"]"#).as_bytes()).unwrap();
+        let a = k.get("/a/kms/xks/v1").unwrap();
+        assert!(a.allows_key("x-v1") && a.allows_key("k2"));
+        assert!(!a.allows_key("keymesh-domain-v1"));
+    }
+
+    #[test]
+    fn reserved_or_malformed_patterns_are_refused() {
+        for bad in [
+            r#"["keymesh-domain-v1"]"#,
+            r#"["keymesh-*"]"#,
+            r#"[""]"#,
+            r#"["a/b"]"#,
+        ] {
+            let e = KeystoresFile::parse(store(bad).as_bytes()).unwrap_err();
+            assert!(e.to_string().contains("key_ids"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn assign_and_unassign_are_idempotent() {
+        let mut f = KeystoresFile::parse(store("[]").as_bytes()).unwrap();
+        assert!(f.assign("/a/kms/xks/v1", "k1").unwrap());
+        assert!(!f.assign("/a/kms/xks/v1", "k1").unwrap());
+        assert!(f.assign("/a/kms/xks/v1", "ledger-*").unwrap());
+        assert!(f.assign("/a/kms/xks/v1", "*").is_err());
+        assert!(f.assign("/a/kms/xks/v1", "keymesh-domain-v1").is_err());
+        assert!(f.assign("/nope/kms/xks/v1", "k1").is_err());
+        assert_eq!(f.keystores[0].key_ids, ["k1", "ledger-*"]);
+        assert!(f.unassign("/a/kms/xks/v1", "k1").unwrap());
+        assert!(!f.unassign("/a/kms/xks/v1", "k1").unwrap());
+        assert_eq!(f.keystores[0].key_ids, ["ledger-*"]);
+        f.validate().unwrap();
     }
 }

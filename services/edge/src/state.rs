@@ -38,7 +38,10 @@ impl AppState {
     /// probes); they stop when the runtime does.
     pub fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Arc<Self>> {
         let reload = Duration::from_millis(config.reload_interval_ms);
-        let keystores = Reloadable::load(&config.keystores_file, Keystores::parse)?;
+        let allow_wildcard = config.allow_wildcard_keystores;
+        let keystores = Reloadable::load(&config.keystores_file, move |b: &[u8]| {
+            Keystores::parse_with(b, allow_wildcard)
+        })?;
         keystores.spawn_watch(reload);
         let policy = match &config.policy_file {
             Some(p) => {
