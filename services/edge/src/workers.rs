@@ -17,9 +17,12 @@
 //! * **Shedding** ([`Worker::queue_wait`]): a request whose expected wait
 //!   exceeds its remaining budget is refused at once (429) instead of timing
 //!   out later (503).
-//! * **Retries** ([`WorkerPool::call`]): once, on another worker, only when
-//!   the failure proves the worker died or was unreachable, and for Encrypt
-//!   only when the request provably never left the edge.
+//! * **Retries** ([`WorkerPool::call`]): once, on another worker, within the
+//!   remaining deadline, when the failure says the worker died, was
+//!   unreachable or is unavailable. Every RPC the edge sends today is free
+//!   of HSM-side effects and is retried on any such failure; a
+//!   state-changing one would be retried only when it provably never left
+//!   the edge ([`WorkerRpc::retry`] decides, in one place).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -222,12 +225,95 @@ impl Drop for InFlight<'_> {
 /// Which failures a call may be retried after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
-    /// Decrypt, GetKeyMetadata: no side effect, so any evidence that the
-    /// worker died or was unreachable allows one retry.
-    Idempotent,
-    /// Encrypt: a second IV/ciphertext for one request must not be produced
-    /// unless the first request provably never reached a worker.
+    /// No effect in the HSM: a second attempt after a first that may have
+    /// run only repeats work whose answer nobody saw. Retried on any
+    /// evidence that the worker died, was unreachable or is unavailable.
+    SideEffectFree,
+    /// Changes HSM state (would create a token object, import a key): retried
+    /// only when the first attempt provably never reached a worker.
     IfNeverSent,
+}
+
+/// Every RPC the edge sends a crypto-worker: its metric label and its
+/// retry rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerRpc {
+    /// `CryptoWorker.GetKeyMetadata`.
+    XksGetKeyMetadata,
+    /// `CryptoWorker.Encrypt`.
+    XksEncrypt,
+    /// `CryptoWorker.Decrypt`.
+    XksDecrypt,
+    /// `KeyVault.GenerateKey`.
+    VaultGenerateKey,
+    /// `KeyVault.Encrypt`.
+    VaultEncrypt,
+    /// `KeyVault.Decrypt`.
+    VaultDecrypt,
+    /// `KeyVault.ReEncrypt`.
+    VaultReEncrypt,
+    /// `KeyVault.GenerateDataKey`.
+    VaultDataKey,
+    /// `KeyVault.GenerateDataKeyPair`.
+    VaultDataKeyPair,
+    /// `KeyVault.GenerateRandom`.
+    VaultRandom,
+}
+
+impl WorkerRpc {
+    /// Label of the edge's per-operation worker metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::XksGetKeyMetadata => "GetKeyMetadata",
+            Self::XksEncrypt => "Encrypt",
+            Self::XksDecrypt => "Decrypt",
+            Self::VaultGenerateKey => "kms_generate_key",
+            Self::VaultEncrypt => "kms_encrypt",
+            Self::VaultDecrypt => "kms_decrypt",
+            Self::VaultReEncrypt => "kms_re_encrypt",
+            Self::VaultDataKey => "kms_data_key",
+            Self::VaultDataKeyPair => "kms_key_pair",
+            Self::VaultRandom => "kms_random",
+        }
+    }
+
+    /// THE retry classification. None of these RPCs leaves anything behind
+    /// in the HSM: encrypt, re-encrypt, data keys and key pairs draw a fresh
+    /// IV or fresh key material per attempt, so an attempt whose answer was
+    /// lost produced a ciphertext or key nobody ever saw; decrypt, metadata
+    /// and random are reads. GenerateKey creates only a session object (the
+    /// unwrapped CMK, CKA_TOKEN=false, dropped with the session or the cache
+    /// entry) and returns the key wrapped: the CMK exists only once the edge
+    /// stores that blob, so a lost first answer leaves no key anyone can
+    /// use. A future RPC that creates token objects or imports material
+    /// must answer [`Retry::IfNeverSent`].
+    pub fn retry(self) -> Retry {
+        match self {
+            Self::XksGetKeyMetadata
+            | Self::XksEncrypt
+            | Self::XksDecrypt
+            | Self::VaultGenerateKey
+            | Self::VaultEncrypt
+            | Self::VaultDecrypt
+            | Self::VaultReEncrypt
+            | Self::VaultDataKey
+            | Self::VaultDataKeyPair
+            | Self::VaultRandom => Retry::SideEffectFree,
+        }
+    }
+
+    /// Whether a call that failed with `status` may be sent again to
+    /// another worker.
+    pub fn may_retry(self, status: &tonic::Status) -> bool {
+        match self.retry() {
+            // A worker that answers UNAVAILABLE itself (with an ErrorInfo)
+            // did not do the work either way.
+            Retry::SideEffectFree => {
+                is_transport_failure(status) || status.code() == tonic::Code::Unavailable
+            }
+            Retry::IfNeverSent => is_transport_failure(status) && never_sent(status),
+        }
+    }
 }
 
 /// Whether any error in `status`'s source chain satisfies `f`.
@@ -512,14 +598,13 @@ impl WorkerPool {
     }
 
     /// One crypto call: pick a worker (P2C), shed if it cannot answer within
-    /// the budget, send, and retry once on another worker as `retry` allows.
-    /// `send` issues the RPC on a client; `msg` is cloned only when a retry
-    /// is possible.
+    /// the budget, send, and retry once on another worker as
+    /// [`WorkerRpc::may_retry`] allows. `send` issues the RPC on a client;
+    /// `msg` is cloned only when a retry is possible.
     pub async fn call<M, T, F, Fut, E>(
         &self,
-        operation: &'static str,
+        rpc: WorkerRpc,
         deadline: Instant,
-        retry: Retry,
         msg: M,
         mut send: F,
     ) -> Result<T, E>
@@ -529,6 +614,7 @@ impl WorkerPool {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
         E: PoolError,
     {
+        let operation = rpc.as_str();
         let Some(w) = self.pick(None) else {
             metrics::counter!("keymesh_edge_no_workers_total", "operation" => operation)
                 .increment(1);
@@ -563,11 +649,7 @@ impl WorkerPool {
             Ok(r) => return Ok(r),
             Err(s) => s,
         };
-        let allowed = is_transport_failure(&status)
-            && match retry {
-                Retry::Idempotent => true,
-                Retry::IfNeverSent => never_sent(&status),
-            };
+        let allowed = rpc.may_retry(&status);
         let budget = deadline.saturating_duration_since(Instant::now());
         let (true, Some(msg), true) = (allowed, spare, budget > RETRY_FLOOR) else {
             return Err(E::from_status(&status));
@@ -930,6 +1012,41 @@ mod tests {
         assert!(!never_sent(&app));
         let timeout = tonic::Status::deadline_exceeded("late");
         assert!(!is_transport_failure(&timeout));
+    }
+
+    #[test]
+    fn side_effect_free_rpcs_retry_on_any_worker_failure() {
+        use WorkerRpc::*;
+        let all = [
+            XksGetKeyMetadata,
+            XksEncrypt,
+            XksDecrypt,
+            VaultGenerateKey,
+            VaultEncrypt,
+            VaultDecrypt,
+            VaultReEncrypt,
+            VaultDataKey,
+            VaultDataKeyPair,
+            VaultRandom,
+        ];
+        // A reset after the request may have been processed: an I/O error
+        // as the source, not provably unsent.
+        let reset = tonic::Status::from_error(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert!(is_transport_failure(&reset) && !never_sent(&reset));
+        // A worker that says UNAVAILABLE itself (with an ErrorInfo).
+        let unavailable =
+            tonic::Status::with_details(tonic::Code::Unavailable, "x", vec![8u8, 1].into());
+        let app = tonic::Status::with_details(tonic::Code::NotFound, "x", vec![8u8, 1].into());
+        let late = tonic::Status::deadline_exceeded("late");
+        for rpc in all {
+            assert_eq!(rpc.retry(), Retry::SideEffectFree, "{rpc:?}");
+            assert!(rpc.may_retry(&reset), "{rpc:?}");
+            assert!(rpc.may_retry(&unavailable), "{rpc:?}");
+            assert!(!rpc.may_retry(&app), "{rpc:?}: an answer is final");
+            assert!(!rpc.may_retry(&late), "{rpc:?}: no budget left");
+        }
     }
 
     #[tokio::test]

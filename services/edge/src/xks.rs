@@ -26,7 +26,7 @@ use crate::keystores::XKS_SUFFIX;
 use crate::limiter::Decision;
 use crate::policy::{Effect, Subject};
 use crate::state::AppState;
-use crate::workers::Retry;
+use crate::workers::WorkerRpc;
 use keymesh_proto::crypto::v1::crypto_worker_client::CryptoWorkerClient;
 
 /// The four operations.
@@ -335,9 +335,8 @@ async fn metadata(state: &AppState, key_id: &str, deadline: Instant) -> Result<B
     let resp = state
         .workers
         .call(
-            Operation::GetKeyMetadata.as_str(),
+            WorkerRpc::XksGetKeyMetadata,
             deadline,
-            Retry::Idempotent,
             msg,
             |ch, r| async move { CryptoWorkerClient::new(ch).get_key_metadata(r).await },
         )
@@ -390,17 +389,14 @@ async fn encrypt(
         verify: cdiv,
         integrity_prefix: cdiv.then(|| Bytes::copy_from_slice(&aad)),
     };
-    // Retried only when it provably never reached a worker: a second
-    // attempt that did reach one would encrypt twice.
+    // Retried on another worker like every side-effect-free call
+    // (WorkerRpc::retry): a second encrypt draws a fresh IV, and the first
+    // answer, if any, was never seen.
     let resp = state
         .workers
-        .call(
-            Operation::Encrypt.as_str(),
-            deadline,
-            Retry::IfNeverSent,
-            msg,
-            |ch, r| async move { CryptoWorkerClient::new(ch).encrypt(r).await },
-        )
+        .call(WorkerRpc::XksEncrypt, deadline, msg, |ch, r| async move {
+            CryptoWorkerClient::new(ch).encrypt(r).await
+        })
         .await?;
     if resp.ciphertext.len() != plaintext.len()
         || resp.tag.len() != 16
@@ -474,13 +470,9 @@ async fn decrypt(
     };
     let resp = state
         .workers
-        .call(
-            Operation::Decrypt.as_str(),
-            deadline,
-            Retry::Idempotent,
-            msg,
-            |ch, r| async move { CryptoWorkerClient::new(ch).decrypt(r).await },
-        )
+        .call(WorkerRpc::XksDecrypt, deadline, msg, |ch, r| async move {
+            CryptoWorkerClient::new(ch).decrypt(r).await
+        })
         .await?;
     let plaintext = Zeroizing::new(B64.encode(&resp.plaintext));
     Ok(ok(serde_json::json!({ "plaintext": plaintext.as_str() })))

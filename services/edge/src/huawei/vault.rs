@@ -1,7 +1,8 @@
 //! The worker side of every KMS operation on key material: one `KeyVault`
 //! RPC through the shared worker pool (P2C balancing, deadline as
-//! grpc-timeout, shedding, one retry on another worker when safe). Plaintext
-//! handed back by a worker is kept in zeroizing buffers.
+//! grpc-timeout, shedding, one retry on another worker as
+//! [`WorkerRpc::retry`] allows). Plaintext handed back by a worker is kept
+//! in zeroizing buffers.
 
 use bytes::Bytes;
 use keymesh_proto::crypto::v1::key_vault_client::KeyVaultClient;
@@ -16,7 +17,7 @@ use zeroize::Zeroizing;
 
 use super::Huawei;
 use super::error::ApiError;
-use crate::workers::Retry;
+use crate::workers::WorkerRpc;
 
 fn wrapped(m: &Material) -> WrappedKey {
     WrappedKey {
@@ -33,9 +34,8 @@ fn sealed_of(s: Option<Sealed>) -> Result<Sealed, ApiError> {
 /// client over the channel the pool picked.
 async fn rpc<M, T, F, Fut>(
     h: &Huawei,
-    operation: &'static str,
+    op: WorkerRpc,
     deadline: Instant,
-    retry: Retry,
     msg: M,
     mut send: F,
 ) -> Result<T, ApiError>
@@ -46,9 +46,7 @@ where
 {
     h.app
         .workers
-        .call(operation, deadline, retry, msg, |ch, r| {
-            send(KeyVaultClient::new(ch), r)
-        })
+        .call(op, deadline, msg, |ch, r| send(KeyVaultClient::new(ch), r))
         .await
 }
 
@@ -64,9 +62,8 @@ pub async fn generate_key(h: &Huawei, deadline: Instant) -> Result<WrappedKey, A
     };
     let r = rpc(
         h,
-        "kms_generate_key",
+        WorkerRpc::VaultGenerateKey,
         deadline,
-        Retry::Idempotent,
         msg,
         |mut c, r| async move { c.generate_key(r).await },
     )
@@ -88,9 +85,8 @@ pub async fn encrypt(
     };
     let r = rpc(
         h,
-        "kms_encrypt",
+        WorkerRpc::VaultEncrypt,
         deadline,
-        Retry::IfNeverSent,
         msg,
         |mut c, r| async move { c.encrypt(r).await },
     )
@@ -112,9 +108,8 @@ pub async fn decrypt(
     };
     let r = rpc(
         h,
-        "kms_decrypt",
+        WorkerRpc::VaultDecrypt,
         deadline,
-        Retry::Idempotent,
         msg,
         |mut c, r| async move { c.decrypt(r).await },
     )
@@ -138,9 +133,8 @@ pub async fn re_encrypt(
     };
     let r = rpc(
         h,
-        "kms_re_encrypt",
+        WorkerRpc::VaultReEncrypt,
         deadline,
-        Retry::IfNeverSent,
         msg,
         |mut c, r| async move { c.re_encrypt(r).await },
     )
@@ -165,9 +159,8 @@ pub async fn data_key(
     };
     let r = rpc(
         h,
-        "kms_data_key",
+        WorkerRpc::VaultDataKey,
         deadline,
-        Retry::Idempotent,
         msg,
         |mut c, r| async move { c.generate_data_key(r).await },
     )
@@ -192,9 +185,8 @@ pub async fn key_pair(
     };
     let r = rpc(
         h,
-        "kms_key_pair",
+        WorkerRpc::VaultDataKeyPair,
         deadline,
-        Retry::Idempotent,
         msg,
         |mut c, r| async move { c.generate_data_key_pair(r).await },
     )
@@ -215,9 +207,8 @@ pub async fn random(
     let msg = GenerateRandomRequest { length: len };
     let r = rpc(
         h,
-        "kms_random",
+        WorkerRpc::VaultRandom,
         deadline,
-        Retry::Idempotent,
         msg,
         |mut c, r| async move { c.generate_random(r).await },
     )
