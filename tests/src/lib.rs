@@ -619,6 +619,10 @@ impl Mesh {
         for ks in mesh.opts.keystores.clone() {
             mesh.create_credential(&ks)?;
         }
+        // Key stores serve only assigned keys: every mesh key store serves
+        // the harness keys (isolation tests make stores of their own).
+        let ids: Vec<&str> = KEYS.iter().map(|(id, _)| *id).collect();
+        mesh.assign_keys(&ids, &mesh.opts.keystores.clone())?;
         if let Some(store) = mesh.opts.huawei {
             mesh.huawei = Some(mesh.setup_huawei(store)?);
         }
@@ -760,6 +764,44 @@ impl Mesh {
             .unwrap()
             .insert(uri_path.to_owned(), c.clone());
         Ok(c)
+    }
+
+    /// `key assign IDS --keystore S...`: let key stores serve keys. No-op
+    /// without key stores.
+    pub fn assign_keys(&self, ids: &[&str], keystores: &[String]) -> Result<()> {
+        self.edit_assignments("assign", ids, keystores)
+    }
+
+    /// `key unassign IDS --keystore S...`.
+    pub fn unassign_keys(&self, ids: &[&str], keystores: &[String]) -> Result<()> {
+        self.edit_assignments("unassign", ids, keystores)
+    }
+
+    fn edit_assignments(&self, verb: &str, ids: &[&str], keystores: &[String]) -> Result<()> {
+        if keystores.is_empty() || ids.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec!["key", verb];
+        args.extend_from_slice(ids);
+        for ks in keystores {
+            args.extend(["--keystore", ks.as_str()]);
+        }
+        self.ctl(&args).map(drop)
+    }
+
+    /// Poll until key store `uri_path` serves `key_id` (GetKeyMetadata no
+    /// longer 404): the edge picks up a changed keystores file on its next
+    /// reload. Returns the last status.
+    pub async fn wait_key_served(&self, uri_path: &str, key_id: &str) -> Result<u16> {
+        let c = self.client(uri_path);
+        poll_async(&format!("{uri_path} to serve {key_id}"), WAIT, || async {
+            let r = c
+                .get_key_metadata(key_id, &xks::model::GetKeyMetadataRequest::default())
+                .await
+                .ok()?;
+            (r.status() != 404).then_some(r.status())
+        })
+        .await
     }
 
     /// The current credential of a key store.
@@ -1429,7 +1471,9 @@ pub fn shared_mesh(
 impl Mesh {
     /// Import raw AES key bytes into the token with `pkcs11-tool --write-object`
     /// (bypassing keymeshctl, e.g. for spec test vectors, a duplicate label or
-    /// a non-256-bit key). The key may encrypt and decrypt.
+    /// a non-256-bit key). The key may encrypt and decrypt, and is assigned
+    /// to every key store of the mesh (a running edge serves it after its
+    /// next reload: [`Mesh::wait_key_served`]).
     /// (`softhsm2-util --import --aes` is not used: it sets no CKA_VALUE_LEN.)
     pub fn import_aes_key(&self, label: &str, key: &[u8], id_hex: &str) -> Result<()> {
         let f = self.root().join(format!("import-{}.key", random_hex(4)));
@@ -1468,6 +1512,6 @@ impl Mesh {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Ok(())
+        self.assign_keys(&[label], &self.opts.keystores)
     }
 }

@@ -95,6 +95,7 @@ async fn every_row_of_the_error_table() {
     .unwrap();
     m.import_aes_key(DUP, &[1; 32], "d1").unwrap();
     m.import_aes_key(DUP, &[2; 32], "d2").unwrap();
+    m.wait_key_served(TENANT_A, DUP).await.unwrap();
     let c = m.client(TENANT_A);
     let mut seen: BTreeMap<(String, Operation), u16> = BTreeMap::new();
     let keyed = [

@@ -176,16 +176,22 @@ async fn traffic_spreads_over_two_workers() {
     }
 }
 
-/// kill -9 one of two workers under Decrypt/GetKeyMetadata load: requests in
-/// flight on it and those that still pick it are retried on the survivor.
+/// kill -9 one of two workers under load of every XKS operation: requests
+/// in flight on it and those that still pick it are retried on the
+/// survivor. Every one of them is free of HSM-side effects (Encrypt draws a
+/// fresh IV), so none may fail, Encrypt included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_worker_under_idempotent_load_fails_nothing() {
+async fn killed_worker_under_load_fails_nothing() {
     let m = Mesh::start(opts(2, 1000)).unwrap();
     let enc = encrypted(&m).await;
     let load = Load::start(
         &m,
         &enc,
-        &[Operation::Decrypt, Operation::GetKeyMetadata],
+        &[
+            Operation::Encrypt,
+            Operation::Decrypt,
+            Operation::GetKeyMetadata,
+        ],
         6,
     );
     load.advance(200).await;
@@ -194,14 +200,92 @@ async fn killed_worker_under_idempotent_load_fails_nothing() {
     let failures = load.finish().await;
     assert!(
         failures.is_empty(),
-        "{} failed after kill -9: {failures:?}",
-        failures.len()
+        "{} failed after kill -9: {failures:?}\n{}",
+        failures.len(),
+        edge_log_lines(&m, &["WARN", "Exception", "retrying"])
     );
     eprintln!(
-        "retries: decrypt {} metadata {}",
-        metric(&m, "keymesh_edge_worker_retries_total", "Decrypt"),
+        "retries: encrypt {} decrypt {} metadata {}",
+        metric(&m, "keymesh_edge_worker_retries_total", "\"Encrypt\""),
+        metric(&m, "keymesh_edge_worker_retries_total", "\"Decrypt\""),
         metric(&m, "keymesh_edge_worker_retries_total", "GetKeyMetadata")
     );
+}
+
+/// The same for the Huawei dialect: encrypt-data and decrypt-data under
+/// concurrent load while one of two workers is killed: zero failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_under_huawei_load_fails_nothing() {
+    use keymesh_tests::kms::KmsClient;
+    use serde_json::json;
+
+    let m = Mesh::start(MeshOptions {
+        workers: 2,
+        keystores: vec![TENANT_A.into()],
+        huawei: Some(HuaweiStore::Sqlite),
+        ..MeshOptions::default()
+    })
+    .unwrap();
+    let key_id = KmsClient::aksk(&m, &m.huawei().full_a)
+        .create_key(&format!("kill-{}", random_hex(4)))
+        .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let c = KmsClient::aksk(&m, &m.huawei().full_a);
+            let (stop, done, key_id) = (Arc::clone(&stop), Arc::clone(&done), key_id.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                let text = marker_text(64);
+                while !stop.load(Ordering::Relaxed) {
+                    let r = c
+                        .post(
+                            "encrypt-data",
+                            &json!({ "key_id": key_id, "plain_text": text }),
+                        )
+                        .await;
+                    if r.status != 200 {
+                        failures.push(format!("encrypt-data: {} {}", r.status, r.text()));
+                    } else {
+                        let ct = r.str("cipher_text");
+                        let d = c.post("decrypt-data", &json!({ "cipher_text": ct })).await;
+                        if d.status != 200 {
+                            failures.push(format!("decrypt-data: {} {}", d.status, d.text()));
+                        }
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                failures
+            })
+        })
+        .collect();
+    let advance = |n: usize| {
+        let done = Arc::clone(&done);
+        async move {
+            let target = done.load(Ordering::Relaxed) + n;
+            poll_async("Huawei load to advance", WAIT, || async {
+                (done.load(Ordering::Relaxed) >= target).then_some(())
+            })
+            .await
+            .unwrap();
+        }
+    };
+    advance(100).await;
+    tokio::task::block_in_place(|| m.kill_worker(1));
+    advance(300).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for t in tasks {
+        failures.extend(t.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed after kill -9: {failures:?}\n{}",
+        failures.len(),
+        edge_log_lines(&m, &["WARN", "KMS.0", "retrying"])
+    );
+    m.assert_no_plaintext_in_logs();
 }
 
 /// SIGTERM one of two workers under load of every operation: it reports

@@ -317,6 +317,7 @@ async fn spec_vector_decrypts_and_confusables_do_not() {
         let key: Vec<u8> = (0u8..32).collect();
         m.import_aes_key(SPEC_KEY, &key, "5e01").unwrap();
     });
+    m.wait_key_served(TENANT_A, SPEC_KEY).await.unwrap();
     let c = a();
     let iv = unb64("AAECAwQFBgcICQoL").unwrap();
     let ct = unb64("D2e6d6rFmlDeYA==").unwrap();
@@ -954,6 +955,8 @@ async fn imported_odd_keys() {
         m.import_aes_key(DUP_KEY, &[2u8; 32], "d002").unwrap();
         m.import_aes_key(AES128_KEY, &[3u8; 16], "a128").unwrap();
     });
+    m.wait_key_served(TENANT_A, DUP_KEY).await.unwrap();
+    m.wait_key_served(TENANT_A, AES128_KEY).await.unwrap();
     let c = a();
     // Two keys with one label: AMBIGUOUS_KEY → 500 InternalException (XKS-5).
     let r = c
