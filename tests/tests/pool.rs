@@ -285,6 +285,11 @@ async fn killed_worker_under_huawei_load_fails_nothing() {
         failures.len(),
         edge_log_lines(&m, &["WARN", "KMS.0", "retrying"])
     );
+    eprintln!(
+        "retries: encrypt-data {} decrypt-data {}",
+        metric(&m, "keymesh_edge_worker_retries_total", "kms_encrypt"),
+        metric(&m, "keymesh_edge_worker_retries_total", "kms_decrypt")
+    );
     m.assert_no_plaintext_in_logs();
 }
 
