@@ -63,6 +63,7 @@ export TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-1}
 "$BIN/keymeshctl" token init --so-pin bench-so-5678 >/dev/null
 "$BIN/keymeshctl" key create bench-key >/dev/null
 "$BIN/keymeshctl" credential create --uri-path /demo/kms/xks/v1 --console-config "$DIR/console.json" >/dev/null
+"$BIN/keymeshctl" key assign bench-key --keystore /demo/kms/xks/v1 >/dev/null
 
 # The Huawei dialect: SQLite store, the HSM domain (wrapping) key, one full-access account.
 export KEYMESH_STORE_URL=sqlite://$DIR/keymesh.db

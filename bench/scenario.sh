@@ -88,6 +88,7 @@ THROTTLED=/throttled/kms/xks/v1
 "$BIN/keymeshctl" key create scenario-key >/dev/null
 "$BIN/keymeshctl" credential create --uri-path "$TENANT" --console-config "$DIR/tenant.json" >/dev/null
 "$BIN/keymeshctl" credential create --uri-path "$THROTTLED" --console-config "$DIR/throttled.json" >/dev/null
+"$BIN/keymeshctl" key assign scenario-key --keystore "$TENANT" --keystore "$THROTTLED" >/dev/null
 
 # Ample quota for the main tenant; 5 req/s for the throttled one. Both limiter
 # replicas read the same file (each owns a share of the buckets).
