@@ -50,7 +50,8 @@ pub struct HuaweiConfig {
     #[serde(default = "d::cache_ms")]
     pub cache_ttl_ms: u64,
     /// HSM wrapping key that new keys are wrapped under (default
-    /// "keymesh-domain-v1", created by `keymeshctl domain-key init`).
+    /// "keymesh-domain-v1", created by `keymeshctl domain-key init`; must
+    /// start with "keymesh-domain-").
     #[serde(default = "d::domain_key")]
     pub domain_key_label: String,
     /// Quotas (defaults: 100 keys per project, 100 grants per key, 1000 per
@@ -142,6 +143,13 @@ impl HuaweiConfig {
         }
         if !(100..=120_000).contains(&self.deadline_ms) {
             errors.push("huawei.deadline_ms: must be 100..=120000".to_owned());
+        }
+        // The workers' KeyVault accepts no other wrapping key label.
+        if !keymesh_common::labels::is_wrapping_key(&self.domain_key_label) {
+            errors.push(format!(
+                "huawei.domain_key_label: must start with {:?}",
+                keymesh_common::labels::WRAPPING_KEY_PREFIX
+            ));
         }
         if self.csms_max_body_bytes < 256 * 1024 {
             errors.push("huawei.csms_max_body_bytes: must be at least 262144".to_owned());
@@ -280,6 +288,21 @@ mod tests {
         assert!(
             bad.iter().any(|p| p.contains("huawei.store_url:")),
             "{bad:?}"
+        );
+    }
+
+    #[test]
+    fn domain_key_label_is_a_wrapping_key_label() {
+        let ok =
+            parse("store_url = \"sqlite:///x.db\"\ndomain_key_label = \"keymesh-domain-v2\"\n");
+        assert!(ok.problems().is_empty(), "{:?}", ok.problems());
+        let bad = parse("store_url = \"sqlite:///x.db\"\ndomain_key_label = \"demo-key\"\n");
+        assert!(
+            bad.problems()
+                .iter()
+                .any(|p| p.contains("huawei.domain_key_label")),
+            "{:?}",
+            bad.problems()
         );
     }
 
