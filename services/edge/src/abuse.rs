@@ -45,7 +45,8 @@ pub struct AbuseConfig {
     /// 145..164 MiB at 32 MiB from a ~40 MiB baseline (the rest is the
     /// allocator keeping freed buffers), under the 256 Mi Kubernetes limit.
     pub preauth_buffer_bytes: usize,
-    /// Concurrent HTTP/2 streams per connection (default 64).
+    /// Concurrent HTTP/2 streams per connection (default 100, RFC 9113's
+    /// recommended minimum; hyper's own default is 200).
     pub http2_max_concurrent_streams: u32,
     /// HTTP/2 initial stream window: bytes a client may send on one stream
     /// before the edge reads them (default 256 KiB).
@@ -62,7 +63,7 @@ impl Default for AbuseConfig {
             unauthenticated_per_source_per_sec: 50,
             unauthenticated_per_source_burst: 200,
             preauth_buffer_bytes: 32 << 20,
-            http2_max_concurrent_streams: 64,
+            http2_max_concurrent_streams: 100,
             http2_stream_window_bytes: 256 << 10,
             http2_connection_window_bytes: 1 << 20,
             http2_max_header_list_bytes: 64 << 10,
