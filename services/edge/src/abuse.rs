@@ -41,9 +41,9 @@ pub struct AbuseConfig {
     pub unauthenticated_per_source_burst: u32,
     /// Bytes of request bodies buffered before authentication, across all
     /// connections (default 32 MiB). Measured with 200 concurrent 1 MiB
-    /// unauthenticated bodies: peak RSS 106..181 MiB at 64 MiB and
-    /// 145..164 MiB at 32 MiB from a ~40 MiB baseline (the rest is the
-    /// allocator keeping freed buffers), under the 256 Mi Kubernetes limit.
+    /// unauthenticated bodies: peak RSS 115..120 MiB from a ~40 MiB baseline
+    /// (the rest is per-connection buffers and what the allocator keeps of
+    /// freed ones), well under the edge's 256 Mi Kubernetes limit.
     pub preauth_buffer_bytes: usize,
     /// Concurrent HTTP/2 streams per connection (default 100, RFC 9113's
     /// recommended minimum; hyper's own default is 200).

@@ -120,6 +120,13 @@ pub async fn resolve(State(state): State<Arc<AppState>>, req: Request, next: Nex
 /// that is still sending sees the answer instead of a reset connection.
 const DRAIN_CAP: usize = 1 << 20;
 
+/// First buffer of a body: a declared body up to this size is buffered in
+/// one allocation of its exact size.
+const FIRST_BUFFER: usize = 64 << 10;
+/// Growth factor beyond it: a 1 MiB body costs two reallocations, and the
+/// allocator keeps little of the buffers it outgrew.
+const GROWTH: usize = 4;
+
 /// Why a body could not be buffered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyError {
@@ -165,9 +172,10 @@ pub async fn read_bounded(
     if declared.is_some_and(|d| d > max) {
         return Err(BodyError::TooLarge);
     }
-    // Grown by doubling up to what the body can still need, each step taken
-    // from the budget before it is allocated: the budget counts capacity,
-    // and a client that declares a body but sends nothing holds nothing.
+    // Grown as bytes arrive ([`FIRST_BUFFER`], then by [`GROWTH`]) up to
+    // what the body can still need, each step taken from the budget before
+    // it is allocated: the budget counts capacity, and a client that
+    // declares a body but sends nothing holds nothing.
     let limit = declared.unwrap_or(max);
     let mut buf: Vec<u8> = Vec::new();
     let mut held = None;
@@ -185,7 +193,8 @@ pub async fn read_bounded(
                     refused = Some(BodyError::TooLarge);
                 } else if seen > buf.capacity() {
                     let cap = seen
-                        .max(buf.capacity().saturating_mul(2))
+                        .max(buf.capacity().saturating_mul(GROWTH))
+                        .max(FIRST_BUFFER)
                         .min(limit.max(seen));
                     if budget.take(&mut held, cap - buf.capacity()) {
                         buf.reserve_exact(cap - buf.len());
