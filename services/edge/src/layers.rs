@@ -120,8 +120,8 @@ pub async fn resolve(State(state): State<Arc<AppState>>, req: Request, next: Nex
 /// that is still sending sees the answer instead of a reset connection.
 const DRAIN_CAP: usize = 1 << 20;
 
-/// First buffer of a body: a declared body up to this size is buffered in
-/// one allocation of its exact size.
+/// First buffer of a declared body: one up to this size is buffered in one
+/// allocation of its exact size.
 const FIRST_BUFFER: usize = 64 << 10;
 /// Growth factor beyond it: a 1 MiB body costs two reallocations, and the
 /// allocator keeps little of the buffers it outgrew.
@@ -177,6 +177,9 @@ pub async fn read_bounded(
     // it is allocated: the budget counts capacity, and a client that
     // declares a body but sends nothing holds nothing.
     let limit = declared.unwrap_or(max);
+    // Without a declared length (HTTP/2 often sends none), the first frame
+    // sizes the first buffer, so a one-frame body is buffered exactly.
+    let first = if declared.is_some() { FIRST_BUFFER } else { 0 };
     let mut buf: Vec<u8> = Vec::new();
     let mut held = None;
     let mut seen = 0usize;
@@ -194,7 +197,7 @@ pub async fn read_bounded(
                 } else if seen > buf.capacity() {
                     let cap = seen
                         .max(buf.capacity().saturating_mul(GROWTH))
-                        .max(FIRST_BUFFER)
+                        .max(first)
                         .min(limit.max(seen));
                     if budget.take(&mut held, cap - buf.capacity()) {
                         buf.reserve_exact(cap - buf.len());
@@ -357,4 +360,71 @@ pub async fn handler(state: Arc<AppState>, req: Request) -> Result<Response, Inf
     };
     resp.extensions_mut().insert(audit);
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use std::time::Duration;
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(30)
+    }
+
+    fn chunks(n: usize, size: usize) -> axum::body::Body {
+        let frames = (0..n).map(move |_| Ok::<_, std::io::Error>(Bytes::from(vec![7u8; size])));
+        axum::body::Body::from_stream(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_above_the_limit_is_refused_without_reading() {
+        // A body that never sends a byte: only an up-front refusal returns.
+        let never = axum::body::Body::from_stream(futures_util::stream::pending::<
+            Result<Bytes, std::io::Error>,
+        >());
+        let budget = PreAuthBudget::new(1 << 20);
+        let r = read_bounded(never, 1000, later(), Some(1_000_000_000), &budget).await;
+        assert_eq!(r.err(), Some(BodyError::TooLarge));
+    }
+
+    #[tokio::test]
+    async fn buffered_bytes_count_against_the_budget_until_dropped() {
+        let budget = PreAuthBudget::new(1 << 20);
+        let b = read_bounded(chunks(4, 1000), 65536, later(), Some(4000), &budget)
+            .await
+            .unwrap();
+        assert_eq!(b.bytes.len(), 4000);
+        // A declared body is buffered in one allocation of its size.
+        assert_eq!(budget.available(), (1 << 20) - 4000);
+        drop(b);
+        assert_eq!(budget.available(), 1 << 20);
+        // Undeclared: sized by the frames, never past the limit.
+        let b = read_bounded(chunks(3, 10_000), 65536, later(), None, &budget)
+            .await
+            .unwrap();
+        assert_eq!(b.bytes.len(), 30_000);
+        assert!((1 << 20) - budget.available() <= 65536);
+    }
+
+    #[tokio::test]
+    async fn a_spent_budget_refuses_and_keeps_nothing() {
+        let budget = PreAuthBudget::new(1 << 20);
+        let mut hog = None;
+        assert!(budget.take(&mut hog, (1 << 20) - 100));
+        let r = read_bounded(chunks(2, 1000), 65536, later(), Some(2000), &budget).await;
+        assert_eq!(r.err(), Some(BodyError::OverBudget));
+        assert_eq!(budget.available(), 100);
+        drop(hog);
+        let r = read_bounded(chunks(2, 1000), 65536, later(), Some(2000), &budget).await;
+        assert_eq!(r.map(|b| b.bytes.len()).ok(), Some(2000));
+    }
+
+    #[tokio::test]
+    async fn a_body_found_oversized_while_reading_is_refused() {
+        let budget = PreAuthBudget::new(1 << 20);
+        let r = read_bounded(chunks(10, 1000), 5000, later(), None, &budget).await;
+        assert_eq!(r.err(), Some(BodyError::TooLarge));
+        assert_eq!(budget.available(), 1 << 20);
+    }
 }
