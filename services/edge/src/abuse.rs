@@ -41,7 +41,7 @@ pub struct AbuseConfig {
     pub unauthenticated_per_source_burst: u32,
     /// Bytes of request bodies buffered before authentication, across all
     /// connections (default 32 MiB). Measured with 200 concurrent 1 MiB
-    /// unauthenticated bodies: peak RSS 115..131 MiB from a ~40 MiB baseline
+    /// unauthenticated bodies: peak RSS 113..150 MiB from a ~40 MiB baseline
     /// (the rest is per-connection buffers and what the allocator keeps of
     /// freed ones), well under the edge's 256 Mi Kubernetes limit.
     pub preauth_buffer_bytes: usize,
