@@ -1219,6 +1219,11 @@ impl Mesh {
             .unwrap_or(false)
     }
 
+    /// The edge's process id while it runs (e.g. to read /proc/PID/status).
+    pub fn edge_pid(&self) -> Option<u32> {
+        self.edge.lock().unwrap().as_ref().map(Proc::pid)
+    }
+
     /// The edge's exit status, if it has exited.
     pub fn edge_exit_status(&self) -> Option<std::process::ExitStatus> {
         self.edge.lock().unwrap().as_mut().and_then(Proc::exited)

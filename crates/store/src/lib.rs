@@ -329,8 +329,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         name: &str,
         stage: &str,
     ) -> Result<Option<StageRecord>>;
-    /// Point `stage` at `version_id` (moving it). `NotFound` (secret or
-    /// version), `Quota(Stages)`.
+    /// Point `stage` at `version_id` (moving it), in one transaction: when
+    /// SYSCURRENT moves to another version, the version that held it receives
+    /// SYSPREVIOUS. `Quota(Stages)` when the secret would then hold more
+    /// distinct stages than allowed (checked before anything moves).
+    /// `NotFound` (secret or version).
     async fn put_stage(
         &self,
         project_id: &str,

@@ -2607,11 +2607,32 @@ macro_rules! impl_store {
                         .bind(&secret_id)
                         .fetch_all(&mut *tx)
                         .await?;
-                    // Moving a stage adds nothing to the count.
-                    if !existing.iter().any(|st| st.name == stage)
-                        && existing.len() >= quota(quotas.stages_per_secret)
-                    {
+                    // The version losing SYSCURRENT becomes SYSPREVIOUS, as
+                    // in add_version. Both moves are counted against the
+                    // quota before either is written, so a refusal moves
+                    // nothing.
+                    let former_current = existing
+                        .iter()
+                        .find(|st| st.name == STAGE_CURRENT && st.version_id != version_id)
+                        .map(|st| st.version_id.clone())
+                        .filter(|_| stage == STAGE_CURRENT);
+                    let mut names: BTreeSet<&str> =
+                        existing.iter().map(|st| st.name.as_str()).collect();
+                    names.insert(stage);
+                    if former_current.is_some() {
+                        names.insert(STAGE_PREVIOUS);
+                    }
+                    if names.len() > quota(quotas.stages_per_secret) {
                         return Err(StoreError::Quota(QuotaKind::Stages));
+                    }
+                    if let Some(former) = &former_current {
+                        sqlx::query(q::UPSERT_STAGE)
+                            .bind(&secret_id)
+                            .bind(STAGE_PREVIOUS)
+                            .bind(former)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                     sqlx::query(q::UPSERT_STAGE)
                         .bind(&secret_id)

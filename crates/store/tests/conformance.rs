@@ -242,6 +242,7 @@ conformance!(
     concurrent_create_secret_same_name,
     stage_semantics,
     stage_quota,
+    syscurrent_move_is_atomic,
     version_quota_drops_stageless_versions,
     add_version_checks_the_secret,
     read_secret_version_in_one_statement,
@@ -2303,6 +2304,62 @@ async fn stage_quota(ctx: Ctx) {
         StoreError::Quota(QuotaKind::Stages)
     );
     assert_eq!(stage_map(s, P, "s2").await, sm(&[("v1", &[CUR])]));
+}
+
+/// Moving SYSCURRENT by hand hands SYSPREVIOUS to the version that held it,
+/// in the same transaction: a move the stage quota refuses moves nothing.
+async fn syscurrent_move_is_atomic(ctx: Ctx) {
+    let s = &*ctx.store;
+    let two = SecretQuotas {
+        stages_per_secret: 2,
+        ..SecretQuotas::default()
+    };
+    add_secret(s, &secret(P, "id-1", "s1", 1)).await;
+    s.add_version(P, "s1", &value(2, 2), &["green".to_owned()], &two, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        stage_map(s, P, "s1").await,
+        sm(&[("v1", &[CUR]), ("v2", &["green"])])
+    );
+    // SYSCURRENT → v2 would create SYSPREVIOUS on v1: a third stage.
+    assert_err!(
+        s.put_stage(P, "s1", CUR, "v2", 3, &two).await,
+        StoreError::Quota(QuotaKind::Stages)
+    );
+    assert_eq!(
+        stage_map(s, P, "s1").await,
+        sm(&[("v1", &[CUR]), ("v2", &["green"])])
+    );
+    // With room, both move together.
+    let three = SecretQuotas {
+        stages_per_secret: 3,
+        ..SecretQuotas::default()
+    };
+    let moved = s.put_stage(P, "s1", CUR, "v2", 4, &three).await.unwrap();
+    assert_eq!(moved, stage("id-1", CUR, "v2", 4));
+    assert_eq!(
+        stage_map(s, P, "s1").await,
+        sm(&[("v1", &[PREV]), ("v2", &[CUR, "green"])])
+    );
+    assert_eq!(
+        s.get_stage(P, "s1", PREV).await.unwrap(),
+        Some(stage("id-1", PREV, "v1", 4))
+    );
+    // Pointing SYSCURRENT at the version that holds it moves nothing else.
+    s.put_stage(P, "s1", CUR, "v2", 5, &three).await.unwrap();
+    assert_eq!(
+        s.get_stage(P, "s1", PREV).await.unwrap(),
+        Some(stage("id-1", PREV, "v1", 4))
+    );
+    // A custom stage never touches SYSPREVIOUS.
+    s.put_stage(P, "s1", "green", "v1", 6, &three)
+        .await
+        .unwrap();
+    assert_eq!(
+        stage_map(s, P, "s1").await,
+        sm(&[("v1", &[PREV, "green"]), ("v2", &[CUR])])
+    );
 }
 
 async fn version_quota_drops_stageless_versions(ctx: Ctx) {

@@ -1,9 +1,11 @@
 //! The edge's HTTP application, in two routers: the unauthenticated probes
-//! and metrics ([`probes`]), and the XKS API behind an explicit tower stack
-//! ([`xks`]). The main listener serves both ([`app`]); the optional admin
-//! listener (`admin_listen`) serves only the probes, in plain HTTP, so that
-//! kubelet and Prometheus reach them when the main listener demands a KMS
-//! client certificate.
+//! ([`probes`]), and the XKS API behind an explicit tower stack ([`xks`]).
+//! The main listener serves both ([`app`]); the optional admin listener
+//! (`admin_listen`) serves only the probes and `/metrics` ([`admin`]), in
+//! plain HTTP, so that kubelet and Prometheus reach them when the main
+//! listener demands a KMS client certificate. `/metrics` is on the main
+//! listener only when there is no admin listener: with one, request counts
+//! by operation and outcome are not published to every API caller.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,8 +28,13 @@ use crate::state::AppState;
 /// configured; everything else is an XKS request.
 pub fn app(state: Arc<AppState>, huawei: Option<Arc<Huawei>>) -> Router {
     let xks = xks(state.clone());
+    let front = if state.config.admin_listen.is_some() {
+        probes(state)
+    } else {
+        admin(state)
+    };
     let Some(huawei) = huawei else {
-        return probes(state).fallback_service(xks);
+        return front.fallback_service(xks);
     };
     let huawei = crate::huawei::layers::service(huawei);
     let dialects = tower::service_fn(move |req: Request<Body>| {
@@ -40,19 +47,27 @@ pub fn app(state: Arc<AppState>, huawei: Option<Arc<Huawei>>) -> Router {
             }
         }
     });
-    probes(state).fallback_service(dialects)
+    front.fallback_service(dialects)
 }
 
-/// Probes and metrics. No SigV4 (XKS-80): load balancers and scrapers cannot
-/// sign. Anything else is a plain 404, so the admin listener never exposes
-/// the XKS API without its authentication.
+/// Probes. No SigV4 (XKS-80): load balancers cannot sign.
 pub fn probes(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/ping", get(ok))
         .route("/livez", get(ok))
         .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// The admin listener: probes and `/metrics` (scrapers cannot sign either).
+/// Anything else is a plain 404, so it never exposes the XKS API without
+/// its authentication.
+pub fn admin(state: Arc<AppState>) -> Router {
+    probes(Arc::clone(&state)).merge(
+        Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(state),
+    )
 }
 
 /// The XKS API: the tower stack, outermost first, ending in the handler.
@@ -114,10 +129,14 @@ mod tests {
     /// State over an empty key store file; the worker and limiter endpoints
     /// are never dialled (lazy channels, nothing listens there).
     fn state(dir: &std::path::Path) -> Arc<AppState> {
+        state_with(dir, "")
+    }
+
+    fn state_with(dir: &std::path::Path, extra: &str) -> Arc<AppState> {
         let keystores = dir.join("keystores.json");
         std::fs::write(&keystores, br#"{"keystores": []}"#).unwrap();
         let config: crate::config::Config = toml::from_str(&format!(
-            "workers = [\"http://127.0.0.1:9\"]\nlimiter = \"http://127.0.0.1:9\"\nkeystores_file = {:?}\n",
+            "workers = [\"http://127.0.0.1:9\"]\nlimiter = \"http://127.0.0.1:9\"\nkeystores_file = {:?}\n{extra}",
             keystores.display().to_string()
         ))
         .unwrap();
@@ -139,8 +158,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let state = state(&dir);
         for path in ["/ping", "/livez", "/metrics"] {
-            assert_eq!(status(probes(Arc::clone(&state)), "GET", path).await, 200);
+            assert_eq!(status(admin(Arc::clone(&state)), "GET", path).await, 200);
         }
+        // Without an admin listener, the main one serves /metrics.
+        assert_eq!(
+            status(app(Arc::clone(&state), None), "GET", "/metrics").await,
+            200
+        );
         // No worker answers: not ready, on both routers alike.
         assert_eq!(
             status(probes(Arc::clone(&state)), "GET", "/readyz").await,
@@ -172,6 +196,36 @@ mod tests {
             r.headers().get(http::header::CONTENT_TYPE).unwrap(),
             "application/json"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn metrics_leave_the_main_listener_with_an_admin_listener() {
+        let dir =
+            std::env::temp_dir().join(format!("keymesh-app-admin-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let state = state_with(&dir, "admin_listen = \"127.0.0.1:0\"\n");
+        assert_eq!(
+            status(admin(Arc::clone(&state)), "GET", "/metrics").await,
+            200
+        );
+        // The main listener routes it into the API, which does not know it.
+        let r = app(Arc::clone(&state), None)
+            .oneshot(
+                Request::builder()
+                    .uri("/metrics")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        assert_eq!(
+            r.headers().get(http::header::CONTENT_TYPE).unwrap(),
+            "application/json"
+        );
+        // The probes stay on both.
+        assert_eq!(status(app(state, None), "GET", "/livez").await, 200);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -87,6 +87,10 @@ pub struct Config {
     pub grpc_tls: Option<GrpcTlsConfig>,
     /// The Huawei-compatible KMS dialect; absent = XKS only.
     pub huawei: Option<crate::huawei::config::HuaweiConfig>,
+    /// Budgets for callers not yet authenticated and per-connection HTTP
+    /// limits (default: see `abuse.rs`).
+    #[serde(default)]
+    pub abuse: crate::abuse::AbuseConfig,
 }
 
 /// The edge's mesh identity for gRPC to workers and limiters (all files
@@ -203,6 +207,7 @@ impl Config {
         if let Some(h) = &self.huawei {
             errors.extend(h.problems());
         }
+        errors.extend(self.abuse.problems());
         if self.workers.is_empty() {
             errors.push("workers: at least one crypto-worker endpoint is required".to_owned());
         }

@@ -11,6 +11,8 @@ use http::{HeaderValue, StatusCode, header};
 use keymesh_proto::crypto::v1::{ErrorInfo, ErrorReason};
 use prost::Message as _;
 
+use crate::cause::{Cause, WorkerFailure};
+
 /// Why a request failed, in the edge's terms.
 #[derive(Debug, thiserror::Error)]
 pub enum XksError {
@@ -44,9 +46,13 @@ pub enum XksError {
     /// 429 ThrottlingException: over quota, or the worker pool is saturated.
     #[error("the request rate is too high")]
     Throttled,
-    /// 500 InternalException: a dependency failed (HSM error, worker unreachable).
+    /// 500 InternalException: an invariant of the edge broke.
     #[error("internal error")]
     Internal,
+    /// 500 InternalException: a crypto-worker failed (HSM error, worker
+    /// unreachable, none available).
+    #[error("internal error")]
+    Worker(#[source] WorkerFailure),
     /// 501 UnsupportedOperationException: above this implementation's limits.
     #[error("{0}")]
     Unsupported(&'static str),
@@ -70,7 +76,7 @@ impl XksError {
             InvalidUriPath => (StatusCode::NOT_FOUND, "InvalidUriPathException"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
             Throttled => (StatusCode::TOO_MANY_REQUESTS, "ThrottlingException"),
-            Internal => (StatusCode::INTERNAL_SERVER_ERROR, "InternalException"),
+            Internal | Worker(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalException"),
             Unsupported(_) => (StatusCode::NOT_IMPLEMENTED, "UnsupportedOperationException"),
             DependencyTimeout => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -91,6 +97,9 @@ impl XksError {
         let body = serde_json::json!({ "errorName": name, "errorMessage": message });
         let mut resp = crate::json_response(status, body.to_string().into());
         resp.extensions_mut().insert(Outcome(name));
+        if status.is_server_error() {
+            resp.extensions_mut().insert(Cause::of(self));
+        }
         if status == StatusCode::METHOD_NOT_ALLOWED {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -103,7 +112,7 @@ impl XksError {
         use tonic::Code;
         match status.code() {
             Code::DeadlineExceeded | Code::Cancelled => return Self::DependencyTimeout,
-            Code::Unavailable | Code::Unknown => return Self::Internal,
+            Code::Unavailable | Code::Unknown => return Self::Worker(status.into()),
             _ => {}
         }
         let reason = ErrorInfo::decode(status.details())
@@ -122,7 +131,7 @@ impl XksError {
             | ErrorReason::HsmFailure
             | ErrorReason::WrappingKeyMissing
             | ErrorReason::InvalidKeyMaterial
-            | ErrorReason::Unspecified => Self::Internal,
+            | ErrorReason::Unspecified => Self::Worker(status.into()),
         }
     }
 }

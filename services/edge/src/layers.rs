@@ -15,7 +15,9 @@ use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::abuse::{Peer, PreAuthBudget, PreAuthBytes};
 use crate::audit::Audit;
+use crate::cause::Cause;
 use crate::error::{Outcome, XksError};
 use crate::json_response;
 use crate::state::AppState;
@@ -68,7 +70,11 @@ pub async fn observe(State(_): State<Arc<AppState>>, mut req: Request, next: Nex
         .get::<Outcome>()
         .map_or("success", |o| o.0);
     let status = resp.status().as_u16();
+    let cause = resp.extensions_mut().remove::<Cause>();
     let audit = audit_of(&mut resp);
+    if let Some(Cause(c)) = cause {
+        audit.cause = Some(c);
+    }
     if let Some(id) = &audit.kms_request_id {
         span.record("kms_request_id", id.as_str());
     }
@@ -114,71 +120,135 @@ pub async fn resolve(State(state): State<Arc<AppState>>, req: Request, next: Nex
 /// that is still sending sees the answer instead of a reset connection.
 const DRAIN_CAP: usize = 1 << 20;
 
+/// First buffer of a declared body: one up to this size is buffered in one
+/// allocation of its exact size.
+const FIRST_BUFFER: usize = 64 << 10;
+/// Growth factor beyond it: a 1 MiB body costs two reallocations, and the
+/// allocator keeps little of the buffers it outgrew.
+const GROWTH: usize = 4;
+
 /// Why a body could not be buffered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyError {
-    /// More than the allowed bytes.
+    /// More than the allowed bytes, declared or sent.
     TooLarge,
+    /// The edge-wide budget of bytes buffered before authentication is spent.
+    OverBudget,
     /// The connection failed mid-body.
     Unreadable,
     /// The body did not arrive before the deadline.
     Late,
 }
 
+/// The `Content-Length` a request declares, when it parses.
+pub fn declared_length(headers: &http::HeaderMap) -> Option<usize> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+/// A buffered body and the pre-authentication bytes it holds.
+#[derive(Debug)]
+pub struct Bounded {
+    pub bytes: Bytes,
+    pub held: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
 /// Buffer at most `max` bytes of `body` before `at` (shared by every
-/// dialect's body-limit layer). An oversized body is drained up to
-/// [`DRAIN_CAP`] so the client reads the refusal.
+/// dialect's body-limit layer), counting the buffer against `budget` as it
+/// grows. A declared length above `max` is refused at once: the client may
+/// never send those bytes, and waiting for them would hold the connection
+/// to the deadline. A body found oversized (or over budget) while reading is
+/// released and the rest drained up to [`DRAIN_CAP`], so an HTTP/1.1 client
+/// still sending reads the refusal instead of a reset connection.
 pub async fn read_bounded(
     mut body: axum::body::Body,
     max: usize,
     at: Instant,
     declared: Option<usize>,
-) -> Result<Bytes, BodyError> {
-    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(max));
+    budget: &PreAuthBudget,
+) -> Result<Bounded, BodyError> {
+    if declared.is_some_and(|d| d > max) {
+        return Err(BodyError::TooLarge);
+    }
+    // Grown as bytes arrive ([`FIRST_BUFFER`], then by [`GROWTH`]) up to
+    // what the body can still need, each step taken from the budget before
+    // it is allocated: the budget counts capacity, and a client that
+    // declares a body but sends nothing holds nothing.
+    let limit = declared.unwrap_or(max);
+    // Without a declared length (HTTP/2 often sends none), the first frame
+    // sizes the first buffer, so a one-frame body is buffered exactly.
+    let first = if declared.is_some() { FIRST_BUFFER } else { 0 };
+    let mut buf: Vec<u8> = Vec::new();
+    let mut held = None;
     let mut seen = 0usize;
+    let mut refused = None;
     let read = tokio::time::timeout_at(at, async {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| ())?;
-            if let Ok(data) = frame.into_data() {
-                seen += data.len();
-                if seen <= max {
-                    buf.extend_from_slice(&data);
-                } else if seen > DRAIN_CAP {
-                    break;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            seen = seen.saturating_add(data.len());
+            if refused.is_none() {
+                if seen > max {
+                    refused = Some(BodyError::TooLarge);
+                } else if seen > buf.capacity() {
+                    let cap = seen
+                        .max(buf.capacity().saturating_mul(GROWTH))
+                        .max(first)
+                        .min(limit.max(seen));
+                    if budget.take(&mut held, cap - buf.capacity()) {
+                        buf.reserve_exact(cap - buf.len());
+                    } else {
+                        refused = Some(BodyError::OverBudget);
+                    }
                 }
+                match refused {
+                    None => buf.extend_from_slice(&data),
+                    Some(_) => {
+                        buf = Vec::new();
+                        held = None;
+                    }
+                }
+            }
+            if refused.is_some() && seen > DRAIN_CAP {
+                break;
             }
         }
         Ok::<(), ()>(())
     })
     .await;
-    if seen > max {
-        return Err(BodyError::TooLarge);
+    if let Some(e) = refused {
+        return Err(e);
     }
     match read {
-        Ok(Ok(())) => Ok(buf.freeze()),
+        Ok(Ok(())) => Ok(Bounded {
+            bytes: Bytes::from(buf),
+            held,
+        }),
         Ok(Err(())) => Err(BodyError::Unreadable),
         Err(_) => Err(BodyError::Late),
     }
 }
 
-/// Buffer at most `max_body_bytes` (501 beyond); a body that fails or stalls → 400.
+/// Buffer at most `max_body_bytes` (501 beyond; 429 when the pre-auth budget
+/// is spent); a body that fails or stalls → 400.
 pub async fn body_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let max = state.config.max_body_bytes;
     let Some(Deadline(at)) = req.extensions().get::<Deadline>().copied() else {
         return XksError::Internal.into_response();
     };
-    let declared = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = declared_length(req.headers());
     let (mut parts, body) = req.into_parts();
-    let bytes = match read_bounded(body, max, at, declared).await {
+    let bounded = match read_bounded(body, max, at, declared, &state.abuse.preauth).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             return XksError::Unsupported("the request body exceeds this proxy's maximum size")
                 .into_response();
         }
+        Err(BodyError::OverBudget) => return XksError::Throttled.into_response(),
         Err(BodyError::Unreadable) => {
             return XksError::Validation("the request body could not be read").into_response();
         }
@@ -186,7 +256,10 @@ pub async fn body_limit(State(state): State<Arc<AppState>>, req: Request, next: 
             return XksError::Validation("the request body did not arrive in time").into_response();
         }
     };
-    parts.extensions.insert(RawBody(bytes));
+    parts.extensions.insert(RawBody(bounded.bytes));
+    if let Some(p) = bounded.held {
+        parts.extensions.insert(PreAuthBytes(Arc::new(p)));
+    }
     next.run(Request::from_parts(parts, axum::body::Body::empty()))
         .await
 }
@@ -209,8 +282,18 @@ pub async fn authenticate(
     };
     let access_key_id = match verified {
         Ok(id) => id,
-        Err(e) => return e.into_response(),
+        // A failed signature costs its source; past its budget → 429.
+        Err(e) => {
+            let peer = Peer::of(&parts.extensions);
+            if matches!(e, XksError::Authentication(_)) && !state.abuse.sources.admit(peer) {
+                return XksError::Throttled.into_response();
+            }
+            return e.into_response();
+        }
     };
+    // Authenticated: its body no longer counts as pre-authentication bytes.
+    let mut parts = parts;
+    parts.extensions.remove::<PreAuthBytes>();
     if !xks::content_type_ok(&parts.headers) {
         let mut resp =
             XksError::Validation("Content-Type must be application/json").into_response();
@@ -277,4 +360,71 @@ pub async fn handler(state: Arc<AppState>, req: Request) -> Result<Response, Inf
     };
     resp.extensions_mut().insert(audit);
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use std::time::Duration;
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(30)
+    }
+
+    fn chunks(n: usize, size: usize) -> axum::body::Body {
+        let frames = (0..n).map(move |_| Ok::<_, std::io::Error>(Bytes::from(vec![7u8; size])));
+        axum::body::Body::from_stream(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_above_the_limit_is_refused_without_reading() {
+        // A body that never sends a byte: only an up-front refusal returns.
+        let never = axum::body::Body::from_stream(futures_util::stream::pending::<
+            Result<Bytes, std::io::Error>,
+        >());
+        let budget = PreAuthBudget::new(1 << 20);
+        let r = read_bounded(never, 1000, later(), Some(1_000_000_000), &budget).await;
+        assert_eq!(r.err(), Some(BodyError::TooLarge));
+    }
+
+    #[tokio::test]
+    async fn buffered_bytes_count_against_the_budget_until_dropped() {
+        let budget = PreAuthBudget::new(1 << 20);
+        let b = read_bounded(chunks(4, 1000), 65536, later(), Some(4000), &budget)
+            .await
+            .unwrap();
+        assert_eq!(b.bytes.len(), 4000);
+        // A declared body is buffered in one allocation of its size.
+        assert_eq!(budget.available(), (1 << 20) - 4000);
+        drop(b);
+        assert_eq!(budget.available(), 1 << 20);
+        // Undeclared: sized by the frames, never past the limit.
+        let b = read_bounded(chunks(3, 10_000), 65536, later(), None, &budget)
+            .await
+            .unwrap();
+        assert_eq!(b.bytes.len(), 30_000);
+        assert!((1 << 20) - budget.available() <= 65536);
+    }
+
+    #[tokio::test]
+    async fn a_spent_budget_refuses_and_keeps_nothing() {
+        let budget = PreAuthBudget::new(1 << 20);
+        let mut hog = None;
+        assert!(budget.take(&mut hog, (1 << 20) - 100));
+        let r = read_bounded(chunks(2, 1000), 65536, later(), Some(2000), &budget).await;
+        assert_eq!(r.err(), Some(BodyError::OverBudget));
+        assert_eq!(budget.available(), 100);
+        drop(hog);
+        let r = read_bounded(chunks(2, 1000), 65536, later(), Some(2000), &budget).await;
+        assert_eq!(r.map(|b| b.bytes.len()).ok(), Some(2000));
+    }
+
+    #[tokio::test]
+    async fn a_body_found_oversized_while_reading_is_refused() {
+        let budget = PreAuthBudget::new(1 << 20);
+        let r = read_bounded(chunks(10, 1000), 5000, later(), None, &budget).await;
+        assert_eq!(r.err(), Some(BodyError::TooLarge));
+        assert_eq!(budget.available(), 1 << 20);
+    }
 }

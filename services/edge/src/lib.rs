@@ -5,8 +5,10 @@
 //! into a gRPC call to a crypto-worker. It holds no key material.
 
 pub mod aad;
+pub mod abuse;
 pub mod app;
 pub mod audit;
+pub mod cause;
 pub mod config;
 pub mod error;
 pub mod glob;
@@ -21,6 +23,7 @@ pub mod state;
 pub mod tls;
 pub mod workers;
 pub mod xks;
+pub mod zeroizing;
 
 use axum::body::Body;
 use axum::response::Response;

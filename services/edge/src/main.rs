@@ -62,17 +62,26 @@ async fn main() -> anyhow::Result<()> {
     let admin = match admin {
         Some(admin) => {
             tracing::info!(addr = %admin.local_addr()?, "admin listener (probes, metrics)");
-            let probes = app::probes(std::sync::Arc::clone(&state));
-            Some(tokio::spawn(server::serve(probes, admin, None, async {
-                let _ = admin_stop.await;
-            })))
+            let admin_app = app::admin(std::sync::Arc::clone(&state));
+            let limits = state.config.abuse;
+            Some(tokio::spawn(server::serve(
+                admin_app,
+                admin,
+                None,
+                limits,
+                async {
+                    let _ = admin_stop.await;
+                },
+            )))
         }
         None => None,
     };
+    let limits = state.config.abuse;
     let served = server::serve(
         app::app(state, huawei),
         listener,
         tls,
+        limits,
         keymesh_common::shutdown::signal(),
     )
     .await;

@@ -11,17 +11,28 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+
+use crate::abuse::{AbuseConfig, Peer};
 
 /// How long a client may take to finish the TLS handshake or send headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Largest HTTP/1.1 read buffer per connection (hyper's default is ~400
+/// KiB): the request head must fit, and a body streams through it.
+const HTTP1_MAX_BUF: usize = 64 << 10;
+
 /// Serve `router` until `shutdown` resolves, then drain in-flight connections.
+/// Each request carries its peer address as a [`Peer`] extension (the
+/// per-source budgets key on it); `limits` bounds what one connection may
+/// make the edge hold.
 pub async fn serve(
     router: Router,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: AbuseConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -47,13 +58,24 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let service = TowerToHyperService::new(router);
+            let service = TowerToHyperService::new(
+                ServiceBuilder::new()
+                    .layer(axum::Extension(Peer(peer)))
+                    .service(router),
+            );
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HANDSHAKE_TIMEOUT);
-            builder.http2().timer(TokioTimer::new());
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .max_buf_size(HTTP1_MAX_BUF);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(limits.http2_max_concurrent_streams)
+                .initial_stream_window_size(limits.http2_stream_window_bytes)
+                .initial_connection_window_size(limits.http2_connection_window_bytes)
+                .max_header_list_size(limits.http2_max_header_list_bytes);
             let result = match acceptor {
                 Some(acceptor) => {
                     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))

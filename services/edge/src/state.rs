@@ -23,6 +23,8 @@ pub struct AppState {
     pub workers: Arc<WorkerPool>,
     pub limiter: LimiterClient,
     pub metrics: Option<PrometheusHandle>,
+    /// Budgets for callers not yet authenticated, shared by both dialects.
+    pub abuse: crate::abuse::Abuse,
 }
 
 impl std::fmt::Debug for AppState {
@@ -94,6 +96,7 @@ impl AppState {
             regions: config.regions.clone(),
         };
         Ok(Arc::new(Self {
+            abuse: crate::abuse::Abuse::new(config.abuse),
             config,
             keystores,
             policy,

@@ -462,7 +462,7 @@ pub trait PoolError {
 
 impl PoolError for XksError {
     fn no_worker() -> Self {
-        Self::Internal
+        Self::Worker(crate::cause::WorkerFailure::NoWorker)
     }
     fn shed() -> Self {
         Self::Throttled

@@ -475,7 +475,14 @@ async fn decrypt(
         })
         .await?;
     let plaintext = Zeroizing::new(B64.encode(&resp.plaintext));
-    Ok(ok(serde_json::json!({ "plaintext": plaintext.as_str() })))
+    #[derive(serde::Serialize)]
+    struct Decrypted<'a> {
+        plaintext: &'a str,
+    }
+    crate::zeroizing::json(&Decrypted {
+        plaintext: &plaintext,
+    })
+    .map_err(|_| XksError::Internal)
 }
 
 async fn health(state: &AppState, deadline: Instant) -> Result<Bytes, XksError> {

@@ -43,6 +43,11 @@ impl Caller {
     }
 }
 
+/// The client address of a request (set by the listener).
+pub fn peer(parts: &Parts) -> Option<std::net::SocketAddr> {
+    crate::abuse::Peer::of(&parts.extensions)
+}
+
 /// Authenticate `parts` + `body` for `route`.
 pub async fn authenticate(
     h: &Huawei,
@@ -112,6 +117,12 @@ async fn signed(h: &Huawei, parts: &Parts, body: &[u8], route: &Route) -> Result
     let account = match h.cache.account(&ak) {
         Some(a) => a,
         None => {
+            // A store round trip for a caller not yet authenticated: its
+            // source pays for it first (unknown keys are then remembered by
+            // the cache's negative side and fail without a query).
+            if !h.app.abuse.sources.admit(peer(parts)) {
+                return Err(ApiError::Throttled);
+            }
             let a = h.store.get_account(&ak).await?.map(std::sync::Arc::new);
             h.cache.put_account(&ak, a.clone());
             a

@@ -14,6 +14,7 @@ use keymesh_store::{QuotaKind, StoreError};
 use prost::Message as _;
 
 use super::codes::{self, Code};
+use crate::cause::{Cause, WorkerFailure};
 use crate::workers::PoolError;
 
 /// 401 for a missing, malformed, stale or wrong SDK-HMAC-SHA256 signature
@@ -148,9 +149,13 @@ pub enum ApiError {
     /// 500 KMS.0102: the store failed.
     #[error("store error")]
     Store(#[source] StoreError),
-    /// 500 KMS.0101: an HSM/worker failure.
+    /// 500 KMS.0101: an invariant of the edge broke.
     #[error("internal error")]
     Internal,
+    /// 500 KMS.0101: a crypto-worker failed (HSM error, worker unreachable,
+    /// none available).
+    #[error("internal error")]
+    Worker(#[source] WorkerFailure),
     /// CSMS: no secret with this name in the project (CSMS.0106).
     #[error("secret not found")]
     SecretNotFound,
@@ -206,7 +211,7 @@ impl ApiError {
             Throttled => THROTTLED,
             Timeout => codes::KMS_0104,
             Store(_) => codes::KMS_0102,
-            Internal => codes::KMS_0101,
+            Internal | Worker(_) => codes::KMS_0101,
         }
     }
 
@@ -232,7 +237,7 @@ impl ApiError {
             Quota(QuotaKind::Secrets) => codes::CSMS_0202,
             Quota(QuotaKind::Stages | QuotaKind::Versions) => codes::CSMS_0203,
             Quota(_) => codes::CSMS_0002,
-            Store(_) | Internal => codes::CSMS_0001,
+            Store(_) | Internal | Worker(_) => codes::CSMS_0001,
             _ => return None,
         })
     }
@@ -255,6 +260,9 @@ impl ApiError {
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         r.extensions_mut().insert(Failure(c.code));
+        if c.status >= 500 {
+            r.extensions_mut().insert(Cause::of(self));
+        }
         r
     }
 
@@ -263,7 +271,7 @@ impl ApiError {
         use tonic::Code as G;
         match status.code() {
             G::DeadlineExceeded | G::Cancelled => return Self::Timeout,
-            G::Unavailable | G::Unknown => return Self::Internal,
+            G::Unavailable | G::Unknown => return Self::Worker(status.into()),
             _ => {}
         }
         match ErrorInfo::decode(status.details())
@@ -273,7 +281,7 @@ impl ApiError {
             ErrorReason::InvalidCiphertext => Self::Ciphertext,
             ErrorReason::HsmBusy => Self::Throttled,
             ErrorReason::InvalidArgument => Self::Invalid(codes::KMS_0308),
-            _ => Self::Internal,
+            _ => Self::Worker(status.into()),
         }
     }
 }
@@ -293,7 +301,7 @@ impl From<StoreError> for ApiError {
 
 impl PoolError for ApiError {
     fn no_worker() -> Self {
-        Self::Internal
+        Self::Worker(WorkerFailure::NoWorker)
     }
     fn shed() -> Self {
         Self::Throttled

@@ -20,7 +20,9 @@ use super::Huawei;
 use super::auth::Caller;
 use super::error::{ApiError, Dialect, Failure};
 use super::route::{self, Op, Route, RouteError};
-use crate::layers::{BodyError, Deadline, RawBody, read_bounded};
+use crate::abuse::PreAuthBytes;
+use crate::cause::Cause;
+use crate::layers::{BodyError, Deadline, RawBody, declared_length, read_bounded};
 
 /// The Huawei dialect: the tower stack, outermost first, ending in the handler.
 pub fn service(
@@ -85,6 +87,7 @@ async fn observe(State(_): State<Arc<Huawei>>, mut req: Request, next: Next) -> 
         .map(|k| k.0)
         .unwrap_or_default();
     let status = resp.status().as_u16();
+    let cause = resp.extensions_mut().remove::<Cause>().map(|c| c.0);
     let _entered = span.enter();
     tracing::info!(
         target: "keymesh::audit",
@@ -96,6 +99,7 @@ async fn observe(State(_): State<Arc<Huawei>>, mut req: Request, next: Next) -> 
         key_id = %key_id,
         status,
         error_code = code,
+        cause = cause.as_deref().unwrap_or(""),
         latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
     );
     let outcome = if code.is_empty() { "success" } else { code };
@@ -147,16 +151,21 @@ async fn body_limit(State(h): State<Arc<Huawei>>, req: Request, next: Next) -> R
     let Some(Deadline(at)) = req.extensions().get::<Deadline>().copied() else {
         return ApiError::Internal.into_response(d);
     };
+    let declared = declared_length(req.headers());
     let (mut parts, body) = req.into_parts();
-    let bytes = match read_bounded(body, max, at, None).await {
+    let bounded = match read_bounded(body, max, at, declared, &h.app.abuse.preauth).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => return ApiError::BodyTooLarge.into_response(d),
+        Err(BodyError::OverBudget) => return ApiError::Throttled.into_response(d),
         Err(BodyError::Unreadable) => {
             return ApiError::MalformedJson("the body could not be read").into_response(d);
         }
         Err(BodyError::Late) => return ApiError::Timeout.into_response(d),
     };
-    parts.extensions.insert(RawBody(bytes));
+    parts.extensions.insert(RawBody(bounded.bytes));
+    if let Some(p) = bounded.held {
+        parts.extensions.insert(PreAuthBytes(Arc::new(p)));
+    }
     next.run(Request::from_parts(parts, Body::empty())).await
 }
 
@@ -171,12 +180,22 @@ async fn authenticate(State(h): State<Arc<Huawei>>, req: Request, next: Next) ->
     };
     let op = route.op;
     if op.anonymous() {
+        parts.extensions.remove::<PreAuthBytes>();
         return next.run(Request::from_parts(parts, body)).await;
     }
     let caller = match super::auth::authenticate(&h, &parts, raw, route).await {
         Ok(c) => Arc::new(c),
-        Err(e) => return e.into_response(d),
+        Err(e) => {
+            // A failed authentication costs its source; past its budget → 429.
+            let refused = matches!(e, ApiError::Signature(_) | ApiError::Token(_));
+            if refused && !h.app.abuse.sources.admit(super::auth::peer(&parts)) {
+                return ApiError::Throttled.into_response(d);
+            }
+            return e.into_response(d);
+        }
     };
+    // Authenticated: its body no longer counts as pre-authentication bytes.
+    parts.extensions.remove::<PreAuthBytes>();
     if op.writes() && caller.role == keymesh_store::Role::ReadOnly {
         let mut r = ApiError::ReadOnly.into_response(d);
         r.extensions_mut().insert(caller);
@@ -246,12 +265,8 @@ async fn handler(h: Arc<Huawei>, req: Request) -> Result<Response, Infallible> {
     };
     let mut resp = match result {
         Ok(body) => crate::json_response(StatusCode::OK, body),
-        Err(e) => {
-            if let ApiError::Store(cause) = &e {
-                tracing::error!(error = %cause, source = ?std::error::Error::source(cause), "store failure");
-            }
-            e.into_response(d)
-        }
+        // A 5xx carries its cause to the audit line (`observe`).
+        Err(e) => e.into_response(d),
     };
     if let Some(k) = audit {
         resp.extensions_mut().insert(AuditKey(k));

@@ -189,15 +189,12 @@ struct Answer<'a> {
 }
 
 /// The answer to a request body: `{"password": "..."}` in a zeroizing
-/// buffer sized up front, so serialising never reallocates (and leaves no
-/// unwiped copy behind): at worst every character is escaped to two bytes.
+/// buffer of its exact size (`crate::zeroizing`).
 fn answer(raw: &[u8]) -> Result<Bytes, ApiError> {
     let o = Options::parse(raw)?;
     let pw = password(&o)?;
     let text = std::str::from_utf8(&pw).map_err(|_| ApiError::Internal)?;
-    let mut out = Zeroizing::new(Vec::with_capacity(2 * pw.len() + 32));
-    serde_json::to_writer(&mut *out, &Answer { password: text }).map_err(|_| ApiError::Internal)?;
-    Ok(Bytes::from_owner(out))
+    crate::zeroizing::json(&Answer { password: text }).map_err(|_| ApiError::Internal)
 }
 
 pub fn generate(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {

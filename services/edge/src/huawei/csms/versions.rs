@@ -30,6 +30,20 @@ fn check_stage(s: &str) -> Result<(), ApiError> {
     super::check_name(s)
 }
 
+/// The latest accepted `expire_time`, 9999-12-31T23:59:59Z in epoch seconds.
+const MAX_EXPIRE_SECS: i64 = 253_402_300_799;
+
+/// An `expire_time` (epoch seconds) as stored milliseconds. Accepted from
+/// the current second (a version may be made to expire at once) to the end
+/// of year 9999; anything else, the far values that would overflow the
+/// milliseconds included, is CSMS.0002.
+fn expire_ms(now_ms: i64, expire_secs: i64) -> Result<i64, ApiError> {
+    if !(secs(now_ms)..=MAX_EXPIRE_SECS).contains(&expire_secs) {
+        return Err(invalid());
+    }
+    Ok(expire_secs * 1000)
+}
+
 /// A missing version or stage in a secret that exists: CSMS.0005.
 fn missing_is_resource(e: StoreError) -> ApiError {
     match e {
@@ -105,9 +119,12 @@ pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
             out
         }
     };
-    let expire_ms = b.int("expire_time", codes::CSMS_0002)?.map(|s| s * 1000);
-    let s = enabled(c, &name).await?;
     let now = c.h.now_ms();
+    let expire_ms = b
+        .int("expire_time", codes::CSMS_0002)?
+        .map(|e| expire_ms(now, e))
+        .transpose()?;
+    let s = enabled(c, &name).await?;
     // Encrypt first (the HSM round trip), then one transaction that adds the
     // version and moves the stages: a failure leaves no version behind.
     let ciphertext = values::seal(c, &s.secret_id, &s.kms_key_id, &value).await?;
@@ -178,19 +195,14 @@ pub async fn show(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     };
     // Written straight into a zeroizing buffer that hyper drops (and so
     // wipes) once the response is sent: no other copy of the value exists.
-    let mut out = Zeroizing::new(Vec::with_capacity(512 + v.ciphertext.len() * 2));
-    serde_json::to_writer(
-        &mut *out,
-        &Shown {
-            version: ShownVersion {
-                version_metadata: metadata(&v, name),
-                secret_string: text,
-                secret_binary: binary,
-            },
+    crate::zeroizing::json(&Shown {
+        version: ShownVersion {
+            version_metadata: metadata(&v, name),
+            secret_string: text,
+            secret_binary: binary,
         },
-    )
-    .map_err(|_| ApiError::Internal)?;
-    Ok(Bytes::from_owner(out))
+    })
+    .map_err(|_| ApiError::Internal)
 }
 
 pub async fn list(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
@@ -227,14 +239,11 @@ pub async fn update(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let name = path_name(c)?.to_owned();
     let vid = c.route.param.clone().ok_or(ApiError::Internal)?;
     let b = Body::parse(c.body, &["expire_time"])?;
-    let expire = b.req_int("expire_time", codes::CSMS_0002)?;
-    if expire < 0 {
-        return Err(invalid());
-    }
+    let expire = expire_ms(c.h.now_ms(), b.req_int("expire_time", codes::CSMS_0002)?)?;
     enabled(c, &name).await?;
     let v =
         c.h.store
-            .update_version_expiry(&c.caller.project_id, &name, &vid, Some(expire * 1000))
+            .update_version_expiry(&c.caller.project_id, &name, &vid, Some(expire))
             .await
             .map_err(missing_is_resource)?;
     Ok(ok(json!({ "version_metadata": metadata_json(&v, &name)? })))
@@ -274,31 +283,22 @@ pub async fn update_stage(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, &["version_id"])?;
     let vid = b.req("version_id")?.to_owned();
     enabled(c, &name).await?;
-    let project = c.caller.project_id.clone();
     let now = c.h.now_ms();
-    // Moving SYSCURRENT by hand keeps the rotation contract: the version
-    // that held it becomes SYSPREVIOUS.
-    let previous = if stage == SYSCURRENT {
-        c.h.store
-            .get_stage(&project, &name, SYSCURRENT)
-            .await
-            .map_err(store_err)?
-            .map(|s| s.version_id)
-            .filter(|v| *v != vid)
-    } else {
-        None
-    };
+    // Moving SYSCURRENT by hand keeps the rotation contract: the store hands
+    // SYSPREVIOUS to the version that held it, in the same transaction, so
+    // a move the stage quota refuses (CSMS.0203) moves nothing.
     let st =
         c.h.store
-            .put_stage(&project, &name, &stage, &vid, now, &c.h.secret_quotas)
+            .put_stage(
+                &c.caller.project_id,
+                &name,
+                &stage,
+                &vid,
+                now,
+                &c.h.secret_quotas,
+            )
             .await
             .map_err(missing_is_resource)?;
-    if let Some(old) = previous {
-        c.h.store
-            .put_stage(&project, &name, SYSPREVIOUS, &old, now, &c.h.secret_quotas)
-            .await
-            .map_err(missing_is_resource)?;
-    }
     Ok(ok(json!({ "stage": stage_json(&st, &name) })))
 }
 
@@ -314,4 +314,33 @@ pub async fn delete_stage(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
         .await
         .map_err(missing_is_resource)?;
     Ok(ok(json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expire_time_range() {
+        let now_ms = 1_700_000_000_500;
+        assert_eq!(
+            expire_ms(now_ms, 1_700_000_000).ok(),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            expire_ms(now_ms, MAX_EXPIRE_SECS).ok(),
+            Some(MAX_EXPIRE_SECS * 1000)
+        );
+        for bad in [
+            -1,
+            0,
+            1_699_999_999,
+            MAX_EXPIRE_SECS + 1,
+            i64::MAX / 1000 + 1,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            assert!(expire_ms(now_ms, bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -179,11 +179,18 @@ pub async fn decrypt_data(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     // plain_text_base64 carries the exact bytes.
     let text = Zeroizing::new(String::from_utf8_lossy(&plain).into_owned());
     let b64 = Zeroizing::new(B64.encode(&*plain));
-    Ok(ok(json!({
-        "key_id": blob.key_id,
-        "plain_text": *text,
-        "plain_text_base64": *b64,
-    })))
+    #[derive(serde::Serialize)]
+    struct Decrypted<'a> {
+        key_id: &'a str,
+        plain_text: &'a str,
+        plain_text_base64: &'a str,
+    }
+    crate::zeroizing::json(&Decrypted {
+        key_id: &blob.key_id,
+        plain_text: &text,
+        plain_text_base64: &b64,
+    })
+    .map_err(|_| ApiError::Internal)
 }
 
 const RE_ENCRYPT_FIELDS: &[&str] = &[

@@ -78,14 +78,20 @@ pub async fn create(c: &mut Ctx<'_>, with_plaintext: bool) -> Result<Bytes, ApiE
     let (plain, sealed) =
         vault::data_key(c.h, c.deadline, &m, len, full_aad, with_plaintext).await?;
     let cipher_text = hex::encode_upper(to_blob(&k.key_id, m.version, sealed).encode());
-    if with_plaintext {
-        let p = Zeroizing::new(hex::encode_upper(&*plain));
-        Ok(ok(
-            json!({ "key_id": id, "plain_text": *p, "cipher_text": cipher_text }),
-        ))
-    } else {
-        Ok(ok(json!({ "key_id": id, "cipher_text": cipher_text })))
+    let p = with_plaintext.then(|| Zeroizing::new(hex::encode_upper(&*plain)));
+    #[derive(serde::Serialize)]
+    struct DataKey<'a> {
+        key_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        plain_text: Option<&'a str>,
+        cipher_text: &'a str,
     }
+    crate::zeroizing::json(&DataKey {
+        key_id: &id,
+        plain_text: p.as_deref().map(String::as_str),
+        cipher_text: &cipher_text,
+    })
+    .map_err(|_| ApiError::Internal)
 }
 
 const ENCRYPT_FIELDS: &[&str] = &[
@@ -165,11 +171,20 @@ pub async fn decrypt(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
             e => e,
         })?;
     let data_key = Zeroizing::new(hex::encode_upper(&*dek));
-    Ok(ok(json!({
-        "data_key": *data_key,
-        "datakey_length": dek.len().to_string(),
-        "datakey_dgst": hex::encode_upper(digest(&SHA256, &dek)),
-    })))
+    // The digest is the DEK's fingerprint, wiped with it.
+    let dgst = Zeroizing::new(hex::encode_upper(digest(&SHA256, &dek)));
+    #[derive(serde::Serialize)]
+    struct Opened<'a> {
+        data_key: &'a str,
+        datakey_length: String,
+        datakey_dgst: &'a str,
+    }
+    crate::zeroizing::json(&Opened {
+        data_key: &data_key,
+        datakey_length: dek.len().to_string(),
+        datakey_dgst: &dgst,
+    })
+    .map_err(|_| ApiError::Internal)
 }
 
 const PAIR_FIELDS: &[&str] = &[
@@ -214,15 +229,22 @@ pub async fn key_pair(c: &mut Ctx<'_>, ec: bool) -> Result<Bytes, ApiError> {
     let (public, private, sealed) =
         vault::key_pair(c.h, c.deadline, &m, spec, full_aad, with_plain).await?;
     let sealed_b64 = B64.encode(to_blob(&k.key_id, m.version, sealed).encode());
-    let mut answer = json!({
-        "key_id": id,
-        "key_spec": spec_name,
-        "public_key": B64.encode(&public),
-        "private_key_cipher_text": sealed_b64,
-    });
-    if with_plain {
-        let p = Zeroizing::new(B64.encode(&*private));
-        answer["private_key_plain_text"] = json!(*p);
+    let p = with_plain.then(|| Zeroizing::new(B64.encode(&*private)));
+    #[derive(serde::Serialize)]
+    struct Pair<'a> {
+        key_id: &'a str,
+        key_spec: &'a str,
+        public_key: String,
+        private_key_cipher_text: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        private_key_plain_text: Option<&'a str>,
     }
-    Ok(ok(answer))
+    crate::zeroizing::json(&Pair {
+        key_id: &id,
+        key_spec: spec_name,
+        public_key: B64.encode(&public),
+        private_key_cipher_text: sealed_b64,
+        private_key_plain_text: p.as_deref().map(String::as_str),
+    })
+    .map_err(|_| ApiError::Internal)
 }

@@ -27,7 +27,11 @@ pub async fn gen_random(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let len = u32::try_from(bits / 8).map_err(|_| ApiError::Invalid(codes::KMS_1801))?;
     let r = vault::random(c.h, c.deadline, len).await?;
     let hex = Zeroizing::new(hex::encode_upper(&*r));
-    Ok(ok(json!({ "random_data": *hex })))
+    #[derive(serde::Serialize)]
+    struct Random<'a> {
+        random_data: &'a str,
+    }
+    crate::zeroizing::json(&Random { random_data: &hex }).map_err(|_| ApiError::Internal)
 }
 
 pub async fn user_quotas(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
