@@ -76,6 +76,17 @@ fn by_token(h: &Huawei, token: &str, route: &Route) -> Result<Caller, ApiError> 
     })
 }
 
+/// The request's deadline (set by the deadline layer before authentication).
+fn deadline_of(parts: &Parts, h: &Huawei) -> tokio::time::Instant {
+    parts
+        .extensions
+        .get::<crate::layers::Deadline>()
+        .map_or_else(
+            || tokio::time::Instant::now() + std::time::Duration::from_millis(h.config.deadline_ms),
+            |d| d.0,
+        )
+}
+
 fn token_code(code: &str) -> codes::Code {
     [
         codes::KMS_0301,
@@ -112,7 +123,8 @@ async fn signed(h: &Huawei, parts: &Parts, body: &[u8], route: &Route) -> Result
     let account = match h.cache.account(&ak) {
         Some(a) => a,
         None => {
-            let a = h.store.get_account(&ak).await?.map(std::sync::Arc::new);
+            // Unsealed through a worker; the clear SK lives only in the cache.
+            let a = super::sealing::load_account(h, deadline_of(parts, h), &ak).await?;
             h.cache.put_account(&ak, a.clone());
             a
         }
@@ -120,8 +132,11 @@ async fn signed(h: &Huawei, parts: &Parts, body: &[u8], route: &Route) -> Result
     let Some(account) = account else {
         return Err(ApiError::Signature("unknown access key"));
     };
+    let Some(secret_key) = account.secret.clear() else {
+        return Err(ApiError::Internal);
+    };
     prepared
-        .check_signature(&account.secret_key)
+        .check_signature(secret_key)
         .map_err(|_| ApiError::Signature("signature rejected"))?;
     // The account's project must be the path's (and X-Project-Id's, when sent).
     let header_project = parts.headers.get("x-project-id").map(|v| v.as_bytes());

@@ -20,6 +20,7 @@ pub mod kms;
 pub mod layers;
 pub mod purge;
 pub mod route;
+pub mod sealing;
 pub mod tagging;
 pub mod vault;
 
@@ -71,6 +72,8 @@ pub struct Huawei {
     pub signatures: keymesh_huawei_auth::sdk_hmac::Verifier,
     pub cache: cache::Cache,
     pub clock: Arc<dyn Clock>,
+    /// The account seal key, read or created on first need.
+    pub seal_key: sealing::SealKeyCell,
 }
 
 impl std::fmt::Debug for Huawei {
@@ -89,7 +92,10 @@ impl Huawei {
         let store = keymesh_store::open(&url)
             .await
             .map_err(|e| anyhow::anyhow!("huawei store: {e}"))?;
-        Self::with_store(app, config, store, Arc::new(SystemClock))
+        let h = Self::with_store(app, config, store, Arc::new(SystemClock))?;
+        // Rows written before sealing existed: sealed once workers answer.
+        sealing::spawn_migration(Arc::clone(&h));
+        Ok(h)
     }
 
     /// State over an already open store and a given clock (tests).
@@ -120,6 +126,7 @@ impl Huawei {
             signatures,
             cache,
             clock,
+            seal_key: sealing::SealKeyCell::default(),
         }))
     }
 
