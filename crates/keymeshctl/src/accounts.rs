@@ -68,6 +68,15 @@ pub enum AccountCommand {
         #[arg(long, value_enum)]
         role: RoleArg,
     },
+    /// Seal every account secret key still stored in clear (the edge also does this on start).
+    Seal {
+        #[arg(
+            long,
+            env = "KEYMESH_DOMAIN_KEY_LABEL",
+            default_value = hsm::DEFAULT_DOMAIN_KEY_LABEL
+        )]
+        domain_key_label: String,
+    },
     /// Access keys, projects, users and roles (never secrets).
     List {
         #[arg(long)]
@@ -155,6 +164,9 @@ pub fn run(hsm: &HsmArgs, store_url: Option<&str>, cmd: AccountCommand) -> anyho
         )),
         AccountCommand::SetRole { access_key, role } => {
             block_on(set_role(url, &access_key, role.store()))
+        }
+        AccountCommand::Seal { domain_key_label } => {
+            block_on(seal_clear(hsm, url, &domain_key_label))
         }
         AccountCommand::List { json } => block_on(list(url, json)),
         AccountCommand::Delete { access_key } => block_on(delete(url, &access_key)),
@@ -248,6 +260,33 @@ async fn list(url: &str, json: bool) -> anyhow::Result<()> {
             rfc3339(a.created_ms)
         );
     }
+    Ok(())
+}
+
+async fn seal_clear(hsm: &HsmArgs, url: &str, domain_key: &str) -> anyhow::Result<()> {
+    let store = open(url).await?;
+    let clear: Vec<Account> = store
+        .list_accounts()
+        .await?
+        .into_iter()
+        .filter(|a| a.secret.clear().is_some())
+        .collect();
+    let mut sealed = 0;
+    if !clear.is_empty() {
+        let sealer = Sealer::open(hsm, store.as_ref(), domain_key).await?;
+        for a in &clear {
+            let Some(sk) = a.secret.clear() else { continue };
+            let envelope = sealer.seal(
+                sk.as_bytes(),
+                &account_aad(&a.project_id, &a.access_key, &a.user_id),
+            )?;
+            // Compare-and-set: an edge may have sealed it meanwhile.
+            if store.seal_account_secret(&a.access_key, &envelope).await? {
+                sealed += 1;
+            }
+        }
+    }
+    println!("sealed {sealed} account secret key(s)");
     Ok(())
 }
 

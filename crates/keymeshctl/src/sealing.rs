@@ -98,28 +98,6 @@ impl Sealer {
         }
         .encode()?)
     }
-
-    /// Open an envelope made by [`Sealer::seal`] or a worker.
-    pub fn unseal(
-        &self,
-        envelope: &[u8],
-        aad: &[u8],
-    ) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
-        let s = SealedSecret::decode(envelope)?;
-        if s.seal_key != self.name {
-            anyhow::bail!("sealed under an unknown seal key {:?}", s.seal_key);
-        }
-        aead::open(
-            &self.session,
-            self.key,
-            KEY_ID,
-            &s.iv,
-            &s.ciphertext,
-            &s.tag,
-            aad,
-        )
-        .map_err(|e| anyhow::anyhow!("unsealing failed: {e}"))
-    }
 }
 
 impl Drop for Sealer {

@@ -1,13 +1,13 @@
-//! Short-lived read-through caches in front of the store for the two reads
-//! on every request's path: the caller's account and the addressed key with
-//! its current material. A write through this edge invalidates its entry at
+//! Short-lived read-through caches in front of the store for the reads on
+//! every request's path: the caller's account (or, for a token, its
+//! subject's role) and the addressed key with its current material. A write through this edge invalidates its entry at
 //! once; other edges see it within the TTL (`huawei.cache_ttl_ms`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keymesh_store::{Account, KeyRecord, Material};
+use keymesh_store::{Account, KeyRecord, Material, Role};
 
 /// A key and the material new ciphertexts use; the material is shared so a
 /// request borrows it from the cache instead of copying it.
@@ -69,6 +69,10 @@ impl<V: Clone> Ttl<V> {
 pub struct Cache {
     accounts: Ttl<Option<Arc<Account>>>,
     keys: Ttl<KeyEntry>,
+    /// X-Auth-Token subjects: a user's best role in a project (`None`: no
+    /// account), so a deleted or downgraded account revokes its tokens
+    /// within the TTL.
+    subjects: Ttl<Option<Role>>,
 }
 
 fn key_of(project_id: &str, key_id: &str) -> String {
@@ -80,6 +84,7 @@ impl Cache {
         Self {
             accounts: Ttl::new(ttl),
             keys: Ttl::new(ttl),
+            subjects: Ttl::new(ttl),
         }
     }
 
@@ -90,6 +95,15 @@ impl Cache {
 
     pub fn put_account(&self, access_key: &str, a: Option<Arc<Account>>) {
         self.accounts.put(access_key.to_owned(), a);
+    }
+
+    /// `Some(None)` caches "this user has no account in the project" too.
+    pub fn subject(&self, project_id: &str, user_id: &str) -> Option<Option<Role>> {
+        self.subjects.get(&key_of(project_id, user_id))
+    }
+
+    pub fn put_subject(&self, project_id: &str, user_id: &str, role: Option<Role>) {
+        self.subjects.put(key_of(project_id, user_id), role);
     }
 
     pub fn key(&self, project_id: &str, key_id: &str) -> Option<KeyEntry> {

@@ -18,9 +18,19 @@ pub struct HuaweiConfig {
     /// PostgreSQL password can live in a secret (a mounted Kubernetes Secret)
     /// rather than in edge.toml. Relative to the config file.
     pub store_url_file: Option<PathBuf>,
-    /// PEM Ed25519 public key verifying `X-Auth-Token` (default: none, so
-    /// token requests are refused with KMS.0302).
+    /// PEM Ed25519 public key(s) verifying `X-Auth-Token` (default: none,
+    /// so token requests are refused with KMS.0302). Several `PUBLIC KEY`
+    /// blocks may be listed (a signing-key rotation); each token names its
+    /// key by `kid`. Reloaded on change (`reload_interval_ms`) or SIGHUP.
     pub token_public_key_file: Option<PathBuf>,
+    /// The only `iss` accepted in an X-Auth-Token (default "keymesh", what
+    /// `keymeshctl auth-token issue` writes).
+    #[serde(default = "d::token_issuer")]
+    pub token_issuer: String,
+    /// Longest X-Auth-Token lifetime (`exp - iat`) accepted, in seconds
+    /// (default 86400).
+    #[serde(default = "d::token_max_ttl")]
+    pub token_max_ttl_secs: u64,
     /// Total budget per request in ms (default 5000): store writes fsync.
     #[serde(default = "d::deadline_ms")]
     pub deadline_ms: u64,
@@ -155,6 +165,12 @@ impl HuaweiConfig {
         if self.cache_ttl_ms > 60_000 {
             errors.push("huawei.cache_ttl_ms: must be at most 60000".to_owned());
         }
+        if !(60..=30 * 86_400).contains(&self.token_max_ttl_secs) {
+            errors.push("huawei.token_max_ttl_secs: must be 60..=2592000".to_owned());
+        }
+        if self.token_issuer.is_empty() {
+            errors.push("huawei.token_issuer: must not be empty".to_owned());
+        }
         if self.purge_interval_ms < 100 {
             errors.push("huawei.purge_interval_ms: must be at least 100".to_owned());
         }
@@ -210,6 +226,12 @@ fn store_scheme_ok(url: &str) -> bool {
 }
 
 mod d {
+    pub fn token_issuer() -> String {
+        keymesh_huawei_auth::token::DEFAULT_ISSUER.to_owned()
+    }
+    pub fn token_max_ttl() -> u64 {
+        keymesh_huawei_auth::token::DEFAULT_MAX_TTL.as_secs()
+    }
     pub fn deadline_ms() -> u64 {
         5000
     }

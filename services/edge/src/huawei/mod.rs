@@ -27,6 +27,7 @@ pub mod vault;
 use std::sync::Arc;
 use std::time::Duration;
 
+use keymesh_common::reload::Reloadable;
 use keymesh_store::{Quotas, SecretQuotas, Store};
 
 use crate::state::AppState;
@@ -68,7 +69,10 @@ pub struct Huawei {
     pub quotas: Quotas,
     pub secret_quotas: SecretQuotas,
     pub store: Arc<dyn Store>,
-    pub tokens: Option<keymesh_huawei_auth::token::TokenVerifier>,
+    /// X-Auth-Token public keys, reloaded when the file changes.
+    pub tokens: Option<Arc<Reloadable<keymesh_huawei_auth::token::TokenVerifier>>>,
+    /// Issuer and maximum TTL every token is checked against.
+    pub token_policy: keymesh_huawei_auth::token::Policy,
     pub signatures: keymesh_huawei_auth::sdk_hmac::Verifier,
     pub cache: cache::Cache,
     pub clock: Arc<dyn Clock>,
@@ -93,6 +97,10 @@ impl Huawei {
             .await
             .map_err(|e| anyhow::anyhow!("huawei store: {e}"))?;
         let h = Self::with_store(app, config, store, Arc::new(SystemClock))?;
+        if let Some(t) = &h.tokens {
+            // A rotation (a key added or removed) applies without a restart.
+            t.spawn_watch(Duration::from_millis(h.app.config.reload_interval_ms));
+        }
         // Rows written before sealing existed: sealed once workers answer.
         sealing::spawn_migration(Arc::clone(&h));
         Ok(h)
@@ -107,8 +115,8 @@ impl Huawei {
     ) -> anyhow::Result<Arc<Self>> {
         let tokens = match &config.token_public_key_file {
             Some(p) => Some(
-                keymesh_huawei_auth::token::TokenVerifier::load(p)
-                    .map_err(|e| anyhow::anyhow!("huawei.token_public_key_file: {e}"))?,
+                Reloadable::load(p, auth::parse_token_keys)
+                    .map_err(|e| anyhow::anyhow!("huawei.token_public_key_file: {e:#}"))?,
             ),
             None => None,
         };
@@ -116,6 +124,10 @@ impl Huawei {
             max_skew: Duration::from_secs(config.max_skew_secs),
         };
         let cache = cache::Cache::new(Duration::from_millis(config.cache_ttl_ms));
+        let token_policy = keymesh_huawei_auth::token::Policy {
+            issuer: config.token_issuer.clone(),
+            max_ttl: Duration::from_secs(config.token_max_ttl_secs),
+        };
         Ok(Arc::new(Self {
             app,
             quotas: config.quotas.into(),
@@ -123,6 +135,7 @@ impl Huawei {
             config,
             store,
             tokens,
+            token_policy,
             signatures,
             cache,
             clock,
