@@ -275,6 +275,24 @@ mod tests {
     }
 
     #[test]
+    fn token_policy_defaults_and_bounds() {
+        let c = parse("store_url = \"sqlite:///x.db\"");
+        assert_eq!(c.token_issuer, "keymesh");
+        assert_eq!(c.token_max_ttl_secs, 86_400);
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        let c =
+            parse("store_url = \"sqlite:///x.db\"\ntoken_max_ttl_secs = 59\ntoken_issuer = \"\"");
+        let problems = c.problems();
+        assert!(problems.iter().any(|p| p.contains("token_max_ttl_secs")));
+        assert!(problems.iter().any(|p| p.contains("token_issuer")));
+        // A PostgreSQL URL with server verification is accepted as given.
+        let c = parse(
+            "store_url = \"postgres://k@db.example/k?sslmode=verify-full&sslrootcert=/etc/keymesh/ca.pem\"",
+        );
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+    }
+
+    #[test]
     fn store_url_and_store_url_file_are_exclusive() {
         let both = parse("store_url = \"sqlite:///x.db\"\nstore_url_file = \"url\"\n");
         assert!(one_of_problem(&both), "{:?}", both.problems());
