@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use keymesh_tests::huawei::{HuaweiAccount, HuaweiStore, TokenSpec};
-use keymesh_tests::kms::KmsClient;
-use keymesh_tests::{Mesh, poll_async, random_hex};
+use keymesh_tests::kms::{KmsAuth, KmsClient};
+use keymesh_tests::{Mesh, http_request, poll_async, random_hex};
 use serde_json::json;
 use sqlx::Connection as _;
 
@@ -156,6 +156,20 @@ async fn tokens_follow_accounts(m: &Mesh) {
     full.post("list-keys", &json!({}))
         .await
         .assert_kms_error("KMS.0302");
+    // CSMS has one code for every token refusal.
+    let KmsAuth::Token(deleted_token) = &full.auth else {
+        unreachable!()
+    };
+    let (status, body) = http_request(
+        m.edge_addr,
+        "GET",
+        &format!("/v1/{pa}/secrets"),
+        &[("X-Auth-Token", deleted_token.as_str())],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"CSMS.0301\""), "{body}");
 
     // A token for a user that never had an account creates nothing.
     let ghost = KmsClient::token(
