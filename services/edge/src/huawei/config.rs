@@ -202,6 +202,23 @@ impl HuaweiConfig {
     }
 }
 
+/// A PostgreSQL URL whose server is not verified (no `sslmode=verify-full`
+/// or `verify-ca`): the link may be plaintext or TLS to anyone. Warned
+/// about at start, not refused, so a database on a private network or a
+/// Unix socket still works.
+pub fn postgres_unverified(url: &str) -> bool {
+    let is_postgres = url.starts_with("postgres:") || url.starts_with("postgresql:");
+    let verified = url.split_once('?').is_some_and(|(_, query)| {
+        query.split('&').any(|kv| {
+            matches!(
+                kv.split_once('='),
+                Some(("sslmode" | "ssl-mode", "verify-full" | "verify-ca"))
+            )
+        })
+    });
+    is_postgres && !verified
+}
+
 /// Why the store URL could not be determined.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreUrlError {
@@ -272,6 +289,17 @@ mod tests {
         c.problems()
             .iter()
             .any(|p| p.contains("exactly one of store_url and store_url_file"))
+    }
+
+    #[test]
+    fn unverified_postgres_urls_are_spotted() {
+        assert!(postgres_unverified("postgres://k@db/k"));
+        assert!(postgres_unverified("postgresql://k@db/k?sslmode=require"));
+        assert!(!postgres_unverified(
+            "postgres://k@db/k?application_name=x&sslmode=verify-full&sslrootcert=/ca.pem"
+        ));
+        assert!(!postgres_unverified("postgres://k@db/k?sslmode=verify-ca"));
+        assert!(!postgres_unverified("sqlite:///x.db"));
     }
 
     #[test]

@@ -93,6 +93,12 @@ impl Huawei {
     pub async fn open(app: Arc<AppState>, config: HuaweiConfig) -> anyhow::Result<Arc<Self>> {
         // Read once: a rotated password in store_url_file takes a restart.
         let url = config.resolve_store_url()?;
+        if config::postgres_unverified(&url) {
+            // The URL itself is never logged: it may carry the password.
+            tracing::warn!(
+                "huawei store: PostgreSQL without sslmode=verify-full; the database link is not authenticated"
+            );
+        }
         let store = keymesh_store::open(&url)
             .await
             .map_err(|e| anyhow::anyhow!("huawei store: {e}"))?;
