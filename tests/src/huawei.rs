@@ -102,6 +102,10 @@ pub struct TokenSpec {
     pub no_project: bool,
     /// Sign with this private key instead of the one the edge trusts.
     pub private_key: Option<PathBuf>,
+    /// `--not-before-secs`: valid only from this many seconds after now.
+    pub not_before_secs: Option<u64>,
+    /// `--issuer` (keymeshctl's default, which the edge expects, when `None`).
+    pub issuer: Option<String>,
 }
 
 impl TokenSpec {
@@ -476,6 +480,12 @@ fn issue_token(
     }
     if spec.obt {
         args.push("--obt".into());
+    }
+    if let Some(n) = spec.not_before_secs {
+        args.extend(["--not-before-secs".into(), n.to_string()]);
+    }
+    if let Some(i) = &spec.issuer {
+        args.extend(["--issuer".into(), i.clone()]);
     }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = mesh.ctl_with_store(store_url, &refs)?;

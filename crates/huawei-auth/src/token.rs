@@ -6,6 +6,17 @@
 //! the public key. Every refusal is a [`TokenError`] that maps one-to-one to
 //! a KMS.03xx code (CSMS has a single code for all of them).
 //!
+//! A token names its signing key (`kid`, the RFC 7638 thumbprint of the
+//! public key, so a public-key file needs no key ids of its own), its issuer
+//! (`iss`), its project (`aud`) and its validity window (`nbf`, `exp`, and
+//! `exp - iat` at most the verifier's maximum TTL). A [`TokenVerifier`]
+//! holds every public key of one PEM file, so a signing key is rotated by
+//! adding the new public key next to the old one, moving issuers to the new
+//! private key, and removing the old public key once its tokens expired.
+//! What the signature proves is only that the issuer vouched for the
+//! claims: the edge still checks that the subject's account exists with at
+//! least the token's role (revocation), see the edge's `huawei::auth`.
+//!
 //! Why no JWT crate: `jsonwebtoken` 10+ needs aws-lc-rs or the RustCrypto
 //! stack, neither of which is in the workspace. `ring` (already used for TLS)
 //! makes and checks the signatures; this module only frames them (base64url
@@ -27,8 +38,13 @@ use crate::unix_seconds;
 /// The request header (lower case).
 pub const HEADER: &str = "x-auth-token";
 const ALG: &str = "EdDSA";
-/// The one header this module issues.
-const JOSE_HEADER: &[u8] = br#"{"alg":"EdDSA","typ":"JWT"}"#;
+/// The issuer `keymeshctl auth-token issue` names by default and the edge
+/// expects by default.
+pub const DEFAULT_ISSUER: &str = "keymesh";
+/// Longest lifetime (`exp - iat`) the edge accepts by default: 24 h.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Clock skew tolerated on `nbf` between the issuing host and the edge.
+const NBF_LEEWAY_SECS: i64 = 60;
 /// Tokens are ~300 bytes; anything this large is not ours.
 const MAX_TOKEN_LEN: usize = 8 * 1024;
 const PRIVATE_TAG: &str = "PRIVATE KEY";
@@ -64,14 +80,18 @@ impl Role {
 /// NumericDate).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
+    /// Who vouches for the token (checked against the verifier's issuer).
+    pub iss: String,
     /// The user id (the principal grants name).
     pub sub: String,
     /// The only project the token may act on; `None` is refused on every
     /// project-scoped path (KMS.0305).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub project_id: Option<String>,
+    pub aud: Option<String>,
     pub role: Role,
     pub iat: i64,
+    /// Not valid before (refused earlier, with a minute of clock leeway).
+    pub nbf: i64,
     pub exp: i64,
     /// Huawei's "OBT" marker: such tokens may not call services (KMS.0304).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -79,7 +99,7 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// Claims issued at `now`, valid for `ttl`.
+    /// Claims by [`DEFAULT_ISSUER`] issued and valid from `now`, for `ttl`.
     pub fn new(
         sub: impl Into<String>,
         project_id: Option<String>,
@@ -90,12 +110,32 @@ impl Claims {
         let iat = unix_seconds(now);
         let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
         Self {
+            iss: DEFAULT_ISSUER.to_owned(),
             sub: sub.into(),
-            project_id,
+            aud: project_id,
             role,
             iat,
+            nbf: iat,
             exp: iat.saturating_add(ttl),
             obt: false,
+        }
+    }
+}
+
+/// What a verifier demands beyond a good signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// The only accepted `iss`.
+    pub issuer: String,
+    /// Longest accepted `exp - iat`.
+    pub max_ttl: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            issuer: DEFAULT_ISSUER.to_owned(),
+            max_ttl: DEFAULT_MAX_TTL,
         }
     }
 }
@@ -112,6 +152,23 @@ pub enum TokenError {
     /// KMS.0302 (403): wrong algorithm or a signature our key did not make.
     #[error("X-Auth-Token signature is invalid")]
     BadSignature,
+    /// KMS.0302 (403): no `kid`, or one naming no key the verifier holds
+    /// (never issued, or removed by a rotation).
+    #[error("X-Auth-Token names an unknown signing key")]
+    UnknownKey,
+    /// KMS.0302 (403): another issuer.
+    #[error("X-Auth-Token has the wrong issuer")]
+    WrongIssuer,
+    /// KMS.0302 (403): `nbf` is in the future.
+    #[error("X-Auth-Token is not valid yet")]
+    NotYetValid,
+    /// KMS.0302 (403): `exp - iat` exceeds the maximum TTL.
+    #[error("X-Auth-Token lifetime exceeds the maximum")]
+    TtlTooLong,
+    /// KMS.0302 (403): the subject has no account in the project (deleted,
+    /// or never created): the token is revoked.
+    #[error("X-Auth-Token subject has no account")]
+    Revoked,
     /// KMS.0303 (403).
     #[error("X-Auth-Token has expired")]
     Expired,
@@ -131,7 +188,12 @@ impl TokenError {
     pub fn kms_code(&self) -> &'static str {
         match self {
             Self::Missing | Self::Malformed => "KMS.0301",
-            Self::BadSignature => "KMS.0302",
+            Self::BadSignature
+            | Self::UnknownKey
+            | Self::WrongIssuer
+            | Self::NotYetValid
+            | Self::TtlTooLong
+            | Self::Revoked => "KMS.0302",
             Self::Expired => "KMS.0303",
             Self::Obt => "KMS.0304",
             Self::NoProject => "KMS.0305",
@@ -163,6 +225,8 @@ pub enum KeyError {
     },
     #[error("not an Ed25519 key")]
     NotEd25519,
+    #[error("no PEM block found")]
+    NoKey,
     #[error("the system random number generator failed")]
     Rng,
     #[error("cannot encode the claims")]
@@ -199,6 +263,17 @@ fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         })
 }
 
+/// The key id of an Ed25519 public key: its RFC 7638 JWK thumbprint
+/// (base64url SHA-256 of the canonical `{"crv","kty","x"}` JSON), so the id
+/// follows from the key and no file has to carry it.
+pub fn kid(public_key: &[u8]) -> String {
+    let jwk = format!(
+        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+        URL_SAFE_NO_PAD.encode(public_key)
+    );
+    URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, jwk.as_bytes()))
+}
+
 /// A fresh Ed25519 key pair: (private key as PKCS#8 PEM, public key as SPKI
 /// PEM). The private PEM is what [`issue`] takes; the public PEM is what
 /// [`TokenVerifier`] loads. Both interoperate with OpenSSL.
@@ -214,6 +289,7 @@ pub fn keygen() -> Result<(Zeroizing<String>, String), KeyError> {
 /// Issues tokens with one private key (parsed once).
 pub struct TokenIssuer {
     pair: Ed25519KeyPair,
+    kid: String,
 }
 
 impl std::fmt::Debug for TokenIssuer {
@@ -229,7 +305,13 @@ impl TokenIssuer {
         let der = decode_pem(private_pem.as_bytes(), PRIVATE_TAG)?;
         let pair =
             Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|_| KeyError::NotEd25519)?;
-        Ok(Self { pair })
+        let kid = kid(pair.public_key().as_ref());
+        Ok(Self { pair, kid })
+    }
+
+    /// The key id tokens of this issuer carry.
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 
     pub fn load(path: &Path) -> Result<Self, KeyError> {
@@ -240,8 +322,10 @@ impl TokenIssuer {
 
     /// `base64url(header).base64url(claims).base64url(signature)`.
     pub fn issue(&self, claims: &Claims) -> Result<String, KeyError> {
+        let header = serde_json::json!({"alg": ALG, "typ": "JWT", "kid": self.kid});
+        let header = serde_json::to_vec(&header).map_err(KeyError::Json)?;
         let payload = serde_json::to_vec(claims).map_err(KeyError::Json)?;
-        let mut token = URL_SAFE_NO_PAD.encode(JOSE_HEADER);
+        let mut token = URL_SAFE_NO_PAD.encode(header);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(payload, &mut token);
         let signature = self.pair.sign(token.as_bytes());
@@ -256,36 +340,87 @@ pub fn issue(private_pem: &str, claims: &Claims) -> Result<String, KeyError> {
     TokenIssuer::from_pem(private_pem)?.issue(claims)
 }
 
-/// Checks tokens against one public key.
+/// Checks tokens against a set of public keys, each known by its [`kid`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenVerifier {
-    public_key: [u8; PUBLIC_KEY_LEN],
+    keys: Vec<(String, [u8; PUBLIC_KEY_LEN])>,
+    policy: Policy,
 }
 
 impl TokenVerifier {
-    /// From an Ed25519 SubjectPublicKeyInfo `PUBLIC KEY` PEM.
+    /// From one or more Ed25519 SubjectPublicKeyInfo `PUBLIC KEY` PEM
+    /// blocks (a rotation holds the old and the new key), with the default
+    /// [`Policy`].
     pub fn from_pem(public_pem: &str) -> Result<Self, KeyError> {
-        let der = decode_pem(public_pem.as_bytes(), PUBLIC_TAG)?;
-        let key = der
-            .strip_prefix(&SPKI_ED25519_PREFIX[..])
-            .and_then(|k| <[u8; PUBLIC_KEY_LEN]>::try_from(k).ok())
-            .ok_or(KeyError::NotEd25519)?;
-        Ok(Self { public_key: key })
+        Self::from_pem_bytes(public_pem.as_bytes())
     }
 
-    /// From a public-key PEM file.
+    /// [`Self::from_pem`] over raw file bytes.
+    pub fn from_pem_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
+        let blocks = pem::parse_many(bytes).map_err(KeyError::Pem)?;
+        if blocks.is_empty() {
+            return Err(KeyError::NoKey);
+        }
+        let mut keys: Vec<(String, [u8; PUBLIC_KEY_LEN])> = Vec::with_capacity(blocks.len());
+        for block in blocks {
+            if block.tag() != PUBLIC_TAG {
+                return Err(KeyError::PemTag {
+                    expected: PUBLIC_TAG,
+                    found: block.tag().to_owned(),
+                });
+            }
+            let key = block
+                .contents()
+                .strip_prefix(&SPKI_ED25519_PREFIX[..])
+                .and_then(|k| <[u8; PUBLIC_KEY_LEN]>::try_from(k).ok())
+                .ok_or(KeyError::NotEd25519)?;
+            let id = kid(&key);
+            if !keys.iter().any(|(k, _)| *k == id) {
+                keys.push((id, key));
+            }
+        }
+        Ok(Self {
+            keys,
+            policy: Policy::default(),
+        })
+    }
+
+    /// From a public-key PEM file (one or more keys).
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let bytes = read(path)?;
-        let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::NotEd25519)?;
-        Self::from_pem(text)
+        Self::from_pem_bytes(&read(path)?)
+    }
+
+    /// The same keys, checked against `policy`.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The key ids this verifier accepts, in file order.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|(k, _)| k.as_str())
     }
 
     /// Check `token` (the header value; empty means missing) at `now`. With
-    /// `path_project_id` (every project-scoped path) the token must name that
-    /// project. Checks run in code order: KMS.0301, 0302, 0303, 0304, 0305,
-    /// 0321.
+    /// `path_project_id` (every project-scoped path) the token's `aud` must
+    /// be that project. Checks run in code order: KMS.0301, 0302 (alg, kid,
+    /// signature), 0301 (claims), 0302 (iss), 0303, 0302 (nbf, TTL), 0304,
+    /// 0305, 0321. Whether the subject still has an account is the
+    /// caller's check ([`TokenError::Revoked`]).
     pub fn verify(
         &self,
+        token: &str,
+        now: SystemTime,
+        path_project_id: Option<&str>,
+    ) -> Result<Claims, TokenError> {
+        self.verify_with(&self.policy, token, now, path_project_id)
+    }
+
+    /// [`Self::verify`] under `policy` instead of the verifier's own (keys
+    /// reloaded from a file, policy from configuration).
+    pub fn verify_with(
+        &self,
+        policy: &Policy,
         token: &str,
         now: SystemTime,
         path_project_id: Option<&str>,
@@ -317,21 +452,40 @@ impl TokenVerifier {
         if jose.get("alg").and_then(serde_json::Value::as_str) != Some(ALG) {
             return Err(TokenError::BadSignature);
         }
+        let kid = jose.get("kid").and_then(serde_json::Value::as_str);
+        let Some((_, public_key)) = self.keys.iter().find(|(k, _)| Some(k.as_str()) == kid) else {
+            return Err(TokenError::UnknownKey);
+        };
         let signature = decode(signature)?;
         let signing_input = &token[..header.len() + 1 + payload.len()];
-        UnparsedPublicKey::new(&ED25519, &self.public_key)
+        UnparsedPublicKey::new(&ED25519, public_key)
             .verify(signing_input.as_bytes(), &signature)
             .map_err(|_| TokenError::BadSignature)?;
         let claims: Claims =
             serde_json::from_slice(&decode(payload)?).map_err(|_| TokenError::Malformed)?;
-        if unix_seconds(now) >= claims.exp {
+        if claims.iss != policy.issuer {
+            return Err(TokenError::WrongIssuer);
+        }
+        let now = unix_seconds(now);
+        if now >= claims.exp {
             return Err(TokenError::Expired);
+        }
+        if claims.nbf > now.saturating_add(NBF_LEEWAY_SECS) {
+            return Err(TokenError::NotYetValid);
+        }
+        let max_ttl = i64::try_from(policy.max_ttl.as_secs()).unwrap_or(i64::MAX);
+        // Both the stated lifetime and what is left of it: an `iat` set in
+        // the future must not hide a long-lived token.
+        if claims.exp.saturating_sub(claims.iat) > max_ttl
+            || claims.exp.saturating_sub(now) > max_ttl
+        {
+            return Err(TokenError::TtlTooLong);
         }
         if claims.obt {
             return Err(TokenError::Obt);
         }
         if let Some(path_project) = path_project_id {
-            match claims.project_id.as_deref() {
+            match claims.aud.as_deref() {
                 None => return Err(TokenError::NoProject),
                 Some(p) if p != path_project => return Err(TokenError::ProjectMismatch),
                 Some(_) => {}
@@ -399,7 +553,7 @@ MCowBQYDK2VwAyEA1uJ3xKqAQY7Cb59BwUWwyzhqMEBQx1ZqQoAgtNd/DjE=
         assert_eq!(verifier.verify(&padded, t0(), None).unwrap(), c);
         let mut ro = claims();
         ro.role = Role::ReadOnly;
-        ro.project_id = None;
+        ro.aud = None;
         let token = issuer.issue(&ro).unwrap();
         assert_eq!(
             verifier.verify(&token, t0(), None).unwrap().role,
@@ -410,7 +564,14 @@ MCowBQYDK2VwAyEA1uJ3xKqAQY7Cb59BwUWwyzhqMEBQx1ZqQoAgtNd/DjE=
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"sub": "user1", "role": "readonly", "iat": 1_704_110_400, "exp": 1_704_114_000})
+            serde_json::json!({"iss": "keymesh", "sub": "user1", "role": "readonly", "iat": 1_704_110_400, "nbf": 1_704_110_400, "exp": 1_704_114_000})
+        );
+        let header = token.split('.').next().unwrap();
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+        assert_eq!(
+            header,
+            serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": issuer.kid()})
         );
     }
 
@@ -460,8 +621,28 @@ MCowBQYDK2VwAyEA1uJ3xKqAQY7Cb59BwUWwyzhqMEBQx1ZqQoAgtNd/DjE=
         let err = other_verifier
             .verify(&token, t0(), Some(PROJECT))
             .unwrap_err();
-        assert_eq!(err, TokenError::BadSignature);
+        assert_eq!(err, TokenError::UnknownKey);
         assert_eq!(err.kms_code(), "KMS.0302");
+        // The other key under our kid: the signature does not verify.
+        let (h, rest) = token.split_once('.').unwrap();
+        let stolen_kid = TokenVerifier {
+            keys: vec![(issuer.kid().to_owned(), other_verifier.keys[0].1)],
+            policy: Policy::default(),
+        };
+        assert_eq!(
+            stolen_kid.verify(&token, t0(), Some(PROJECT)),
+            Err(TokenError::BadSignature)
+        );
+        // No kid at all.
+        let (p, s) = rest.split_once('.').unwrap();
+        let no_kid = b64(br#"{"alg":"EdDSA","typ":"JWT"}"#);
+        let input = format!("{no_kid}.{p}");
+        let sig = b64(issuer.pair.sign(input.as_bytes()).as_ref());
+        assert_eq!(
+            verifier.verify(&format!("{input}.{sig}"), t0(), Some(PROJECT)),
+            Err(TokenError::UnknownKey)
+        );
+        let _ = (h, s);
 
         let (h, rest) = token.split_once('.').unwrap();
         let (_, s) = rest.split_once('.').unwrap();
@@ -511,7 +692,7 @@ MCowBQYDK2VwAyEA1uJ3xKqAQY7Cb59BwUWwyzhqMEBQx1ZqQoAgtNd/DjE=
         assert_eq!((err, err.kms_code()), (TokenError::Obt, "KMS.0304"));
 
         let mut c = claims();
-        c.project_id = None;
+        c.aud = None;
         let err = verifier
             .verify(&issuer.issue(&c).unwrap(), t0(), Some(PROJECT))
             .unwrap_err();
@@ -548,8 +729,13 @@ MCowBQYDK2VwAyEA1uJ3xKqAQY7Cb59BwUWwyzhqMEBQx1ZqQoAgtNd/DjE=
             TokenIssuer::from_pem(&public),
             Err(KeyError::PemTag { .. })
         ));
+        // No PEM block at all.
         assert!(matches!(
             TokenVerifier::from_pem("junk"),
+            Err(KeyError::NoKey)
+        ));
+        assert!(matches!(
+            TokenIssuer::from_pem("junk"),
             Err(KeyError::Pem(_))
         ));
         let rsa_like = encode_pem(PUBLIC_TAG, &[0x30, 0x03, 0x02, 0x01, 0x00]);
@@ -573,5 +759,108 @@ MCowBQYDK2VwAyEA1uJ3xKqAQY7Cb59BwUWwyzhqMEBQx1ZqQoAgtNd/DjE=
         let err = TokenVerifier::load(&dir.path().join("missing.pem")).unwrap_err();
         assert!(matches!(err, KeyError::Io { .. }));
         assert!(err.to_string().contains("missing.pem"));
+    }
+    fn issue_with(issuer: &TokenIssuer, edit: impl FnOnce(&mut Claims)) -> String {
+        let mut c = claims();
+        edit(&mut c);
+        issuer.issue(&c).unwrap()
+    }
+
+    #[test]
+    fn issuer_window_and_ttl_are_checked() {
+        let (issuer, verifier) = keys();
+        let check = |t: &str| verifier.verify(t, t0(), Some(PROJECT));
+        let t = issue_with(&issuer, |c| c.iss = "someone-else".into());
+        assert_eq!(check(&t), Err(TokenError::WrongIssuer));
+        let custom = verifier.clone().with_policy(Policy {
+            issuer: "someone-else".into(),
+            ..Policy::default()
+        });
+        assert!(custom.verify(&t, t0(), Some(PROJECT)).is_ok());
+
+        // nbf: a minute of leeway, no more.
+        let t = issue_with(&issuer, |c| c.nbf = c.iat + 60);
+        assert!(check(&t).is_ok());
+        let t = issue_with(&issuer, |c| c.nbf = c.iat + 61);
+        let err = check(&t).unwrap_err();
+        assert_eq!((err, err.kms_code()), (TokenError::NotYetValid, "KMS.0302"));
+        assert!(
+            verifier
+                .verify(&t, t0() + Duration::from_secs(61), Some(PROJECT))
+                .is_ok()
+        );
+
+        // TTL: exactly the maximum passes, one second more does not.
+        let day = 24 * 3600;
+        let t = issue_with(&issuer, |c| c.exp = c.iat + day);
+        assert!(check(&t).is_ok());
+        let t = issue_with(&issuer, |c| c.exp = c.iat + day + 1);
+        let err = check(&t).unwrap_err();
+        assert_eq!((err, err.kms_code()), (TokenError::TtlTooLong, "KMS.0302"));
+        // An iat in the future does not hide a long remaining lifetime.
+        let t = issue_with(&issuer, |c| {
+            c.iat += day;
+            c.nbf = c.iat - day;
+            c.exp = c.iat + 10;
+        });
+        assert_eq!(check(&t), Err(TokenError::TtlTooLong));
+        let short = verifier.clone().with_policy(Policy {
+            max_ttl: Duration::from_secs(600),
+            ..Policy::default()
+        });
+        let t = issue_with(&issuer, |c| c.exp = c.iat + 601);
+        assert_eq!(
+            short.verify(&t, t0(), Some(PROJECT)),
+            Err(TokenError::TtlTooLong)
+        );
+        // Tokens without the new claims (issued before kid/iss/nbf) are refused.
+        let legacy = b64(br#"{"sub":"u","project_id":"p","role":"full","iat":1,"exp":2}"#);
+        let header = b64(&serde_json::to_vec(
+            &serde_json::json!({"alg":"EdDSA","kid":issuer.kid()}),
+        )
+        .unwrap());
+        let input = format!("{header}.{legacy}");
+        let sig = b64(issuer.pair.sign(input.as_bytes()).as_ref());
+        assert_eq!(
+            verifier.verify(&format!("{input}.{sig}"), t0(), None),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn two_keys_verify_during_a_rotation() {
+        let (old_private, old_public) = keygen().unwrap();
+        let (new_private, new_public) = keygen().unwrap();
+        let old = TokenIssuer::from_pem(&old_private).unwrap();
+        let new = TokenIssuer::from_pem(&new_private).unwrap();
+        assert_ne!(old.kid(), new.kid());
+        let both = TokenVerifier::from_pem(&format!("{old_public}{new_public}")).unwrap();
+        assert_eq!(both.kids().collect::<Vec<_>>(), vec![old.kid(), new.kid()]);
+        let (t_old, t_new) = (old.issue(&claims()).unwrap(), new.issue(&claims()).unwrap());
+        assert!(both.verify(&t_old, t0(), Some(PROJECT)).is_ok());
+        assert!(both.verify(&t_new, t0(), Some(PROJECT)).is_ok());
+        let only_new = TokenVerifier::from_pem(&new_public).unwrap();
+        assert_eq!(
+            only_new.verify(&t_old, t0(), Some(PROJECT)),
+            Err(TokenError::UnknownKey)
+        );
+        assert!(only_new.verify(&t_new, t0(), Some(PROJECT)).is_ok());
+        // The same key twice is one key; a private key in the file is an error.
+        let twice = TokenVerifier::from_pem(&format!("{new_public}{new_public}")).unwrap();
+        assert_eq!(twice.kids().count(), 1);
+        assert!(matches!(
+            TokenVerifier::from_pem(&format!("{new_public}{}", *old_private)),
+            Err(KeyError::PemTag { .. })
+        ));
+        assert!(matches!(TokenVerifier::from_pem(""), Err(KeyError::NoKey)));
+    }
+
+    #[test]
+    fn kid_is_the_rfc7638_thumbprint() {
+        // RFC 8037 appendix A.3: the thumbprint of its example Ed25519 key.
+        let x = URL_SAFE_NO_PAD
+            .decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
+            .unwrap();
+        assert_eq!(kid(&x), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
     }
 }

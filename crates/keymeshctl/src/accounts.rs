@@ -2,15 +2,20 @@
 //!
 //! An account is an AK/SK pair bound to one project and one user, with a
 //! role. The edge needs the SK in clear to verify SDK-HMAC-SHA256 signatures,
-//! so the store keeps it; this tool prints it exactly once, from `account
-//! create` (the operator hands it to the client, as with `credential
-//! create`). `account list` never shows secrets.
+//! so the store keeps it sealed by the HSM ([`crate::sealing`]) and the edge
+//! unseals it through a crypto-worker; this tool prints it exactly once,
+//! from `account create` (the operator hands it to the client, as with
+//! `credential create`). `account list` never shows secrets.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Subcommand, ValueEnum};
+use keymesh_crypto_worker::{HsmArgs, hsm};
 use keymesh_huawei_auth::sdk_hmac::generate_credentials;
-use keymesh_store::{Account, Role, StoreError};
+use keymesh_store::sealed::account_aad;
+use keymesh_store::{Account, AccountSecret, Role, StoreError};
+
+use crate::sealing::Sealer;
 
 /// `--role`: Huawei's "KMS CMKFullAccess" or "KMS ReadOnlyAccess".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,6 +52,30 @@ pub enum AccountCommand {
         role: RoleArg,
         #[arg(long)]
         json: bool,
+        /// HSM domain key the account seal key is wrapped under when it is
+        /// created (first account).
+        #[arg(
+            long,
+            env = "KEYMESH_DOMAIN_KEY_LABEL",
+            default_value = hsm::DEFAULT_DOMAIN_KEY_LABEL
+        )]
+        domain_key_label: String,
+    },
+    /// Change an account's role; tokens of its user follow within the edge's cache TTL.
+    SetRole {
+        #[arg(long)]
+        access_key: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+    /// Seal every account secret key still stored in clear (the edge also does this on start).
+    Seal {
+        #[arg(
+            long,
+            env = "KEYMESH_DOMAIN_KEY_LABEL",
+            default_value = hsm::DEFAULT_DOMAIN_KEY_LABEL
+        )]
+        domain_key_label: String,
     },
     /// Access keys, projects, users and roles (never secrets).
     List {
@@ -84,7 +113,7 @@ pub fn check_ids(project: Option<&str>, user: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -114,7 +143,7 @@ async fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn keymesh_store::Sto
         .map_err(|e| anyhow::Error::new(e).context("cannot open the store"))
 }
 
-pub fn run(store_url: Option<&str>, cmd: AccountCommand) -> anyhow::Result<()> {
+pub fn run(hsm: &HsmArgs, store_url: Option<&str>, cmd: AccountCommand) -> anyhow::Result<()> {
     let url =
         store_url.ok_or_else(|| anyhow::anyhow!("--store-url / KEYMESH_STORE_URL is required"))?;
     match cmd {
@@ -123,14 +152,31 @@ pub fn run(store_url: Option<&str>, cmd: AccountCommand) -> anyhow::Result<()> {
             user,
             role,
             json,
-        } => block_on(create(url, &project, &user, role.store(), json)),
+            domain_key_label,
+        } => block_on(create(
+            hsm,
+            url,
+            &domain_key_label,
+            &project,
+            &user,
+            role.store(),
+            json,
+        )),
+        AccountCommand::SetRole { access_key, role } => {
+            block_on(set_role(url, &access_key, role.store()))
+        }
+        AccountCommand::Seal { domain_key_label } => {
+            block_on(seal_clear(hsm, url, &domain_key_label))
+        }
         AccountCommand::List { json } => block_on(list(url, json)),
         AccountCommand::Delete { access_key } => block_on(delete(url, &access_key)),
     }
 }
 
 async fn create(
+    hsm: &HsmArgs,
     url: &str,
+    domain_key: &str,
     project: &str,
     user: &str,
     role: Role,
@@ -139,9 +185,16 @@ async fn create(
     check_ids(Some(project), user)?;
     let store = open(url).await?;
     let (access_key, secret_key) = generate_credentials()?;
+    // Sealed before anything is written: the store never sees the SK.
+    let sealer = Sealer::open(hsm, store.as_ref(), domain_key).await?;
+    let sealed = sealer.seal(
+        secret_key.as_bytes(),
+        &account_aad(project, &access_key, user),
+    )?;
+    drop(sealer);
     let account = Account {
         access_key,
-        secret_key,
+        secret: AccountSecret::Sealed(sealed),
         project_id: project.to_owned(),
         user_id: user.to_owned(),
         role,
@@ -157,7 +210,7 @@ async fn create(
     if json {
         let out = serde_json::json!({
             "access_key": account.access_key,
-            "secret_key": account.secret_key.as_str(),
+            "secret_key": secret_key.as_str(),
             "project_id": account.project_id,
             "user_id": account.user_id,
             "role": account.role.as_str(),
@@ -166,7 +219,7 @@ async fn create(
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("access_key: {}", account.access_key);
-        println!("secret_key: {}", account.secret_key.as_str());
+        println!("secret_key: {}", secret_key.as_str());
         println!("project_id: {}", account.project_id);
         println!("user_id:    {}", account.user_id);
         println!("role:       {}", account.role.as_str());
@@ -207,6 +260,46 @@ async fn list(url: &str, json: bool) -> anyhow::Result<()> {
             rfc3339(a.created_ms)
         );
     }
+    Ok(())
+}
+
+async fn seal_clear(hsm: &HsmArgs, url: &str, domain_key: &str) -> anyhow::Result<()> {
+    let store = open(url).await?;
+    let clear: Vec<Account> = store
+        .list_accounts()
+        .await?
+        .into_iter()
+        .filter(|a| a.secret.clear().is_some())
+        .collect();
+    let mut sealed = 0;
+    if !clear.is_empty() {
+        let sealer = Sealer::open(hsm, store.as_ref(), domain_key).await?;
+        for a in &clear {
+            let Some(sk) = a.secret.clear() else { continue };
+            let envelope = sealer.seal(
+                sk.as_bytes(),
+                &account_aad(&a.project_id, &a.access_key, &a.user_id),
+            )?;
+            // Compare-and-set: an edge may have sealed it meanwhile.
+            if store.seal_account_secret(&a.access_key, &envelope).await? {
+                sealed += 1;
+            }
+        }
+    }
+    println!("sealed {sealed} account secret key(s)");
+    Ok(())
+}
+
+async fn set_role(url: &str, access_key: &str, role: Role) -> anyhow::Result<()> {
+    let store = open(url).await?;
+    store
+        .set_account_role(access_key, role)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => anyhow::anyhow!("no account with access key {access_key}"),
+            e => anyhow::Error::new(e).context("cannot change the role"),
+        })?;
+    println!("{access_key}: role {}", role.as_str());
     Ok(())
 }
 

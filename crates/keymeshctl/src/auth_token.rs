@@ -1,7 +1,10 @@
 //! `auth-token ...`: the Ed25519 key pair behind `X-Auth-Token`, and tokens.
 //!
 //! Tokens are issued offline: whoever holds the private key can mint them,
-//! and the edge holds only the public key. The private key file is created
+//! and the edge holds only the public key (its `token_public_key_file` may
+//! hold several, for a rotation; each token names its key by `kid`). A token
+//! is honoured only while its user has an account in its project with at
+//! least its role, so deleting or downgrading the account revokes it. The private key file is created
 //! with mode 0600, and neither key file is ever overwritten (replacing a key
 //! in use would silently invalidate every token already handed out).
 
@@ -11,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use clap::Subcommand;
-use keymesh_huawei_auth::token::{Claims, TokenIssuer, keygen};
+use keymesh_huawei_auth::token::{Claims, DEFAULT_ISSUER, TokenIssuer, keygen};
 
 use crate::accounts::{RoleArg, check_ids};
 
@@ -34,9 +37,16 @@ pub enum AuthTokenCommand {
         user: String,
         #[arg(long, value_enum, default_value_t = RoleArg::Full)]
         role: RoleArg,
-        /// Lifetime in seconds.
+        /// Lifetime in seconds (the edge refuses more than its
+        /// `token_max_ttl_secs`, default 86400).
         #[arg(long, default_value_t = 86_400)]
         ttl_secs: u64,
+        /// `iss` claim: the edge's `token_issuer`.
+        #[arg(long, default_value = DEFAULT_ISSUER)]
+        issuer: String,
+        /// Valid only from this many seconds after now (`nbf`).
+        #[arg(long, default_value_t = 0)]
+        not_before_secs: u64,
         /// Mark the token OBT (refused with KMS.0304; for testing clients).
         #[arg(long)]
         obt: bool,
@@ -58,6 +68,8 @@ pub fn run(cmd: AuthTokenCommand) -> anyhow::Result<()> {
             user,
             role,
             ttl_secs,
+            issuer: iss,
+            not_before_secs,
             obt,
             no_project,
         } => {
@@ -73,6 +85,10 @@ pub fn run(cmd: AuthTokenCommand) -> anyhow::Result<()> {
                 Duration::from_secs(ttl_secs),
             );
             claims.obt = obt;
+            claims.iss = iss;
+            claims.nbf = claims
+                .iat
+                .saturating_add(i64::try_from(not_before_secs).unwrap_or(i64::MAX));
             println!("{}", issuer.issue(&claims)?);
             Ok(())
         }
@@ -99,6 +115,7 @@ fn keygen_files(private_path: &Path, public_path: &Path) -> anyhow::Result<()> {
         }
     }
     let (private, public) = keygen()?;
+    let kid = TokenIssuer::from_pem(&private)?.kid().to_owned();
     create_new(private_path, 0o600, private.as_bytes())?;
     if let Err(e) = create_new(public_path, 0o644, public.as_bytes()) {
         // Leave no half-made pair behind.
@@ -110,5 +127,8 @@ fn keygen_files(private_path: &Path, public_path: &Path) -> anyhow::Result<()> {
         private_path.display(),
         public_path.display()
     );
+    // The id tokens signed with this key carry (the edge derives it from the
+    // public key, so the public file needs no annotation).
+    println!("kid: {kid}");
     Ok(())
 }

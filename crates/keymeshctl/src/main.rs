@@ -15,6 +15,7 @@ mod auth_token;
 mod credentials;
 mod domain_key;
 mod keys;
+mod sealing;
 
 use std::path::PathBuf;
 
@@ -224,7 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             credentials::list(&keystores()?, uri_path.as_deref())
         }
         Command::DomainKey(cmd) => domain_key::run(&cli.hsm, cmd),
-        Command::Account(cmd) => accounts::run(cli.store_url.as_deref(), cmd),
+        Command::Account(cmd) => accounts::run(&cli.hsm, cli.store_url.as_deref(), cmd),
         Command::AuthToken(cmd) => auth_token::run(cmd),
     }
 }

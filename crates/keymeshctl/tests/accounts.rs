@@ -1,6 +1,7 @@
 //! `keymeshctl account` and `auth-token` as an operator runs them, against a
-//! fresh SQLite store. Every invocation is a child process with its own
-//! environment; this process's environment is never touched.
+//! fresh SQLite store and SoftHSM2 token (account secret keys are sealed in
+//! the HSM). Every invocation is a child process with its own environment;
+//! this process's environment is never touched.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -10,8 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, SystemTime};
 
-use keymesh_huawei_auth::sdk_hmac::{self, Request, Verifier};
 use keymesh_huawei_auth::token::{Role as TokenRole, TokenError, TokenVerifier};
+use keymesh_store::AccountSecret;
+use keymesh_store::sealed::{ACCOUNT_SEAL_KEY, SealedSecret};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 struct Env {
     dir: tempfile::TempDir,
@@ -19,10 +23,25 @@ struct Env {
 }
 
 impl Env {
+    /// A store, and a token with the domain key (what `account create` seals under).
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("store.db").display());
-        Self { dir, url }
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        std::fs::write(
+            dir.path().join("softhsm2.conf"),
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("pin"), "5678\n").unwrap();
+        let env = Self { dir, url };
+        env.ok(&["token", "init"]);
+        env.ok(&["domain-key", "init"]);
+        env
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -31,6 +50,9 @@ impl Env {
 
     fn run_with(&self, store_url: Option<&str>, args: &[&str]) -> Output {
         let mut cmd = common::keymeshctl(args);
+        cmd.env("SOFTHSM2_CONF", self.path("softhsm2.conf"))
+            .env("KEYMESH_PKCS11_MODULE", MODULE)
+            .env("KEYMESH_PIN_FILE", self.path("pin"));
         if let Some(url) = store_url {
             cmd.env("KEYMESH_STORE_URL", url);
         }
@@ -137,41 +159,72 @@ fn account_lifecycle() {
     assert_eq!(bob["role"], "readonly");
     assert_eq!(bob["project_id"], "demo");
 
-    // The stored secret is the printed one: a request signed with it verifies.
+    // The store holds the SK only sealed, bound to the row, under a seal
+    // key that is itself stored wrapped; nothing in the database file is
+    // the printed secret.
     let store = block_on(keymesh_store::open(&env.url)).unwrap();
     let account = block_on(store.get_account(&ak)).unwrap().unwrap();
-    assert_eq!(account.secret_key.as_str(), sk);
     assert_eq!(account.role, keymesh_store::Role::Full);
     assert_eq!(account.user_id, "alice");
-    let mut headers = http::HeaderMap::new();
-    headers.insert("host", http::HeaderValue::from_static("127.0.0.1:8080"));
-    headers.insert(
-        "content-type",
-        http::HeaderValue::from_static("application/json"),
-    );
-    let path = format!("/v1.0/{PROJECT}/kms/list-keys");
-    let body = br#"{"limit": "10"}"#;
-    let now = SystemTime::now();
-    sdk_hmac::sign("POST", &path, None, &mut headers, body, &ak, &sk, now).unwrap();
-    let req = Request {
-        method: "POST",
-        raw_path: &path,
-        raw_query: None,
-        headers: &headers,
-        body,
+    let AccountSecret::Sealed(envelope) = &account.secret else {
+        panic!("stored in clear");
     };
-    let prepared = Verifier::default().precheck(&req, now).unwrap();
-    let stored = block_on(store.get_account(prepared.access_key()))
+    let sealed = SealedSecret::decode(envelope).unwrap();
+    assert_eq!(sealed.seal_key, ACCOUNT_SEAL_KEY);
+    assert_eq!(sealed.ciphertext.len(), sk.len());
+    assert_ne!(sealed.ciphertext, sk.as_bytes());
+    let seal_key = block_on(store.get_seal_key(ACCOUNT_SEAL_KEY))
         .unwrap()
         .unwrap();
-    assert_eq!(
-        prepared
-            .check_signature(&stored.secret_key)
-            .unwrap()
-            .access_key,
-        ak
-    );
+    assert_eq!(seal_key.wrapping_key, "keymesh-domain-v1");
+    assert_eq!(seal_key.wrapped.len(), 40);
+    // Both accounts sealed under the one seal key, each with its own IV.
+    let bob = block_on(store.get_account(&ak2)).unwrap().unwrap();
+    let AccountSecret::Sealed(bob_env) = &bob.secret else {
+        panic!("stored in clear");
+    };
+    assert_ne!(SealedSecret::decode(bob_env).unwrap().iv, sealed.iv);
     drop(store);
+    for file in ["store.db", "store.db-wal"] {
+        if let Ok(bytes) = std::fs::read(env.path(file)) {
+            for secret in [&sk, &sk2] {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "{file} holds a secret key"
+                );
+            }
+        }
+    }
+
+    // set-role changes the role and nothing else.
+    assert_eq!(
+        env.ok(&[
+            "account",
+            "set-role",
+            "--access-key",
+            &ak,
+            "--role",
+            "readonly"
+        ])
+        .trim(),
+        format!("{ak}: role readonly")
+    );
+    let store = block_on(keymesh_store::open(&env.url)).unwrap();
+    let after = block_on(store.get_account(&ak)).unwrap().unwrap();
+    assert_eq!(after.role, keymesh_store::Role::ReadOnly);
+    assert_eq!(after.secret, account.secret);
+    drop(store);
+    env.fails(
+        &[
+            "account",
+            "set-role",
+            "--access-key",
+            "NOPE",
+            "--role",
+            "full",
+        ],
+        "no account with access key",
+    );
 
     assert_eq!(
         env.ok(&["account", "delete", "--access-key", &ak]).trim(),
@@ -184,6 +237,41 @@ fn account_lifecycle() {
     let listed: serde_json::Value =
         serde_json::from_str(&env.ok(&["account", "list", "--json"])).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn clear_rows_are_sealed_by_account_seal() {
+    let env = Env::new();
+    // A row as an older keymesh wrote it: the SK in clear.
+    block_on(async {
+        // Migrations run on open; then write behind the store's back.
+        drop(keymesh_store::open(&env.url).await.unwrap());
+        use sqlx::Connection as _;
+        let mut c = sqlx::SqliteConnection::connect(&env.url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO accounts (access_key, secret_key, project_id, user_id, role, created_ms) \
+             VALUES ('AKOLDROW', 'old-clear-secret-key', 'p', 'u', 'full', 1)",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+    });
+    assert_eq!(
+        env.ok(&["account", "seal"]).trim(),
+        "sealed 1 account secret key(s)"
+    );
+    assert_eq!(
+        env.ok(&["account", "seal"]).trim(),
+        "sealed 0 account secret key(s)"
+    );
+    let store = block_on(keymesh_store::open(&env.url)).unwrap();
+    let row = block_on(store.get_account("AKOLDROW")).unwrap().unwrap();
+    let AccountSecret::Sealed(envelope) = &row.secret else {
+        panic!("still clear");
+    };
+    let sealed = SealedSecret::decode(envelope).unwrap();
+    assert_eq!(sealed.ciphertext.len(), "old-clear-secret-key".len());
 }
 
 #[test]
@@ -309,13 +397,7 @@ fn auth_tokens() {
         verifier.verify(&token, now, Some(PROJECT)),
         Err(TokenError::NoProject)
     );
-    assert!(
-        verifier
-            .verify(&token, now, None)
-            .unwrap()
-            .project_id
-            .is_none()
-    );
+    assert!(verifier.verify(&token, now, None).unwrap().aud.is_none());
 
     // A token from another key pair does not verify.
     let (sk2, pk2) = (env.path("other.key"), env.path("other.pub"));
@@ -331,8 +413,47 @@ fn auth_tokens() {
     let token = issue(&["--project", PROJECT]);
     assert_eq!(
         other.verify(&token, now, Some(PROJECT)),
-        Err(TokenError::BadSignature)
+        Err(TokenError::UnknownKey)
     );
+    // Issuer and not-before are the operator's to set; the kid is the key's.
+    let token = issue(&[
+        "--project",
+        PROJECT,
+        "--issuer",
+        "other",
+        "--not-before-secs",
+        "600",
+    ]);
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["iss"], "other");
+    assert_eq!(claims["aud"], PROJECT);
+    assert_eq!(
+        claims["nbf"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        600
+    );
+    assert_eq!(
+        verifier.verify(&token, now, Some(PROJECT)),
+        Err(TokenError::WrongIssuer)
+    );
+    let printed_kid = env
+        .ok(&[
+            "auth-token",
+            "keygen",
+            "--private-key",
+            env.path("third.key").to_str().unwrap(),
+            "--public-key",
+            env.path("third.pub").to_str().unwrap(),
+        ])
+        .lines()
+        .find_map(|l| l.strip_prefix("kid: ").map(str::to_owned))
+        .unwrap();
+    let third = TokenVerifier::load(&env.path("third.pub")).unwrap();
+    assert_eq!(third.kids().collect::<Vec<_>>(), vec![printed_kid.as_str()]);
 
     // --project or --no-project, not both, not neither.
     let out = env.run(&[

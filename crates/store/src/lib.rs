@@ -15,6 +15,7 @@
 
 pub mod model;
 mod postgres;
+pub mod sealed;
 mod sql;
 mod sqlite;
 
@@ -50,6 +51,9 @@ pub enum StoreError {
     Backend(#[source] sqlx::Error),
     #[error("migration failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// `create_account` was given a clear SK: the store writes SKs only sealed.
+    #[error("account secret keys are stored only sealed")]
+    ClearSecret,
     /// A URL that is neither `sqlite:` nor `postgres:`/`postgresql:`.
     #[error("unsupported store URL scheme (use sqlite:// or postgres://)")]
     UnsupportedUrl,
@@ -67,12 +71,28 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     // ---- accounts -------------------------------------------------------
-    /// `Conflict(AccessKey)` when the access key exists.
+    /// `Conflict(AccessKey)` when the access key exists; `ClearSecret` when
+    /// the account's SK is not sealed (nothing is written).
     async fn create_account(&self, account: &Account) -> Result<()>;
     async fn get_account(&self, access_key: &str) -> Result<Option<Account>>;
     async fn list_accounts(&self) -> Result<Vec<Account>>;
     /// `NotFound` when absent.
     async fn delete_account(&self, access_key: &str) -> Result<()>;
+    /// Replace a clear SK by its sealed form and empty the clear column
+    /// (migration of rows written before sealing). Compare-and-set: `false`
+    /// when the row is already sealed or gone.
+    async fn seal_account_secret(&self, access_key: &str, sealed: &[u8]) -> Result<bool>;
+    /// `NotFound` when absent.
+    async fn set_account_role(&self, access_key: &str, role: Role) -> Result<()>;
+    /// The best role among `user_id`'s accounts in `project_id` (`None`: the
+    /// user has none there): what an X-Auth-Token of that user may use.
+    async fn user_role(&self, project_id: &str, user_id: &str) -> Result<Option<Role>>;
+
+    // ---- seal keys ----------------------------------------------------------
+    async fn get_seal_key(&self, name: &str) -> Result<Option<SealKey>>;
+    /// Store `key` unless a key of that name exists; returns the stored one
+    /// (so concurrent first users all end up with the same key).
+    async fn put_seal_key_if_missing(&self, key: &SealKey) -> Result<SealKey>;
 
     // ---- keys -----------------------------------------------------------
     /// Insert a key and (when given) its first material version, in one

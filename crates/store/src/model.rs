@@ -27,16 +27,35 @@ impl Role {
             _ => None,
         }
     }
+
+    /// The lesser of two roles (a token never grants more than its account).
+    pub fn min(self, other: Self) -> Self {
+        if self == Self::ReadOnly || other == Self::ReadOnly {
+            Self::ReadOnly
+        } else {
+            Self::Full
+        }
+    }
+
+    /// The greater of two roles (a user with several accounts holds the best).
+    pub fn max(self, other: Self) -> Self {
+        if self == Self::Full || other == Self::Full {
+            Self::Full
+        } else {
+            Self::ReadOnly
+        }
+    }
 }
 
 /// An AK/SK pair bound to one project. The SK is needed in clear to verify
-/// SDK-HMAC-SHA256 signatures, so it is held in a zeroizing buffer.
+/// SDK-HMAC-SHA256 signatures; the store keeps it only sealed by the HSM
+/// ([`crate::sealed`]) and the edge holds it in clear in memory only.
 #[derive(Clone)]
 pub struct Account {
     /// Access key id (AK), unique.
     pub access_key: String,
-    /// Secret key (SK).
-    pub secret_key: Zeroizing<String>,
+    /// Secret key (SK), sealed or (in memory, or a row not yet migrated) clear.
+    pub secret: AccountSecret,
     /// The only project this account can see.
     pub project_id: String,
     /// Principal id of the account's user (`^[a-zA-Z0-9]{1,64}$`): grants name it.
@@ -45,16 +64,59 @@ pub struct Account {
     pub created_ms: Millis,
 }
 
+/// An account's SK as the store or a caller holds it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AccountSecret {
+    /// A [`crate::sealed::SealedSecret`] envelope: the only form
+    /// [`crate::Store::create_account`] writes.
+    Sealed(Vec<u8>),
+    /// In clear, in a zeroizing buffer: after unsealing, or read from a row
+    /// written before sealing existed (migrated on the edge's first start).
+    Clear(Zeroizing<String>),
+}
+
+impl AccountSecret {
+    /// The clear SK, if this is one.
+    pub fn clear(&self) -> Option<&str> {
+        match self {
+            Self::Clear(s) => Some(s.as_str()),
+            Self::Sealed(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for AccountSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sealed(_) => "Sealed(..)",
+            Self::Clear(_) => "Clear(<redacted>)",
+        })
+    }
+}
+
 impl std::fmt::Debug for Account {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Account")
             .field("access_key", &self.access_key)
-            .field("secret_key", &"<redacted>")
+            .field("secret", &self.secret)
             .field("project_id", &self.project_id)
             .field("user_id", &self.user_id)
             .field("role", &self.role)
             .finish()
     }
+}
+
+/// A keymesh-internal AES-256 key (the account seal key), generated in the
+/// HSM and kept outside it only wrapped under the domain key, like a CMK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealKey {
+    /// Unique name ([`crate::sealed::ACCOUNT_SEAL_KEY`]).
+    pub name: String,
+    /// Label of the HSM wrapping (domain) key.
+    pub wrapping_key: String,
+    /// CKM_AES_KEY_WRAP_PAD output.
+    pub wrapped: Vec<u8>,
+    pub created_ms: Millis,
 }
 
 /// Huawei key states (`key_state` on the wire is the number as a string).

@@ -5,7 +5,7 @@
 //! (sqlx binds them by number on SQLite too), 64-bit integers, TEXT, BLOB or
 //! BYTEA, `INSERT .. ON CONFLICT` and `UPDATE .. RETURNING`, which both
 //! speak, against the same tables (`migrations/*/0001_kms.sql`,
-//! `migrations/*/0002_csms.sql`). What differs is how a read-check-write
+//! `migrations/*/0002_csms.sql`, `migrations/*/0003_sealed_secrets.sql`). What differs is how a read-check-write
 //! transaction keeps concurrent writers out, and the names of two functions,
 //! so each backend type provides four items that [`impl_store!`] calls:
 //!
@@ -38,8 +38,8 @@ use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
 use crate::model::{
-    Account, AliasRecord, GrantRecord, KeyRecord, KeyState, Keyset, Material, Page, QuotaKind,
-    Role, SecretRecord, SecretState, SecretVersion, StageRecord, Tag,
+    Account, AccountSecret, AliasRecord, GrantRecord, KeyRecord, KeyState, Keyset, Material, Page,
+    QuotaKind, Role, SealKey, SecretRecord, SecretState, SecretVersion, StageRecord, Tag,
 };
 use crate::{Conflict, StoreError};
 
@@ -225,6 +225,7 @@ pub(crate) fn attach_tags<T: TagOwner>(
 pub(crate) struct AccountRow {
     access_key: String,
     secret_key: String,
+    sealed_secret: Option<Vec<u8>>,
     project_id: String,
     user_id: String,
     role: String,
@@ -234,11 +235,15 @@ pub(crate) struct AccountRow {
 impl TryFrom<AccountRow> for Account {
     type Error = StoreError;
     fn try_from(row: AccountRow) -> Result<Self, StoreError> {
+        // Moved, not copied, into the zeroizing buffer.
+        let clear = Zeroizing::new(row.secret_key);
         Ok(Self {
             role: Role::parse(&row.role).ok_or(CorruptRow::Role(row.role))?,
             access_key: row.access_key,
-            // Moved, not copied, into the zeroizing buffer.
-            secret_key: Zeroizing::new(row.secret_key),
+            secret: match row.sealed_secret {
+                Some(sealed) => AccountSecret::Sealed(sealed),
+                None => AccountSecret::Clear(clear),
+            },
             project_id: row.project_id,
             user_id: row.user_id,
             created_ms: row.created_ms,
@@ -631,7 +636,7 @@ macro_rules! grant_columns {
 }
 macro_rules! account_columns {
     () => {
-        "access_key, secret_key, project_id, user_id, role, created_ms"
+        "access_key, secret_key, sealed_secret, project_id, user_id, role, created_ms"
     };
 }
 
@@ -639,7 +644,7 @@ macro_rules! account_columns {
 pub(crate) const INSERT_ACCOUNT: &str = concat!(
     "INSERT INTO accounts (",
     account_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6)"
+    ") VALUES ($1, '', $2, $3, $4, $5, $6)"
 );
 pub(crate) const SELECT_ACCOUNT: &str = concat!(
     "SELECT ",
@@ -652,6 +657,36 @@ pub(crate) const LIST_ACCOUNTS: &str = concat!(
     " FROM accounts ORDER BY created_ms, access_key"
 );
 pub(crate) const DELETE_ACCOUNT: &str = "DELETE FROM accounts WHERE access_key = $1";
+pub(crate) const SEAL_ACCOUNT: &str = "UPDATE accounts SET sealed_secret = $2, secret_key = '' \
+     WHERE access_key = $1 AND sealed_secret IS NULL";
+pub(crate) const SET_ACCOUNT_ROLE: &str = "UPDATE accounts SET role = $2 WHERE access_key = $1";
+pub(crate) const USER_ROLES: &str =
+    "SELECT DISTINCT role FROM accounts WHERE project_id = $1 AND user_id = $2";
+
+// seal keys
+pub(crate) const SELECT_SEAL_KEY: &str =
+    "SELECT name, wrapping_key, wrapped, created_ms FROM seal_keys WHERE name = $1";
+pub(crate) const INSERT_SEAL_KEY: &str = "INSERT INTO seal_keys (name, wrapping_key, wrapped, created_ms) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SealKeyRow {
+    name: String,
+    wrapping_key: String,
+    wrapped: Vec<u8>,
+    created_ms: i64,
+}
+
+impl From<SealKeyRow> for SealKey {
+    fn from(row: SealKeyRow) -> Self {
+        Self {
+            name: row.name,
+            wrapping_key: row.wrapping_key,
+            wrapped: row.wrapped,
+            created_ms: row.created_ms,
+        }
+    }
+}
 
 // keys
 pub(crate) const KEY_EXISTS: &str = "SELECT key_id FROM keys WHERE project_id = $1 AND key_id = $2";
@@ -1486,13 +1521,14 @@ macro_rules! impl_store {
                 // ---- accounts ----------------------------------------------------
 
                 async fn create_account(&self, account: &Account) -> Result<()> {
-                    // The SK is stored as given: HMAC verification needs it
-                    // in clear, and database access control protects it
-                    // (sqlx copies bound values into buffers it does not
-                    // zeroize; nothing we can reach).
+                    // Only sealed SKs reach the database: a backup of it
+                    // holds no signing key.
+                    let AccountSecret::Sealed(sealed) = &account.secret else {
+                        return Err(StoreError::ClearSecret);
+                    };
                     sqlx::query(q::INSERT_ACCOUNT)
                         .bind(&account.access_key)
-                        .bind(account.secret_key.as_str())
+                        .bind(sealed.as_slice())
                         .bind(&account.project_id)
                         .bind(&account.user_id)
                         .bind(account.role.as_str())
@@ -1530,6 +1566,72 @@ macro_rules! impl_store {
                         return Err(StoreError::NotFound);
                     }
                     Ok(())
+                }
+
+                async fn seal_account_secret(
+                    &self,
+                    access_key: &str,
+                    sealed: &[u8],
+                ) -> Result<bool> {
+                    let done = sqlx::query(q::SEAL_ACCOUNT)
+                        .bind(access_key)
+                        .bind(sealed)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn set_account_role(&self, access_key: &str, role: Role) -> Result<()> {
+                    let done = sqlx::query(q::SET_ACCOUNT_ROLE)
+                        .bind(access_key)
+                        .bind(role.as_str())
+                        .execute(&self.pool)
+                        .await?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(())
+                }
+
+                async fn user_role(&self, project_id: &str, user_id: &str) -> Result<Option<Role>> {
+                    let roles: Vec<String> = sqlx::query_scalar(q::USER_ROLES)
+                        .bind(project_id)
+                        .bind(user_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    let mut best = None;
+                    for r in roles {
+                        let role = Role::parse(&r).ok_or(q::CorruptRow::Role(r))?;
+                        best = Some(best.map_or(role, |b: Role| b.max(role)));
+                    }
+                    Ok(best)
+                }
+
+                // ---- seal keys -------------------------------------------------------
+
+                async fn get_seal_key(&self, name: &str) -> Result<Option<SealKey>> {
+                    Ok(sqlx::query_as::<_, q::SealKeyRow>(q::SELECT_SEAL_KEY)
+                        .bind(name)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .map(SealKey::from))
+                }
+
+                async fn put_seal_key_if_missing(&self, key: &SealKey) -> Result<SealKey> {
+                    sqlx::query(q::INSERT_SEAL_KEY)
+                        .bind(&key.name)
+                        .bind(&key.wrapping_key)
+                        .bind(key.wrapped.as_slice())
+                        .bind(key.created_ms)
+                        .execute(&self.pool)
+                        .await?;
+                    // The first key stored wins; read back whichever it is.
+                    sqlx::query_as::<_, q::SealKeyRow>(q::SELECT_SEAL_KEY)
+                        .bind(&key.name)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map(SealKey::from)
+                        .map_err(StoreError::from)
                 }
 
                 // ---- keys ----------------------------------------------------------

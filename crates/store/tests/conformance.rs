@@ -19,9 +19,9 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use keymesh_store::{
-    Account, AliasRecord, Conflict, GrantRecord, KeyFilter, KeyRecord, KeyState, Keyset, Material,
-    Page, QuotaKind, Quotas, Role, SecretQuotas, SecretRecord, SecretState, SecretVersion,
-    StageRecord, Store, StoreError, Tag, TagFilter,
+    Account, AccountSecret, AliasRecord, Conflict, GrantRecord, KeyFilter, KeyRecord, KeyState,
+    Keyset, Material, Page, QuotaKind, Quotas, Role, SealKey, SecretQuotas, SecretRecord,
+    SecretState, SecretVersion, StageRecord, Store, StoreError, Tag, TagFilter,
 };
 use sqlx::{AssertSqlSafe, Connection};
 
@@ -53,6 +53,45 @@ impl Ctx {
     /// back (to prove that a purge really deleted them).
     async fn rows_of_key(&self, table: &str, key_id: &str) -> i64 {
         self.rows_where(table, "key_id", key_id).await
+    }
+
+    /// Run `sql` (with `$1` bound to `arg`) behind the store's back.
+    async fn exec(&self, sql: &str, arg: &str) {
+        let sql = sql.to_owned();
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(arg)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(arg)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Every account row's `secret_key` column as stored, read behind the
+    /// store's back.
+    async fn clear_secret_column(&self) -> Vec<String> {
+        let sql = "SELECT secret_key FROM accounts ORDER BY access_key";
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+            }
+        }
     }
 
     /// Rows of `table` whose `column` is `value`, read behind the store's back.
@@ -218,6 +257,9 @@ macro_rules! conformance {
 
 conformance!(
     accounts,
+    legacy_clear_accounts_are_sealed_in_place,
+    account_roles_and_token_subjects,
+    seal_keys_first_writer_wins,
     keys_create_and_read,
     key_quota_counts_customer_keys_only,
     list_keys_pages_and_filters,
@@ -386,7 +428,8 @@ fn empty<T>() -> Page<T> {
 fn account(access_key: &str, project: &str, role: Role, created_ms: i64) -> Account {
     Account {
         access_key: access_key.to_owned(),
-        secret_key: format!("secret-of-{access_key}").into(),
+        // The store treats the envelope as opaque bytes.
+        secret: AccountSecret::Sealed(format!("sealed-{access_key}").into_bytes()),
         project_id: project.to_owned(),
         user_id: format!("user{access_key}"),
         role,
@@ -396,7 +439,7 @@ fn account(access_key: &str, project: &str, role: Role, created_ms: i64) -> Acco
 
 fn assert_same_account(got: &Account, want: &Account) {
     assert_eq!(got.access_key, want.access_key);
-    assert_eq!(*got.secret_key, *want.secret_key);
+    assert_eq!(got.secret, want.secret);
     assert_eq!(got.project_id, want.project_id);
     assert_eq!(got.user_id, want.user_id);
     assert_eq!(got.role, want.role);
@@ -429,6 +472,121 @@ async fn accounts(ctx: Ctx) {
     assert_err!(s.delete_account("AKFULL").await, StoreError::NotFound);
     assert!(s.get_account("AKFULL").await.unwrap().is_none());
     assert_eq!(s.list_accounts().await.unwrap().len(), 1);
+
+    // Only sealed secret keys are written: a clear one is refused, nothing
+    // is stored, and the clear column of stored rows is empty.
+    let mut clear = account("AKCLEAR", P, Role::Full, 40);
+    clear.secret = AccountSecret::Clear("the-sk".to_owned().into());
+    assert_err!(s.create_account(&clear).await, StoreError::ClearSecret);
+    assert!(s.get_account("AKCLEAR").await.unwrap().is_none());
+    assert_eq!(ctx.clear_secret_column().await, vec![String::new()]);
+}
+
+async fn legacy_clear_accounts_are_sealed_in_place(ctx: Ctx) {
+    let s = &*ctx.store;
+    // A row as written before migration 0003: clear SK, nothing sealed.
+    ctx.exec(
+        "INSERT INTO accounts (access_key, secret_key, project_id, user_id, role, created_ms) \
+         VALUES ('AKOLD', $1, 'p', 'u', 'full', 1)",
+        "old-clear-sk",
+    )
+    .await;
+    let old = s.get_account("AKOLD").await.unwrap().unwrap();
+    assert_eq!(old.secret.clear(), Some("old-clear-sk"));
+    assert_eq!(
+        s.list_accounts().await.unwrap()[0].secret.clear(),
+        Some("old-clear-sk")
+    );
+
+    assert!(s.seal_account_secret("AKOLD", b"envelope").await.unwrap());
+    let sealed = s.get_account("AKOLD").await.unwrap().unwrap();
+    assert_eq!(sealed.secret, AccountSecret::Sealed(b"envelope".to_vec()));
+    assert_eq!(sealed.role, Role::Full);
+    assert_eq!(ctx.clear_secret_column().await, vec![String::new()]);
+    // Compare-and-set: a sealed row is never re-sealed (two edges migrating
+    // at once keep the first envelope), and a missing row is no error.
+    assert!(!s.seal_account_secret("AKOLD", b"other").await.unwrap());
+    assert_eq!(
+        s.get_account("AKOLD").await.unwrap().unwrap().secret,
+        AccountSecret::Sealed(b"envelope".to_vec())
+    );
+    assert!(!s.seal_account_secret("AKNONE", b"x").await.unwrap());
+}
+
+async fn account_roles_and_token_subjects(ctx: Ctx) {
+    let s = &*ctx.store;
+    let mut a = account("AK1", P, Role::ReadOnly, 1);
+    a.user_id = "alice".into();
+    let mut b = account("AK2", P, Role::ReadOnly, 2);
+    b.user_id = "alice".into();
+    let mut other = account("AK3", Q, Role::Full, 3);
+    other.user_id = "alice".into();
+    for acc in [&a, &b, &other] {
+        s.create_account(acc).await.unwrap();
+    }
+    assert_eq!(s.user_role(P, "alice").await.unwrap(), Some(Role::ReadOnly));
+    // The user's best account counts; another project's never does.
+    s.set_account_role("AK2", Role::Full).await.unwrap();
+    assert_eq!(
+        s.get_account("AK2").await.unwrap().unwrap().role,
+        Role::Full
+    );
+    assert_eq!(s.user_role(P, "alice").await.unwrap(), Some(Role::Full));
+    s.set_account_role("AK2", Role::ReadOnly).await.unwrap();
+    assert_eq!(s.user_role(P, "alice").await.unwrap(), Some(Role::ReadOnly));
+    assert_eq!(s.user_role(P, "bob").await.unwrap(), None);
+    assert_eq!(s.user_role("nowhere", "alice").await.unwrap(), None);
+    s.delete_account("AK3").await.unwrap();
+    assert_eq!(s.user_role(Q, "alice").await.unwrap(), None);
+    assert_err!(
+        s.set_account_role("AKNONE", Role::Full).await,
+        StoreError::NotFound
+    );
+}
+
+async fn seal_keys_first_writer_wins(ctx: Ctx) {
+    let s = &*ctx.store;
+    assert!(s.get_seal_key("seal-a").await.unwrap().is_none());
+    let first = SealKey {
+        name: "seal-a".into(),
+        wrapping_key: "keymesh-domain-v1".into(),
+        wrapped: vec![1; 40],
+        created_ms: 5,
+    };
+    assert_eq!(s.put_seal_key_if_missing(&first).await.unwrap(), first);
+    let second = SealKey {
+        wrapped: vec![2; 40],
+        created_ms: 6,
+        ..first.clone()
+    };
+    assert_eq!(s.put_seal_key_if_missing(&second).await.unwrap(), first);
+    assert_eq!(s.get_seal_key("seal-a").await.unwrap(), Some(first.clone()));
+    assert_eq!(
+        ctx.reopen().await.get_seal_key("seal-a").await.unwrap(),
+        Some(first)
+    );
+
+    // Concurrent first users all get the one key stored.
+    let keys: Vec<SealKey> = (0..8u8)
+        .map(|i| SealKey {
+            name: "seal-b".into(),
+            wrapping_key: "keymesh-domain-v1".into(),
+            wrapped: vec![i; 40],
+            created_ms: i64::from(i),
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for k in keys {
+        let store = Arc::clone(&ctx.store);
+        tasks.push(tokio::spawn(async move {
+            store.put_seal_key_if_missing(&k).await.unwrap()
+        }));
+    }
+    let mut won = BTreeSet::new();
+    for t in tasks {
+        won.insert(t.await.unwrap().wrapped);
+    }
+    assert_eq!(won.len(), 1);
 }
 
 // ---- keys ---------------------------------------------------------------------------

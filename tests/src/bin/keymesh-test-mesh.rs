@@ -50,9 +50,11 @@ fn describe(mesh: &Mesh) -> Result<serde_json::Value> {
     let h = mesh.huawei();
     let a = TokenSpec::for_account(&h.full_a);
     let token = |spec: TokenSpec| mesh.huawei_token(&spec);
-    // A second user of project A (no AK/SK account, full role): the
-    // grantee / retiring principal of grant tests.
+    // A second user of project A (full role): the grantee / retiring
+    // principal of grant tests. Tokens are honoured only for users with an
+    // account in the token's project, so it gets one (its AK/SK is unused).
     let other_user = keymesh_tests::random_hex(16);
+    mesh.huawei_create_account(&h.full_a.project_id, &other_user, "full")?;
     let tokens = json!({
         "a_valid": token(a.clone())?,
         "a_readonly": token(TokenSpec::for_account(&h.readonly_a))?,

@@ -1,6 +1,10 @@
 //! Who is calling: an SDK-HMAC-SHA256 signature by an account's access key
-//! (§3), or an `X-Auth-Token` signed by the configured token key. Either way
-//! the caller is bound to one project, which must be the path's project.
+//! (§3), or an `X-Auth-Token` signed by one of the configured token keys.
+//! Either way the caller is bound to one project, which must be the path's
+//! project. A token is only a signed claim: it is honoured while its user
+//! has an account in that project, with the lesser of the token's and the
+//! account's role (looked up through the account cache, so deleting or
+//! downgrading the account revokes the token within the cache TTL).
 
 use std::time::SystemTime;
 
@@ -60,25 +64,68 @@ pub async fn authenticate(
         return signed(h, parts, body, route).await;
     }
     match headers.get("x-auth-token").map(|v| v.to_str()) {
-        Some(Ok(token)) => by_token(h, token, route),
+        Some(Ok(token)) => by_token(h, token, route).await,
         _ => Err(ApiError::Token(codes::KMS_0301)),
     }
 }
 
-fn by_token(h: &Huawei, token: &str, route: &Route) -> Result<Caller, ApiError> {
-    let Some(verifier) = &h.tokens else {
+async fn by_token(h: &Huawei, token: &str, route: &Route) -> Result<Caller, ApiError> {
+    use keymesh_huawei_auth::token::{Role as TokenRole, TokenError};
+    let Some(keys) = &h.tokens else {
         // No verification key configured: no token can be valid.
         return Err(ApiError::Token(codes::KMS_0302));
     };
-    let claims = verifier
-        .verify(token, SystemTime::now(), Some(&route.project_id))
+    // Signature and claims first: only a token our issuer signed for this
+    // project can cost a store read.
+    let claims = keys
+        .get()
+        .verify_with(
+            &h.token_policy,
+            token,
+            SystemTime::now(),
+            Some(&route.project_id),
+        )
         .map_err(|e| ApiError::Token(token_code(e.kms_code())))?;
+    let project = &route.project_id;
+    let account_role = match h.cache.subject(project, &claims.sub) {
+        Some(r) => r,
+        None => {
+            let r = h.store.user_role(project, &claims.sub).await?;
+            h.cache.put_subject(project, &claims.sub, r);
+            r
+        }
+    };
+    let Some(account_role) = account_role else {
+        return Err(ApiError::Token(token_code(TokenError::Revoked.kms_code())));
+    };
+    let token_role = match claims.role {
+        TokenRole::Full => Role::Full,
+        TokenRole::ReadOnly => Role::ReadOnly,
+    };
     Ok(Caller {
         project_id: route.project_id.clone(),
-        user_id: claims.sub.clone(),
-        role: Role::parse(claims.role.as_str()).unwrap_or(Role::ReadOnly),
+        user_id: claims.sub,
+        role: token_role.min(account_role),
         access_key: None,
     })
+}
+
+/// `token_public_key_file`'s parser for [`keymesh_common::reload::Reloadable`].
+pub fn parse_token_keys(bytes: &[u8]) -> anyhow::Result<keymesh_huawei_auth::token::TokenVerifier> {
+    Ok(keymesh_huawei_auth::token::TokenVerifier::from_pem_bytes(
+        bytes,
+    )?)
+}
+
+/// The request's deadline (set by the deadline layer before authentication).
+fn deadline_of(parts: &Parts, h: &Huawei) -> tokio::time::Instant {
+    parts
+        .extensions
+        .get::<crate::layers::Deadline>()
+        .map_or_else(
+            || tokio::time::Instant::now() + std::time::Duration::from_millis(h.config.deadline_ms),
+            |d| d.0,
+        )
 }
 
 fn token_code(code: &str) -> codes::Code {
@@ -117,13 +164,15 @@ async fn signed(h: &Huawei, parts: &Parts, body: &[u8], route: &Route) -> Result
     let account = match h.cache.account(&ak) {
         Some(a) => a,
         None => {
-            // A store round trip for a caller not yet authenticated: its
-            // source pays for it first (unknown keys are then remembered by
-            // the cache's negative side and fail without a query).
+            // A store round trip (and, for a sealed secret, a worker call)
+            // for a caller not yet authenticated: its source pays for it
+            // first (unknown keys are then remembered by the cache's negative
+            // side and fail without a query).
             if !h.app.abuse.sources.admit(peer(parts)) {
                 return Err(ApiError::Throttled);
             }
-            let a = h.store.get_account(&ak).await?.map(std::sync::Arc::new);
+            // Unsealed through a worker; the clear SK lives only in the cache.
+            let a = super::sealing::load_account(h, deadline_of(parts, h), &ak).await?;
             h.cache.put_account(&ak, a.clone());
             a
         }
@@ -131,8 +180,11 @@ async fn signed(h: &Huawei, parts: &Parts, body: &[u8], route: &Route) -> Result
     let Some(account) = account else {
         return Err(ApiError::Signature("unknown access key"));
     };
+    let Some(secret_key) = account.secret.clear() else {
+        return Err(ApiError::Internal);
+    };
     prepared
-        .check_signature(&account.secret_key)
+        .check_signature(secret_key)
         .map_err(|_| ApiError::Signature("signature rejected"))?;
     // The account's project must be the path's (and X-Project-Id's, when sent).
     let header_project = parts.headers.get("x-project-id").map(|v| v.as_bytes());

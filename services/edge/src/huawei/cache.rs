@@ -1,7 +1,7 @@
-//! Short-lived read-through caches in front of the store for the two reads
-//! on every request's path: the caller's account and the addressed key with
-//! its current material. A write through this edge invalidates its entry at
-//! once; other edges see it within the TTL (`huawei.cache_ttl_ms`).
+//! Short-lived read-through caches in front of the store for the reads on
+//! every request's path: the caller's account (or, for a token, its
+//! subject's role) and the addressed key with its current material. A write
+//! through this edge invalidates its entry at once; other edges see it within the TTL (`huawei.cache_ttl_ms`).
 //!
 //! Access keys the store does not know are remembered apart, in a bounded
 //! negative map: a flood of made-up keys fills and clears only that map,
@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keymesh_store::{Account, KeyRecord, Material};
+use keymesh_store::{Account, KeyRecord, Material, Role};
 
 /// A key and the material new ciphertexts use; the material is shared so a
 /// request borrows it from the cache instead of copying it.
@@ -79,6 +79,10 @@ pub struct Cache {
     /// Access keys the store did not know (the negative cache).
     unknown: Ttl<()>,
     keys: Ttl<KeyEntry>,
+    /// X-Auth-Token subjects: a user's best role in a project (`None`: no
+    /// account), so a deleted or downgraded account revokes its tokens
+    /// within the TTL.
+    subjects: Ttl<Option<Role>>,
 }
 
 fn key_of(project_id: &str, key_id: &str) -> String {
@@ -91,6 +95,8 @@ impl Cache {
             accounts: Ttl::new(ttl, MAX_ENTRIES),
             unknown: Ttl::new(ttl, MAX_UNKNOWN),
             keys: Ttl::new(ttl, MAX_ENTRIES),
+            // Filled only after a token's signature verified: bounded like accounts.
+            subjects: Ttl::new(ttl, MAX_ENTRIES),
         }
     }
 
@@ -116,6 +122,15 @@ impl Cache {
                 }
             }
         }
+    }
+
+    /// `Some(None)` caches "this user has no account in the project" too.
+    pub fn subject(&self, project_id: &str, user_id: &str) -> Option<Option<Role>> {
+        self.subjects.get(&key_of(project_id, user_id))
+    }
+
+    pub fn put_subject(&self, project_id: &str, user_id: &str, role: Option<Role>) {
+        self.subjects.put(key_of(project_id, user_id), role);
     }
 
     pub fn key(&self, project_id: &str, key_id: &str) -> Option<KeyEntry> {

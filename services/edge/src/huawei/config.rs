@@ -18,9 +18,19 @@ pub struct HuaweiConfig {
     /// PostgreSQL password can live in a secret (a mounted Kubernetes Secret)
     /// rather than in edge.toml. Relative to the config file.
     pub store_url_file: Option<PathBuf>,
-    /// PEM Ed25519 public key verifying `X-Auth-Token` (default: none, so
-    /// token requests are refused with KMS.0302).
+    /// PEM Ed25519 public key(s) verifying `X-Auth-Token` (default: none,
+    /// so token requests are refused with KMS.0302). Several `PUBLIC KEY`
+    /// blocks may be listed (a signing-key rotation); each token names its
+    /// key by `kid`. Reloaded on change (`reload_interval_ms`) or SIGHUP.
     pub token_public_key_file: Option<PathBuf>,
+    /// The only `iss` accepted in an X-Auth-Token (default "keymesh", what
+    /// `keymeshctl auth-token issue` writes).
+    #[serde(default = "d::token_issuer")]
+    pub token_issuer: String,
+    /// Longest X-Auth-Token lifetime (`exp - iat`) accepted, in seconds
+    /// (default 86400).
+    #[serde(default = "d::token_max_ttl")]
+    pub token_max_ttl_secs: u64,
     /// Total budget per request in ms (default 5000): store writes fsync.
     #[serde(default = "d::deadline_ms")]
     pub deadline_ms: u64,
@@ -163,6 +173,12 @@ impl HuaweiConfig {
         if self.cache_ttl_ms > 60_000 {
             errors.push("huawei.cache_ttl_ms: must be at most 60000".to_owned());
         }
+        if !(60..=30 * 86_400).contains(&self.token_max_ttl_secs) {
+            errors.push("huawei.token_max_ttl_secs: must be 60..=2592000".to_owned());
+        }
+        if self.token_issuer.is_empty() {
+            errors.push("huawei.token_issuer: must not be empty".to_owned());
+        }
         if self.purge_interval_ms < 100 {
             errors.push("huawei.purge_interval_ms: must be at least 100".to_owned());
         }
@@ -194,6 +210,23 @@ impl HuaweiConfig {
     }
 }
 
+/// A PostgreSQL URL whose server is not verified (no `sslmode=verify-full`
+/// or `verify-ca`): the link may be plaintext or TLS to anyone. Warned
+/// about at start, not refused, so a database on a private network or a
+/// Unix socket still works.
+pub fn postgres_unverified(url: &str) -> bool {
+    let is_postgres = url.starts_with("postgres:") || url.starts_with("postgresql:");
+    let verified = url.split_once('?').is_some_and(|(_, query)| {
+        query.split('&').any(|kv| {
+            matches!(
+                kv.split_once('='),
+                Some(("sslmode" | "ssl-mode", "verify-full" | "verify-ca"))
+            )
+        })
+    });
+    is_postgres && !verified
+}
+
 /// Why the store URL could not be determined.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreUrlError {
@@ -218,6 +251,12 @@ fn store_scheme_ok(url: &str) -> bool {
 }
 
 mod d {
+    pub fn token_issuer() -> String {
+        keymesh_huawei_auth::token::DEFAULT_ISSUER.to_owned()
+    }
+    pub fn token_max_ttl() -> u64 {
+        keymesh_huawei_auth::token::DEFAULT_MAX_TTL.as_secs()
+    }
     pub fn deadline_ms() -> u64 {
         5000
     }
@@ -258,6 +297,35 @@ mod tests {
         c.problems()
             .iter()
             .any(|p| p.contains("exactly one of store_url and store_url_file"))
+    }
+
+    #[test]
+    fn unverified_postgres_urls_are_spotted() {
+        assert!(postgres_unverified("postgres://k@db/k"));
+        assert!(postgres_unverified("postgresql://k@db/k?sslmode=require"));
+        assert!(!postgres_unverified(
+            "postgres://k@db/k?application_name=x&sslmode=verify-full&sslrootcert=/ca.pem"
+        ));
+        assert!(!postgres_unverified("postgres://k@db/k?sslmode=verify-ca"));
+        assert!(!postgres_unverified("sqlite:///x.db"));
+    }
+
+    #[test]
+    fn token_policy_defaults_and_bounds() {
+        let c = parse("store_url = \"sqlite:///x.db\"");
+        assert_eq!(c.token_issuer, "keymesh");
+        assert_eq!(c.token_max_ttl_secs, 86_400);
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        let c =
+            parse("store_url = \"sqlite:///x.db\"\ntoken_max_ttl_secs = 59\ntoken_issuer = \"\"");
+        let problems = c.problems();
+        assert!(problems.iter().any(|p| p.contains("token_max_ttl_secs")));
+        assert!(problems.iter().any(|p| p.contains("token_issuer")));
+        // A PostgreSQL URL with server verification is accepted as given.
+        let c = parse(
+            "store_url = \"postgres://k@db.example/k?sslmode=verify-full&sslrootcert=/etc/keymesh/ca.pem\"",
+        );
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
     }
 
     #[test]

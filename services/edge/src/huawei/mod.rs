@@ -20,12 +20,14 @@ pub mod kms;
 pub mod layers;
 pub mod purge;
 pub mod route;
+pub mod sealing;
 pub mod tagging;
 pub mod vault;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use keymesh_common::reload::Reloadable;
 use keymesh_store::{Quotas, SecretQuotas, Store};
 
 use crate::state::AppState;
@@ -67,10 +69,15 @@ pub struct Huawei {
     pub quotas: Quotas,
     pub secret_quotas: SecretQuotas,
     pub store: Arc<dyn Store>,
-    pub tokens: Option<keymesh_huawei_auth::token::TokenVerifier>,
+    /// X-Auth-Token public keys, reloaded when the file changes.
+    pub tokens: Option<Arc<Reloadable<keymesh_huawei_auth::token::TokenVerifier>>>,
+    /// Issuer and maximum TTL every token is checked against.
+    pub token_policy: keymesh_huawei_auth::token::Policy,
     pub signatures: keymesh_huawei_auth::sdk_hmac::Verifier,
     pub cache: cache::Cache,
     pub clock: Arc<dyn Clock>,
+    /// The account seal key, read or created on first need.
+    pub seal_key: sealing::SealKeyCell,
 }
 
 impl std::fmt::Debug for Huawei {
@@ -86,10 +93,23 @@ impl Huawei {
     pub async fn open(app: Arc<AppState>, config: HuaweiConfig) -> anyhow::Result<Arc<Self>> {
         // Read once: a rotated password in store_url_file takes a restart.
         let url = config.resolve_store_url()?;
+        if config::postgres_unverified(&url) {
+            // The URL itself is never logged: it may carry the password.
+            tracing::warn!(
+                "huawei store: PostgreSQL without sslmode=verify-full; the database link is not authenticated"
+            );
+        }
         let store = keymesh_store::open(&url)
             .await
             .map_err(|e| anyhow::anyhow!("huawei store: {e}"))?;
-        Self::with_store(app, config, store, Arc::new(SystemClock))
+        let h = Self::with_store(app, config, store, Arc::new(SystemClock))?;
+        if let Some(t) = &h.tokens {
+            // A rotation (a key added or removed) applies without a restart.
+            t.spawn_watch(Duration::from_millis(h.app.config.reload_interval_ms));
+        }
+        // Rows written before sealing existed: sealed once workers answer.
+        sealing::spawn_migration(Arc::clone(&h));
+        Ok(h)
     }
 
     /// State over an already open store and a given clock (tests).
@@ -101,8 +121,8 @@ impl Huawei {
     ) -> anyhow::Result<Arc<Self>> {
         let tokens = match &config.token_public_key_file {
             Some(p) => Some(
-                keymesh_huawei_auth::token::TokenVerifier::load(p)
-                    .map_err(|e| anyhow::anyhow!("huawei.token_public_key_file: {e}"))?,
+                Reloadable::load(p, auth::parse_token_keys)
+                    .map_err(|e| anyhow::anyhow!("huawei.token_public_key_file: {e:#}"))?,
             ),
             None => None,
         };
@@ -110,6 +130,10 @@ impl Huawei {
             max_skew: Duration::from_secs(config.max_skew_secs),
         };
         let cache = cache::Cache::new(Duration::from_millis(config.cache_ttl_ms));
+        let token_policy = keymesh_huawei_auth::token::Policy {
+            issuer: config.token_issuer.clone(),
+            max_ttl: Duration::from_secs(config.token_max_ttl_secs),
+        };
         Ok(Arc::new(Self {
             app,
             quotas: config.quotas.into(),
@@ -117,9 +141,11 @@ impl Huawei {
             config,
             store,
             tokens,
+            token_policy,
             signatures,
             cache,
             clock,
+            seal_key: sealing::SealKeyCell::default(),
         }))
     }
 
