@@ -156,7 +156,7 @@ mod tests {
     fn account(ak: &str) -> Arc<Account> {
         Arc::new(Account {
             access_key: ak.to_owned(),
-            secret_key: zeroize::Zeroizing::new("s".repeat(40)),
+            secret: keymesh_store::AccountSecret::Clear(zeroize::Zeroizing::new("s".repeat(40))),
             project_id: "p".into(),
             user_id: "u".into(),
             role: Role::Full,
