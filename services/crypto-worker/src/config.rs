@@ -41,6 +41,17 @@ pub struct Args {
     /// PKCS#11 sessions, one dedicated thread each (default 2).
     #[arg(long, env = "KEYMESH_WORKER_SESSIONS", default_value_t = 2)]
     pub sessions: usize,
+    /// PKCS#11 sessions (one thread each) of the slow lane, which runs the
+    /// operations that hold a session for long (RSA key-pair generation) so
+    /// they never take the `--sessions` the fast operations need (default 1;
+    /// 0 = no slow lane: everything shares one pool, the old behaviour).
+    #[arg(long, env = "KEYMESH_WORKER_SLOW_LANE_SESSIONS", default_value_t = 1)]
+    pub slow_lane_sessions: usize,
+    /// Slow-lane jobs queued before callers get HSM_BUSY (the edge answers
+    /// throttling) (default 4: with RSA-4096 at ~2 s each, a longer queue
+    /// would only hold requests past their deadline).
+    #[arg(long, env = "KEYMESH_WORKER_SLOW_LANE_QUEUE", default_value_t = 4)]
+    pub slow_lane_queue: usize,
     /// Key-status file, polled every 500 ms (default: none, all keys enabled).
     #[arg(long, env = "KEYMESH_KEY_STATUS_FILE")]
     pub key_status_file: Option<PathBuf>,
@@ -154,6 +165,8 @@ pub struct Config {
     pub token_label: String,
     pub pin: Secret,
     pub sessions: usize,
+    /// `--slow-lane-sessions` and `--slow-lane-queue`.
+    pub slow_lane: crate::pool::SlowLane,
     pub key_status_file: Option<PathBuf>,
     pub health_interval: Duration,
     /// `--session-key-copies`.
@@ -175,6 +188,18 @@ impl Args {
         let pin = self.hsm.pin().map_err(|e| errors.push(e.to_string())).ok();
         if self.sessions == 0 || self.sessions > 256 {
             errors.push(format!("--sessions must be 1..=256, got {}", self.sessions));
+        }
+        if self.slow_lane_sessions > 64 {
+            errors.push(format!(
+                "--slow-lane-sessions must be 0..=64, got {}",
+                self.slow_lane_sessions
+            ));
+        }
+        if self.slow_lane_queue == 0 || self.slow_lane_queue > 1024 {
+            errors.push(format!(
+                "--slow-lane-queue must be 1..=1024, got {}",
+                self.slow_lane_queue
+            ));
         }
         if self.health_interval_secs == 0 || self.health_interval_secs > MAX_HEALTH_INTERVAL_SECS {
             errors.push(format!(
@@ -226,6 +251,10 @@ impl Args {
                 token_label: self.hsm.token_label,
                 pin,
                 sessions: self.sessions,
+                slow_lane: crate::pool::SlowLane {
+                    sessions: self.slow_lane_sessions,
+                    queue: self.slow_lane_queue,
+                },
                 key_status_file: self.key_status_file,
                 health_interval: Duration::from_secs(self.health_interval_secs),
                 session_key_copies: self.session_key_copies,
@@ -264,6 +293,13 @@ mod tests {
             .unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:7100");
         assert_eq!(c.sessions, 2);
+        assert_eq!(
+            c.slow_lane,
+            crate::pool::SlowLane {
+                sessions: 1,
+                queue: 4
+            }
+        );
         assert_eq!(c.health_interval, Duration::from_secs(10));
         assert_eq!(c.token_label, "keymesh");
         assert!(c.worker_id.ends_with(&format!("-{}", std::process::id())));
@@ -367,6 +403,30 @@ mod tests {
                 .to_string();
             assert!(err.contains("--key-revalidate-secs"), "{err}");
         }
+    }
+
+    #[test]
+    fn slow_lane_flags() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["w", "--pin", "1234"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv).unwrap().into_config()
+        };
+        let off = parse(&["--slow-lane-sessions", "0"]).unwrap();
+        assert_eq!(off.slow_lane.sessions, 0);
+        let c = parse(&["--slow-lane-sessions", "2", "--slow-lane-queue", "16"]).unwrap();
+        assert_eq!(
+            c.slow_lane,
+            crate::pool::SlowLane {
+                sessions: 2,
+                queue: 16
+            }
+        );
+        let err = parse(&["--slow-lane-sessions", "65", "--slow-lane-queue", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--slow-lane-sessions"), "{err}");
+        assert!(err.contains("--slow-lane-queue"), "{err}");
     }
 
     #[test]

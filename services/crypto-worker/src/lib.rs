@@ -81,15 +81,17 @@ pub async fn serve_with_module(
     let label = config.token_label.clone();
     let pin = config.pin.clone();
     let sessions = config.sessions;
+    let slow_lane = config.slow_lane;
     let key_options = key_cache::KeyCacheOptions {
         session_copies: config.session_key_copies,
         revalidate: config.key_revalidate,
     };
     let (hsm, pool, threads) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
         let hsm = Arc::new(hsm::Hsm::open(ctx, &label, pin)?);
-        let (pool, threads) = Pool::start_with(
+        let (pool, threads) = Pool::start_lanes(
             Arc::clone(&hsm),
             sessions,
+            slow_lane,
             key_options,
             wrapped::UnwrappedKeyOptions::default(),
         )?;
@@ -100,6 +102,8 @@ pub async fn serve_with_module(
     tracing::info!(
         token = ?hsm.token(),
         sessions,
+        slow_lane_sessions = slow_lane.sessions,
+        slow_lane_queue = slow_lane.queue,
         session_key_copies = key_options.session_copies,
         key_revalidate_secs = key_options.revalidate.as_secs(),
         "HSM session pool ready"

@@ -338,32 +338,38 @@ impl KeyVault for VaultService {
             let spec = PairSpec::from_proto(req.spec)
                 .ok_or(Error::InvalidArgument("unsupported key pair spec"))?;
             let (aad, return_plaintext) = (req.aad, req.return_plaintext);
-            self.pool
-                .run(deadline, move |ctx| {
-                    let started = Instant::now();
-                    let made = (|| {
-                        // The key first: a bad CMK fails before seconds of
-                        // RSA generation.
-                        ctx.with_unwrapped([key.as_ref()], |_, _, _| Ok(()))?;
-                        let pair = ctx.with_session(|s, _| keypair::generate(s, spec))?;
-                        let sealed = ctx.with_unwrapped([key.as_ref()], |s, rng, [k]| {
-                            seal(s, rng, k, &pair.private_key_der, &aad, true)
-                        })?;
-                        let private_key_der = if return_plaintext {
-                            Bytes::copy_from_slice(&pair.private_key_der)
-                        } else {
-                            Bytes::new()
-                        };
-                        Ok(GenerateDataKeyPairResponse {
-                            public_key_der: pair.public_key_der.into(),
-                            private_key_der,
-                            private_key_sealed: Some(sealed_out(sealed)),
-                        })
-                    })();
-                    metrics::record_hsm("vault_generate_data_key_pair", started, &made);
-                    made
-                })
-                .await
+            let job = move |ctx: &mut crate::pool::SessionCtx| {
+                let started = Instant::now();
+                let made = (|| {
+                    // The key first: a bad CMK fails before seconds of
+                    // RSA generation.
+                    ctx.with_unwrapped([key.as_ref()], |_, _, _| Ok(()))?;
+                    let pair = ctx.with_session(|s, _| keypair::generate(s, spec))?;
+                    let sealed = ctx.with_unwrapped([key.as_ref()], |s, rng, [k]| {
+                        seal(s, rng, k, &pair.private_key_der, &aad, true)
+                    })?;
+                    let private_key_der = if return_plaintext {
+                        Bytes::copy_from_slice(&pair.private_key_der)
+                    } else {
+                        Bytes::new()
+                    };
+                    Ok(GenerateDataKeyPairResponse {
+                        public_key_der: pair.public_key_der.into(),
+                        private_key_der,
+                        private_key_sealed: Some(sealed_out(sealed)),
+                    })
+                })();
+                metrics::record_hsm("vault_generate_data_key_pair", started, &made);
+                made
+            };
+            // RSA generation holds its session for up to seconds: the slow
+            // lane, so XKS and encrypt-data keep theirs. EC pairs take about
+            // a millisecond, like an unwrap: the fast lane.
+            if spec.slow() {
+                self.pool.run_slow(deadline, job).await
+            } else {
+                self.pool.run(deadline, job).await
+            }
         }
         .await;
         reply(result)
