@@ -93,6 +93,14 @@ pub struct Args {
         default_value = crate::hsm::DEFAULT_DOMAIN_KEY_LABEL
     )]
     pub domain_key_label: String,
+    /// Expected key check value of the domain key (16 hex digits, as
+    /// `keymeshctl domain-key check` prints it) (default: none, not checked
+    /// here; the edge still compares with its store). When set, the worker
+    /// refuses to start unless the HSM's domain key has exactly this KCV: a
+    /// token restored from the wrong backup, or a key re-created under the
+    /// same label, would otherwise make every stored CMK unreadable.
+    #[arg(long, env = "KEYMESH_DOMAIN_KEY_KCV")]
+    pub domain_key_kcv: Option<String>,
     #[command(flatten)]
     pub grpc_tls: GrpcTlsArgs,
 }
@@ -179,6 +187,8 @@ pub struct Config {
     pub grpc_tls: Option<GrpcTlsFiles>,
     /// `--domain-key-label`.
     pub domain_key_label: String,
+    /// `--domain-key-kcv`, lower-case.
+    pub domain_key_kcv: Option<String>,
 }
 
 impl Args {
@@ -225,6 +235,15 @@ impl Args {
         if let Err(e) = crate::wrapped::check_label(&self.domain_key_label) {
             errors.push(format!("--domain-key-label: {e}"));
         }
+        let domain_key_kcv = self.domain_key_kcv.map(|k| k.to_ascii_lowercase());
+        if let Some(k) = &domain_key_kcv
+            && (k.len() != 2 * crate::wrapped::KCV_LEN || !k.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            errors.push(format!(
+                "--domain-key-kcv must be {} hex digits",
+                2 * crate::wrapped::KCV_LEN
+            ));
+        }
         if self.hsm.token_label.is_empty() || self.hsm.token_label.len() > 32 {
             errors.push("--token-label must be 1-32 characters".to_owned());
         }
@@ -262,6 +281,7 @@ impl Args {
                 drain_delay: Duration::from_millis(self.drain_delay_ms),
                 grpc_tls,
                 domain_key_label: self.domain_key_label,
+                domain_key_kcv,
             }),
             _ => anyhow::bail!("invalid configuration: {}", errors.join("; ")),
         }
@@ -318,6 +338,19 @@ mod tests {
                 .into_config()
         };
         assert_eq!(parse("dk-2").unwrap().domain_key_label, "dk-2");
+        let kcv = |v: &str| {
+            Args::try_parse_from(["w", "--pin", "1234", "--domain-key-kcv", v])
+                .unwrap()
+                .into_config()
+        };
+        assert_eq!(
+            kcv("0123456789ABCDEF").unwrap().domain_key_kcv.as_deref(),
+            Some("0123456789abcdef")
+        );
+        for bad in ["0123", "0123456789abcdeg"] {
+            let err = kcv(bad).unwrap_err().to_string();
+            assert!(err.contains("--domain-key-kcv"), "{err}");
+        }
         let err = parse("").unwrap_err().to_string();
         assert!(err.contains("--domain-key-label"), "{err}");
         assert!(parse(&"a".repeat(129)).is_err());

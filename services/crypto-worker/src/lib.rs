@@ -69,6 +69,33 @@ pub async fn serve(
     serve_with_module(config, ctx, listener, shutdown).await
 }
 
+/// Judge the start-up domain-key lookup (`found`: its KCV) against
+/// `--domain-key-kcv`: a different or missing key with a pinned KCV stops
+/// the worker, naming both values.
+fn check_domain_key(config: &Config, found: Result<String, Error>) -> anyhow::Result<()> {
+    let label = &config.domain_key_label;
+    match (found, config.domain_key_kcv.as_deref()) {
+        (Ok(kcv), Some(expected)) if kcv != expected => anyhow::bail!(
+            "domain key {label:?} on the HSM has KCV {kcv}, but --domain-key-kcv expects \
+             {expected}: this token holds another domain key than the one the stored keys \
+             are wrapped under (restore the token from its backup; see docs/SRE.md)"
+        ),
+        (Ok(kcv), expected) => {
+            tracing::info!(domain_key = %label, kcv, pinned = expected.is_some(), "domain key found");
+        }
+        (Err(e), Some(expected)) => anyhow::bail!(
+            "domain key {label:?} is not usable on the HSM ({e}), but --domain-key-kcv \
+             expects KCV {expected} (restore the token from its backup; see docs/SRE.md)"
+        ),
+        (Err(e), None) => tracing::warn!(
+            domain_key = %label,
+            error = %e,
+            "KeyVault requests fail until the domain key exists (keymeshctl domain-key init)"
+        ),
+    }
+    Ok(())
+}
+
 /// [`serve`] with an already initialised module, for processes (tests) that
 /// run several servers or prepare the token first: `C_Initialize` may only
 /// happen once per process.
@@ -110,21 +137,15 @@ pub async fn serve_with_module(
     );
 
     // KeyVault needs the domain key; XKS-only deployments do not, so a
-    // missing one is worth a warning, not a failed start.
+    // missing one is worth a warning, not a failed start, unless the
+    // operator pinned its check value.
     let domain_key = config.domain_key_label.clone();
     let found = pool
         .run_waiting(None, move |ctx| {
-            ctx.with_session(|s, _| hsm::find_domain_key(s, &domain_key))
+            ctx.with_session(|s, _| wrapped::domain_key_check(s, &domain_key))
         })
         .await;
-    match found {
-        Ok(_) => tracing::info!(domain_key = %config.domain_key_label, "domain key found"),
-        Err(e) => tracing::warn!(
-            domain_key = %config.domain_key_label,
-            error = %e,
-            "KeyVault requests fail until the domain key exists (keymeshctl domain-key init)"
-        ),
-    }
+    check_domain_key(&config, found)?;
 
     let key_status = key_status::KeyStatusWatch::new(config.key_status_file.clone())?;
     let watch = key_status.spawn(KEY_STATUS_POLL);

@@ -18,8 +18,9 @@ use keymesh_proto::crypto::v1::key_vault_server::KeyVault;
 use keymesh_proto::crypto::v1::{
     GenerateDataKeyPairRequest, GenerateDataKeyPairResponse, GenerateDataKeyRequest,
     GenerateDataKeyResponse, GenerateKeyRequest, GenerateKeyResponse, GenerateRandomRequest,
-    GenerateRandomResponse, ReEncryptRequest, ReEncryptResponse, Sealed, VaultDecryptRequest,
-    VaultDecryptResponse, VaultEncryptRequest, VaultEncryptResponse, WrappedKey,
+    GenerateRandomResponse, GetDomainKeyCheckRequest, GetDomainKeyCheckResponse, ReEncryptRequest,
+    ReEncryptResponse, Sealed, VaultDecryptRequest, VaultDecryptResponse, VaultEncryptRequest,
+    VaultEncryptResponse, WrappedKey,
 };
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
@@ -398,6 +399,34 @@ impl KeyVault for VaultService {
         }
         .await;
         reply(result.map(|random| GenerateRandomResponse { random }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn get_domain_key_check(
+        &self,
+        request: Request<GetDomainKeyCheckRequest>,
+    ) -> Result<Response<GetDomainKeyCheckResponse>, Status> {
+        let deadline = deadline_of(&request);
+        let mut label = request.into_inner().label;
+        if label.is_empty() {
+            label = self.domain_key.to_string();
+        }
+        let result = async {
+            wrapped::check_label(&label).map_err(Error::InvalidArgument)?;
+            let job_label = label.clone();
+            let kcv = self
+                .pool
+                .run(deadline, move |ctx| {
+                    let started = Instant::now();
+                    let kcv = ctx.with_session(|s, _| wrapped::domain_key_check(s, &job_label));
+                    metrics::record_hsm("vault_domain_key_check", started, &kcv);
+                    kcv
+                })
+                .await?;
+            Ok(GetDomainKeyCheckResponse { label, kcv })
+        }
+        .await;
+        reply(result)
     }
 }
 

@@ -132,6 +132,7 @@ pub fn config(worker_id: &str, key_status_file: PathBuf, drain_delay: Duration) 
         drain_delay,
         grpc_tls: None,
         domain_key_label: hsm::DEFAULT_DOMAIN_KEY_LABEL.into(),
+        domain_key_kcv: None,
     }
 }
 
