@@ -84,7 +84,7 @@ pub fn check_ids(project: Option<&str>, user: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -101,14 +101,16 @@ fn rfc3339(ms: i64) -> String {
 }
 
 /// The store calls are async; one CLI command needs one short-lived runtime.
-fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+pub(crate) fn block_on<T>(
+    fut: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(fut)
 }
 
-async fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn keymesh_store::Store>> {
+pub(crate) async fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn keymesh_store::Store>> {
     keymesh_store::open(url)
         .await
         .map_err(|e| anyhow::Error::new(e).context("cannot open the store"))
