@@ -101,9 +101,7 @@ fn rfc3339(ms: i64) -> String {
 }
 
 /// The store calls are async; one CLI command needs one short-lived runtime.
-pub(crate) fn block_on<T>(
-    fut: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
+fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

@@ -17,7 +17,7 @@ use keymesh_crypto_worker::hsm;
 use keymesh_crypto_worker::wrapped;
 use keymesh_store::Store;
 
-use crate::accounts::{block_on, now_ms, open};
+use crate::accounts::{now_ms, open};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DomainKeyCommand {
@@ -76,8 +76,10 @@ pub fn run(
     }
 }
 
-/// What the store knows about `label`.
+/// What the store knows about `label`, and the runtime its connections
+/// live on (a PostgreSQL pool cannot be used from another runtime).
 struct OnRecord {
+    rt: tokio::runtime::Runtime,
     store: std::sync::Arc<dyn Store>,
     kcv: Option<String>,
     wrapped: u64,
@@ -87,7 +89,10 @@ fn on_record(store_url: Option<&str>, label: &str) -> anyhow::Result<Option<OnRe
     let Some(url) = store_url else {
         return Ok(None);
     };
-    block_on(async {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (store, kcv, wrapped) = rt.block_on(async {
         let store = open(url).await?;
         let kcv = store
             .domain_key_check(label)
@@ -98,12 +103,14 @@ fn on_record(store_url: Option<&str>, label: &str) -> anyhow::Result<Option<OnRe
             .wrapped_under(label)
             .await
             .map_err(|e| anyhow::Error::new(e).context("cannot count wrapped keys"))?;
-        Ok(Some(OnRecord {
-            store,
-            kcv,
-            wrapped,
-        }))
-    })
+        anyhow::Ok((store, kcv, wrapped))
+    })?;
+    Ok(Some(OnRecord {
+        rt,
+        store,
+        kcv,
+        wrapped,
+    }))
 }
 
 /// The KCV of the usable domain key `label` on `session`.
@@ -152,7 +159,7 @@ fn init(
         if let Some(r) = &record
             && r.kcv.is_none()
         {
-            record_kcv(&r.store, label, &kcv, false)?;
+            record_kcv(r, label, &kcv, false)?;
             println!("recorded the KCV of domain key {label:?} in the store");
         }
         println!("domain key {label:?} already exists (KCV {kcv})");
@@ -177,20 +184,16 @@ fn init(
         .map_err(|e| anyhow::anyhow!("domain key generation failed: {e}"))?;
     let kcv = hsm_kcv(&session, label)?;
     if let Some(r) = &record {
-        record_kcv(&r.store, label, &kcv, material_lost)?;
+        record_kcv(r, label, &kcv, material_lost)?;
     }
     println!("created domain key {label} (AES_256, WRAP,UNWRAP), KCV {kcv}");
     Ok(())
 }
 
 /// Record `kcv` for `label` (overwriting an earlier record with `replace`).
-fn record_kcv(
-    store: &std::sync::Arc<dyn Store>,
-    label: &str,
-    kcv: &str,
-    replace: bool,
-) -> anyhow::Result<()> {
-    block_on(async {
+fn record_kcv(record: &OnRecord, label: &str, kcv: &str, replace: bool) -> anyhow::Result<()> {
+    let store = &record.store;
+    record.rt.block_on(async {
         if replace {
             store.replace_domain_key_check(label, kcv, now_ms()).await
         } else {
