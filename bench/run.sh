@@ -18,7 +18,7 @@
 #      csms suite uses it too; "fairness": HSM fairness, XKS Encrypt 32 B at concurrency 8 while 20
 #      concurrent Huawei create-rsa-datakey-pair RSA_4096 run, once with the worker's slow lane off
 #      (--slow-lane-sessions 0: one shared pool, the old behaviour) and once on (the default, 1),
-#      DURATION of XKS load each), BUILD (default 1; 0 runs the binaries already built), CARGO_TARGET_DIR
+#      DURATION of XKS load each, after a baseline of XKS alone), BUILD (default 1; 0 runs the binaries already built), CARGO_TARGET_DIR
 #      (where the release binaries are built and looked for; default target/).
 # bench/report.py turns the JSONL into the tables of bench/REPORT.md.
 set -euo pipefail
@@ -162,6 +162,9 @@ fairness_round() {
   sed "s/^{/{$tag/" "$DIR/keypair.json" >>"$OUT"
 }
 if [ "$SUITE" = fairness ]; then
+  # Baseline: XKS alone, same processes and box, no key-pair load.
+  "$LG" closed --concurrency 8 --duration "$DURATION" "${COMMON[@]}" encrypt --size 32 |
+    sed "s/^{/{\"scenario\":\"hsm-fairness-baseline\",\"slow_lane_sessions\":0,/" >>"$OUT"
   fairness_round 0
   # The same worker address, now with the slow lane (the default).
   ADDR=$(cat "$DIR/worker.addr")
