@@ -15,7 +15,10 @@
 #      (default "1 8 32 64"), RATES (open loop, default "1800"), KMS_CONCURRENCY (default "32"), KMS_ROUNDS (default 1: how many times the
 #      KMS comparison — XKS Encrypt 32 B, encrypt-data 32 B, create-datakey 512-bit, show-secret-
 #      version 64 B — is repeated, interleaved so that drift on a shared machine hits all alike; the
-#      csms suite uses it too), BUILD (default 1; 0 runs the binaries already built), CARGO_TARGET_DIR
+#      csms suite uses it too; "fairness": HSM fairness, XKS Encrypt 32 B at concurrency 8 while 20
+#      concurrent Huawei create-rsa-datakey-pair RSA_4096 run, once with the worker's slow lane off
+#      (--slow-lane-sessions 0: one shared pool, the old behaviour) and once on (the default, 1),
+#      DURATION of XKS load each, after a baseline of XKS alone), BUILD (default 1; 0 runs the binaries already built), CARGO_TARGET_DIR
 #      (where the release binaries are built and looked for; default target/).
 # bench/report.py turns the JSONL into the tables of bench/REPORT.md.
 set -euo pipefail
@@ -30,7 +33,7 @@ RATES=${RATES:-"1800"}
 SUITE=${SUITE:-all}
 KMS_CONCURRENCY=${KMS_CONCURRENCY:-"32"}
 KMS_ROUNDS=${KMS_ROUNDS:-1}
-case "$SUITE" in all | kms | csms) ;; *) echo "SUITE must be all, kms or csms" >&2; exit 2 ;; esac
+case "$SUITE" in all | kms | csms | fairness) ;; *) echo "SUITE must be all, kms, csms or fairness" >&2; exit 2 ;; esac
 
 if [ "${BUILD:-1}" = 1 ]; then
   cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" \
@@ -76,7 +79,11 @@ printf '[default]\nrate_per_second = 1000000\nburst = 1000000\n' >"$DIR/quotas.t
 
 wait_file() { for _ in $(seq 200); do [ -s "$1" ] && return 0; sleep 0.05; done; echo "timeout waiting for $1" >&2; exit 1; }
 
-"$BIN/crypto-worker" --listen 127.0.0.1:0 --addr-file "$DIR/worker.addr" --sessions "$SESSIONS" 2>"$DIR/worker.log" &
+# The fairness suite starts with the slow lane off and restarts the worker with it on.
+SLOW_LANE=1
+[ "$SUITE" = fairness ] && SLOW_LANE=0
+"$BIN/crypto-worker" --listen 127.0.0.1:0 --addr-file "$DIR/worker.addr" --sessions "$SESSIONS" \
+  --slow-lane-sessions "$SLOW_LANE" 2>"$DIR/worker.log" &
 PIDS+=($!); WORKER_PID=$!
 "$BIN/rate-limiter" --listen 127.0.0.1:0 --addr-file "$DIR/limiter.addr" --config "$DIR/quotas.toml" 2>"$DIR/limiter.log" &
 PIDS+=($!); LIMITER_PID=$!
@@ -140,6 +147,43 @@ compare_suite() {
     done
   done
 }
+# HSM fairness: XKS Encrypt while 20 RSA-4096 key-pair generations run, with
+# the worker's slow lane off ($1 = 0) or on ($1 = 1). The keypair load starts
+# first and outlasts the XKS run; both lines go to $OUT, tagged.
+fairness_round() {
+  local lane=$1 tag
+  tag="\"scenario\":\"hsm-fairness\",\"slow_lane_sessions\":$lane,\"worker_sessions\":$SESSIONS,"
+  "$LG" closed --concurrency 20 --duration "$((DURATION + 6))" --timeout-ms 30000 "${COMMON[@]}" \
+    kms-keypair --spec RSA_4096 "${KMS[@]}" >"$DIR/keypair.json" &
+  local kp=$!
+  # Let the 20 generations occupy the HSM before XKS load starts.
+  sleep 3
+  "$LG" closed --concurrency 8 --duration "$DURATION" "${COMMON[@]}" encrypt --size 32 | sed "s/^{/{$tag/" >>"$OUT"
+  wait "$kp"
+  sed "s/^{/{$tag/" "$DIR/keypair.json" >>"$OUT"
+}
+if [ "$SUITE" = fairness ]; then
+  # Baseline: XKS alone, same processes and box, no key-pair load.
+  "$LG" closed --concurrency 8 --duration "$DURATION" "${COMMON[@]}" encrypt --size 32 |
+    sed "s/^{/{\"scenario\":\"hsm-fairness-baseline\",\"slow_lane_sessions\":0,/" >>"$OUT"
+  fairness_round 0
+  # The same worker address, now with the slow lane (the default).
+  ADDR=$(cat "$DIR/worker.addr")
+  kill -TERM "$WORKER_PID"; wait "$WORKER_PID" 2>/dev/null || true
+  "$BIN/crypto-worker" --listen "$ADDR" --sessions "$SESSIONS" --slow-lane-sessions 1 2>>"$DIR/worker.log" &
+  PIDS+=($!); WORKER_PID=$!
+  COMMON=(--endpoint "http://$(cat "$DIR/edge.addr")" --console-config "$DIR/console.json"
+          --key-id bench-key --pids "$EDGE_PID,$WORKER_PID,$LIMITER_PID")
+  # Until the edge has re-admitted the worker.
+  for _ in $(seq 100); do
+    "$LG" closed --concurrency 1 --duration 0.5 "${COMMON[@]}" encrypt --size 32 2>/dev/null |
+      grep -q '"error_count":0' && break
+    sleep 0.2
+  done
+  fairness_round 1
+  echo "results appended to $OUT" >&2
+  exit 0
+fi
 if [ "$SUITE" = csms ]; then
   compare_suite csms
   echo "results appended to $OUT" >&2

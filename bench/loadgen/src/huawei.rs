@@ -77,6 +77,18 @@ pub enum OpArgs {
         #[command(flatten)]
         account: AccountArgs,
     },
+    /// Huawei KMS create-rsa-datakey-pair (an HSM key-pair generation: the
+    /// expensive operation of the HSM-fairness scenario).
+    KmsKeypair {
+        /// `key_spec`: RSA_2048, RSA_3072 or RSA_4096.
+        #[arg(long, default_value = "RSA_4096")]
+        spec: String,
+        /// Master key id (UUID; `kms-create-key` makes one).
+        #[arg(long)]
+        key_id: String,
+        #[command(flatten)]
+        account: AccountArgs,
+    },
     /// Huawei CSMS show-secret-version: the secret's value, decrypted.
     CsmsShow {
         /// Secret name (`csms-create-secret` makes one).
@@ -95,13 +107,16 @@ impl OpArgs {
         match self {
             OpArgs::KmsEncrypt { .. } => "kms-encrypt",
             OpArgs::KmsDatakey { .. } => "kms-datakey",
+            OpArgs::KmsKeypair { .. } => "kms-keypair",
             OpArgs::CsmsShow { .. } => "csms-show",
         }
     }
 
     pub fn dialect(&self) -> &'static str {
         match self {
-            OpArgs::KmsEncrypt { .. } | OpArgs::KmsDatakey { .. } => "huawei-kms",
+            OpArgs::KmsEncrypt { .. } | OpArgs::KmsDatakey { .. } | OpArgs::KmsKeypair { .. } => {
+                "huawei-kms"
+            }
             OpArgs::CsmsShow { .. } => "huawei-csms",
         }
     }
@@ -113,7 +128,7 @@ impl OpArgs {
         match self {
             OpArgs::KmsEncrypt { size, .. } => Some(*size),
             OpArgs::KmsDatakey { bits, .. } => Some((*bits / 8) as usize),
-            OpArgs::CsmsShow { .. } => None,
+            OpArgs::KmsKeypair { .. } | OpArgs::CsmsShow { .. } => None,
         }
     }
 }
@@ -379,6 +394,23 @@ impl Kms {
                     "create-datakey",
                     body,
                     "/cipher_text",
+                )?
+            }
+            OpArgs::KmsKeypair {
+                spec,
+                key_id,
+                account,
+            } => {
+                if !matches!(spec.as_str(), "RSA_2048" | "RSA_3072" | "RSA_4096") {
+                    anyhow::bail!("--spec must be RSA_2048, RSA_3072 or RSA_4096");
+                }
+                let body = body(&[("key_id", key_id), ("key_spec", spec)])?;
+                Self::kms_post(
+                    endpoint,
+                    Account::resolve(account)?,
+                    "create-rsa-datakey-pair",
+                    body,
+                    "/public_key",
                 )?
             }
             OpArgs::CsmsShow {

@@ -265,12 +265,21 @@ async fn http_run(mode: Mode) -> anyhow::Result<Value> {
 }
 
 fn raw_hsm_run(args: &raw_hsm::RawHsmArgs) -> anyhow::Result<Value> {
-    check_bounds(args.duration, args.threads)?;
+    check_bounds(args.duration, args.threads.max(args.keygen_threads))?;
+    if args.keygen_threads > MAX_CONCURRENCY {
+        anyhow::bail!("--keygen-threads must be at most {MAX_CONCURRENCY}");
+    }
     let sampler = CpuSampler::start(&[])?;
-    let (stats, elapsed) = raw_hsm::run(args)?;
+    let raw_hsm::RawRun {
+        stats,
+        elapsed,
+        keypairs,
+    } = raw_hsm::run(args)?;
     Ok(json!({
         "mode": "raw-hsm", "op": "encrypt", "size": args.size, "threads": args.threads,
         "key": if args.session_copy { "session-copy" } else { "token" },
+        "keygen_threads": args.keygen_threads, "keygen_bits": args.keygen_bits,
+        "keypairs": keypairs,
         "elapsed_s": round1(elapsed.as_secs_f64()),
         "ok": stats.ok, "error_count": stats.error_count(), "errors": errors_json(&stats),
         "throughput_rps": round1(stats.ok as f64 / elapsed.as_secs_f64()),

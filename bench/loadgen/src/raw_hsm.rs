@@ -52,6 +52,16 @@ pub struct RawHsmArgs {
     /// --session-key-copies, instead of the token object.
     #[arg(long)]
     pub session_copy: bool,
+    /// Extra threads (own session each, same process) generating RSA key
+    /// pairs of `--keygen-bits` back to back while the encrypt threads run:
+    /// shows whether a long C_GenerateKeyPair stalls the other sessions of
+    /// the process (SoftHSM2's internal locks). `--threads 0` with keygen
+    /// threads only generates, to load the HSM from a second process.
+    #[arg(long, default_value_t = 0)]
+    pub keygen_threads: usize,
+    /// Modulus bits of the background key pairs.
+    #[arg(long, default_value_t = 4096)]
+    pub keygen_bits: u32,
 }
 
 fn login(session: &Session, pin: &Secret) -> Result<(), Pkcs11Error> {
@@ -117,8 +127,45 @@ fn encrypt_loop(
     Ok(stats)
 }
 
-/// Run the loop on `threads` threads; returns merged stats and wall time.
-pub fn run(args: &RawHsmArgs) -> anyhow::Result<(Stats, Duration)> {
+/// One background thread: RSA key pairs (session objects, destroyed at once)
+/// until `end`; returns how many were made.
+fn keygen_loop(
+    ctx: &Pkcs11,
+    slot: Slot,
+    pin: &Secret,
+    bits: u32,
+    end: Instant,
+) -> anyhow::Result<u64> {
+    let session = ctx.open_rw_session(slot)?;
+    login(&session, pin)?;
+    let public = [
+        Attribute::Token(false),
+        Attribute::ModulusBits(u64::from(bits).into()),
+        Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+    ];
+    let private = [Attribute::Token(false), Attribute::Sensitive(true)];
+    let mut made = 0;
+    while Instant::now() < end {
+        let (pubk, privk) =
+            session.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)?;
+        session.destroy_object(pubk)?;
+        session.destroy_object(privk)?;
+        made += 1;
+    }
+    Ok(made)
+}
+
+/// What [`run`] measured.
+#[derive(Debug)]
+pub struct RawRun {
+    pub stats: Stats,
+    pub elapsed: Duration,
+    /// Key pairs the keygen threads finished.
+    pub keypairs: u64,
+}
+
+/// Run the loop on `threads` threads (and `keygen_threads` beside them).
+pub fn run(args: &RawHsmArgs) -> anyhow::Result<RawRun> {
     let ctx = Pkcs11::new(&args.module)?;
     ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))?;
     let slot = find_slot(&ctx, &args.token_label)?;
@@ -140,21 +187,36 @@ pub fn run(args: &RawHsmArgs) -> anyhow::Result<(Stats, Duration)> {
     let plaintext: Vec<u8> = (0..args.size).map(|i| (i % 251) as u8).collect();
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(args.duration);
-    let results: Vec<anyhow::Result<Stats>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..args.threads)
-            .map(|_| {
-                let (ctx, pin, plaintext) = (&ctx, &args.pin, &plaintext);
-                scope.spawn(move || encrypt_loop(ctx, slot, pin, key, plaintext, end))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("encrypt thread panicked")))
-            })
-            .collect()
-    });
+    let (results, keygens): (Vec<anyhow::Result<Stats>>, Vec<anyhow::Result<u64>>) =
+        std::thread::scope(|scope| {
+            let keygen: Vec<_> = (0..args.keygen_threads)
+                .map(|_| {
+                    let (ctx, pin, bits) = (&ctx, &args.pin, args.keygen_bits);
+                    scope.spawn(move || keygen_loop(ctx, slot, pin, bits, end))
+                })
+                .collect();
+            let handles: Vec<_> = (0..args.threads)
+                .map(|_| {
+                    let (ctx, pin, plaintext) = (&ctx, &args.pin, &plaintext);
+                    scope.spawn(move || encrypt_loop(ctx, slot, pin, key, plaintext, end))
+                })
+                .collect();
+            let encrypts = handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("encrypt thread panicked")))
+                })
+                .collect();
+            let keygens = keygen
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("keygen thread panicked")))
+                })
+                .collect();
+            (encrypts, keygens)
+        });
     let elapsed = start.elapsed();
     if args.session_copy {
         // Closing `lookup` would destroy it too; be explicit anyway.
@@ -165,5 +227,13 @@ pub fn run(args: &RawHsmArgs) -> anyhow::Result<(Stats, Duration)> {
     for r in results {
         total.merge(&r?)?;
     }
-    Ok((total, elapsed))
+    let mut keypairs = 0;
+    for k in keygens {
+        keypairs += k?;
+    }
+    Ok(RawRun {
+        stats: total,
+        elapsed,
+        keypairs,
+    })
 }

@@ -137,7 +137,7 @@ fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> any
         .block_on(fut)
 }
 
-async fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn keymesh_store::Store>> {
+pub(crate) async fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn keymesh_store::Store>> {
     keymesh_store::open(url)
         .await
         .map_err(|e| anyhow::Error::new(e).context("cannot open the store"))

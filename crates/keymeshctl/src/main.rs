@@ -224,7 +224,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credential(CredentialCommand::List { uri_path }) => {
             credentials::list(&keystores()?, uri_path.as_deref())
         }
-        Command::DomainKey(cmd) => domain_key::run(&cli.hsm, cmd),
+        Command::DomainKey(cmd) => domain_key::run(&cli.hsm, cli.store_url.as_deref(), cmd),
         Command::Account(cmd) => accounts::run(&cli.hsm, cli.store_url.as_deref(), cmd),
         Command::AuthToken(cmd) => auth_token::run(cmd),
     }

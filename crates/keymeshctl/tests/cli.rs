@@ -275,3 +275,111 @@ fn keys_are_assigned_to_key_stores() {
         & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+impl Env {
+    /// `run` with `KEYMESH_STORE_URL` set.
+    fn run_store(&self, store: &str, args: &[&str]) -> Output {
+        common::keymeshctl(args)
+            .env("SOFTHSM2_CONF", &self.conf)
+            .env("KEYMESH_PKCS11_MODULE", MODULE)
+            .env("KEYMESH_PIN_FILE", &self.pin_file)
+            .env("KEYMESH_STORE_URL", store)
+            .output()
+            .unwrap()
+    }
+
+    fn store_ok(&self, store: &str, args: &[&str]) -> String {
+        common::stdout_ok(args, self.run_store(store, args))
+    }
+
+    fn store_fails(&self, store: &str, args: &[&str], needle: &str) {
+        let out = self.run_store(store, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?} should fail");
+        common::assert_stderr_has(args, &out, needle);
+    }
+
+    /// The token is lost: its directory is gone, a fresh token is made.
+    fn lose_token(&self) {
+        let tokens = self.conf.parent().unwrap().join("tokens");
+        std::fs::remove_dir_all(&tokens).unwrap();
+        std::fs::create_dir(&tokens).unwrap();
+        self.ok(&["token", "init"]);
+    }
+}
+
+/// The KCV in `created domain key ... KCV <hex>` / `... (KCV <hex>)`.
+fn kcv_of(out: &str) -> String {
+    let at = out.rfind("KCV ").unwrap() + 4;
+    out[at..at + 16].to_owned()
+}
+
+#[test]
+fn domain_key_init_never_replaces_stored_material() {
+    if !Path::new(MODULE).exists() {
+        eprintln!("SKIPPED: {MODULE} not installed");
+        return;
+    }
+    let env = Env::new();
+    let dir = env.conf.parent().unwrap().to_path_buf();
+    let store = format!("sqlite://{}", dir.join("store.db").display());
+    let other = format!("sqlite://{}", dir.join("other.db").display());
+    env.ok(&["token", "init"]);
+    let kcv1 = kcv_of(&env.store_ok(&store, &["domain-key", "init"]));
+    assert_eq!(env.store_ok(&store, &["domain-key", "check"]).trim(), kcv1);
+    let again = env.store_ok(&store, &["domain-key", "init", "--if-missing"]);
+    assert!(again.contains("already exists"), "{again}");
+    assert_eq!(kcv_of(&again), kcv1);
+
+    // The token is lost: init --if-missing must not paper over it.
+    env.lose_token();
+    for args in [
+        &["domain-key", "init", "--if-missing"][..],
+        &["domain-key", "init"][..],
+    ] {
+        env.store_fails(&store, args, &format!("recorded KCV {kcv1}"));
+        env.store_fails(&store, args, "--i-understand-existing-material-is-lost");
+    }
+    env.store_fails(&store, &["domain-key", "check"], "no domain key");
+    // Told explicitly: a new key, and the record follows it.
+    let out = env.store_ok(
+        &store,
+        &[
+            "domain-key",
+            "init",
+            "--i-understand-existing-material-is-lost",
+        ],
+    );
+    let kcv2 = kcv_of(&out);
+    assert_ne!(kcv2, kcv1);
+    assert_eq!(env.store_ok(&store, &["domain-key", "check"]).trim(), kcv2);
+
+    // A store bound to another key: the HSM's key is refused, naming both.
+    env.store_ok(&other, &["domain-key", "init", "--if-missing"]);
+    env.lose_token();
+    // Without a store nothing can be checked: created, with a warning.
+    let out = env.run(&["domain-key", "init"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: no --store-url"));
+    let kcv3 = kcv_of(&String::from_utf8_lossy(&out.stdout));
+    for args in [
+        &["domain-key", "init", "--if-missing"][..],
+        &["domain-key", "check"][..],
+    ] {
+        env.store_fails(
+            &store,
+            args,
+            &format!("has KCV {kcv3}, but the store recorded KCV {kcv2}"),
+        );
+    }
+    // Even the explicit flag does not accept a key that differs from the record.
+    env.store_fails(
+        &store,
+        &[
+            "domain-key",
+            "init",
+            "--if-missing",
+            "--i-understand-existing-material-is-lost",
+        ],
+        "but the store recorded KCV",
+    );
+}

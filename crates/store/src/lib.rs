@@ -13,6 +13,7 @@
 //! * quotas and unique names are enforced inside the writing transaction;
 //! * the clock is an argument (`now: Millis`), never read inside.
 
+mod domain_keys;
 pub mod model;
 mod postgres;
 pub mod sealed;
@@ -20,6 +21,7 @@ mod sql;
 mod sqlite;
 
 use async_trait::async_trait;
+pub use domain_keys::{DomainKeyCheck, DomainKeys};
 pub use model::*;
 
 pub use postgres::PostgresStore;
@@ -69,7 +71,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// The durable store. Implementations are cheap to share (`Arc<dyn Store>`).
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store: DomainKeys + Send + Sync + std::fmt::Debug {
     // ---- accounts -------------------------------------------------------
     /// `Conflict(AccessKey)` when the access key exists; `ClearSecret` when
     /// the account's SK is not sealed (nothing is written).

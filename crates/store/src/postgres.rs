@@ -95,3 +95,4 @@ impl PostgresStore {
 }
 
 crate::sql::impl_store!(PostgresStore, Postgres);
+crate::domain_keys::impl_domain_keys!(PostgresStore);

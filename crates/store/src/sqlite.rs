@@ -117,6 +117,7 @@ fn connect_options(url: &str) -> Result<SqliteConnectOptions> {
 }
 
 crate::sql::impl_store!(SqliteStore, Sqlite);
+crate::domain_keys::impl_domain_keys!(SqliteStore);
 
 #[cfg(test)]
 mod tests {

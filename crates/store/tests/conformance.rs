@@ -296,6 +296,8 @@ conformance!(
     purge_secrets_follows_the_clock,
     secret_tags,
     find_secrets_by_tags,
+    domain_key_checks,
+    concurrent_first_domain_key_records_agree,
 );
 
 /// `expr` must be `Err(pattern)`.
@@ -3380,4 +3382,63 @@ async fn find_secrets_by_tags(ctx: Ctx) {
             .unwrap(),
         empty()
     );
+}
+
+// ---- domain-key binding -----------------------------------------------------------
+
+/// The first KCV recorded for a label holds until explicitly replaced;
+/// wrapped material is counted per wrapping key.
+async fn domain_key_checks(ctx: Ctx) {
+    let s = &*ctx.store;
+    let dk = "keymesh-domain-1";
+    assert_eq!(s.domain_key_check(dk).await.unwrap(), None);
+    assert_eq!(s.wrapped_under(dk).await.unwrap(), 0);
+    let first = s
+        .record_domain_key_check(dk, "00112233aabbccdd", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.label.as_str(), first.kcv.as_str(), first.recorded_ms),
+        (dk, "00112233aabbccdd", 10)
+    );
+    // A second record keeps the first: the caller sees the mismatch.
+    let kept = s
+        .record_domain_key_check(dk, "ffffffffffffffff", 20)
+        .await
+        .unwrap();
+    assert_eq!(kept, first);
+    assert_eq!(s.domain_key_check(dk).await.unwrap(), Some(first));
+    assert_eq!(s.domain_key_check("other").await.unwrap(), None);
+    s.replace_domain_key_check(dk, "ffffffffffffffff", 30)
+        .await
+        .unwrap();
+    let replaced = s.domain_key_check(dk).await.unwrap().unwrap();
+    assert_eq!(
+        (replaced.kcv.as_str(), replaced.recorded_ms),
+        ("ffffffffffffffff", 30)
+    );
+    // Replacing a label never recorded records it.
+    s.replace_domain_key_check("dk-2", "0123456789abcdef", 40)
+        .await
+        .unwrap();
+    assert!(s.domain_key_check("dk-2").await.unwrap().is_some());
+
+    add_key(s, &key(P, "k1", "a1", 1)).await;
+    add_key(s, &key(Q, "k2", "a2", 2)).await;
+    assert_eq!(s.wrapped_under(dk).await.unwrap(), 2);
+    assert_eq!(s.wrapped_under("dk-2").await.unwrap(), 0);
+    // The record survives a reopen.
+    let again = keymesh_store::open(&ctx.url).await.unwrap();
+    assert_eq!(again.domain_key_check(dk).await.unwrap(), Some(replaced));
+}
+
+/// Two first starts racing: both end up with the same record.
+async fn concurrent_first_domain_key_records_agree(ctx: Ctx) {
+    let (a, b) = (Arc::clone(&ctx.store), Arc::clone(&ctx.store));
+    let (ra, rb) = tokio::join!(
+        tokio::spawn(async move { a.record_domain_key_check("dk", "aaaaaaaaaaaaaaaa", 1).await }),
+        tokio::spawn(async move { b.record_domain_key_check("dk", "bbbbbbbbbbbbbbbb", 1).await }),
+    );
+    let (ra, rb) = (ra.unwrap().unwrap(), rb.unwrap().unwrap());
+    assert_eq!(ra, rb);
 }

@@ -41,6 +41,17 @@ pub struct Args {
     /// PKCS#11 sessions, one dedicated thread each (default 2).
     #[arg(long, env = "KEYMESH_WORKER_SESSIONS", default_value_t = 2)]
     pub sessions: usize,
+    /// PKCS#11 sessions (one thread each) of the slow lane, which runs the
+    /// operations that hold a session for long (RSA key-pair generation) so
+    /// they never take the `--sessions` the fast operations need (default 1;
+    /// 0 = no slow lane: everything shares one pool, the old behaviour).
+    #[arg(long, env = "KEYMESH_WORKER_SLOW_LANE_SESSIONS", default_value_t = 1)]
+    pub slow_lane_sessions: usize,
+    /// Slow-lane jobs queued before callers get HSM_BUSY (the edge answers
+    /// throttling) (default 4: with RSA-4096 at ~2 s each, a longer queue
+    /// would only hold requests past their deadline).
+    #[arg(long, env = "KEYMESH_WORKER_SLOW_LANE_QUEUE", default_value_t = 4)]
+    pub slow_lane_queue: usize,
     /// Key-status file, polled every 500 ms (default: none, all keys enabled).
     #[arg(long, env = "KEYMESH_KEY_STATUS_FILE")]
     pub key_status_file: Option<PathBuf>,
@@ -82,6 +93,14 @@ pub struct Args {
         default_value = crate::hsm::DEFAULT_DOMAIN_KEY_LABEL
     )]
     pub domain_key_label: String,
+    /// Expected key check value of the domain key (16 hex digits, as
+    /// `keymeshctl domain-key check` prints it) (default: none, not checked
+    /// here; the edge still compares with its store). When set, the worker
+    /// refuses to start unless the HSM's domain key has exactly this KCV: a
+    /// token restored from the wrong backup, or a key re-created under the
+    /// same label, would otherwise make every stored CMK unreadable.
+    #[arg(long, env = "KEYMESH_DOMAIN_KEY_KCV")]
+    pub domain_key_kcv: Option<String>,
     #[command(flatten)]
     pub grpc_tls: GrpcTlsArgs,
 }
@@ -154,6 +173,8 @@ pub struct Config {
     pub token_label: String,
     pub pin: Secret,
     pub sessions: usize,
+    /// `--slow-lane-sessions` and `--slow-lane-queue`.
+    pub slow_lane: crate::pool::SlowLane,
     pub key_status_file: Option<PathBuf>,
     pub health_interval: Duration,
     /// `--session-key-copies`.
@@ -166,6 +187,8 @@ pub struct Config {
     pub grpc_tls: Option<GrpcTlsFiles>,
     /// `--domain-key-label`.
     pub domain_key_label: String,
+    /// `--domain-key-kcv`, lower-case.
+    pub domain_key_kcv: Option<String>,
 }
 
 impl Args {
@@ -175,6 +198,18 @@ impl Args {
         let pin = self.hsm.pin().map_err(|e| errors.push(e.to_string())).ok();
         if self.sessions == 0 || self.sessions > 256 {
             errors.push(format!("--sessions must be 1..=256, got {}", self.sessions));
+        }
+        if self.slow_lane_sessions > 64 {
+            errors.push(format!(
+                "--slow-lane-sessions must be 0..=64, got {}",
+                self.slow_lane_sessions
+            ));
+        }
+        if self.slow_lane_queue == 0 || self.slow_lane_queue > 1024 {
+            errors.push(format!(
+                "--slow-lane-queue must be 1..=1024, got {}",
+                self.slow_lane_queue
+            ));
         }
         if self.health_interval_secs == 0 || self.health_interval_secs > MAX_HEALTH_INTERVAL_SECS {
             errors.push(format!(
@@ -199,6 +234,15 @@ impl Args {
         }
         if let Err(e) = crate::wrapped::check_domain_key_label(&self.domain_key_label) {
             errors.push(format!("--domain-key-label: {e}"));
+        }
+        let domain_key_kcv = self.domain_key_kcv.map(|k| k.to_ascii_lowercase());
+        if let Some(k) = &domain_key_kcv
+            && (k.len() != 2 * crate::wrapped::KCV_LEN || !k.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            errors.push(format!(
+                "--domain-key-kcv must be {} hex digits",
+                2 * crate::wrapped::KCV_LEN
+            ));
         }
         if self.hsm.token_label.is_empty() || self.hsm.token_label.len() > 32 {
             errors.push("--token-label must be 1-32 characters".to_owned());
@@ -226,6 +270,10 @@ impl Args {
                 token_label: self.hsm.token_label,
                 pin,
                 sessions: self.sessions,
+                slow_lane: crate::pool::SlowLane {
+                    sessions: self.slow_lane_sessions,
+                    queue: self.slow_lane_queue,
+                },
                 key_status_file: self.key_status_file,
                 health_interval: Duration::from_secs(self.health_interval_secs),
                 session_key_copies: self.session_key_copies,
@@ -233,6 +281,7 @@ impl Args {
                 drain_delay: Duration::from_millis(self.drain_delay_ms),
                 grpc_tls,
                 domain_key_label: self.domain_key_label,
+                domain_key_kcv,
             }),
             _ => anyhow::bail!("invalid configuration: {}", errors.join("; ")),
         }
@@ -264,6 +313,13 @@ mod tests {
             .unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:7100");
         assert_eq!(c.sessions, 2);
+        assert_eq!(
+            c.slow_lane,
+            crate::pool::SlowLane {
+                sessions: 1,
+                queue: 4
+            }
+        );
         assert_eq!(c.health_interval, Duration::from_secs(10));
         assert_eq!(c.token_label, "keymesh");
         assert!(c.worker_id.ends_with(&format!("-{}", std::process::id())));
@@ -288,6 +344,19 @@ mod tests {
         // Outside the wrapping-key class the KeyVault accepts.
         let err = parse("dk-2").unwrap_err().to_string();
         assert!(err.contains("keymesh-domain-"), "{err}");
+        let kcv = |v: &str| {
+            Args::try_parse_from(["w", "--pin", "1234", "--domain-key-kcv", v])
+                .unwrap()
+                .into_config()
+        };
+        assert_eq!(
+            kcv("0123456789ABCDEF").unwrap().domain_key_kcv.as_deref(),
+            Some("0123456789abcdef")
+        );
+        for bad in ["0123", "0123456789abcdeg"] {
+            let err = kcv(bad).unwrap_err().to_string();
+            assert!(err.contains("--domain-key-kcv"), "{err}");
+        }
         let err = parse("").unwrap_err().to_string();
         assert!(err.contains("--domain-key-label"), "{err}");
         assert!(parse(&"a".repeat(129)).is_err());
@@ -373,6 +442,30 @@ mod tests {
                 .to_string();
             assert!(err.contains("--key-revalidate-secs"), "{err}");
         }
+    }
+
+    #[test]
+    fn slow_lane_flags() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["w", "--pin", "1234"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv).unwrap().into_config()
+        };
+        let off = parse(&["--slow-lane-sessions", "0"]).unwrap();
+        assert_eq!(off.slow_lane.sessions, 0);
+        let c = parse(&["--slow-lane-sessions", "2", "--slow-lane-queue", "16"]).unwrap();
+        assert_eq!(
+            c.slow_lane,
+            crate::pool::SlowLane {
+                sessions: 2,
+                queue: 16
+            }
+        );
+        let err = parse(&["--slow-lane-sessions", "65", "--slow-lane-queue", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--slow-lane-sessions"), "{err}");
+        assert!(err.contains("--slow-lane-queue"), "{err}");
     }
 
     #[test]

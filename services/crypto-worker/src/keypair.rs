@@ -12,7 +12,7 @@
 //! (it is handed to the caller anyway), its components are read, both objects
 //! are destroyed at once, and the components are DER-encoded here. The cost:
 //! RSA-4096 generation holds one session thread for seconds (SoftHSM2 ≈ 2 s),
-//! which the bounded queue and deadlines already account for.
+//! so RSA pairs run on the pool's slow lane ([`PairSpec::slow`]).
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
@@ -84,6 +84,14 @@ impl PairSpec {
             KeyPairSpec::EcP521 => PairSpec::Ec(Curve::P521),
             KeyPairSpec::EcSecp256k1 => PairSpec::Ec(Curve::Secp256k1),
         })
+    }
+
+    /// Whether generating it holds a session long enough to belong on the
+    /// slow lane ([`crate::pool::Pool::run_slow`]): every RSA size (SoftHSM2:
+    /// ~0.1-0.5 s for 2048 bits, ~2 s for 4096, against a 200 ms XKS
+    /// budget); no EC curve (about a millisecond).
+    pub fn slow(self) -> bool {
+        matches!(self, PairSpec::Rsa { .. })
     }
 }
 
@@ -323,6 +331,8 @@ mod tests {
         );
         assert_eq!(PairSpec::from_proto(KeyPairSpec::Unspecified as i32), None);
         assert_eq!(PairSpec::from_proto(99), None);
+        assert!(PairSpec::Rsa { bits: 2048 }.slow());
+        assert!(!PairSpec::Ec(Curve::P521).slow());
     }
 
     #[test]

@@ -69,6 +69,33 @@ pub async fn serve(
     serve_with_module(config, ctx, listener, shutdown).await
 }
 
+/// Judge the start-up domain-key lookup (`found`: its KCV) against
+/// `--domain-key-kcv`: a different or missing key with a pinned KCV stops
+/// the worker, naming both values.
+fn check_domain_key(config: &Config, found: Result<String, Error>) -> anyhow::Result<()> {
+    let label = &config.domain_key_label;
+    match (found, config.domain_key_kcv.as_deref()) {
+        (Ok(kcv), Some(expected)) if kcv != expected => anyhow::bail!(
+            "domain key {label:?} on the HSM has KCV {kcv}, but --domain-key-kcv expects \
+             {expected}: this token holds another domain key than the one the stored keys \
+             are wrapped under (restore the token from its backup; see docs/SRE.md)"
+        ),
+        (Ok(kcv), expected) => {
+            tracing::info!(domain_key = %label, kcv, pinned = expected.is_some(), "domain key found");
+        }
+        (Err(e), Some(expected)) => anyhow::bail!(
+            "domain key {label:?} is not usable on the HSM ({e}), but --domain-key-kcv \
+             expects KCV {expected} (restore the token from its backup; see docs/SRE.md)"
+        ),
+        (Err(e), None) => tracing::warn!(
+            domain_key = %label,
+            error = %e,
+            "KeyVault requests fail until the domain key exists (keymeshctl domain-key init)"
+        ),
+    }
+    Ok(())
+}
+
 /// [`serve`] with an already initialised module, for processes (tests) that
 /// run several servers or prepare the token first: `C_Initialize` may only
 /// happen once per process.
@@ -81,15 +108,17 @@ pub async fn serve_with_module(
     let label = config.token_label.clone();
     let pin = config.pin.clone();
     let sessions = config.sessions;
+    let slow_lane = config.slow_lane;
     let key_options = key_cache::KeyCacheOptions {
         session_copies: config.session_key_copies,
         revalidate: config.key_revalidate,
     };
     let (hsm, pool, threads) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
         let hsm = Arc::new(hsm::Hsm::open(ctx, &label, pin)?);
-        let (pool, threads) = Pool::start_with(
+        let (pool, threads) = Pool::start_lanes(
             Arc::clone(&hsm),
             sessions,
+            slow_lane,
             key_options,
             wrapped::UnwrappedKeyOptions::default(),
         )?;
@@ -100,27 +129,23 @@ pub async fn serve_with_module(
     tracing::info!(
         token = ?hsm.token(),
         sessions,
+        slow_lane_sessions = slow_lane.sessions,
+        slow_lane_queue = slow_lane.queue,
         session_key_copies = key_options.session_copies,
         key_revalidate_secs = key_options.revalidate.as_secs(),
         "HSM session pool ready"
     );
 
     // KeyVault needs the domain key; XKS-only deployments do not, so a
-    // missing one is worth a warning, not a failed start.
+    // missing one is worth a warning, not a failed start, unless the
+    // operator pinned its check value.
     let domain_key = config.domain_key_label.clone();
     let found = pool
         .run_waiting(None, move |ctx| {
-            ctx.with_session(|s, _| hsm::find_domain_key(s, &domain_key))
+            ctx.with_session(|s, _| wrapped::domain_key_check(s, &domain_key))
         })
         .await;
-    match found {
-        Ok(_) => tracing::info!(domain_key = %config.domain_key_label, "domain key found"),
-        Err(e) => tracing::warn!(
-            domain_key = %config.domain_key_label,
-            error = %e,
-            "KeyVault requests fail until the domain key exists (keymeshctl domain-key init)"
-        ),
-    }
+    check_domain_key(&config, found)?;
 
     let key_status = key_status::KeyStatusWatch::new(config.key_status_file.clone())?;
     let watch = key_status.spawn(KEY_STATUS_POLL);

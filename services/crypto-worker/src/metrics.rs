@@ -26,6 +26,14 @@ pub const POOL_QUEUE_CAPACITY: &str = "keymesh_worker_pool_queue_capacity";
 pub const SESSIONS_BUSY: &str = "keymesh_worker_sessions_busy";
 /// Gauge: sessions in the pool (`--sessions`).
 pub const SESSIONS: &str = "keymesh_worker_sessions";
+/// Gauge: jobs waiting in the slow lane's queue (key-pair generation).
+pub const SLOW_LANE_QUEUE: &str = "keymesh_worker_slow_lane_queue";
+/// Gauge: slow-lane queue capacity (`--slow-lane-queue`; 0 = no slow lane).
+pub const SLOW_LANE_QUEUE_CAPACITY: &str = "keymesh_worker_slow_lane_queue_capacity";
+/// Gauge: slow-lane sessions running a job right now.
+pub const SLOW_LANE_SESSIONS_BUSY: &str = "keymesh_worker_slow_lane_sessions_busy";
+/// Gauge: sessions of the slow lane (`--slow-lane-sessions`).
+pub const SLOW_LANE_SESSIONS: &str = "keymesh_worker_slow_lane_sessions";
 /// Gauge: unwrapped customer master keys (KeyVault) held as session objects.
 pub const UNWRAPPED_KEYS: &str = "keymesh_worker_unwrapped_keys";
 /// Gauge: 1 for the current deep-health status (`status` = active, degraded,
@@ -46,6 +54,13 @@ pub fn describe() {
     metrics::describe_gauge!(POOL_QUEUE_CAPACITY, "Job queue capacity");
     metrics::describe_gauge!(SESSIONS_BUSY, "HSM sessions running a job");
     metrics::describe_gauge!(SESSIONS, "HSM sessions in the pool");
+    metrics::describe_gauge!(SLOW_LANE_QUEUE, "Jobs waiting for a slow-lane HSM session");
+    metrics::describe_gauge!(SLOW_LANE_QUEUE_CAPACITY, "Slow-lane job queue capacity");
+    metrics::describe_gauge!(
+        SLOW_LANE_SESSIONS_BUSY,
+        "Slow-lane HSM sessions running a job"
+    );
+    metrics::describe_gauge!(SLOW_LANE_SESSIONS, "HSM sessions in the slow lane");
     metrics::describe_gauge!(
         UNWRAPPED_KEYS,
         "Unwrapped customer master keys held as HSM session objects"
@@ -82,12 +97,16 @@ pub fn spawn_sampler(pool: Pool, health: Arc<HealthState>) -> tokio::task::JoinH
     tokio::spawn(async move {
         metrics::gauge!(SESSIONS).set(pool.sessions() as f64);
         metrics::gauge!(POOL_QUEUE_CAPACITY).set(pool.capacity() as f64);
+        metrics::gauge!(SLOW_LANE_SESSIONS).set(pool.slow_sessions() as f64);
+        metrics::gauge!(SLOW_LANE_QUEUE_CAPACITY).set(pool.slow_capacity() as f64);
         let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             metrics::gauge!(POOL_QUEUE).set(pool.queued() as f64);
             metrics::gauge!(SESSIONS_BUSY).set(pool.busy() as f64);
+            metrics::gauge!(SLOW_LANE_QUEUE).set(pool.slow_queued() as f64);
+            metrics::gauge!(SLOW_LANE_SESSIONS_BUSY).set(pool.slow_busy() as f64);
             metrics::gauge!(UNWRAPPED_KEYS).set(pool.unwrapped_keys() as f64);
             let (status, _) = health.status(Instant::now());
             for (s, name) in [

@@ -341,24 +341,74 @@ struct Job {
     run: JobFn,
 }
 
-/// Handle to the session pool; cheap to clone. The threads stop once every
-/// clone is dropped and the queue is drained.
+/// One lane of session threads: its own bounded queue and its own sessions.
 #[derive(Clone)]
-pub struct Pool {
+struct Lane {
     tx: flume::Sender<Job>,
     sessions: usize,
-    /// For the metrics sampler; jobs reach it through their [`SessionCtx`].
-    unwrapped: Arc<UnwrappedKeys>,
     /// Sessions running a job now (for the metrics sampler; two relaxed
     /// atomic ops per job).
     busy: Arc<AtomicUsize>,
 }
 
+impl Lane {
+    fn queued(&self) -> usize {
+        self.tx.len()
+    }
+
+    fn capacity(&self) -> usize {
+        self.tx.capacity().unwrap_or(0)
+    }
+
+    fn busy(&self) -> usize {
+        self.busy.load(Ordering::Relaxed)
+    }
+}
+
+/// The slow lane: sessions and queue of their own for jobs that hold a
+/// session for a long time (RSA key-pair generation: ~2 s for 4096 bits on
+/// SoftHSM2), so they never take the sessions the millisecond operations
+/// (XKS and KMS AES-GCM, unwraps, random) need. Measured before building it
+/// (bench/REPORT.md, "HSM fairness"): SoftHSM2 does not hold a
+/// process-wide lock for the whole of a C_GenerateKeyPair, so another
+/// session of the same process keeps its AES-GCM latency while one
+/// generates; a lane in this process isolates them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlowLane {
+    /// Dedicated session threads; 0 = no slow lane: slow jobs share the one
+    /// pool, as before the lane existed.
+    pub sessions: usize,
+    /// Slow jobs queued before callers get HSM_BUSY.
+    pub queue: usize,
+}
+
+impl SlowLane {
+    /// No slow lane: everything shares the fast lane.
+    pub const NONE: SlowLane = SlowLane {
+        sessions: 0,
+        queue: 0,
+    };
+}
+
+/// Handle to the session pool; cheap to clone. The threads stop once every
+/// clone is dropped and the queues are drained.
+#[derive(Clone)]
+pub struct Pool {
+    /// Every job not marked slow.
+    fast: Lane,
+    /// Jobs marked slow ([`Pool::run_slow`]); `None` = they use `fast`.
+    slow: Option<Lane>,
+    /// For the metrics sampler; jobs reach it through their [`SessionCtx`].
+    unwrapped: Arc<UnwrappedKeys>,
+}
+
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("sessions", &self.sessions)
-            .field("queued", &self.tx.len())
+            .field("sessions", &self.fast.sessions)
+            .field("queued", &self.fast.queued())
+            .field("slow_sessions", &self.slow_sessions())
+            .field("slow_queued", &self.slow_queued())
             .finish()
     }
 }
@@ -376,6 +426,55 @@ impl PoolThreads {
             }
         }
     }
+}
+
+/// What the session threads of every lane share.
+struct Shared {
+    hsm: Arc<Hsm>,
+    keys: Arc<KeyCache>,
+    unwrapped: Arc<UnwrappedKeys>,
+}
+
+/// Spawn `sessions` threads named `{name}-{i}` serving `rx`; each reports on
+/// `ready` whether its session opened.
+fn spawn_lane(
+    shared: &Shared,
+    name: &str,
+    sessions: usize,
+    rx: &flume::Receiver<Job>,
+    busy: &Arc<AtomicUsize>,
+    ready: &std::sync::mpsc::Sender<Result<(), Error>>,
+    threads: &mut Vec<std::thread::JoinHandle<()>>,
+) -> Result<(), Error> {
+    for i in 0..sessions {
+        let rx = rx.clone();
+        let busy = Arc::clone(busy);
+        let ready = ready.clone();
+        let mut ctx = SessionCtx::new(
+            Arc::clone(&shared.hsm),
+            Arc::clone(&shared.keys),
+            Arc::clone(&shared.unwrapped),
+        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("{name}-{i}"))
+            .spawn(move || {
+                let opened = ctx.ensure_open();
+                let ok = opened.is_ok();
+                let _ = ready.send(opened);
+                drop(ready);
+                if ok {
+                    session_loop(&mut ctx, &rx, &busy);
+                }
+            });
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot spawn an HSM session thread");
+                return Err(Error::WorkerLost);
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Pool {
@@ -400,48 +499,71 @@ impl Pool {
         keys: KeyCacheOptions,
         unwrapped: UnwrappedKeyOptions,
     ) -> Result<(Self, PoolThreads), Error> {
-        let (tx, rx) = flume::bounded::<Job>(sessions.max(1) * QUEUE_PER_SESSION);
-        let keys = Arc::new(KeyCache::new(&hsm, keys)?);
-        let unwrapped = Arc::new(UnwrappedKeys::new(&hsm, unwrapped)?);
-        let busy = Arc::new(AtomicUsize::new(0));
+        Self::start_lanes(hsm, sessions, SlowLane::NONE, keys, unwrapped)
+    }
+
+    /// [`Pool::start_with`] plus a slow lane of `slow.sessions` threads of
+    /// its own (none when 0).
+    pub fn start_lanes(
+        hsm: Arc<Hsm>,
+        sessions: usize,
+        slow: SlowLane,
+        keys: KeyCacheOptions,
+        unwrapped: UnwrappedKeyOptions,
+    ) -> Result<(Self, PoolThreads), Error> {
+        let shared = Shared {
+            keys: Arc::new(KeyCache::new(&hsm, keys)?),
+            unwrapped: Arc::new(UnwrappedKeys::new(&hsm, unwrapped)?),
+            hsm,
+        };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), Error>>();
-        let mut threads = Vec::with_capacity(sessions);
-        for i in 0..sessions {
-            let rx = rx.clone();
-            let busy = Arc::clone(&busy);
-            let ready = ready_tx.clone();
-            let mut ctx =
-                SessionCtx::new(Arc::clone(&hsm), Arc::clone(&keys), Arc::clone(&unwrapped));
-            let spawned = std::thread::Builder::new()
-                .name(format!("hsm-session-{i}"))
-                .spawn(move || {
-                    let opened = ctx.ensure_open();
-                    let ok = opened.is_ok();
-                    let _ = ready.send(opened);
-                    drop(ready);
-                    if ok {
-                        session_loop(&mut ctx, &rx, &busy);
-                    }
-                });
-            match spawned {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot spawn an HSM session thread");
-                    return Err(Error::WorkerLost);
-                }
-            }
-        }
-        drop(ready_tx);
-        let pool = Self {
+        let mut threads = Vec::with_capacity(sessions + slow.sessions);
+        let (tx, rx) = flume::bounded::<Job>(sessions.max(1) * QUEUE_PER_SESSION);
+        let fast = Lane {
             tx,
             sessions,
-            unwrapped,
-            busy,
+            busy: Arc::new(AtomicUsize::new(0)),
         };
-        for _ in 0..sessions {
+        spawn_lane(
+            &shared,
+            "hsm-session",
+            sessions,
+            &rx,
+            &fast.busy,
+            &ready_tx,
+            &mut threads,
+        )?;
+        let slow = if slow.sessions > 0 {
+            let (tx, rx) = flume::bounded::<Job>(slow.queue.max(1));
+            let lane = Lane {
+                tx,
+                sessions: slow.sessions,
+                busy: Arc::new(AtomicUsize::new(0)),
+            };
+            spawn_lane(
+                &shared,
+                "hsm-slow",
+                slow.sessions,
+                &rx,
+                &lane.busy,
+                &ready_tx,
+                &mut threads,
+            )?;
+            Some(lane)
+        } else {
+            None
+        };
+        drop(ready_tx);
+        let opened = threads.len();
+        let pool = Self {
+            fast,
+            slow,
+            unwrapped: shared.unwrapped,
+        };
+        for _ in 0..opened {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
-                // Dropping `pool` closes the queue and stops the other threads.
+                // Dropping `pool` closes the queues and stops the other threads.
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Err(Error::WorkerLost),
             }
@@ -449,23 +571,44 @@ impl Pool {
         Ok((pool, PoolThreads(threads)))
     }
 
+    /// Sessions of the fast lane (`--sessions`).
     pub fn sessions(&self) -> usize {
-        self.sessions
+        self.fast.sessions
     }
 
-    /// Jobs waiting for a session.
+    /// Jobs waiting for a fast-lane session.
     pub fn queued(&self) -> usize {
-        self.tx.len()
+        self.fast.queued()
     }
 
-    /// Jobs the queue holds before [`Pool::run`] answers HSM_BUSY.
+    /// Jobs the fast queue holds before [`Pool::run`] answers HSM_BUSY.
     pub fn capacity(&self) -> usize {
-        self.tx.capacity().unwrap_or(0)
+        self.fast.capacity()
     }
 
-    /// Sessions running a job.
+    /// Fast-lane sessions running a job.
     pub fn busy(&self) -> usize {
-        self.busy.load(Ordering::Relaxed)
+        self.fast.busy()
+    }
+
+    /// Sessions of the slow lane (0: none).
+    pub fn slow_sessions(&self) -> usize {
+        self.slow.as_ref().map_or(0, |l| l.sessions)
+    }
+
+    /// Jobs waiting for a slow-lane session.
+    pub fn slow_queued(&self) -> usize {
+        self.slow.as_ref().map_or(0, Lane::queued)
+    }
+
+    /// Jobs the slow queue holds before [`Pool::run_slow`] answers HSM_BUSY.
+    pub fn slow_capacity(&self) -> usize {
+        self.slow.as_ref().map_or(0, Lane::capacity)
+    }
+
+    /// Slow-lane sessions running a job.
+    pub fn slow_busy(&self) -> usize {
+        self.slow.as_ref().map_or(0, Lane::busy)
     }
 
     /// Unwrapped customer master keys held by this process.
@@ -495,17 +638,36 @@ impl Pool {
         (Job { deadline, run }, rx)
     }
 
-    /// Queue `op` for a session thread; HSM_BUSY at once if the queue is full
-    /// (load shedding: a request would rather fail fast than wait behind a
-    /// backlog it cannot see).
-    pub async fn run<T, F>(&self, deadline: Option<Instant>, op: F) -> Result<T, Error>
+    async fn run_on<T, F>(lane: &Lane, deadline: Option<Instant>, op: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&mut SessionCtx) -> Result<T, Error> + Send + 'static,
     {
         let (job, rx) = Self::job(deadline, op);
-        self.tx.try_send(job).map_err(|_| Error::Busy)?;
+        lane.tx.try_send(job).map_err(|_| Error::Busy)?;
         rx.await.map_err(|_| Error::WorkerLost)?
+    }
+
+    /// Queue `op` for a fast-lane session thread; HSM_BUSY at once if the
+    /// queue is full (load shedding: a request would rather fail fast than
+    /// wait behind a backlog it cannot see).
+    pub async fn run<T, F>(&self, deadline: Option<Instant>, op: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SessionCtx) -> Result<T, Error> + Send + 'static,
+    {
+        Self::run_on(&self.fast, deadline, op).await
+    }
+
+    /// [`Pool::run`] for a job that holds its session for long (key-pair
+    /// generation): on the slow lane when there is one, so it never delays
+    /// the fast lane; HSM_BUSY at once when the slow queue is full.
+    pub async fn run_slow<T, F>(&self, deadline: Option<Instant>, op: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SessionCtx) -> Result<T, Error> + Send + 'static,
+    {
+        Self::run_on(self.slow.as_ref().unwrap_or(&self.fast), deadline, op).await
     }
 
     /// Like [`Pool::run`] but waits for room in the queue (async send): for
@@ -516,7 +678,11 @@ impl Pool {
         F: FnOnce(&mut SessionCtx) -> Result<T, Error> + Send + 'static,
     {
         let (job, rx) = Self::job(deadline, op);
-        self.tx.send_async(job).await.map_err(|_| Error::Busy)?;
+        self.fast
+            .tx
+            .send_async(job)
+            .await
+            .map_err(|_| Error::Busy)?;
         rx.await.map_err(|_| Error::WorkerLost)?
     }
 }

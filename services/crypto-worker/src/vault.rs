@@ -18,8 +18,9 @@ use keymesh_proto::crypto::v1::key_vault_server::KeyVault;
 use keymesh_proto::crypto::v1::{
     GenerateDataKeyPairRequest, GenerateDataKeyPairResponse, GenerateDataKeyRequest,
     GenerateDataKeyResponse, GenerateKeyRequest, GenerateKeyResponse, GenerateRandomRequest,
-    GenerateRandomResponse, ReEncryptRequest, ReEncryptResponse, Sealed, VaultDecryptRequest,
-    VaultDecryptResponse, VaultEncryptRequest, VaultEncryptResponse, WrappedKey,
+    GenerateRandomResponse, GetDomainKeyCheckRequest, GetDomainKeyCheckResponse, ReEncryptRequest,
+    ReEncryptResponse, Sealed, VaultDecryptRequest, VaultDecryptResponse, VaultEncryptRequest,
+    VaultEncryptResponse, WrappedKey,
 };
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
@@ -353,32 +354,38 @@ impl KeyVault for VaultService {
             let spec = PairSpec::from_proto(req.spec)
                 .ok_or(Error::InvalidArgument("unsupported key pair spec"))?;
             let (aad, return_plaintext) = (req.aad, req.return_plaintext);
-            self.pool
-                .run(deadline, move |ctx| {
-                    let started = Instant::now();
-                    let made = (|| {
-                        // The key first: a bad CMK fails before seconds of
-                        // RSA generation.
-                        ctx.with_unwrapped([key.as_ref()], |_, _, _| Ok(()))?;
-                        let pair = ctx.with_session(|s, _| keypair::generate(s, spec))?;
-                        let sealed = ctx.with_unwrapped([key.as_ref()], |s, rng, [k]| {
-                            seal(s, rng, k, &pair.private_key_der, &aad, true)
-                        })?;
-                        let private_key_der = if return_plaintext {
-                            Bytes::copy_from_slice(&pair.private_key_der)
-                        } else {
-                            Bytes::new()
-                        };
-                        Ok(GenerateDataKeyPairResponse {
-                            public_key_der: pair.public_key_der.into(),
-                            private_key_der,
-                            private_key_sealed: Some(sealed_out(sealed)),
-                        })
-                    })();
-                    metrics::record_hsm("vault_generate_data_key_pair", started, &made);
-                    made
-                })
-                .await
+            let job = move |ctx: &mut crate::pool::SessionCtx| {
+                let started = Instant::now();
+                let made = (|| {
+                    // The key first: a bad CMK fails before seconds of
+                    // RSA generation.
+                    ctx.with_unwrapped([key.as_ref()], |_, _, _| Ok(()))?;
+                    let pair = ctx.with_session(|s, _| keypair::generate(s, spec))?;
+                    let sealed = ctx.with_unwrapped([key.as_ref()], |s, rng, [k]| {
+                        seal(s, rng, k, &pair.private_key_der, &aad, true)
+                    })?;
+                    let private_key_der = if return_plaintext {
+                        Bytes::copy_from_slice(&pair.private_key_der)
+                    } else {
+                        Bytes::new()
+                    };
+                    Ok(GenerateDataKeyPairResponse {
+                        public_key_der: pair.public_key_der.into(),
+                        private_key_der,
+                        private_key_sealed: Some(sealed_out(sealed)),
+                    })
+                })();
+                metrics::record_hsm("vault_generate_data_key_pair", started, &made);
+                made
+            };
+            // RSA generation holds its session for up to seconds: the slow
+            // lane, so XKS and encrypt-data keep theirs. EC pairs take about
+            // a millisecond, like an unwrap: the fast lane.
+            if spec.slow() {
+                self.pool.run_slow(deadline, job).await
+            } else {
+                self.pool.run(deadline, job).await
+            }
         }
         .await;
         reply(result)
@@ -407,6 +414,34 @@ impl KeyVault for VaultService {
         }
         .await;
         reply(result.map(|random| GenerateRandomResponse { random }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn get_domain_key_check(
+        &self,
+        request: Request<GetDomainKeyCheckRequest>,
+    ) -> Result<Response<GetDomainKeyCheckResponse>, Status> {
+        let deadline = deadline_of(&request);
+        let mut label = request.into_inner().label;
+        if label.is_empty() {
+            label = self.domain_key.to_string();
+        }
+        let result = async {
+            wrapped::check_label(&label).map_err(Error::InvalidArgument)?;
+            let job_label = label.clone();
+            let kcv = self
+                .pool
+                .run(deadline, move |ctx| {
+                    let started = Instant::now();
+                    let kcv = ctx.with_session(|s, _| wrapped::domain_key_check(s, &job_label));
+                    metrics::record_hsm("vault_domain_key_check", started, &kcv);
+                    kcv
+                })
+                .await?;
+            Ok(GetDomainKeyCheckResponse { label, kcv })
+        }
+        .await;
+        reply(result)
     }
 }
 

@@ -168,6 +168,47 @@ pub fn generate_wrapped(session: &Session, wrapping_key: &str) -> Result<Vec<u8>
     Ok(wrapped)
 }
 
+/// Bytes of the domain key check value (16 hex digits).
+pub const KCV_LEN: usize = 8;
+
+/// The key check value (KCV) of the domain key labelled `label`: lower-case
+/// hex of the first [`KCV_LEN`] bytes of the AES Key Wrap with Padding
+/// (RFC 5649, deterministic) of a fixed 32-byte all-zero AES key under it,
+/// computed in the HSM. The domain key may only wrap and unwrap, so the
+/// classic KCV (ECB-encrypt a zero block) is not allowed on it; wrapping a
+/// known key is, and works on every domain key ever created, with no new
+/// attribute. Two keys share a KCV only by a 2^-64 accident; the known-key
+/// wrap tells nothing useful about the key (AES under a known plaintext).
+pub fn domain_key_check(session: &Session, label: &str) -> Result<String, Error> {
+    let domain = hsm::find_domain_key(session, label)?;
+    let template = vec![
+        cryptoki::object::Attribute::Class(cryptoki::object::ObjectClass::SECRET_KEY),
+        cryptoki::object::Attribute::KeyType(KeyType::AES),
+        cryptoki::object::Attribute::Token(false),
+        cryptoki::object::Attribute::Private(true),
+        cryptoki::object::Attribute::Sensitive(false),
+        cryptoki::object::Attribute::Extractable(true),
+        cryptoki::object::Attribute::Label(b"keymesh-kcv".to_vec()),
+        cryptoki::object::Attribute::Encrypt(false),
+        cryptoki::object::Attribute::Decrypt(false),
+        cryptoki::object::Attribute::Wrap(false),
+        cryptoki::object::Attribute::Unwrap(false),
+        cryptoki::object::Attribute::Sign(false),
+        cryptoki::object::Attribute::Verify(false),
+        cryptoki::object::Attribute::Derive(false),
+        cryptoki::object::Attribute::Value(vec![0u8; 32]),
+    ];
+    let known = session.create_object(&template).map_err(Error::Hsm)?;
+    let known = SessionObject::new(session, known);
+    let wrapped = session
+        .wrap_key(&hsm::WRAP_MECHANISM, domain, known.handle)
+        .map_err(|e| Error::from_pkcs11(e, label))?;
+    let kcv = wrapped
+        .get(..KCV_LEN)
+        .ok_or(Error::HsmOutput("AES key wrap output is too short"))?;
+    Ok(kcv.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Unwrap `key` on `session` into a session object that can encrypt and
 /// decrypt, checking it is an AES-256 key.
 fn unwrap_on(session: &Session, key: WrappedKeyRef<'_>) -> Result<ObjectHandle, Error> {

@@ -28,7 +28,7 @@ mod child {
     use keymesh_crypto_worker::hsm::{self, Hsm};
     use keymesh_crypto_worker::key_cache::KeyCacheOptions;
     use keymesh_crypto_worker::key_status;
-    use keymesh_crypto_worker::pool::Pool;
+    use keymesh_crypto_worker::pool::{Pool, SlowLane};
     use keymesh_proto::crypto::v1::crypto_worker_client::CryptoWorkerClient;
     use keymesh_proto::crypto::v1::{
         DecryptRequest, EncryptRequest, ErrorReason, GetHealthRequest, GetKeyMetadataRequest,
@@ -80,6 +80,7 @@ mod child {
             .unwrap();
         rt.block_on(async {
             pool_deadline(&admin).await;
+            pool_lanes(&admin).await;
             key_copies(&admin, &session).await;
             key_copies_refused(&admin, &session).await;
             key_copies_off(&admin, &session).await;
@@ -99,6 +100,76 @@ mod child {
         assert!(matches!(r, Err(Error::DeadlineExceeded)), "{r:?}");
         let ok = pool.run(None, |ctx| ctx.key("k-aes")).await.unwrap();
         assert!(ok.is_aes_256());
+        stop(pool, threads).await;
+    }
+
+    /// Wait (with a deadline) until `cond` holds.
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The slow lane has sessions and a bounded queue of its own: with its
+    /// one session held and its queue full, a slow job gets HSM_BUSY at
+    /// once while the fast lane still serves; without a slow lane, slow
+    /// jobs run on the fast lane.
+    async fn pool_lanes(admin: &Hsm) {
+        let slow = SlowLane {
+            sessions: 1,
+            queue: 1,
+        };
+        let (pool, threads) = Pool::start_lanes(
+            pool_token(admin),
+            1,
+            slow,
+            KeyCacheOptions::default(),
+            Default::default(),
+        )
+        .unwrap();
+        assert_eq!((pool.slow_sessions(), pool.slow_capacity()), (1, 1));
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let held = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                pool.run_slow(None, move |_ctx| {
+                    gate.recv().map_err(|_| Error::WorkerLost)?;
+                    Ok(std::thread::current().name().map(str::to_owned))
+                })
+                .await
+            }
+        });
+        until("the slow session to be busy", || pool.slow_busy() == 1).await;
+        let queued = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.run_slow(None, |ctx| ctx.key("k-aes")).await }
+        });
+        until("the slow queue to fill", || pool.slow_queued() == 1).await;
+        let shed = pool.run_slow(None, |_ctx| Ok(())).await;
+        assert!(matches!(shed, Err(Error::Busy)), "{shed:?}");
+        // The fast lane is untouched by the slow lane's backlog.
+        assert_eq!(pool.busy(), 0);
+        let key = pool.run(None, |ctx| ctx.key("k-aes")).await.unwrap();
+        assert!(key.is_aes_256());
+        release.send(()).unwrap();
+        let thread = held.await.unwrap().unwrap();
+        assert_eq!(thread.as_deref(), Some("hsm-slow-0"));
+        assert!(queued.await.unwrap().unwrap().is_aes_256());
+        stop(pool, threads).await;
+
+        // No slow lane: slow jobs share the one pool (the old behaviour).
+        let (pool, threads) =
+            Pool::start(pool_token(admin), 1, KeyCacheOptions::default()).unwrap();
+        assert_eq!((pool.slow_sessions(), pool.slow_capacity()), (0, 0));
+        let thread = pool
+            .run_slow(None, |_ctx| {
+                Ok(std::thread::current().name().map(str::to_owned))
+            })
+            .await
+            .unwrap();
+        assert_eq!(thread.as_deref(), Some("hsm-session-0"));
         stop(pool, threads).await;
     }
 

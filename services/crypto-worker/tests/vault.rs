@@ -76,6 +76,7 @@ mod child {
             data_keys(&mut c, &mut c2).await;
             data_key_pairs(&mut c, &session).await;
             random(&mut c).await;
+            domain_key_checks(&mut c, &mut c2, ctx.clone(), dir).await;
             cache_bounds(&admin, &session).await;
 
             drop((c, c2, first, second));
@@ -130,6 +131,72 @@ mod child {
             Duration::ZERO,
         );
         common::start_worker(config, ctx).await
+    }
+
+    /// GetDomainKeyCheck: one stable KCV per domain key, the same from every
+    /// worker on the token, another for another key; a worker whose pinned
+    /// --domain-key-kcv differs from the HSM's refuses to start, naming both.
+    async fn domain_key_checks(
+        c: &mut Client,
+        c2: &mut Client,
+        ctx: cryptoki::context::Pkcs11,
+        dir: &Path,
+    ) {
+        use keymesh_proto::crypto::v1::GetDomainKeyCheckRequest;
+        let check = |label: &str| GetDomainKeyCheckRequest {
+            label: label.into(),
+        };
+        let kcv = c
+            .get_domain_key_check(check(""))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(kcv.label, DOMAIN);
+        assert_eq!(kcv.kcv.len(), 16);
+        assert!(
+            kcv.kcv
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        let again = c2
+            .get_domain_key_check(check(DOMAIN))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again.kcv, kcv.kcv);
+        let other = c
+            .get_domain_key_check(check(OTHER_DOMAIN))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_ne!(other.kcv, kcv.kcv);
+        let missing = c
+            .get_domain_key_check(check("no-such-domain-key"))
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::FailedPrecondition, "{missing:?}");
+        let customer = c
+            .get_domain_key_check(check("customer-key"))
+            .await
+            .unwrap_err();
+        assert_eq!(customer.code(), Code::FailedPrecondition, "{customer:?}");
+
+        // Pinned and matching: starts. Pinned and different: refuses.
+        let mut config = common::config("w-pinned", dir.join("w-pinned.json"), Duration::ZERO);
+        config.domain_key_kcv = Some(kcv.kcv.clone());
+        let (channel, stop, server) = common::start_worker(config, ctx.clone()).await;
+        drop(channel);
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        let mut config = common::config("w-wrong", dir.join("w-wrong.json"), Duration::ZERO);
+        config.domain_key_kcv = Some(other.kcv.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let err =
+            keymesh_crypto_worker::serve_with_module(config, ctx, listener, std::future::pending())
+                .await
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains(&kcv.kcv) && err.contains(&other.kcv), "{err}");
     }
 
     async fn health(channel: &Channel) {

@@ -159,6 +159,11 @@ impl Worker {
         CryptoWorkerClient::new(self.channel.clone())
     }
 
+    /// The worker's channel, for the KeyVault start-up check.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }

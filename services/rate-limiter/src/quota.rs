@@ -1,4 +1,6 @@
-//! The quota file: a default, per-tenant quotas and per-operation overrides.
+//! The quota file: a default, per-operation defaults (expensive operations
+//! such as `create_rsa_datakey_pair` get a lower quota: their cost), per-tenant
+//! quotas and per-tenant per-operation overrides.
 //!
 //! The file is parsed into raw serde structs and then validated in one pass
 //! that collects every problem, so an operator fixing a broken file sees all
@@ -53,6 +55,9 @@ struct TenantQuotas {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Quotas {
     default: Limit,
+    /// `[operations.<op>]`: every tenant's limit for that operation unless
+    /// the tenant overrides the operation itself.
+    operations: HashMap<String, Limit>,
     tenants: HashMap<String, TenantQuotas>,
 }
 
@@ -60,18 +65,24 @@ impl Default for Quotas {
     fn default() -> Self {
         Self {
             default: DEFAULT_LIMIT,
+            operations: HashMap::new(),
             tenants: HashMap::new(),
         }
     }
 }
 
 impl Quotas {
-    /// The limit that applies to `(tenant, operation)`.
+    /// The limit that applies to `(tenant, operation)`: the tenant's own
+    /// override of the operation, else the operation's default (an
+    /// expensive operation stays capped for a tenant with a high quota),
+    /// else the tenant's limit, else the default.
     pub fn limit(&self, tenant: &str, operation: &str) -> Limit {
-        match self.tenants.get(tenant) {
-            Some(t) => t.operations.get(operation).copied().unwrap_or(t.limit),
-            None => self.default,
-        }
+        let tenant = self.tenants.get(tenant);
+        tenant
+            .and_then(|t| t.operations.get(operation))
+            .or_else(|| self.operations.get(operation))
+            .copied()
+            .unwrap_or_else(|| tenant.map_or(self.default, |t| t.limit))
     }
 
     /// Parse and validate a TOML quota file (the `Reloadable` parser).
@@ -111,6 +122,8 @@ struct RawTenant {
 struct RawFile {
     default: Option<RawLimit>,
     #[serde(default)]
+    operations: HashMap<String, RawLimit>,
+    #[serde(default)]
     tenants: Vec<RawTenant>,
 }
 
@@ -145,6 +158,16 @@ impl RawFile {
             Some(d) => check_limit("[default]", d.rate_per_second, d.burst, &mut problems),
             None => Some(DEFAULT_LIMIT),
         };
+        let mut operations = HashMap::new();
+        for (op, l) in self.operations {
+            if op.is_empty() {
+                problems.push("[operations]: operation name must not be empty".to_owned());
+            }
+            let what = format!("[operations.{op}]");
+            if let Some(l) = check_limit(&what, l.rate_per_second, l.burst, &mut problems) {
+                operations.insert(op, l);
+            }
+        }
         let mut tenants = HashMap::new();
         // Tracked apart from `tenants` so a duplicate of an invalid entry is
         // still reported.
@@ -172,7 +195,11 @@ impl RawFile {
             }
         }
         match default {
-            Some(default) if problems.is_empty() => Ok(Quotas { default, tenants }),
+            Some(default) if problems.is_empty() => Ok(Quotas {
+                default,
+                operations,
+                tenants,
+            }),
             _ => {
                 // Sorted so the message is stable (operations come from a map).
                 problems.sort();
@@ -223,6 +250,45 @@ burst = 10
                 burst: nz(10)
             }
         );
+    }
+
+    #[test]
+    fn operation_defaults_apply_to_every_tenant_unless_overridden() {
+        let q = Quotas::from_toml(
+            br#"
+[default]
+rate_per_second = 20000
+burst = 40000
+[operations.create_rsa_datakey_pair]
+rate_per_second = 2
+burst = 5
+[[tenants]]
+tenant = "kms:p1"
+rate_per_second = 5000
+burst = 10000
+[[tenants]]
+tenant = "kms:p2"
+rate_per_second = 5000
+burst = 10000
+[tenants.operations.create_rsa_datakey_pair]
+rate_per_second = 50
+burst = 50
+"#,
+        )
+        .unwrap();
+        let rsa = Limit {
+            rate_per_second: nz(2),
+            burst: nz(5),
+        };
+        assert_eq!(q.limit("kms:other", "create_rsa_datakey_pair"), rsa);
+        assert_eq!(q.limit("kms:p1", "create_rsa_datakey_pair"), rsa);
+        assert_eq!(q.limit("kms:p1", "encrypt_data").burst, nz(10000));
+        assert_eq!(q.limit("kms:p2", "create_rsa_datakey_pair").burst, nz(50));
+        assert_eq!(q.limit("kms:other", "encrypt_data"), q.default);
+        let err = Quotas::from_toml(b"[operations.x]\nrate_per_second = 0\nburst = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[operations.x]: rate_per_second"), "{err}");
     }
 
     #[test]

@@ -121,6 +121,10 @@ pub fn config(worker_id: &str, key_status_file: PathBuf, drain_delay: Duration) 
         token_label: LABEL.into(),
         pin: pin(),
         sessions: 2,
+        slow_lane: keymesh_crypto_worker::pool::SlowLane {
+            sessions: 1,
+            queue: 4,
+        },
         key_status_file: Some(key_status_file),
         health_interval: Duration::from_secs(1),
         session_key_copies: true,
@@ -128,6 +132,7 @@ pub fn config(worker_id: &str, key_status_file: PathBuf, drain_delay: Duration) 
         drain_delay,
         grpc_tls: None,
         domain_key_label: hsm::DEFAULT_DOMAIN_KEY_LABEL.into(),
+        domain_key_kcv: None,
     }
 }
 

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod codes;
 pub mod config;
 pub mod csms;
+pub mod domain_check;
 pub mod error;
 pub mod json;
 pub mod kms;
@@ -102,6 +103,13 @@ impl Huawei {
         let store = keymesh_store::open(&url)
             .await
             .map_err(|e| anyhow::anyhow!("huawei store: {e}"))?;
+        domain_check::verify(
+            &app.workers,
+            &config.domain_key_label,
+            store.as_ref(),
+            domain_check::START_WAIT,
+        )
+        .await?;
         let h = Self::with_store(app, config, store, Arc::new(SystemClock))?;
         if let Some(t) = &h.tokens {
             // A rotation (a key added or removed) applies without a restart.
