@@ -4,10 +4,13 @@
 //! pieces that are the same everywhere live here so they are written once:
 //! telemetry set-up and W3C trace-context propagation across gRPC hops, the
 //! Prometheus recorder and `/metrics` listener, a TCP_NODELAY listener stream
-//! for tonic, mutual TLS between services (reloading certificates), the
+//! for tonic, mutual TLS between services (reloading certificates, pinning
+//! peer identities) with a plaintext health-only listener for probes, the
 //! shutdown signal, hot-reloaded files, and a `Secret` string that never prints.
 
 pub mod grpc_tls;
+pub mod health_listener;
+pub mod mesh_identity;
 pub mod net;
 pub mod prometheus;
 pub mod propagation;
