@@ -16,7 +16,11 @@
 #      KMS comparison — XKS Encrypt 32 B, encrypt-data 32 B, create-datakey 512-bit, show-secret-
 #      version 64 B — is repeated, interleaved so that drift on a shared machine hits all alike; the
 #      csms suite uses it too), BUILD (default 1; 0 runs the binaries already built), CARGO_TARGET_DIR
-#      (where the release binaries are built and looked for; default target/).
+#      (where the release binaries are built and looked for; default target/), MESH_TLS (default 1:
+#      the gRPC hops use mutual TLS with pinned identities, certificates from `keymeshctl pki
+#      init`, as in production; 0: --insecure-plaintext-grpc). SUITE=mtls measures what mTLS
+#      costs: a second, plaintext mesh on the same token next to the mTLS one, and XKS Encrypt
+#      32 B at KMS_CONCURRENCY alternated between the two, KMS_ROUNDS times (lines tagged "mesh").
 # bench/report.py turns the JSONL into the tables of bench/REPORT.md.
 set -euo pipefail
 
@@ -30,7 +34,8 @@ RATES=${RATES:-"1800"}
 SUITE=${SUITE:-all}
 KMS_CONCURRENCY=${KMS_CONCURRENCY:-"32"}
 KMS_ROUNDS=${KMS_ROUNDS:-1}
-case "$SUITE" in all | kms | csms) ;; *) echo "SUITE must be all, kms or csms" >&2; exit 2 ;; esac
+MESH_TLS=${MESH_TLS:-1}
+case "$SUITE" in all | kms | csms | mtls) ;; *) echo "SUITE must be all, kms, csms or mtls" >&2; exit 2 ;; esac
 
 if [ "${BUILD:-1}" = 1 ]; then
   cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" \
@@ -75,38 +80,69 @@ printf '[default]\nrate_per_second = 1000000\nburst = 1000000\n' >"$DIR/quotas.t
 
 wait_file() { for _ in $(seq 200); do [ -s "$1" ] && return 0; sleep 0.05; done; echo "timeout waiting for $1" >&2; exit 1; }
 
-"$BIN/crypto-worker" --listen 127.0.0.1:0 --addr-file "$DIR/worker.addr" --sessions "$SESSIONS" 2>"$DIR/worker.log" &
-PIDS+=($!); WORKER_PID=$!
-"$BIN/rate-limiter" --listen 127.0.0.1:0 --addr-file "$DIR/limiter.addr" --config "$DIR/quotas.toml" 2>"$DIR/limiter.log" &
-PIDS+=($!); LIMITER_PID=$!
-wait_file "$DIR/worker.addr"; wait_file "$DIR/limiter.addr"
+# The mesh PKI: one CA, one certificate per service identity.
+"$BIN/keymeshctl" pki init --dir "$DIR/pki" >/dev/null
 
-cat >"$DIR/edge.toml" <<EOF
+# start_mesh TAG TLS: a worker, a limiter and an edge (mTLS when TLS=1, else
+# plaintext); sets MESH_EDGE (address) and MESH_PIDS (edge,worker,limiter).
+start_mesh() {
+  local tag=$1 tls=$2 wtls ltls top="" section=""
+  if [ "$tls" = 1 ]; then
+    wtls=(--grpc-tls-cert "$DIR/pki/crypto-worker.pem" --grpc-tls-key "$DIR/pki/crypto-worker.key" --grpc-tls-ca "$DIR/pki/ca.pem")
+    ltls=(--grpc-tls-cert "$DIR/pki/rate-limiter.pem" --grpc-tls-key "$DIR/pki/rate-limiter.key" --grpc-tls-ca "$DIR/pki/ca.pem")
+    section="[grpc_tls]
+cert_file = \"$DIR/pki/edge.pem\"
+key_file = \"$DIR/pki/edge.key\"
+ca_file = \"$DIR/pki/ca.pem\""
+  else
+    wtls=(--insecure-plaintext-grpc)
+    ltls=(--insecure-plaintext-grpc)
+    top="insecure_plaintext_grpc = true"
+  fi
+  "$BIN/crypto-worker" --listen 127.0.0.1:0 --addr-file "$DIR/worker-$tag.addr" --sessions "$SESSIONS" \
+    "${wtls[@]}" 2>"$DIR/worker-$tag.log" &
+  PIDS+=($!); local worker_pid=$!
+  "$BIN/rate-limiter" --listen 127.0.0.1:0 --addr-file "$DIR/limiter-$tag.addr" --config "$DIR/quotas.toml" \
+    "${ltls[@]}" 2>"$DIR/limiter-$tag.log" &
+  PIDS+=($!); local limiter_pid=$!
+  wait_file "$DIR/worker-$tag.addr"; wait_file "$DIR/limiter-$tag.addr"
+
+  cat >"$DIR/edge-$tag.toml" <<EOF
 listen = "127.0.0.1:0"
-addr_file = "$DIR/edge.addr"
-workers = ["http://$(cat "$DIR/worker.addr")"]
-limiter = "http://$(cat "$DIR/limiter.addr")"
+addr_file = "$DIR/edge-$tag.addr"
+workers = ["http://$(cat "$DIR/worker-$tag.addr")"]
+limiter = "http://$(cat "$DIR/limiter-$tag.addr")"
 keystores_file = "$DIR/keystores.json"
+$top
+
+$section
 
 [huawei]
 store_url = "$KEYMESH_STORE_URL"
 EOF
-"$BIN/edge" --config "$DIR/edge.toml" 2>"$DIR/edge.log" &
-PIDS+=($!); EDGE_PID=$!
-wait_file "$DIR/edge.addr"
+  "$BIN/edge" --config "$DIR/edge-$tag.toml" 2>"$DIR/edge-$tag.log" &
+  PIDS+=($!); local edge_pid=$!
+  wait_file "$DIR/edge-$tag.addr"
+  MESH_EDGE=$(cat "$DIR/edge-$tag.addr")
+  MESH_PIDS="$edge_pid,$worker_pid,$limiter_pid"
+}
 
-COMMON=(--endpoint "http://$(cat "$DIR/edge.addr")" --console-config "$DIR/console.json"
-        --key-id bench-key --pids "$EDGE_PID,$WORKER_PID,$LIMITER_PID")
+start_mesh main "$MESH_TLS"
+EDGE_ADDR=$MESH_EDGE
+MAIN_PIDS=$MESH_PIDS
+
+COMMON=(--endpoint "http://$EDGE_ADDR" --console-config "$DIR/console.json"
+        --key-id bench-key --pids "$MAIN_PIDS")
 LG=$BIN/keymesh-loadgen
 
 # The Huawei master key (wrapped under the domain key, in the store).
-KMS_KEY=$("$LG" kms-create-key --endpoint "http://$(cat "$DIR/edge.addr")" --account-file "$DIR/account.json" \
+KMS_KEY=$("$LG" kms-create-key --endpoint "http://$EDGE_ADDR" --account-file "$DIR/account.json" \
   --alias bench-1 | sed -E 's/.*"key_id":"([^"]*)".*/\1/')
 KMS=(--key-id "$KMS_KEY" --account-file "$DIR/account.json")
 
 # The CSMS secret: one 64-character secret_string version, encrypted under the
 # project's csms/default key (made by the edge on first use).
-"$LG" csms-create-secret --endpoint "http://$(cat "$DIR/edge.addr")" --account-file "$DIR/account.json" \
+"$LG" csms-create-secret --endpoint "http://$EDGE_ADDR" --account-file "$DIR/account.json" \
   --name bench-secret-1 --value-bytes 64 >/dev/null
 CSMS=(--name bench-secret-1 --version latest --account-file "$DIR/account.json")
 
@@ -139,6 +175,23 @@ compare_suite() {
     done
   done
 }
+if [ "$SUITE" = mtls ]; then
+  # The other variant next to the main mesh, on the same token and key.
+  if [ "$MESH_TLS" = 1 ]; then other=0; else other=1; fi
+  start_mesh other "$other"
+  OTHER=(--endpoint "http://$MESH_EDGE" --console-config "$DIR/console.json" --key-id bench-key --pids "$MESH_PIDS")
+  "$LG" closed --concurrency 4 --duration 2 "${OTHER[@]}" encrypt --size 32 >/dev/null
+  tag() { sed -E "s/^\{/{\"mesh\":\"$1\",/"; }
+  name() { if [ "$1" = 1 ]; then echo mtls; else echo plaintext; fi; }
+  for _ in $(seq "$KMS_ROUNDS"); do
+    for c in $KMS_CONCURRENCY; do
+      "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" encrypt --size 32 | tag "$(name "$MESH_TLS")" >>"$OUT"
+      "$LG" closed --concurrency "$c" --duration "$DURATION" "${OTHER[@]}" encrypt --size 32 | tag "$(name "$other")" >>"$OUT"
+    done
+  done
+  echo "results appended to $OUT" >&2
+  exit 0
+fi
 if [ "$SUITE" = csms ]; then
   compare_suite csms
   echo "results appended to $OUT" >&2
