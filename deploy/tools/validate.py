@@ -65,7 +65,8 @@ EXTERNAL = {
     ("Secret", "edge-ingress-tls"),
     ("ConfigMap", "edge-client-ca"),
     # Service mTLS, one identity per service: tls.crt, tls.key, ca.crt, made
-    # out of band (keymeshctl pki init) or by cert-manager (components/cert-manager).
+    # out of band (keymeshctl pki init) or by cert-manager (components/cert-manager;
+    # check_cert_manager ties each to its identity).
     ("Secret", "keymesh-edge-grpc-tls"),
     ("Secret", "keymesh-crypto-worker-grpc-tls"),
     ("Secret", "keymesh-rate-limiter-grpc-tls"),
@@ -111,8 +112,54 @@ def err(where: str, msg: str) -> None:
 # --------------------------------------------------------------------------- 1
 
 
+# Mesh identities (crates/common/src/mesh_identity.rs) by the Secret the base
+# mounts into each service.
+MESH_IDENTITIES = {
+    "keymesh-edge-grpc-tls": "spiffe://keymesh/edge",
+    "keymesh-crypto-worker-grpc-tls": "spiffe://keymesh/crypto-worker",
+    "keymesh-rate-limiter-grpc-tls": "spiffe://keymesh/rate-limiter",
+}
+
+
+def check_cert_manager(overlay: str, docs: list[dict]) -> None:
+    """cert-manager objects (no schema ships with kubernetes-validate): the
+    shape keymesh relies on, and one Certificate per mesh Secret carrying
+    exactly that service's identity, from an Issuer that is rendered."""
+    cm = [d for d in docs if str(d.get("apiVersion", "")).startswith("cert-manager.io/")]
+    if not cm:
+        return
+    issuers = {d["metadata"]["name"] for d in cm if d["kind"] == "Issuer"}
+    by_secret = {}
+    for d in cm:
+        where = f"{overlay}: {d['kind']}/{d['metadata']['name']}"
+        if d["apiVersion"] != "cert-manager.io/v1" or d["kind"] not in ("Issuer", "Certificate"):
+            err(where, "expected cert-manager.io/v1 Issuer or Certificate")
+            continue
+        if d["kind"] == "Certificate":
+            spec = d.get("spec", {})
+            ref = spec.get("issuerRef", {})
+            if ref.get("kind", "Issuer") != "Issuer" or ref.get("name") not in issuers:
+                err(where, f"issuerRef {ref} is not a rendered Issuer")
+            if not spec.get("secretName"):
+                err(where, "secretName missing")
+            by_secret[spec.get("secretName")] = (where, spec)
+    for secret, uri in MESH_IDENTITIES.items():
+        if secret not in by_secret:
+            err(overlay, f"cert-manager is used but no Certificate writes Secret/{secret}")
+            continue
+        where, spec = by_secret[secret]
+        if spec.get("uris") != [uri]:
+            err(where, f"uris must be [{uri!r}]: the peers pin that identity")
+        usages = set(spec.get("usages", []))
+        if not {"server auth", "client auth"} <= usages:
+            err(where, "usages need server auth and client auth")
+
+
 def validate_schemas(overlay: str, docs: list[dict]) -> None:
+    check_cert_manager(overlay, docs)
     for doc in docs:
+        if str(doc.get("apiVersion", "")).startswith("cert-manager.io/"):
+            continue  # CRDs: checked by check_cert_manager
         name = f"{overlay}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
         for version in K8S_VERSIONS:
             try:
