@@ -473,7 +473,8 @@ impl GrpcTlsArgs {
 pub fn warn_insecure_plaintext(service: &str) {
     tracing::warn!(
         service,
-        "INSECURE: gRPC is served in PLAINTEXT without caller authentication \
-         (--insecure-plaintext-grpc); anyone who can reach this port can use it"
+        "INSECURE: mesh gRPC runs in PLAINTEXT without peer authentication \
+         (--insecure-plaintext-grpc / insecure_plaintext_grpc); anyone on the network \
+         path can read, call or impersonate this hop"
     );
 }
