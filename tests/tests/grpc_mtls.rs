@@ -365,3 +365,71 @@ impl tonic::codec::Decoder for Unit {
         Ok(Some(()))
     }
 }
+
+/// Each service binary refuses to start without mesh TLS and without the
+/// explicit opt-out, naming both in its error.
+#[test]
+fn services_refuse_to_start_without_mesh_tls() {
+    let bins = Bins::locate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let edge_toml = dir.path().join("edge.toml");
+    std::fs::write(
+        &edge_toml,
+        "listen = \"127.0.0.1:0\"\nworkers = [\"http://127.0.0.1:9\"]\n\
+         limiter = \"http://127.0.0.1:9\"\nkeystores_file = \"k.json\"\n",
+    )
+    .unwrap();
+    let pin = dir.path().join("pin");
+    std::fs::write(&pin, "1234\n").unwrap();
+    let runs: [(&str, &Path, Vec<String>, &str); 3] = [
+        (
+            "crypto-worker",
+            &bins.worker,
+            vec![
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--pin-file".into(),
+                pin.display().to_string(),
+            ],
+            "--insecure-plaintext-grpc",
+        ),
+        (
+            "rate-limiter",
+            &bins.limiter,
+            vec!["--listen".into(), "127.0.0.1:0".into()],
+            "--insecure-plaintext-grpc",
+        ),
+        (
+            "edge",
+            &bins.edge,
+            vec!["--config".into(), edge_toml.display().to_string()],
+            "insecure_plaintext_grpc = true",
+        ),
+    ];
+    for (name, bin, args, opt_out) in runs {
+        let out = std::process::Command::new(bin)
+            .args(&args)
+            .env_remove("KEYMESH_INSECURE_PLAINTEXT_GRPC")
+            .env_remove("KEYMESH_GRPC_TLS_CERT")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !out.status.success(),
+            "{name} started without mesh TLS:\n{text}"
+        );
+        assert!(
+            text.contains("grpc_tls") || text.contains("--grpc-tls-cert"),
+            "{name}: {text}"
+        );
+        assert!(
+            text.contains(opt_out),
+            "{name} does not name {opt_out}: {text}"
+        );
+    }
+}
