@@ -16,10 +16,14 @@
 #      KMS comparison — XKS Encrypt 32 B, encrypt-data 32 B, create-datakey 512-bit, show-secret-
 #      version 64 B — is repeated, interleaved so that drift on a shared machine hits all alike; the
 #      csms suite uses it too; "fairness": HSM fairness, XKS Encrypt 32 B at concurrency 8 while 20
-#      concurrent Huawei create-rsa-datakey-pair RSA_4096 run, once with the worker's slow lane off
-#      (--slow-lane-sessions 0: one shared pool, the old behaviour) and once on (the default, 1),
-#      DURATION of XKS load each, after a baseline of XKS alone), BUILD (default 1; 0 runs the binaries already built), CARGO_TARGET_DIR
-#      (where the release binaries are built and looked for; default target/).
+#      concurrent Huawei create-rsa-datakey-pair RSA_4096 run, once on a mesh whose worker has the slow
+#      lane off (--slow-lane-sessions 0: one shared pool, the old behaviour) and once on a second mesh
+#      with it on (the default, 1), DURATION of XKS load each, after a baseline of XKS alone), BUILD (default 1; 0 runs the binaries already built), CARGO_TARGET_DIR
+#      (where the release binaries are built and looked for; default target/), MESH_TLS (default 1:
+#      the gRPC hops use mutual TLS with pinned identities, certificates from `keymeshctl pki
+#      init`, as in production; 0: --insecure-plaintext-grpc). SUITE=mtls measures what mTLS
+#      costs: a second, plaintext mesh on the same token next to the mTLS one, and XKS Encrypt
+#      32 B at KMS_CONCURRENCY alternated between the two, KMS_ROUNDS times (lines tagged "mesh").
 # bench/report.py turns the JSONL into the tables of bench/REPORT.md.
 set -euo pipefail
 
@@ -33,7 +37,8 @@ RATES=${RATES:-"1800"}
 SUITE=${SUITE:-all}
 KMS_CONCURRENCY=${KMS_CONCURRENCY:-"32"}
 KMS_ROUNDS=${KMS_ROUNDS:-1}
-case "$SUITE" in all | kms | csms | fairness) ;; *) echo "SUITE must be all, kms, csms or fairness" >&2; exit 2 ;; esac
+MESH_TLS=${MESH_TLS:-1}
+case "$SUITE" in all | kms | csms | mtls | fairness) ;; *) echo "SUITE must be all, kms, csms, mtls or fairness" >&2; exit 2 ;; esac
 
 if [ "${BUILD:-1}" = 1 ]; then
   cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" \
@@ -79,42 +84,73 @@ printf '[default]\nrate_per_second = 1000000\nburst = 1000000\n' >"$DIR/quotas.t
 
 wait_file() { for _ in $(seq 200); do [ -s "$1" ] && return 0; sleep 0.05; done; echo "timeout waiting for $1" >&2; exit 1; }
 
-# The fairness suite starts with the slow lane off and restarts the worker with it on.
-SLOW_LANE=1
-[ "$SUITE" = fairness ] && SLOW_LANE=0
-"$BIN/crypto-worker" --listen 127.0.0.1:0 --addr-file "$DIR/worker.addr" --sessions "$SESSIONS" \
-  --slow-lane-sessions "$SLOW_LANE" 2>"$DIR/worker.log" &
-PIDS+=($!); WORKER_PID=$!
-"$BIN/rate-limiter" --listen 127.0.0.1:0 --addr-file "$DIR/limiter.addr" --config "$DIR/quotas.toml" 2>"$DIR/limiter.log" &
-PIDS+=($!); LIMITER_PID=$!
-wait_file "$DIR/worker.addr"; wait_file "$DIR/limiter.addr"
+# The mesh PKI: one CA, one certificate per service identity.
+"$BIN/keymeshctl" pki init --dir "$DIR/pki" >/dev/null
 
-cat >"$DIR/edge.toml" <<EOF
+# start_mesh TAG TLS [SLOW_LANE]: a worker (slow lane of SLOW_LANE sessions,
+# default 1), a limiter and an edge (mTLS when TLS=1, else plaintext); sets
+# MESH_EDGE (address) and MESH_PIDS (edge,worker,limiter).
+start_mesh() {
+  local tag=$1 tls=$2 slow_lane=${3:-1} wtls ltls top="" section=""
+  if [ "$tls" = 1 ]; then
+    wtls=(--grpc-tls-cert "$DIR/pki/crypto-worker.pem" --grpc-tls-key "$DIR/pki/crypto-worker.key" --grpc-tls-ca "$DIR/pki/ca.pem")
+    ltls=(--grpc-tls-cert "$DIR/pki/rate-limiter.pem" --grpc-tls-key "$DIR/pki/rate-limiter.key" --grpc-tls-ca "$DIR/pki/ca.pem")
+    section="[grpc_tls]
+cert_file = \"$DIR/pki/edge.pem\"
+key_file = \"$DIR/pki/edge.key\"
+ca_file = \"$DIR/pki/ca.pem\""
+  else
+    wtls=(--insecure-plaintext-grpc)
+    ltls=(--insecure-plaintext-grpc)
+    top="insecure_plaintext_grpc = true"
+  fi
+  "$BIN/crypto-worker" --listen 127.0.0.1:0 --addr-file "$DIR/worker-$tag.addr" --sessions "$SESSIONS" \
+    --slow-lane-sessions "$slow_lane" "${wtls[@]}" 2>"$DIR/worker-$tag.log" &
+  PIDS+=($!); local worker_pid=$!
+  "$BIN/rate-limiter" --listen 127.0.0.1:0 --addr-file "$DIR/limiter-$tag.addr" --config "$DIR/quotas.toml" \
+    "${ltls[@]}" 2>"$DIR/limiter-$tag.log" &
+  PIDS+=($!); local limiter_pid=$!
+  wait_file "$DIR/worker-$tag.addr"; wait_file "$DIR/limiter-$tag.addr"
+
+  cat >"$DIR/edge-$tag.toml" <<EOF
 listen = "127.0.0.1:0"
-addr_file = "$DIR/edge.addr"
-workers = ["http://$(cat "$DIR/worker.addr")"]
-limiter = "http://$(cat "$DIR/limiter.addr")"
+addr_file = "$DIR/edge-$tag.addr"
+workers = ["http://$(cat "$DIR/worker-$tag.addr")"]
+limiter = "http://$(cat "$DIR/limiter-$tag.addr")"
 keystores_file = "$DIR/keystores.json"
+$top
+
+$section
 
 [huawei]
 store_url = "$KEYMESH_STORE_URL"
 EOF
-"$BIN/edge" --config "$DIR/edge.toml" 2>"$DIR/edge.log" &
-PIDS+=($!); EDGE_PID=$!
-wait_file "$DIR/edge.addr"
+  "$BIN/edge" --config "$DIR/edge-$tag.toml" 2>"$DIR/edge-$tag.log" &
+  PIDS+=($!); local edge_pid=$!
+  wait_file "$DIR/edge-$tag.addr"
+  MESH_EDGE=$(cat "$DIR/edge-$tag.addr")
+  MESH_PIDS="$edge_pid,$worker_pid,$limiter_pid"
+}
 
-COMMON=(--endpoint "http://$(cat "$DIR/edge.addr")" --console-config "$DIR/console.json"
-        --key-id bench-key --pids "$EDGE_PID,$WORKER_PID,$LIMITER_PID")
+# The fairness suite measures the old behaviour on the main mesh first.
+MAIN_SLOW_LANE=1
+[ "$SUITE" = fairness ] && MAIN_SLOW_LANE=0
+start_mesh main "$MESH_TLS" "$MAIN_SLOW_LANE"
+EDGE_ADDR=$MESH_EDGE
+MAIN_PIDS=$MESH_PIDS
+
+COMMON=(--endpoint "http://$EDGE_ADDR" --console-config "$DIR/console.json"
+        --key-id bench-key --pids "$MAIN_PIDS")
 LG=$BIN/keymesh-loadgen
 
 # The Huawei master key (wrapped under the domain key, in the store).
-KMS_KEY=$("$LG" kms-create-key --endpoint "http://$(cat "$DIR/edge.addr")" --account-file "$DIR/account.json" \
+KMS_KEY=$("$LG" kms-create-key --endpoint "http://$EDGE_ADDR" --account-file "$DIR/account.json" \
   --alias bench-1 | sed -E 's/.*"key_id":"([^"]*)".*/\1/')
 KMS=(--key-id "$KMS_KEY" --account-file "$DIR/account.json")
 
 # The CSMS secret: one 64-character secret_string version, encrypted under the
 # project's csms/default key (made by the edge on first use).
-"$LG" csms-create-secret --endpoint "http://$(cat "$DIR/edge.addr")" --account-file "$DIR/account.json" \
+"$LG" csms-create-secret --endpoint "http://$EDGE_ADDR" --account-file "$DIR/account.json" \
   --name bench-secret-1 --value-bytes 64 >/dev/null
 CSMS=(--name bench-secret-1 --version latest --account-file "$DIR/account.json")
 
@@ -147,18 +183,19 @@ compare_suite() {
     done
   done
 }
-# HSM fairness: XKS Encrypt while 20 RSA-4096 key-pair generations run, with
-# the worker's slow lane off ($1 = 0) or on ($1 = 1). The keypair load starts
-# first and outlasts the XKS run; both lines go to $OUT, tagged.
+# HSM fairness: XKS Encrypt while 20 RSA-4096 key-pair generations run through
+# the mesh whose loadgen arguments are in FAIR, with that worker's slow lane
+# off ($1 = 0) or on ($1 = 1). The keypair load starts first and outlasts the
+# XKS run; both lines go to $OUT, tagged.
 fairness_round() {
   local lane=$1 tag
   tag="\"scenario\":\"hsm-fairness\",\"slow_lane_sessions\":$lane,\"worker_sessions\":$SESSIONS,"
-  "$LG" closed --concurrency 20 --duration "$((DURATION + 6))" --timeout-ms 30000 "${COMMON[@]}" \
+  "$LG" closed --concurrency 20 --duration "$((DURATION + 6))" --timeout-ms 30000 "${FAIR[@]}" \
     kms-keypair --spec RSA_4096 "${KMS[@]}" >"$DIR/keypair.json" &
   local kp=$!
   # Let the 20 generations occupy the HSM before XKS load starts.
   sleep 3
-  "$LG" closed --concurrency 8 --duration "$DURATION" "${COMMON[@]}" encrypt --size 32 | sed "s/^{/{$tag/" >>"$OUT"
+  "$LG" closed --concurrency 8 --duration "$DURATION" "${FAIR[@]}" encrypt --size 32 | sed "s/^{/{$tag/" >>"$OUT"
   wait "$kp"
   sed "s/^{/{$tag/" "$DIR/keypair.json" >>"$OUT"
 }
@@ -166,21 +203,30 @@ if [ "$SUITE" = fairness ]; then
   # Baseline: XKS alone, same processes and box, no key-pair load.
   "$LG" closed --concurrency 8 --duration "$DURATION" "${COMMON[@]}" encrypt --size 32 |
     sed "s/^{/{\"scenario\":\"hsm-fairness-baseline\",\"slow_lane_sessions\":0,/" >>"$OUT"
+  FAIR=("${COMMON[@]}")
   fairness_round 0
-  # The same worker address, now with the slow lane (the default).
-  ADDR=$(cat "$DIR/worker.addr")
-  kill -TERM "$WORKER_PID"; wait "$WORKER_PID" 2>/dev/null || true
-  "$BIN/crypto-worker" --listen "$ADDR" --sessions "$SESSIONS" --slow-lane-sessions 1 2>>"$DIR/worker.log" &
-  PIDS+=($!); WORKER_PID=$!
-  COMMON=(--endpoint "http://$(cat "$DIR/edge.addr")" --console-config "$DIR/console.json"
-          --key-id bench-key --pids "$EDGE_PID,$WORKER_PID,$LIMITER_PID")
-  # Until the edge has re-admitted the worker.
-  for _ in $(seq 100); do
-    "$LG" closed --concurrency 1 --duration 0.5 "${COMMON[@]}" encrypt --size 32 2>/dev/null |
-      grep -q '"error_count":0' && break
-    sleep 0.2
-  done
+  # A second mesh on the same token and store, its worker with the slow lane (the default).
+  start_mesh lane "$MESH_TLS" 1
+  FAIR=(--endpoint "http://$MESH_EDGE" --console-config "$DIR/console.json" --key-id bench-key --pids "$MESH_PIDS")
+  "$LG" closed --concurrency 4 --duration 2 "${FAIR[@]}" encrypt --size 32 >/dev/null
   fairness_round 1
+  echo "results appended to $OUT" >&2
+  exit 0
+fi
+if [ "$SUITE" = mtls ]; then
+  # The other variant next to the main mesh, on the same token and key.
+  if [ "$MESH_TLS" = 1 ]; then other=0; else other=1; fi
+  start_mesh other "$other"
+  OTHER=(--endpoint "http://$MESH_EDGE" --console-config "$DIR/console.json" --key-id bench-key --pids "$MESH_PIDS")
+  "$LG" closed --concurrency 4 --duration 2 "${OTHER[@]}" encrypt --size 32 >/dev/null
+  tag() { sed -E "s/^\{/{\"mesh\":\"$1\",/"; }
+  name() { if [ "$1" = 1 ]; then echo mtls; else echo plaintext; fi; }
+  for _ in $(seq "$KMS_ROUNDS"); do
+    for c in $KMS_CONCURRENCY; do
+      "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" encrypt --size 32 | tag "$(name "$MESH_TLS")" >>"$OUT"
+      "$LG" closed --concurrency "$c" --duration "$DURATION" "${OTHER[@]}" encrypt --size 32 | tag "$(name "$other")" >>"$OUT"
+    done
+  done
   echo "results appended to $OUT" >&2
   exit 0
 fi

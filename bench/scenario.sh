@@ -103,6 +103,12 @@ rate_per_second = 5
 burst = 5
 EOF
 
+# Mesh mTLS as in production: a CA and one certificate per service identity.
+"$BIN/keymeshctl" pki init --dir "$DIR/pki" >/dev/null
+mesh_tls() { # service
+  echo --grpc-tls-cert "$DIR/pki/$1.pem" --grpc-tls-key "$DIR/pki/$1.key" --grpc-tls-ca "$DIR/pki/ca.pem"
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_file() { # path pid name
   for _ in $(seq 300); do
@@ -117,7 +123,7 @@ declare -A WPID WADDR
 start_worker() { # index [port]
   local i=$1 port=${2:-0}
   "$BIN/crypto-worker" --listen "127.0.0.1:$port" --addr-file "$DIR/worker$i.addr" \
-    --worker-id "scenario-$i" --sessions 1 2>"$DIR/worker$i.log" &
+    --worker-id "scenario-$i" --sessions 1 $(mesh_tls crypto-worker) 2>"$DIR/worker$i.log" &
   WPID[$i]=$!; PIDS+=($!)
   wait_file "$DIR/worker$i.addr" "$!" "worker$i"
   WADDR[$i]=$(cat "$DIR/worker$i.addr")
@@ -125,7 +131,7 @@ start_worker() { # index [port]
 declare -A LPID LADDR
 for i in 0 1; do
   "$BIN/rate-limiter" --listen 127.0.0.1:0 --addr-file "$DIR/limiter$i.addr" --config "$DIR/quotas.toml" \
-    2>"$DIR/limiter$i.log" &
+    $(mesh_tls rate-limiter) 2>"$DIR/limiter$i.log" &
   LPID[$i]=$!; PIDS+=($!)
   wait_file "$DIR/limiter$i.addr" "$!" "limiter$i"
   LADDR[$i]=$(cat "$DIR/limiter$i.addr")
@@ -144,6 +150,11 @@ admin_listen = "$ADMIN"
 workers = ["http://${WADDR[0]}", "http://${WADDR[1]}", "http://${WADDR[2]}", "http://${WADDR[3]}"]
 $1
 keystores_file = "$DIR/keystores.json"
+
+[grpc_tls]
+cert_file = "$DIR/pki/edge.pem"
+key_file = "$DIR/pki/edge.key"
+ca_file = "$DIR/pki/ca.pem"
 EOF
 }
 start_edge() {

@@ -23,9 +23,10 @@ RENDERED_DIR holds one `<overlay>.yaml` per kustomize overlay, as rendered by
    rules, every file it names mounted into the edge container, dns+http://
    workers naming a headless Service, and `limiters` listing exactly the
    limiter StatefulSet's pods (rate-limiter-0 .. replicas-1) by their DNS names,
-   and service mTLS on both ends or neither ([grpc_tls] in the edge, all three
-   KEYMESH_GRPC_TLS_* files mounted in worker and limiter, server_name set for
-   dns+http:// workers, no kubelet gRPC probes against an mTLS port). [huawei]
+   and service mTLS everywhere ([grpc_tls] in the edge with its files mounted,
+   all three KEYMESH_GRPC_TLS_* files mounted in worker and limiter, no
+   insecure_plaintext_grpc / KEYMESH_INSECURE_PLAINTEXT_GRPC, kubelet gRPC
+   probes on the plaintext health-only port, never on the mTLS port). [huawei]
    (components/huawei) on both ends or neither: its fields and ranges, the store
    URL from a mounted Secret (store_url_file; no password in a ConfigMap, no
    per-pod SQLite), its files mounted, a domain-key Job with the workers' HSM
@@ -63,8 +64,12 @@ EXTERNAL = {
     ("Secret", "edge-tls"),
     ("Secret", "edge-ingress-tls"),
     ("ConfigMap", "edge-client-ca"),
-    # Service mTLS (components/service-mtls): tls.crt, tls.key, ca.crt.
-    ("Secret", "keymesh-grpc-tls"),
+    # Service mTLS, one identity per service: tls.crt, tls.key, ca.crt, made
+    # out of band (keymeshctl pki init) or by cert-manager (components/cert-manager;
+    # check_cert_manager ties each to its identity).
+    ("Secret", "keymesh-edge-grpc-tls"),
+    ("Secret", "keymesh-crypto-worker-grpc-tls"),
+    ("Secret", "keymesh-rate-limiter-grpc-tls"),
 }
 
 NAMESPACE = "keymesh"
@@ -78,8 +83,10 @@ POSTGRES_PORT = 5432
 # A userinfo with a password: postgres://user:password@host/...
 URL_PASSWORD = re.compile(r"^[a-z]+://[^/@:]*:[^/@]*@")
 
-# Worker and limiter flags for service mTLS: all three or none (docs/ARCHITECTURE.md).
+# Worker and limiter flags for service mTLS: all three, required (docs/ARCHITECTURE.md).
 GRPC_TLS_ENV = ("KEYMESH_GRPC_TLS_CERT", "KEYMESH_GRPC_TLS_KEY", "KEYMESH_GRPC_TLS_CA")
+# The plaintext health-only listener each gRPC service's probes use.
+HEALTH_LISTEN_ENV = {"crypto-worker": "KEYMESH_WORKER_HEALTH_LISTEN", "rate-limiter": "KEYMESH_LIMITER_HEALTH_LISTEN"}
 
 # Metrics from outside keymesh that the alerts may use.
 EXTERNAL_METRICS = {"up", "kube_deployment_status_replicas_available", "kube_deployment_spec_replicas"}
@@ -105,8 +112,54 @@ def err(where: str, msg: str) -> None:
 # --------------------------------------------------------------------------- 1
 
 
+# Mesh identities (crates/common/src/mesh_identity.rs) by the Secret the base
+# mounts into each service.
+MESH_IDENTITIES = {
+    "keymesh-edge-grpc-tls": "spiffe://keymesh/edge",
+    "keymesh-crypto-worker-grpc-tls": "spiffe://keymesh/crypto-worker",
+    "keymesh-rate-limiter-grpc-tls": "spiffe://keymesh/rate-limiter",
+}
+
+
+def check_cert_manager(overlay: str, docs: list[dict]) -> None:
+    """cert-manager objects (no schema ships with kubernetes-validate): the
+    shape keymesh relies on, and one Certificate per mesh Secret carrying
+    exactly that service's identity, from an Issuer that is rendered."""
+    cm = [d for d in docs if str(d.get("apiVersion", "")).startswith("cert-manager.io/")]
+    if not cm:
+        return
+    issuers = {d["metadata"]["name"] for d in cm if d["kind"] == "Issuer"}
+    by_secret = {}
+    for d in cm:
+        where = f"{overlay}: {d['kind']}/{d['metadata']['name']}"
+        if d["apiVersion"] != "cert-manager.io/v1" or d["kind"] not in ("Issuer", "Certificate"):
+            err(where, "expected cert-manager.io/v1 Issuer or Certificate")
+            continue
+        if d["kind"] == "Certificate":
+            spec = d.get("spec", {})
+            ref = spec.get("issuerRef", {})
+            if ref.get("kind", "Issuer") != "Issuer" or ref.get("name") not in issuers:
+                err(where, f"issuerRef {ref} is not a rendered Issuer")
+            if not spec.get("secretName"):
+                err(where, "secretName missing")
+            by_secret[spec.get("secretName")] = (where, spec)
+    for secret, uri in MESH_IDENTITIES.items():
+        if secret not in by_secret:
+            err(overlay, f"cert-manager is used but no Certificate writes Secret/{secret}")
+            continue
+        where, spec = by_secret[secret]
+        if spec.get("uris") != [uri]:
+            err(where, f"uris must be [{uri!r}]: the peers pin that identity")
+        usages = set(spec.get("usages", []))
+        if not {"server auth", "client auth"} <= usages:
+            err(where, "usages need server auth and client auth")
+
+
 def validate_schemas(overlay: str, docs: list[dict]) -> None:
+    check_cert_manager(overlay, docs)
     for doc in docs:
+        if str(doc.get("apiVersion", "")).startswith("cert-manager.io/"):
+            continue  # CRDs: checked by check_cert_manager
         name = f"{overlay}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
         for version in K8S_VERSIONS:
             try:
@@ -201,18 +254,30 @@ def check_workloads(overlay: str, docs: list[dict]) -> None:
                     err(cw, f"{probe} missing")
             if c["name"] in GRPC_SERVICES:
                 tls_env = grpc_tls_env(c)
-                if tls_env and len(tls_env) != len(GRPC_TLS_ENV):
-                    err(cw, f"set all of {', '.join(GRPC_TLS_ENV)} or none (the service refuses to start)")
+                env = {e["name"]: e.get("value", "") for e in c.get("env", [])}
+                if len(tls_env) != len(GRPC_TLS_ENV):
+                    err(cw, f"set all of {', '.join(GRPC_TLS_ENV)}: the service refuses to start without mesh mTLS")
+                if "KEYMESH_INSECURE_PLAINTEXT_GRPC" in env:
+                    err(cw, "KEYMESH_INSECURE_PLAINTEXT_GRPC: plaintext gRPC is for development, not deploy/")
                 mounts = mount_dirs(c, spec)
                 for k, f in sorted(tls_env.items()):
                     if not f.startswith("/") or not file_is_mounted(f, mounts):
                         err(cw, f"{k}={f}: no volume of the container provides it")
+                grpc_port = int(env.get("KEYMESH_WORKER_LISTEN" if c["name"] == "crypto-worker" else "KEYMESH_LIMITER_LISTEN", ":0").rsplit(":", 1)[1])
+                health = env.get(HEALTH_LISTEN_ENV[c["name"]], "")
+                health_port = int(health.rsplit(":", 1)[1]) if ":" in health else None
+                if health_port is None:
+                    err(cw, f"{HEALTH_LISTEN_ENV[c['name']]} unset: the kubelet's gRPC probe has no client "
+                            "certificate and needs the plaintext health-only listener")
+                elif health_port not in [p["containerPort"] for p in c.get("ports", [])]:
+                    err(cw, f"health-only port {health_port} is not a containerPort")
                 for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-                    if tls_env and "grpc" in c.get(probe, {}):
-                        err(cw, f"{probe}: the kubelet's gRPC probe is plaintext without a client certificate, "
-                                "so it fails against the mTLS port (use tcpSocket)")
-                    elif not tls_env and "grpc" not in c.get(probe, {}):
-                        err(cw, f"{probe} must be a native gRPC probe (grpc.health.v1)")
+                    g = c.get(probe, {}).get("grpc")
+                    if g is None:
+                        err(cw, f"{probe} must be a native gRPC probe (grpc.health.v1) on the health-only port")
+                    elif g.get("port") == grpc_port or g.get("port") != health_port:
+                        err(cw, f"{probe}: gRPC probe on port {g.get('port')}, not the health-only port "
+                                f"{health_port} (the mTLS port refuses a caller without the edge identity)")
             if c["name"] in SERVICE_CONTAINERS:
                 env = {e["name"]: e for e in c.get("env", [])}
                 tw = env.get("TOKIO_WORKER_THREADS", {}).get("valueFrom", {}).get("resourceFieldRef", {})
@@ -483,20 +548,18 @@ def check_edge_toml(where: str, text: str, container: dict, spec: dict, by_kind:
             err(where, "edge.toml: client_ca_file and client_subject_cn must be set together")
         files += [tls.get("cert_file"), tls.get("key_file"), tls.get("client_ca_file")]
     gtls = cfg.get("grpc_tls")
-    if gtls is not None:
+    if cfg.get("insecure_plaintext_grpc"):
+        err(where, "edge.toml: insecure_plaintext_grpc is for development, not deploy/")
+    if gtls is None:
+        err(where, "edge.toml: [grpc_tls] missing: the edge refuses to start without mesh mTLS")
+    else:
         for k in ("cert_file", "key_file", "ca_file"):
             if k not in gtls:
                 err(where, f"edge.toml: [grpc_tls] needs {k}")
         files += [gtls.get("cert_file"), gtls.get("key_file"), gtls.get("ca_file")]
-        if "server_name" not in gtls and any(w.startswith("dns+http://") for w in cfg.get("workers", [])):
-            err(where, "edge.toml: [grpc_tls] needs server_name: dns+http:// workers are dialled by IP address")
-    # Both ends or neither: a TLS server refuses a plaintext edge and vice versa.
-    for kind, name in (("Deployment", "crypto-worker"), ("StatefulSet", "rate-limiter")):
-        w = by_kind.get(kind, {}).get(name)
-        c = next((c for c in w["spec"]["template"]["spec"]["containers"] if c["name"] == name), None) if w else None
-        if c is not None and bool(grpc_tls_env(c)) != (gtls is not None):
-            err(where, f"edge.toml {'has' if gtls is not None else 'has no'} [grpc_tls] but {kind}/{name} "
-                       f"{'does not set' if gtls is not None else 'sets'} KEYMESH_GRPC_TLS_*: the gRPC hop fails")
+        for k in ("worker_identities", "limiter_identities"):
+            if k in gtls and (not isinstance(gtls[k], list) or not gtls[k]):
+                err(where, f"edge.toml: [grpc_tls] {k} must be a non-empty list")
     files += check_huawei(where, cfg, container, spec, by_kind)
     check_edge_egress(where, cfg, by_kind)
     mounts = mount_dirs(container, spec)

@@ -451,9 +451,16 @@ pub struct MeshOptions {
     /// Start the limiter and workers with `--metrics-listen` (addresses in
     /// [`Mesh::limiter_metrics_addr`], [`Mesh::worker_metrics_addrs`]).
     pub metrics: bool,
-    /// gRPC between the edge and the workers/limiters over mutual TLS
-    /// (`--grpc-tls-*` and `[grpc_tls]`, certificates in [`Mesh::grpc_pki`]).
+    /// gRPC between the edge and the workers/limiters over mutual TLS with
+    /// pinned identities (`--grpc-tls-*` and `[grpc_tls]`, certificates from
+    /// `keymeshctl pki init` in [`Mesh::grpc_pki`]); default true, as in
+    /// production. `false` = the explicit `--insecure-plaintext-grpc` /
+    /// `insecure_plaintext_grpc = true` opt-out.
     pub grpc_mtls: bool,
+    /// Start workers and limiters with a plaintext health-only listener
+    /// (`--health-listen`; addresses in [`Mesh::worker_health_addrs`],
+    /// [`Mesh::limiter_health_addr`]). Default false.
+    pub health_listen: bool,
     /// Also serve the Huawei KMS dialect on this store backend: store,
     /// domain key, token keys, accounts and the edge's `[huawei]` section
     /// (see [`Mesh::huawei`]). `None` (default) = XKS only.
@@ -480,7 +487,8 @@ impl Default for MeshOptions {
             rust_log: "info,keymesh_edge=debug,keymesh_crypto_worker=debug,keymesh_rate_limiter=debug,keymesh_common=debug,edge=debug,crypto_worker=debug,rate_limiter=debug".into(),
             extra_env: Vec::new(),
             metrics: false,
-            grpc_mtls: false,
+            grpc_mtls: true,
+            health_listen: false,
             huawei: None,
         }
     }
@@ -513,6 +521,10 @@ pub struct Mesh {
     pub limiter_metrics_addr: Option<SocketAddr>,
     /// Each worker's `/metrics` address when [`MeshOptions::metrics`] is set.
     pub worker_metrics_addrs: Vec<SocketAddr>,
+    /// The limiter's health-only address when [`MeshOptions::health_listen`] is set.
+    pub limiter_health_addr: Option<SocketAddr>,
+    /// Each worker's health-only address when [`MeshOptions::health_listen`] is set.
+    pub worker_health_addrs: Vec<SocketAddr>,
     creds: Mutex<HashMap<String, Credentials>>,
     limiter: Mutex<Option<Proc>>,
     /// Limiter replicas 1.. (replica 0 is `limiter`).
@@ -579,7 +591,7 @@ impl Mesh {
         };
 
         let grpc_pki = if opts.grpc_mtls {
-            Some(pki::GrpcPki::generate(&root.join("grpc-tls"))?)
+            Some(pki::GrpcPki::generate(&bins.ctl, &root.join("grpc-tls"))?)
         } else {
             None
         };
@@ -602,6 +614,8 @@ impl Mesh {
             edge_addr: "127.0.0.1:0".parse()?,
             limiter_metrics_addr: None,
             worker_metrics_addrs: Vec::new(),
+            limiter_health_addr: None,
+            worker_health_addrs: Vec::new(),
             creds: Mutex::new(HashMap::new()),
             limiter: Mutex::new(None),
             limiter_replicas: Mutex::new(Vec::new()),
@@ -631,6 +645,12 @@ impl Mesh {
             mesh.limiter_metrics_addr = Some(free_port()?);
             for _ in 0..mesh.opts.workers {
                 mesh.worker_metrics_addrs.push(free_port()?);
+            }
+        }
+        if mesh.opts.health_listen {
+            mesh.limiter_health_addr = Some(free_port()?);
+            for _ in 0..mesh.opts.workers {
+                mesh.worker_health_addrs.push(free_port()?);
             }
         }
         // rate-limiter
@@ -840,7 +860,10 @@ impl Mesh {
         if let Some(a) = self.limiter_metrics_addr.filter(|_| i == 0) {
             args.extend(["--metrics-listen".into(), a.to_string()]);
         }
-        args.extend(self.grpc_tls_args());
+        if let Some(a) = self.limiter_health_addr.filter(|_| i == 0) {
+            args.extend(["--health-listen".into(), a.to_string()]);
+        }
+        args.extend(self.grpc_tls_args("rate-limiter"));
         let mut p = Proc::start(
             &name,
             &self.bins.limiter,
@@ -878,7 +901,10 @@ impl Mesh {
         if let Some(a) = self.worker_metrics_addrs.get(i) {
             args.extend(["--metrics-listen".into(), a.to_string()]);
         }
-        args.extend(self.grpc_tls_args());
+        if let Some(a) = self.worker_health_addrs.get(i) {
+            args.extend(["--health-listen".into(), a.to_string()]);
+        }
+        args.extend(self.grpc_tls_args("crypto-worker"));
         let name = format!("crypto-worker-{i}");
         let mut p = Proc::start(
             &name,
@@ -891,16 +917,18 @@ impl Mesh {
         Ok((p, a))
     }
 
-    /// `--grpc-tls-*` for a worker or limiter (none without service mTLS).
-    fn grpc_tls_args(&self) -> Vec<String> {
+    /// `--grpc-tls-*` with `service`'s certificate for a worker or limiter,
+    /// or the explicit plaintext opt-out without service mTLS.
+    fn grpc_tls_args(&self, service: &str) -> Vec<String> {
         let Some(g) = &self.grpc_pki else {
-            return Vec::new();
+            return vec!["--insecure-plaintext-grpc".into()];
         };
+        let (cert, key) = g.identity(service);
         vec![
             "--grpc-tls-cert".into(),
-            g.server_cert.display().to_string(),
+            cert.display().to_string(),
             "--grpc-tls-key".into(),
-            g.server_key.display().to_string(),
+            key.display().to_string(),
             "--grpc-tls-ca".into(),
             g.ca_cert.display().to_string(),
         ]
@@ -924,7 +952,7 @@ impl Mesh {
         let mut s = format!(
             "listen = \"127.0.0.1:0\"\naddr_file = \"{}\"\ndeadline_ms = {}\nworkers = [{workers}]\n{}\n\
              limiter_failure_policy = \"{}\"\nkeystores_file = \"{}\"\npolicy_file = \"{}\"\nreload_interval_ms = 100\n\
-             max_body_bytes = {}\nmax_plaintext_bytes = {}\nmax_aad_bytes = {}\nmax_skew_secs = 300\n{}\n",
+             max_body_bytes = {}\nmax_plaintext_bytes = {}\nmax_aad_bytes = {}\nmax_skew_secs = 300\n{}\n{}\n",
             self.root().join("edge.addr").display(),
             o.deadline_ms,
             self.limiter_toml_line(),
@@ -934,6 +962,11 @@ impl Mesh {
             o.max_body_bytes,
             o.max_plaintext_bytes,
             o.max_aad_bytes,
+            if self.grpc_pki.is_none() {
+                "insecure_plaintext_grpc = true"
+            } else {
+                ""
+            },
             o.edge_extra,
         );
         if let Some(p) = &self.pki {
@@ -951,10 +984,11 @@ impl Mesh {
             }
         }
         if let Some(g) = &self.grpc_pki {
+            let (cert, key) = g.identity("edge");
             s.push_str(&format!(
                 "\n[grpc_tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\n",
-                g.edge_cert.display(),
-                g.edge_key.display(),
+                cert.display(),
+                key.display(),
                 g.ca_cert.display()
             ));
         }

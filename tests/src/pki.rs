@@ -1,7 +1,8 @@
 //! Test PKI generated at run time with rcgen: a server CA and server
 //! certificate (SANs `localhost`, `127.0.0.1`), a client CA and the KMS-like
 //! client certificate, plus helpers for bad client certificates; and the
-//! service-mTLS identities of the workers, limiters and edge ([`GrpcPki`]).
+//! service-mTLS identities of the workers, limiters and edge ([`GrpcPki`],
+//! from `keymeshctl pki init`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -155,37 +156,68 @@ impl Pki {
     }
 }
 
-/// Service-mTLS material: one mesh CA, a server certificate for the workers
-/// and limiters (SANs `localhost`, `127.0.0.1`) and a client certificate for
-/// the edge, written to files for `--grpc-tls-*` and `[grpc_tls]`.
+/// Service-mTLS material, made by `keymeshctl pki init` (so every e2e test
+/// runs on the certificates run-local uses): one mesh CA and a certificate
+/// per service carrying its identity (`spiffe://keymesh/edge`,
+/// `.../crypto-worker`, `.../rate-limiter`), for `--grpc-tls-*` and
+/// `[grpc_tls]`.
 #[derive(Debug)]
 pub struct GrpcPki {
-    pub ca: Ca,
+    pub dir: PathBuf,
     pub ca_cert: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-    pub edge_cert: PathBuf,
-    pub edge_key: PathBuf,
 }
 
 impl GrpcPki {
-    pub fn generate(dir: &Path) -> Result<Self> {
-        fs::create_dir_all(dir)?;
-        let ca = Ca::new("keymesh e2e mesh CA")?;
-        let server = ca.issue_valid("keymesh-service", &["localhost", "127.0.0.1"], false)?;
-        let edge = ca.issue_valid("keymesh-edge", &["keymesh-edge"], true)?;
-        let w = |name: &str, data: &str| -> Result<PathBuf> {
-            let p = dir.join(name);
-            fs::write(&p, data)?;
-            Ok(p)
-        };
+    pub fn generate(ctl: &Path, dir: &Path) -> Result<Self> {
+        let out = std::process::Command::new(ctl)
+            .args(["pki", "init", "--dir"])
+            .arg(dir)
+            .stdin(std::process::Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "keymeshctl pki init failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         Ok(Self {
-            ca_cert: w("ca.pem", &ca.cert_pem)?,
-            server_cert: w("server.pem", &server.cert_pem)?,
-            server_key: w("server.key", &server.key_pem)?,
-            edge_cert: w("edge.pem", &edge.cert_pem)?,
-            edge_key: w("edge.key", &edge.key_pem)?,
-            ca,
+            dir: dir.to_path_buf(),
+            ca_cert: dir.join("ca.pem"),
+        })
+    }
+
+    /// (certificate, key) of `service`: `edge`, `crypto-worker` or `rate-limiter`.
+    pub fn identity(&self, service: &str) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join(format!("{service}.pem")),
+            self.dir.join(format!("{service}.key")),
+        )
+    }
+}
+
+impl Ca {
+    /// A mesh-style leaf (SAN URI `uri`, serverAuth + clientAuth) from this CA.
+    pub fn issue_mesh(&self, uri: &str) -> Result<Leaf> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into()?)];
+        params.distinguished_name = dn(uri);
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::days(1);
+        params.not_after = now + Duration::days(30);
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate()?;
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
         })
     }
 }

@@ -4,8 +4,14 @@
 //! built from three PEM files (certificate chain, key, CA bundle) and
 //! rebuilds them when any of the files changes, so a certificate rotation
 //! (cert-manager rewriting a Secret) needs no restart. Both sides require a
-//! certificate chaining to the CA: a compromised pod without a mesh
-//! certificate cannot call an HSM-backed worker.
+//! certificate chaining to the CA *and* carrying an allowed identity
+//! ([`crate::mesh_identity`]): a pod without a mesh certificate cannot call
+//! an HSM-backed worker, and a worker's or limiter's certificate cannot call
+//! one either, nor pose as a worker to the edge.
+//!
+//! mTLS is the default: the services refuse to start without these files
+//! unless `--insecure-plaintext-grpc` (edge: `insecure_plaintext_grpc =
+//! true`) says, loudly, that plaintext gRPC is wanted.
 //!
 //! tonic's own TLS is not compiled in (its `tls-*` features pull a second
 //! rustls setup and cannot reload), so TLS is done here: the server side
@@ -29,6 +35,10 @@ use http::Uri;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
+
+use crate::mesh_identity::{
+    AllowedPeers, EDGE_IDENTITY, PinnedClientVerifier, PinnedServerVerifier,
+};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -94,9 +104,20 @@ impl GrpcTlsFiles {
     }
 }
 
+/// One side's mesh TLS: its files and the identities its peers must carry
+/// (clients calling this server, or servers this client dials).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshTls {
+    pub files: GrpcTlsFiles,
+    pub peers: AllowedPeers,
+}
+
 /// The current server and client configs, rebuilt from [`GrpcTlsFiles`].
+/// Both pin [`MeshTls::peers`]: the edge, which dials two kinds of peers,
+/// loads one `GrpcTls` per kind.
 pub struct GrpcTls {
     files: GrpcTlsFiles,
+    peers: AllowedPeers,
     server: ArcSwap<ServerConfig>,
     client: ArcSwap<ClientConfig>,
 }
@@ -105,6 +126,7 @@ impl std::fmt::Debug for GrpcTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GrpcTls")
             .field("files", &self.files)
+            .field("peers", &self.peers)
             .finish()
     }
 }
@@ -133,7 +155,10 @@ fn key(path: &std::path::Path) -> anyhow::Result<PrivateKeyDer<'static>> {
 }
 
 /// Both configs from the files, or the first problem.
-fn build(files: &GrpcTlsFiles) -> anyhow::Result<(ServerConfig, ClientConfig)> {
+fn build(
+    files: &GrpcTlsFiles,
+    peers: &AllowedPeers,
+) -> anyhow::Result<(ServerConfig, ClientConfig)> {
     let chain = certs(&files.cert)?;
     let mut roots = RootCertStore::empty();
     for ca in certs(&files.ca)? {
@@ -146,21 +171,28 @@ fn build(files: &GrpcTlsFiles) -> anyhow::Result<(ServerConfig, ClientConfig)> {
     // Both ends are keymesh: TLS 1.3 only, no legacy to negotiate with.
     let versions = &[&rustls::version::TLS13];
 
-    let verifier =
+    let webpki =
         WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider))
             .build()
             .map_err(|e| anyhow::anyhow!("{}: {e}", files.ca.display()))?;
+    let clients = Arc::new(PinnedClientVerifier::new(webpki, peers.clone()));
     let mut server = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(versions)?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(clients)
         .with_single_cert(chain.clone(), key(&files.key)?)
         .map_err(|e| anyhow::anyhow!("{} / {}: {e}", files.cert.display(), files.key.display()))?;
     // gRPC is HTTP/2 only.
     server.alpn_protocols = vec![b"h2".to_vec()];
 
+    let servers = Arc::new(PinnedServerVerifier::new(
+        roots,
+        Arc::clone(&provider),
+        peers.clone(),
+    ));
     let mut client = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(servers)
         .with_client_auth_cert(chain, key(&files.key)?)
         .map_err(|e| anyhow::anyhow!("{} / {}: {e}", files.cert.display(), files.key.display()))?;
     client.alpn_protocols = vec![b"h2".to_vec()];
@@ -170,10 +202,12 @@ fn build(files: &GrpcTlsFiles) -> anyhow::Result<(ServerConfig, ClientConfig)> {
 impl GrpcTls {
     /// Load the files now (an error here is fatal: a service configured for
     /// mTLS must not fall back to plaintext).
-    pub fn load(files: GrpcTlsFiles) -> anyhow::Result<Arc<Self>> {
-        let (server, client) = build(&files)?;
+    pub fn load(mesh: MeshTls) -> anyhow::Result<Arc<Self>> {
+        let MeshTls { files, peers } = mesh;
+        let (server, client) = build(&files, &peers)?;
         Ok(Arc::new(Self {
             files,
+            peers,
             server: ArcSwap::from_pointee(server),
             client: ArcSwap::from_pointee(client),
         }))
@@ -182,7 +216,7 @@ impl GrpcTls {
     /// Rebuild from the files now; keeps the old configs when they do not
     /// parse (a half-rotated Secret must not take the mesh down).
     pub fn reload(&self) -> bool {
-        match build(&self.files) {
+        match build(&self.files, &self.peers) {
             Ok((server, client)) => {
                 self.server.store(Arc::new(server));
                 self.client.store(Arc::new(client));
@@ -210,6 +244,11 @@ impl GrpcTls {
 
     pub fn client_config(&self) -> Arc<ClientConfig> {
         self.client.load_full()
+    }
+
+    /// The identities peers must carry.
+    pub fn peers(&self) -> &AllowedPeers {
+        &self.peers
     }
 }
 
@@ -336,18 +375,17 @@ pub type ClientConn = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// A connector for `Endpoint::connect_with_connector_lazy`: dials the URI's
 /// host and port (TCP_NODELAY), then does the TLS handshake with the current
-/// client config, verifying the server as `server_name` (default: the URI
-/// host, which must then be a SAN of the server's certificate).
+/// client config. The server is verified by chain and pinned identity, not
+/// by the URI host (workers are dialled by IP); the host only becomes the
+/// SNI when it is a DNS name.
 pub fn connector(
     tls: Arc<GrpcTls>,
-    server_name: Option<String>,
 ) -> impl tower::Service<Uri, Response = ClientConn, Error = io::Error, Future: Send + 'static>
 + Clone
 + Send
 + 'static {
     tower::service_fn(move |uri: Uri| {
         let tls = Arc::clone(&tls);
-        let server_name = server_name.clone();
         async move {
             let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
             let host = uri
@@ -357,8 +395,7 @@ pub fn connector(
                 .trim_end_matches(']')
                 .to_owned();
             let port = uri.port_u16().unwrap_or(80);
-            let name = server_name.unwrap_or_else(|| host.clone());
-            let name = ServerName::try_from(name)
+            let name = ServerName::try_from(host.clone())
                 .map_err(|e| invalid(format!("{uri}: bad TLS server name: {e}")))?;
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
             // Nagle + delayed ACK would add ~40 ms to small gRPC frames.
@@ -374,12 +411,13 @@ pub fn connector(
     })
 }
 
-/// The service-mTLS flags of the crypto-worker and the rate-limiter: all
-/// three or none (default none: plaintext gRPC).
+/// The service-mTLS flags of the crypto-worker and the rate-limiter. Either
+/// all three files, or the explicit `--insecure-plaintext-grpc`: neither is
+/// a configuration error.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct GrpcTlsArgs {
     /// Serve gRPC over mutual TLS with this PEM certificate chain, leaf first
-    /// (hot-reloaded; default: none, plaintext).
+    /// (hot-reloaded; required unless --insecure-plaintext-grpc).
     #[arg(long, env = "KEYMESH_GRPC_TLS_CERT")]
     pub grpc_tls_cert: Option<PathBuf>,
     /// PEM private key of --grpc-tls-cert (hot-reloaded).
@@ -388,16 +426,55 @@ pub struct GrpcTlsArgs {
     /// PEM CA bundle client certificates must chain to (hot-reloaded).
     #[arg(long, env = "KEYMESH_GRPC_TLS_CA")]
     pub grpc_tls_ca: Option<PathBuf>,
+    /// Identities (SAN URI or DNS name, comma-separated) a client certificate
+    /// must carry one of (default spiffe://keymesh/edge).
+    #[arg(
+        long,
+        env = "KEYMESH_GRPC_ALLOWED_PEERS",
+        value_delimiter = ',',
+        default_value = EDGE_IDENTITY
+    )]
+    pub grpc_allowed_peers: Vec<String>,
+    /// Serve gRPC in PLAINTEXT, without any caller authentication: anyone
+    /// who reaches the port can use the HSM. Development only (default false).
+    #[arg(long, env = "KEYMESH_INSECURE_PLAINTEXT_GRPC")]
+    pub insecure_plaintext_grpc: bool,
 }
 
 impl GrpcTlsArgs {
-    /// The three files, none, or an error when only some are given.
-    pub fn files(self) -> Result<Option<GrpcTlsFiles>, String> {
-        GrpcTlsFiles::from_parts(
+    /// The server's mesh TLS; `Ok(None)` only with `--insecure-plaintext-grpc`.
+    pub fn mesh_tls(self) -> Result<Option<MeshTls>, String> {
+        let files = GrpcTlsFiles::from_parts(
             self.grpc_tls_cert,
             self.grpc_tls_key,
             self.grpc_tls_ca,
             ["--grpc-tls-cert", "--grpc-tls-key", "--grpc-tls-ca"],
-        )
+        )?;
+        let peers = AllowedPeers::parse(&self.grpc_allowed_peers)
+            .map_err(|e| format!("--grpc-allowed-peers: {e}"))?;
+        match (files, self.insecure_plaintext_grpc) {
+            (Some(files), false) => Ok(Some(MeshTls { files, peers })),
+            (None, true) => Ok(None),
+            (Some(_), true) => Err(
+                "--insecure-plaintext-grpc contradicts --grpc-tls-cert/-key/-ca: choose one"
+                    .to_owned(),
+            ),
+            (None, false) => Err(
+                "gRPC requires mutual TLS: set --grpc-tls-cert, --grpc-tls-key and --grpc-tls-ca \
+                 (or, for development only, --insecure-plaintext-grpc)"
+                    .to_owned(),
+            ),
+        }
     }
+}
+
+/// The start-up warning of a service running without mesh TLS. One place,
+/// so every service says it the same way (operators grep for it).
+pub fn warn_insecure_plaintext(service: &str) {
+    tracing::warn!(
+        service,
+        "INSECURE: mesh gRPC runs in PLAINTEXT without peer authentication \
+         (--insecure-plaintext-grpc / insecure_plaintext_grpc); anyone on the network \
+         path can read, call or impersonate this hop"
+    );
 }

@@ -15,6 +15,7 @@ mod auth_token;
 mod credentials;
 mod domain_key;
 mod keys;
+mod pki;
 mod sealing;
 
 use std::path::PathBuf;
@@ -64,6 +65,9 @@ enum Command {
     /// X-Auth-Token signing keys and tokens.
     #[command(subcommand)]
     AuthToken(auth_token::AuthTokenCommand),
+    /// The local mesh CA and service certificates (gRPC mTLS).
+    #[command(subcommand)]
+    Pki(pki::PkiCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,6 +231,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::DomainKey(cmd) => domain_key::run(&cli.hsm, cli.store_url.as_deref(), cmd),
         Command::Account(cmd) => accounts::run(&cli.hsm, cli.store_url.as_deref(), cmd),
         Command::AuthToken(cmd) => auth_token::run(cmd),
+        Command::Pki(cmd) => pki::run(cmd),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use keymesh_common::Secret;
 pub use keymesh_common::grpc_tls::GrpcTlsArgs;
-use keymesh_common::grpc_tls::GrpcTlsFiles;
+use keymesh_common::grpc_tls::MeshTls;
 
 /// Longest allowed deep-health interval: GetHealth treats results older than
 /// 60 s as UNAVAILABLE, so a longer interval would flap.
@@ -103,6 +103,10 @@ pub struct Args {
     pub domain_key_kcv: Option<String>,
     #[command(flatten)]
     pub grpc_tls: GrpcTlsArgs,
+    /// Also serve only grpc.health.v1, in plaintext, on this address, for
+    /// kubelet probes that cannot present a mesh certificate (default: none).
+    #[arg(long, env = "KEYMESH_WORKER_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// The PKCS#11 flags the worker and keymeshctl share.
@@ -183,8 +187,11 @@ pub struct Config {
     pub key_revalidate: Duration,
     /// `--drain-delay-ms`.
     pub drain_delay: Duration,
-    /// `--grpc-tls-*`: serve over mTLS (default `None`, plaintext).
-    pub grpc_tls: Option<GrpcTlsFiles>,
+    /// `--grpc-tls-*` and `--grpc-allowed-peers`: serve over mTLS. `None`
+    /// (plaintext) only with `--insecure-plaintext-grpc`.
+    pub grpc_tls: Option<MeshTls>,
+    /// `--health-listen`.
+    pub health_listen: Option<SocketAddr>,
     /// `--domain-key-label`.
     pub domain_key_label: String,
     /// `--domain-key-kcv`, lower-case.
@@ -249,10 +256,16 @@ impl Args {
         }
         let grpc_tls = self
             .grpc_tls
-            .files()
+            .mesh_tls()
             .map_err(|e| errors.push(e))
             .ok()
             .flatten();
+        if self
+            .health_listen
+            .is_some_and(|h| h == self.listen && h.port() != 0)
+        {
+            errors.push("--health-listen must differ from --listen".to_owned());
+        }
         let worker_id = match self.worker_id {
             Some(id) if !id.trim().is_empty() => id,
             Some(_) => {
@@ -280,6 +293,7 @@ impl Args {
                 key_revalidate: Duration::from_secs(self.key_revalidate_secs),
                 drain_delay: Duration::from_millis(self.drain_delay_ms),
                 grpc_tls,
+                health_listen: self.health_listen,
                 domain_key_label: self.domain_key_label,
                 domain_key_kcv,
             }),
@@ -307,7 +321,7 @@ mod tests {
 
     #[test]
     fn defaults_and_validation() {
-        let c = Args::try_parse_from(["w", "--pin", "1234"])
+        let c = Args::try_parse_from(["w", "--pin", "1234", "--insecure-plaintext-grpc"])
             .unwrap()
             .into_config()
             .unwrap();
@@ -333,9 +347,16 @@ mod tests {
     #[test]
     fn domain_key_label_flag() {
         let parse = |v: &str| {
-            Args::try_parse_from(["w", "--pin", "1234", "--domain-key-label", v])
-                .unwrap()
-                .into_config()
+            Args::try_parse_from([
+                "w",
+                "--pin",
+                "1234",
+                "--insecure-plaintext-grpc",
+                "--domain-key-label",
+                v,
+            ])
+            .unwrap()
+            .into_config()
         };
         assert_eq!(
             parse("keymesh-domain-v2").unwrap().domain_key_label,
@@ -363,45 +384,67 @@ mod tests {
     }
 
     #[test]
-    fn grpc_tls_flags_all_or_none() {
-        let c = Args::try_parse_from(["w", "--pin", "1234"])
-            .unwrap()
-            .into_config()
-            .unwrap();
-        assert!(c.grpc_tls.is_none());
-        let c = Args::try_parse_from([
-            "w",
-            "--pin",
-            "1234",
+    fn grpc_mtls_required_unless_insecure() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["w", "--pin", "1234"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv).unwrap().into_config()
+        };
+        let err = parse(&[]).unwrap_err().to_string();
+        assert!(err.contains("gRPC requires mutual TLS"), "{err}");
+        assert!(
+            parse(&["--insecure-plaintext-grpc"])
+                .unwrap()
+                .grpc_tls
+                .is_none()
+        );
+        let files = [
             "--grpc-tls-cert",
             "c.pem",
             "--grpc-tls-key",
             "k.pem",
             "--grpc-tls-ca",
             "ca.pem",
-        ])
-        .unwrap()
-        .into_config()
-        .unwrap();
-        let files = c.grpc_tls.unwrap();
-        assert_eq!(files.ca, PathBuf::from("ca.pem"));
-        let err = Args::try_parse_from(["w", "--pin", "1234", "--grpc-tls-cert", "c.pem"])
-            .unwrap()
-            .into_config()
+        ];
+        let tls = parse(&files).unwrap().grpc_tls.unwrap();
+        assert_eq!(tls.files.ca, PathBuf::from("ca.pem"));
+        assert_eq!(tls.peers.to_string(), "spiffe://keymesh/edge");
+        let err = parse(&["--grpc-tls-cert", "c.pem"])
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("missing --grpc-tls-key, --grpc-tls-ca"),
             "{err}"
         );
+        let mut health = files.to_vec();
+        health.extend(["--health-listen", "127.0.0.1:7101"]);
+        assert_eq!(
+            parse(&health).unwrap().health_listen,
+            Some("127.0.0.1:7101".parse().unwrap())
+        );
+        let mut same = files.to_vec();
+        same.extend(["--health-listen", "127.0.0.1:7100"]);
+        assert!(
+            parse(&same)
+                .unwrap_err()
+                .to_string()
+                .contains("--health-listen")
+        );
     }
 
     #[test]
     fn drain_delay_flag() {
         let parse = |v: &str| {
-            Args::try_parse_from(["w", "--pin", "1234", "--drain-delay-ms", v])
-                .unwrap()
-                .into_config()
+            Args::try_parse_from([
+                "w",
+                "--pin",
+                "1234",
+                "--insecure-plaintext-grpc",
+                "--drain-delay-ms",
+                v,
+            ])
+            .unwrap()
+            .into_config()
         };
         assert_eq!(parse("0").unwrap().drain_delay, Duration::ZERO);
         assert_eq!(
@@ -415,7 +458,7 @@ mod tests {
     #[test]
     fn key_copy_flags() {
         let parse = |extra: &[&str]| {
-            let mut argv = vec!["w", "--pin", "1234"];
+            let mut argv = vec!["w", "--pin", "1234", "--insecure-plaintext-grpc"];
             argv.extend_from_slice(extra);
             Args::try_parse_from(argv).unwrap().into_config()
         };

@@ -203,8 +203,29 @@ pub async fn serve_with_module(
     let tls_watch = grpc_tls
         .as_ref()
         .map(|t| t.spawn_watch(keymesh_common::grpc_tls::RELOAD_INTERVAL));
+    if grpc_tls.is_none() {
+        keymesh_common::grpc_tls::warn_insecure_plaintext("crypto-worker");
+    }
+    // Probes only: the same health reporter, none of the HSM services.
+    let health_only = match config.health_listen {
+        Some(a) => {
+            let l = keymesh_common::net::bind(a, None).await?;
+            tracing::info!(addr = %l.local_addr()?, "plaintext health-only listener");
+            Some(keymesh_common::health_listener::spawn(
+                l,
+                health_service.clone(),
+            ))
+        }
+        None => None,
+    };
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, worker_id = %config.worker_id, mtls = grpc_tls.is_some(), "crypto-worker serving");
+    tracing::info!(
+        %addr,
+        worker_id = %config.worker_id,
+        mtls = grpc_tls.is_some(),
+        allowed_peers = %grpc_tls.as_ref().map(|t| t.peers().to_string()).unwrap_or_default(),
+        "crypto-worker serving"
+    );
     let router = tonic::transport::Server::builder()
         // Outermost: one span per RPC, parented on the caller's traceparent.
         .layer(GrpcTraceLayer)
@@ -225,6 +246,11 @@ pub async fn serve_with_module(
     };
     if let Some(w) = tls_watch {
         w.abort();
+    }
+    if let Some(h) = health_only
+        && let Err(e) = h.stop().await
+    {
+        tracing::warn!(error = format!("{e:#}"), "health-only listener failed");
     }
 
     checker.abort();

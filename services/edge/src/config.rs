@@ -83,8 +83,13 @@ pub struct Config {
     pub ekm_vendor: String,
     /// TLS; absent = plain HTTP.
     pub tls: Option<TlsConfig>,
-    /// Mutual TLS to workers and limiters; absent = plaintext gRPC.
+    /// Mutual TLS to workers and limiters; required unless
+    /// `insecure_plaintext_grpc = true`.
     pub grpc_tls: Option<GrpcTlsConfig>,
+    /// Dial workers and limiters in PLAINTEXT, unauthenticated, instead of
+    /// `[grpc_tls]`: development only (default false).
+    #[serde(default)]
+    pub insecure_plaintext_grpc: bool,
     /// The Huawei-compatible KMS dialect; absent = XKS only.
     pub huawei: Option<crate::huawei::config::HuaweiConfig>,
     /// Budgets for callers not yet authenticated and per-connection HTTP
@@ -104,8 +109,14 @@ pub struct GrpcTlsConfig {
     pub key_file: PathBuf,
     /// CA bundle the workers' and limiters' certificates must chain to.
     pub ca_file: PathBuf,
-    /// Name their certificates must carry (default: each endpoint's host).
-    pub server_name: Option<String>,
+    /// Identities (SAN URI or DNS name) a worker's certificate must carry
+    /// one of; the dialled host is not matched (workers are dialled by IP)
+    /// (default ["spiffe://keymesh/crypto-worker"]).
+    #[serde(default = "defaults::worker_identities")]
+    pub worker_identities: Vec<String>,
+    /// The same for rate-limiters (default ["spiffe://keymesh/rate-limiter"]).
+    #[serde(default = "defaults::limiter_identities")]
+    pub limiter_identities: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,6 +166,12 @@ mod defaults {
     }
     pub fn vendor() -> String {
         "keymesh".into()
+    }
+    pub fn worker_identities() -> Vec<String> {
+        vec![keymesh_common::mesh_identity::WORKER_IDENTITY.into()]
+    }
+    pub fn limiter_identities() -> Vec<String> {
+        vec![keymesh_common::mesh_identity::LIMITER_IDENTITY.into()]
     }
 }
 
@@ -285,12 +302,24 @@ impl Config {
                     .to_owned(),
             );
         }
-        if let Some(name) = self.grpc_tls.as_ref().and_then(|g| g.server_name.as_ref())
-            && rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
-        {
-            errors.push(format!(
-                "grpc_tls: server_name {name:?} is not a DNS name or IP address"
-            ));
+        match (&self.grpc_tls, self.insecure_plaintext_grpc) {
+            (Some(g), false) => {
+                use keymesh_common::mesh_identity::AllowedPeers;
+                if let Err(e) = AllowedPeers::parse(&g.worker_identities) {
+                    errors.push(format!("grpc_tls: worker_identities: {e}"));
+                }
+                if let Err(e) = AllowedPeers::parse(&g.limiter_identities) {
+                    errors.push(format!("grpc_tls: limiter_identities: {e}"));
+                }
+            }
+            (None, true) => {}
+            (Some(_), true) => errors
+                .push("insecure_plaintext_grpc: contradicts [grpc_tls]; choose one".to_owned()),
+            (None, false) => errors.push(
+                "grpc_tls: required (mutual TLS to workers and limiters); set \
+                 insecure_plaintext_grpc = true to run without it, development only"
+                    .to_owned(),
+            ),
         }
         if errors.is_empty() {
             Ok(())
@@ -368,37 +397,55 @@ mod tests {
     }
 
     #[test]
-    fn grpc_tls_section() {
+    fn grpc_tls_required_unless_insecure() {
         let base = "workers = [\"http://w:1\"]\nkeystores_file = \"k.json\"\nlimiter = \"http://a:7200\"\n";
+        let files =
+            "[grpc_tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nca_file = \"ca.pem\"\n";
         let plain = parse(base);
-        assert!(plain.grpc_tls.is_none());
-        let tls = parse(&format!(
-            "{base}[grpc_tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nca_file = \"ca.pem\"\nserver_name = \"worker.keymesh\"\n"
-        ));
+        assert!(
+            problems(&plain).contains("grpc_tls: required"),
+            "{}",
+            problems(&plain)
+        );
+        let insecure = parse(&format!("{base}insecure_plaintext_grpc = true\n"));
+        assert_eq!(problems(&insecure), "");
+        let both = parse(&format!("{base}insecure_plaintext_grpc = true\n{files}"));
+        assert!(
+            problems(&both).contains("contradicts"),
+            "{}",
+            problems(&both)
+        );
+
+        let tls = parse(&format!("{base}{files}"));
         assert_eq!(problems(&tls), "");
         let g = tls.grpc_tls.as_ref().unwrap();
         assert_eq!(g.ca_file, PathBuf::from("ca.pem"));
-        assert_eq!(g.server_name.as_deref(), Some("worker.keymesh"));
-        let bad = parse(&format!(
-            "{base}[grpc_tls]\ncert_file = \"c\"\nkey_file = \"k\"\nca_file = \"a\"\nserver_name = \"not a name\"\n"
+        assert_eq!(g.worker_identities, ["spiffe://keymesh/crypto-worker"]);
+        assert_eq!(g.limiter_identities, ["spiffe://keymesh/rate-limiter"]);
+        let pinned = parse(&format!(
+            "{base}{files}worker_identities = [\"worker.keymesh.svc\", \"spiffe://x/w\"]\n"
         ));
-        assert!(
-            problems(&bad).contains("grpc_tls: server_name"),
-            "{}",
-            problems(&bad)
-        );
-        // All three files are required.
-        assert!(
-            toml::from_str::<Config>(&format!(
-                "{base}[grpc_tls]\ncert_file = \"c\"\nkey_file = \"k\"\n"
-            ))
-            .is_err()
-        );
+        assert_eq!(problems(&pinned), "");
+        let bad = parse(&format!(
+            "{base}{files}worker_identities = []\nlimiter_identities = [\"not a name\"]\n"
+        ));
+        let msg = problems(&bad);
+        assert!(msg.contains("grpc_tls: worker_identities"), "{msg}");
+        assert!(msg.contains("grpc_tls: limiter_identities"), "{msg}");
+        // All three files are required; the old server_name is gone.
+        for extra in ["", "server_name = \"w\"\n"] {
+            let text = if extra.is_empty() {
+                format!("{base}[grpc_tls]\ncert_file = \"c\"\nkey_file = \"k\"\n")
+            } else {
+                format!("{base}{files}{extra}")
+            };
+            assert!(toml::from_str::<Config>(&text).is_err(), "{text}");
+        }
     }
 
     #[test]
     fn limiter_or_limiters_exactly_one() {
-        let base = "workers = [\"http://w:1\"]\nkeystores_file = \"k.json\"\n";
+        let base = "workers = [\"http://w:1\"]\nkeystores_file = \"k.json\"\ninsecure_plaintext_grpc = true\n";
         let one = parse(&format!("{base}limiter = \"http://a:7200\""));
         assert_eq!(problems(&one), "");
         assert_eq!(one.limiter_endpoints(), vec!["http://a:7200".to_owned()]);

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keymesh_common::grpc_tls::{GrpcTls, GrpcTlsFiles};
+use keymesh_common::grpc_tls::{GrpcTls, GrpcTlsFiles, MeshTls};
+use keymesh_common::mesh_identity::AllowedPeers;
 use keymesh_common::reload::Reloadable;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -53,27 +54,37 @@ impl AppState {
             }
             None => None,
         };
-        // Service mTLS: one identity for every worker and limiter channel,
-        // reloaded in place (new connections use the new certificates).
-        let grpc_tls = match &config.grpc_tls {
+        // Service mTLS: one certificate for every worker and limiter
+        // channel, reloaded in place (new connections use the new
+        // certificates), with each kind of peer pinned to its identities.
+        let (worker_tls, limiter_tls) = match &config.grpc_tls {
             Some(t) => {
-                let tls = GrpcTls::load(GrpcTlsFiles {
-                    cert: t.cert_file.clone(),
-                    key: t.key_file.clone(),
-                    ca: t.ca_file.clone(),
-                })?;
-                tls.spawn_watch(keymesh_common::grpc_tls::RELOAD_INTERVAL);
-                Some(GrpcClientTls {
-                    tls,
-                    server_name: t.server_name.clone(),
-                })
+                let dial = |peers: &[String]| -> anyhow::Result<GrpcClientTls> {
+                    let tls = GrpcTls::load(MeshTls {
+                        files: GrpcTlsFiles {
+                            cert: t.cert_file.clone(),
+                            key: t.key_file.clone(),
+                            ca: t.ca_file.clone(),
+                        },
+                        peers: AllowedPeers::parse(peers).map_err(|e| anyhow::anyhow!(e))?,
+                    })?;
+                    tls.spawn_watch(keymesh_common::grpc_tls::RELOAD_INTERVAL);
+                    Ok(GrpcClientTls { tls })
+                };
+                (
+                    Some(dial(&t.worker_identities)?),
+                    Some(dial(&t.limiter_identities)?),
+                )
             }
-            None => None,
+            None => {
+                keymesh_common::grpc_tls::warn_insecure_plaintext("edge");
+                (None, None)
+            }
         };
         let replicas = config
             .limiter_endpoints()
             .iter()
-            .map(|url| Ok((url.clone(), channel_with(url, grpc_tls.as_ref())?)))
+            .map(|url| Ok((url.clone(), channel_with(url, limiter_tls.as_ref())?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let limiter = LimiterClient::new(
             replicas,
@@ -85,7 +96,7 @@ impl AppState {
         let workers = Arc::new(WorkerPool::with_tls(
             &config.workers,
             limiter.clone(),
-            grpc_tls,
+            worker_tls,
         )?);
         workers.start(
             Duration::from_secs(1),

@@ -45,13 +45,12 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::error::XksError;
 use crate::limiter::LimiterClient;
 
-/// How the edge dials workers and limiters under `[grpc_tls]`: its mesh
-/// identity (reloaded in place) and the name their certificates must carry.
+/// How the edge dials one kind of peer (workers, or limiters) under
+/// `[grpc_tls]`: its mesh identity (reloaded in place) and the identities
+/// that kind's certificates must carry (pinned inside the `GrpcTls`).
 #[derive(Debug, Clone)]
 pub struct GrpcClientTls {
     pub tls: Arc<GrpcTls>,
-    /// Expected server certificate name (default: each URL's host).
-    pub server_name: Option<String>,
 }
 
 /// A plaintext gRPC channel to `url` with the settings every keymesh hop uses.
@@ -71,10 +70,8 @@ pub fn channel_with(url: &str, tls: Option<&GrpcClientTls>) -> anyhow::Result<Ch
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true);
     Ok(match tls {
-        Some(t) => endpoint.connect_with_connector_lazy(keymesh_common::grpc_tls::connector(
-            Arc::clone(&t.tls),
-            t.server_name.clone(),
-        )),
+        Some(t) => endpoint
+            .connect_with_connector_lazy(keymesh_common::grpc_tls::connector(Arc::clone(&t.tls))),
         None => endpoint.connect_lazy(),
     })
 }

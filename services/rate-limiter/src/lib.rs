@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
-use keymesh_common::grpc_tls::{GrpcTls, GrpcTlsArgs, GrpcTlsFiles, tls_incoming};
+use keymesh_common::grpc_tls::{GrpcTls, GrpcTlsArgs, MeshTls, tls_incoming};
 use keymesh_common::net::nodelay_incoming;
 use keymesh_common::propagation::GrpcTraceLayer;
 use keymesh_common::reload::Reloadable;
@@ -62,14 +62,19 @@ pub struct Args {
     pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub grpc_tls: GrpcTlsArgs,
+    /// Also serve only grpc.health.v1, in plaintext, on this address, for
+    /// kubelet probes that cannot present a mesh certificate (default: none).
+    #[arg(long, env = "KEYMESH_LIMITER_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl Args {
-    /// The `--grpc-tls-*` files: all three, none, or an error.
-    pub fn grpc_tls(&self) -> anyhow::Result<Option<GrpcTlsFiles>> {
+    /// The mesh TLS (`--grpc-tls-*`, `--grpc-allowed-peers`); `None` only
+    /// with `--insecure-plaintext-grpc`, an error without either.
+    pub fn grpc_tls(&self) -> anyhow::Result<Option<MeshTls>> {
         self.grpc_tls
             .clone()
-            .files()
+            .mesh_tls()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
     }
 }
@@ -81,8 +86,12 @@ pub struct Config {
     pub quotas: Arc<Reloadable<Quotas>>,
     /// Quota file poll interval (default 1 s).
     pub reload_interval: Duration,
-    /// `--grpc-tls-*`: serve over mTLS (default `None`, plaintext).
-    pub grpc_tls: Option<GrpcTlsFiles>,
+    /// `--grpc-tls-*`: serve over mTLS. `None` (plaintext) only with
+    /// `--insecure-plaintext-grpc`, and the default of the library
+    /// constructors below, which tests embed.
+    pub grpc_tls: Option<MeshTls>,
+    /// `--health-listen` (default `None`).
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -97,6 +106,7 @@ impl Config {
             quotas,
             reload_interval: DEFAULT_RELOAD_INTERVAL,
             grpc_tls: None,
+            health_listen: None,
         })
     }
 
@@ -106,6 +116,7 @@ impl Config {
             quotas: Reloadable::fixed(quotas),
             reload_interval: DEFAULT_RELOAD_INTERVAL,
             grpc_tls: None,
+            health_listen: None,
         }
     }
 }
@@ -159,6 +170,22 @@ where
         .set_serving::<RateLimitServiceServer<EnvoyService<C>>>()
         .await;
 
+    if grpc_tls.is_none() {
+        keymesh_common::grpc_tls::warn_insecure_plaintext("rate-limiter");
+    }
+    // Probes only: the same health reporter, no Acquire / ShouldRateLimit.
+    let health_only = match config.health_listen {
+        Some(a) => {
+            let l = keymesh_common::net::bind(a, None).await?;
+            tracing::info!(addr = %l.local_addr()?, "plaintext health-only listener");
+            Some(keymesh_common::health_listener::spawn(
+                l,
+                health_service.clone(),
+            ))
+        }
+        None => None,
+    };
+
     let addr = listener.local_addr()?;
     let signal = async move {
         shutdown.await;
@@ -183,18 +210,24 @@ where
         .add_service(health_service)
         .add_service(limiter)
         .add_service(envoy);
-    match grpc_tls {
+    let served = match grpc_tls {
         Some(tls) => {
             router
                 .serve_with_incoming_shutdown(tls_incoming(listener, tls), signal)
-                .await?
+                .await
         }
         None => {
             router
                 .serve_with_incoming_shutdown(nodelay_incoming(listener), signal)
-                .await?
+                .await
         }
+    };
+    if let Some(h) = health_only
+        && let Err(e) = h.stop().await
+    {
+        tracing::warn!(error = format!("{e:#}"), "health-only listener failed");
     }
+    served?;
     tracing::info!("drained");
     Ok(())
 }
@@ -207,9 +240,12 @@ mod tests {
     use clap::Parser as _;
 
     #[test]
-    fn grpc_tls_flags_all_or_none() {
+    fn grpc_mtls_required_unless_insecure() {
         let none = Args::try_parse_from(["l"]).unwrap();
-        assert!(none.grpc_tls().unwrap().is_none());
+        let err = none.grpc_tls().unwrap_err().to_string();
+        assert!(err.contains("gRPC requires mutual TLS"), "{err}");
+        let insecure = Args::try_parse_from(["l", "--insecure-plaintext-grpc"]).unwrap();
+        assert!(insecure.grpc_tls().unwrap().is_none());
         let all = Args::try_parse_from([
             "l",
             "--grpc-tls-cert",
@@ -218,12 +254,14 @@ mod tests {
             "k.pem",
             "--grpc-tls-ca",
             "ca.pem",
+            "--health-listen",
+            "127.0.0.1:7201",
         ])
         .unwrap();
-        assert_eq!(
-            all.grpc_tls().unwrap().map(|f| f.key),
-            Some(PathBuf::from("k.pem"))
-        );
+        assert_eq!(all.health_listen, Some("127.0.0.1:7201".parse().unwrap()));
+        let tls = all.grpc_tls().unwrap().unwrap();
+        assert_eq!(tls.files.key, PathBuf::from("k.pem"));
+        assert_eq!(tls.peers.to_string(), "spiffe://keymesh/edge");
         let some = Args::try_parse_from(["l", "--grpc-tls-key", "k.pem"]).unwrap();
         let err = some.grpc_tls().unwrap_err().to_string();
         assert!(

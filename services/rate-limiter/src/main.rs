@@ -13,6 +13,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut config = Config::load(args.config.as_deref())?;
     config.grpc_tls = args.grpc_tls()?;
+    config.health_listen = args.health_listen;
     if let Some(addr) = args.metrics_listen {
         // Process-wide recorder, so here rather than in the embeddable library.
         keymesh_common::prometheus::install_and_serve(addr).await?;

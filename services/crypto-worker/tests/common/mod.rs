@@ -131,6 +131,7 @@ pub fn config(worker_id: &str, key_status_file: PathBuf, drain_delay: Duration) 
         key_revalidate: Duration::from_secs(1),
         drain_delay,
         grpc_tls: None,
+        health_listen: None,
         domain_key_label: hsm::DEFAULT_DOMAIN_KEY_LABEL.into(),
         domain_key_kcv: None,
     }

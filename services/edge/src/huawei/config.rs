@@ -409,7 +409,8 @@ mod tests {
         std::fs::write(
             &edge_toml,
             "workers = [\"http://127.0.0.1:1\"]\nlimiter = \"http://127.0.0.1:2\"\n\
-             keystores_file = \"k.json\"\n[huawei]\nstore_url_file = \"store-url\"\n",
+             keystores_file = \"k.json\"\ninsecure_plaintext_grpc = true\n\
+             [huawei]\nstore_url_file = \"store-url\"\n",
         )
         .unwrap();
         let loaded = crate::config::Config::load(&edge_toml).unwrap();
