@@ -366,9 +366,16 @@ mod tests {
         let err = parse("dk-2").unwrap_err().to_string();
         assert!(err.contains("keymesh-domain-"), "{err}");
         let kcv = |v: &str| {
-            Args::try_parse_from(["w", "--pin", "1234", "--domain-key-kcv", v])
-                .unwrap()
-                .into_config()
+            Args::try_parse_from([
+                "w",
+                "--pin",
+                "1234",
+                "--insecure-plaintext-grpc",
+                "--domain-key-kcv",
+                v,
+            ])
+            .unwrap()
+            .into_config()
         };
         assert_eq!(
             kcv("0123456789ABCDEF").unwrap().domain_key_kcv.as_deref(),
@@ -490,7 +497,7 @@ mod tests {
     #[test]
     fn slow_lane_flags() {
         let parse = |extra: &[&str]| {
-            let mut argv = vec!["w", "--pin", "1234"];
+            let mut argv = vec!["w", "--pin", "1234", "--insecure-plaintext-grpc"];
             argv.extend_from_slice(extra);
             Args::try_parse_from(argv).unwrap().into_config()
         };
