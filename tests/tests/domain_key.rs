@@ -120,6 +120,8 @@ async fn start_up_is_refused_on_a_mismatched_domain_key() {
             pin_file.clone(),
             "--domain-key-kcv".to_owned(),
             kcv.to_owned(),
+            // It must get as far as the KCV check: no mesh certificate needed.
+            "--insecure-plaintext-grpc".to_owned(),
         ]
     };
     let args = worker_args(WRONG_KCV);
