@@ -37,6 +37,20 @@ pub fn spawn<T: Health>(listener: TcpListener, health: HealthServer<T>) -> Healt
     HealthListener { stop, task }
 }
 
+/// Bind `addr` (when `--health-listen` is set) and serve `health` there:
+/// the one start-up path of every service's health-only port.
+pub async fn start<T: Health>(
+    addr: Option<std::net::SocketAddr>,
+    health: HealthServer<T>,
+) -> anyhow::Result<Option<HealthListener>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = crate::net::bind(addr, None).await?;
+    tracing::info!(addr = %listener.local_addr()?, "plaintext health-only listener");
+    Ok(Some(spawn(listener, health)))
+}
+
 impl HealthListener {
     /// Stop accepting, let open probes finish, and report a serve error.
     pub async fn stop(self) -> anyhow::Result<()> {

@@ -207,17 +207,9 @@ pub async fn serve_with_module(
         keymesh_common::grpc_tls::warn_insecure_plaintext("crypto-worker");
     }
     // Probes only: the same health reporter, none of the HSM services.
-    let health_only = match config.health_listen {
-        Some(a) => {
-            let l = keymesh_common::net::bind(a, None).await?;
-            tracing::info!(addr = %l.local_addr()?, "plaintext health-only listener");
-            Some(keymesh_common::health_listener::spawn(
-                l,
-                health_service.clone(),
-            ))
-        }
-        None => None,
-    };
+    let health_only =
+        keymesh_common::health_listener::start(config.health_listen, health_service.clone())
+            .await?;
     let addr = listener.local_addr()?;
     tracing::info!(
         %addr,

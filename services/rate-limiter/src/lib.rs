@@ -174,17 +174,9 @@ where
         keymesh_common::grpc_tls::warn_insecure_plaintext("rate-limiter");
     }
     // Probes only: the same health reporter, no Acquire / ShouldRateLimit.
-    let health_only = match config.health_listen {
-        Some(a) => {
-            let l = keymesh_common::net::bind(a, None).await?;
-            tracing::info!(addr = %l.local_addr()?, "plaintext health-only listener");
-            Some(keymesh_common::health_listener::spawn(
-                l,
-                health_service.clone(),
-            ))
-        }
-        None => None,
-    };
+    let health_only =
+        keymesh_common::health_listener::start(config.health_listen, health_service.clone())
+            .await?;
 
     let addr = listener.local_addr()?;
     let signal = async move {
