@@ -58,10 +58,35 @@ fn load(args: &HsmArgs) -> anyhow::Result<Pkcs11> {
     })
 }
 
+/// How often the token is looked for before it is reported missing.
+const TOKEN_LOOKUPS: u32 = 5;
+
+/// The module, initialised, once it lists the configured token. SoftHSM2
+/// reads its token directory at `C_Initialize` and skips a token whose files
+/// another process (a worker creating or destroying an object) is rewriting
+/// at that instant, so a missing token is looked for again with a fresh
+/// `C_Initialize` (measured: an occasional "no token" for `account create`
+/// next to running workers) before the answer is final.
+fn load_with_token(args: &HsmArgs) -> anyhow::Result<Pkcs11> {
+    let mut attempt = 1;
+    loop {
+        let ctx = load(args)?;
+        let found = hsm::find_token_slot(&ctx, &args.token_label)?.is_some();
+        if found || attempt == TOKEN_LOOKUPS {
+            return Ok(ctx);
+        }
+        // The next C_Initialize must start from a finalised module.
+        ctx.finalize()
+            .map_err(|e| anyhow::anyhow!("C_Finalize failed: {e}"))?;
+        std::thread::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)));
+        attempt += 1;
+    }
+}
+
 /// A logged-in session on the configured token.
 pub(crate) fn user_session(args: &HsmArgs) -> anyhow::Result<Session> {
     let pin = args.pin()?;
-    let hsm = Hsm::open(load(args)?, &args.token_label, pin)?;
+    let hsm = Hsm::open(load_with_token(args)?, &args.token_label, pin)?;
     hsm.open_session()
         .map_err(|e| anyhow::anyhow!("cannot log in to token {:?}: {e}", args.token_label))
 }

@@ -155,6 +155,21 @@ pub struct Bounded {
     pub held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
+/// A body refused as too large may be left unread (a declared length over
+/// the limit, or more than [`DRAIN_CAP`] sent): hyper then closes the HTTP/1.1
+/// connection after the answer. Saying so in the answer stops a keep-alive
+/// client from sending its next request into the closing socket. HTTP/2
+/// forbids the header and resets just the stream, so it is left out there.
+pub fn closes_connection(mut resp: Response, version: http::Version) -> Response {
+    if version < http::Version::HTTP_2 {
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    resp
+}
+
 /// Buffer at most `max` bytes of `body` before `at` (shared by every
 /// dialect's body-limit layer), counting the buffer against `budget` as it
 /// grows. A declared length above `max` is refused at once: the client may
@@ -245,8 +260,11 @@ pub async fn body_limit(State(state): State<Arc<AppState>>, req: Request, next: 
     let bounded = match read_bounded(body, max, at, declared, &state.abuse.preauth).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
-            return XksError::Unsupported("the request body exceeds this proxy's maximum size")
-                .into_response();
+            return closes_connection(
+                XksError::Unsupported("the request body exceeds this proxy's maximum size")
+                    .into_response(),
+                parts.version,
+            );
         }
         Err(BodyError::OverBudget) => return XksError::Throttled.into_response(),
         Err(BodyError::Unreadable) => {

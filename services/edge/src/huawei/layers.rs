@@ -22,7 +22,9 @@ use super::error::{ApiError, Dialect, Failure};
 use super::route::{self, Op, Route, RouteError};
 use crate::abuse::PreAuthBytes;
 use crate::cause::Cause;
-use crate::layers::{BodyError, Deadline, RawBody, declared_length, read_bounded};
+use crate::layers::{
+    BodyError, Deadline, RawBody, closes_connection, declared_length, read_bounded,
+};
 
 /// The Huawei dialect: the tower stack, outermost first, ending in the handler.
 pub fn service(
@@ -155,7 +157,9 @@ async fn body_limit(State(h): State<Arc<Huawei>>, req: Request, next: Next) -> R
     let (mut parts, body) = req.into_parts();
     let bounded = match read_bounded(body, max, at, declared, &h.app.abuse.preauth).await {
         Ok(b) => b,
-        Err(BodyError::TooLarge) => return ApiError::BodyTooLarge.into_response(d),
+        Err(BodyError::TooLarge) => {
+            return closes_connection(ApiError::BodyTooLarge.into_response(d), parts.version);
+        }
         Err(BodyError::OverBudget) => return ApiError::Throttled.into_response(d),
         Err(BodyError::Unreadable) => {
             return ApiError::MalformedJson("the body could not be read").into_response(d);
