@@ -32,11 +32,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// reads proceed beside a writer.
 const MAX_CONNECTIONS: u32 = 8;
 
-/// How often `open` runs the migrations before giving up. Two processes
-/// opening a fresh file at once both see it unmigrated; the loser's
-/// migration transaction fails and its retry finds the schema in place (each
-/// migration is one transaction, so nothing is half applied).
-const MIGRATE_ATTEMPTS: usize = 3;
+/// How often `open` runs the migrations before giving up, beyond one try
+/// per migration. Two processes opening a fresh file at once both see it
+/// unmigrated; the loser's migration transaction fails and its retry finds
+/// that migration in place (each migration is one transaction, so nothing is
+/// half applied). Each lost race means another opener applied the migration
+/// this one tried, so an opener loses at most once per migration: one attempt
+/// per migration plus these always reach the end.
+const MIGRATE_SPARE_ATTEMPTS: usize = 2;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -63,11 +66,12 @@ impl SqliteStore {
             .max_connections(MAX_CONNECTIONS)
             .connect_with(options)
             .await?;
+        let attempts = MIGRATOR.migrations.len() + MIGRATE_SPARE_ATTEMPTS;
         let mut attempt = 1;
         loop {
             match MIGRATOR.run(&pool).await {
                 Ok(()) => break,
-                Err(e) if attempt < MIGRATE_ATTEMPTS => {
+                Err(e) if attempt < attempts => {
                     tracing::warn!(error = %e, attempt, "sqlite migration failed, retrying");
                     attempt += 1;
                 }
