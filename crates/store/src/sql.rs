@@ -1228,6 +1228,24 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            /// Point `stage` of `secret_id` at `version_id` (insert or move).
+            async fn upsert_stage(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                secret_id: &str,
+                stage: &str,
+                version_id: &str,
+                updated_ms: i64,
+            ) -> Result<()> {
+                sqlx::query(q::UPSERT_STAGE)
+                    .bind(secret_id)
+                    .bind(stage)
+                    .bind(version_id)
+                    .bind(updated_ms)
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            }
+
             /// Writes `version` as `version_id`, number `seq`, of secret
             /// `secret_id` (whatever the ids `version` carries).
             async fn insert_version(
@@ -2251,13 +2269,14 @@ macro_rules! impl_store {
                         .await?;
                     }
                     for stage in stages {
-                        sqlx::query(q::UPSERT_STAGE)
-                            .bind(&secret.secret_id)
-                            .bind(&stage.name)
-                            .bind(&stage.version_id)
-                            .bind(stage.updated_ms)
-                            .execute(&mut *tx)
-                            .await?;
+                        upsert_stage(
+                            &mut tx,
+                            &secret.secret_id,
+                            &stage.name,
+                            &stage.version_id,
+                            stage.updated_ms,
+                        )
+                        .await?;
                     }
                     tx.commit().await?;
                     Ok(())
@@ -2475,23 +2494,11 @@ macro_rules! impl_store {
 
                     insert_version(&mut tx, &secret_id, &version_id, n, version).await?;
                     if let Some(former) = &former_current {
-                        sqlx::query(q::UPSERT_STAGE)
-                            .bind(&secret_id)
-                            .bind(STAGE_PREVIOUS)
-                            .bind(former)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
+                        upsert_stage(&mut tx, &secret_id, STAGE_PREVIOUS, former, now).await?;
                     }
                     // After the implicit SYSPREVIOUS, so that an explicit one wins.
                     for stage in &requested {
-                        sqlx::query(q::UPSERT_STAGE)
-                            .bind(&secret_id)
-                            .bind(*stage)
-                            .bind(&version_id)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
+                        upsert_stage(&mut tx, &secret_id, *stage, &version_id, now).await?;
                     }
 
                     // Versions that just lost their last stage count as
@@ -2728,21 +2735,9 @@ macro_rules! impl_store {
                         return Err(StoreError::Quota(QuotaKind::Stages));
                     }
                     if let Some(former) = &former_current {
-                        sqlx::query(q::UPSERT_STAGE)
-                            .bind(&secret_id)
-                            .bind(STAGE_PREVIOUS)
-                            .bind(former)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
+                        upsert_stage(&mut tx, &secret_id, STAGE_PREVIOUS, former, now).await?;
                     }
-                    sqlx::query(q::UPSERT_STAGE)
-                        .bind(&secret_id)
-                        .bind(stage)
-                        .bind(version_id)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                    upsert_stage(&mut tx, &secret_id, stage, version_id, now).await?;
                     tx.commit().await?;
                     Ok(StageRecord {
                         secret_id,
