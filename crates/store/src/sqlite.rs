@@ -120,8 +120,16 @@ fn connect_options(url: &str) -> Result<SqliteConnectOptions> {
         .pragma("secure_delete", "ON"))
 }
 
-crate::sql::impl_store!(SqliteStore, Sqlite);
-crate::domain_keys::impl_domain_keys!(SqliteStore);
+/// The store type and sqlx database that `sql/repos/` is compiled against
+/// here.
+type SqlStore = SqliteStore;
+type Db = Sqlite;
+
+/// Every store trait implemented for [`SqliteStore`]: the files of
+/// `sql/repos/`, compiled once per backend (see [`crate::sql`]).
+#[allow(clippy::duplicate_mod)]
+#[path = "sql/repos/mod.rs"]
+mod repos;
 
 #[cfg(test)]
 mod tests {
