@@ -101,6 +101,9 @@ type Db = Postgres;
 
 /// Every store trait implemented for [`PostgresStore`]: the files of
 /// `sql/repos/`, compiled once per backend (see [`crate::sql`]).
-#[allow(clippy::duplicate_mod)]
+#[allow(
+    clippy::duplicate_mod,
+    reason = "compiled once per backend on purpose: each copy is checked against its own sqlx database"
+)]
 #[path = "sql/repos/mod.rs"]
 mod repos;

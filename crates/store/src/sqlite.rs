@@ -127,7 +127,10 @@ type Db = Sqlite;
 
 /// Every store trait implemented for [`SqliteStore`]: the files of
 /// `sql/repos/`, compiled once per backend (see [`crate::sql`]).
-#[allow(clippy::duplicate_mod)]
+#[allow(
+    clippy::duplicate_mod,
+    reason = "compiled once per backend on purpose: each copy is checked against its own sqlx database"
+)]
 #[path = "sql/repos/mod.rs"]
 mod repos;
 

@@ -133,7 +133,7 @@ pub(crate) fn first_free_version(versions: &[SecretVersion]) -> i64 {
     count.max(highest).saturating_add(1)
 }
 
-// ---- column lists ----------------------------------------------------------------
+// ---- column lists -----------------------------------------------------------
 
 /// `"p.a, p.b, ..."`: columns `a, b, ...` each behind the prefix `p`.
 macro_rules! prefixed {
@@ -154,6 +154,7 @@ macro_rules! key_columns {
             keystore_id)
     };
 }
+
 /// Secret columns, with an optional prefix as [`key_columns!`].
 macro_rules! secret_columns {
     () => {

@@ -114,7 +114,7 @@ impl From<SealKeyRow> for SealKey {
     }
 }
 
-// ---- keys --------------------------------------------------------------------
+// ---- keys -------------------------------------------------------------------
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct KeyRow {
@@ -235,7 +235,17 @@ impl From<AliasRow> for AliasRecord {
     }
 }
 
-// ---- tags of keys and secrets ---------------------------------------------------
+// ---- purge of keys and secrets ----------------------------------------------
+
+/// A purge scan's result: a key or secret past its deletion time, its id
+/// selected `AS id`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct DueRow {
+    pub(crate) id: String,
+    pub(crate) project_id: String,
+}
+
+// ---- tags of keys and secrets -----------------------------------------------
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct TagRow {
@@ -312,7 +322,7 @@ pub(crate) fn group_tags(rows: Vec<TagRow>) -> Vec<(String, Vec<String>)> {
     grouped
 }
 
-// ---- grants ----------------------------------------------------------------------
+// ---- grants -----------------------------------------------------------------
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct GrantRow {
@@ -346,15 +356,7 @@ impl TryFrom<GrantRow> for GrantRecord {
     }
 }
 
-/// A purge scan's result: a key or secret past its deletion time, its id
-/// selected `AS id`.
-#[derive(sqlx::FromRow)]
-pub(crate) struct DueRow {
-    pub(crate) id: String,
-    pub(crate) project_id: String,
-}
-
-// ---- CSMS ------------------------------------------------------------------------
+// ---- CSMS -------------------------------------------------------------------
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct SecretRow {
@@ -453,8 +455,8 @@ impl TryFrom<SecretVersionRow> for (SecretRecord, Option<SecretVersion>) {
             (Some(version_id), Some(kms_key_id), Some(ciphertext), Some(created_ms)) => {
                 // Stage names are `[A-Za-z0-9_-]` (the API checks them), so
                 // the comma cannot occur inside one. Sorted here, with the
-                // sort `attach_stages` uses, rather than inside the
-                // aggregate: the same order on both backends whatever their
+                // sort `attach_stages` uses, rather than inside the aggregate:
+                // the same order on both backends whatever their
                 // aggregate-ordering support.
                 let mut stages: Vec<String> = row
                     .v_stages
@@ -520,7 +522,7 @@ pub(crate) fn attach_stages(versions: &mut [SecretVersion], stages: &[StageRow])
     }
 }
 
-// ---- domain keys -------------------------------------------------------------------
+// ---- domain keys ------------------------------------------------------------
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct DomainKeyRow {

@@ -40,8 +40,8 @@ const USER_ROLES: &str =
 #[async_trait]
 impl AccountRepo for SqlStore {
     async fn create_account(&self, account: &Account) -> Result<()> {
-        // Only sealed SKs reach the database: a backup of it
-        // holds no signing key.
+        // Only sealed SKs reach the database: a backup of it holds no signing
+        // key.
         let AccountSecret::Sealed(sealed) = &account.secret else {
             return Err(StoreError::ClearSecret);
         };

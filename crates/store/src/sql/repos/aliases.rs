@@ -142,8 +142,8 @@ impl AliasRepo for SqlStore {
             .map(AliasRecord::from)
             .ok_or(StoreError::NotFound)?;
         require_id(&mut tx, KEY_EXISTS, project_id, target_key_id).await?;
-        // Re-pointing an alias at the key it already names adds
-        // nothing to that key's count.
+        // Re-pointing an alias at the key it already names adds nothing to
+        // that key's count.
         if current.key_id != target_key_id {
             check_quota(
                 &mut tx,

@@ -95,17 +95,16 @@ pub(super) fn quota(n: u32) -> usize {
 pub(super) struct Purge {
     /// `DueRow`s in state `$1` whose deletion time is at or before `$2`.
     pub(super) due: &'static str,
-    /// Re-checks `(id $1, project $2, state $3, time $4)` under the
-    /// project's write lock: 0 rows when there is nothing (left) to purge.
+    /// Re-checks `(id $1, project $2, state $3, time $4)` under the project's
+    /// write lock: 0 rows when there is nothing (left) to purge.
     pub(super) claim: &'static str,
     /// Then each of these, bound to the id.
     pub(super) rows: &'static [&'static str],
 }
 
 impl SqlStore {
-    /// An offset page in one snapshot: `count` gives the total
-    /// over all pages, `list` the rows (decoded from `R`) at
-    /// `offset`.
+    /// An offset page in one snapshot: `count` gives the total over all pages,
+    /// `list` the rows (decoded from `R`) at `offset`.
     pub(super) async fn fetch_page<R, T>(
         &self,
         count: sqlx::query::QueryScalar<'_, Db, i64, Args>,
@@ -128,9 +127,8 @@ impl SqlStore {
         Ok(page(items, offset, total))
     }
 
-    /// Deletes each row of `purge.due` for `(pending, now)` with
-    /// its children, one transaction each; returns the ids this
-    /// call deleted.
+    /// Deletes each row of `purge.due` for `(pending, now)` with its children,
+    /// one transaction each; returns the ids this call deleted.
     pub(super) async fn purge_due<P>(
         &self,
         purge: &Purge,
@@ -148,10 +146,9 @@ impl SqlStore {
         let mut purged = Vec::with_capacity(due.len());
         for row in due {
             let mut tx = self.begin_write(&row.project_id).await?;
-            // Another edge may have purged it, or the deletion may
-            // have been cancelled, since the scan: the claim
-            // re-checks under the lock, and only the caller that
-            // claimed the row reports it.
+            // Another edge may have purged it, or the deletion may have been
+            // cancelled, since the scan: the claim re-checks under the lock,
+            // and only the caller that claimed the row reports it.
             let claimed = sqlx::query(purge.claim)
                 .bind(&row.id)
                 .bind(&row.project_id)

@@ -71,8 +71,8 @@ impl GrantRepo for SqlStore {
             QuotaKind::GrantsPerProject,
         )
         .await?;
-        // A duplicate grant id (random 256 bits) has no
-        // `Conflict` kind: it surfaces as `Backend`.
+        // A duplicate grant id (random 256 bits) has no `Conflict` kind: it
+        // surfaces as `Backend`.
         sqlx::query(INSERT_GRANT)
             .bind(&grant.grant_id)
             .bind(&grant.project_id)
@@ -147,8 +147,8 @@ impl GrantRepo for SqlStore {
         offset: u64,
         limit: u64,
     ) -> Result<Page<GrantRecord>> {
-        // "" marks grants without a retiring principal: nobody
-        // may retire those by naming the empty principal.
+        // "" marks grants without a retiring principal: nobody may retire
+        // those by naming the empty principal.
         if principal.is_empty() {
             return Ok(page(Vec::new(), offset, 0));
         }

@@ -4,7 +4,6 @@
 //! grants) and a project's usage.
 
 use async_trait::async_trait;
-
 use sqlx::QueryBuilder;
 
 use super::common::{Purge, check_quota, select_id};
@@ -119,9 +118,9 @@ impl KeyRepo for SqlStore {
             )
             .await?;
         }
-        // Every writer of `keys.alias` in this project holds the
-        // write lock, so the alias check above still holds: a
-        // unique violation here can only be the global key id.
+        // Every writer of `keys.alias` in this project holds the write lock,
+        // so the alias check above still holds: a unique violation here can
+        // only be the global key id.
         sqlx::query(INSERT_KEY)
             .bind(&key.key_id)
             .bind(&key.project_id)
@@ -141,8 +140,8 @@ impl KeyRepo for SqlStore {
             .await
             .map_err(|e| on_unique(e, Conflict::KeyId))?;
         if let Some(material) = material {
-            // Filed under `key.key_id` whatever `material.key_id`
-            // says: it can belong to no other key.
+            // Filed under `key.key_id` whatever `material.key_id` says: it can
+            // belong to no other key.
             sqlx::query(INSERT_MATERIAL)
                 .bind(&key.key_id)
                 .bind(sql::version(material.version))
@@ -239,10 +238,10 @@ impl KeyRepo for SqlStore {
         to: KeyState,
         deletion_ms: Option<Millis>,
     ) -> Result<KeyRecord> {
-        // One UPDATE whose WHERE holds the expected states: the
-        // database applies it atomically (PostgreSQL re-checks the
-        // WHERE after waiting for a concurrent writer's row lock),
-        // so of N racing callers exactly one sees its `from`.
+        // One UPDATE whose WHERE holds the expected states: the database
+        // applies it atomically (PostgreSQL re-checks the WHERE after waiting
+        // for a concurrent writer's row lock), so of N racing callers exactly
+        // one sees its `from`.
         if !from.is_empty() {
             let mut qb = QueryBuilder::<Db>::new(TRANSITION_HEAD);
             qb.push_bind(i64::from(to.code()));

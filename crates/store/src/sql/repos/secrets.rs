@@ -3,7 +3,6 @@
 //! and the purge of secrets past their scheduled deletion.
 
 use async_trait::async_trait;
-
 use sqlx::QueryBuilder;
 
 use super::common::{
@@ -84,9 +83,8 @@ impl SecretRepo for SqlStore {
         quotas: &SecretQuotas,
     ) -> Result<()> {
         let events = strings_json(&secret.event_subscriptions)?;
-        // A stage must name one of the versions being written;
-        // the foreign key would refuse it too, as an untyped
-        // `Backend` error.
+        // A stage must name one of the versions being written; the foreign key
+        // would refuse it too, as an untyped `Backend` error.
         if stages
             .iter()
             .any(|st| !versions.iter().any(|v| v.version_id == st.version_id))
@@ -105,9 +103,9 @@ impl SecretRepo for SqlStore {
             QuotaKind::Secrets,
         )
         .await?;
-        // The name was checked under the write lock: a unique
-        // violation here is the global secret id (random UUID),
-        // which has no `Conflict` kind and surfaces as `Backend`.
+        // The name was checked under the write lock: a unique violation here
+        // is the global secret id (random UUID), which has no `Conflict` kind
+        // and surfaces as `Backend`.
         sqlx::query(INSERT_SECRET)
             .bind(&secret.secret_id)
             .bind(&secret.project_id)
@@ -128,8 +126,8 @@ impl SecretRepo for SqlStore {
             .bind(first_free_version(versions))
             .execute(&mut *tx)
             .await?;
-        // Children are filed under `secret.secret_id` whatever
-        // their own `secret_id` says.
+        // Children are filed under `secret.secret_id` whatever their own
+        // `secret_id` says.
         for (seq, version) in (1i64..).zip(versions) {
             insert_version(
                 &mut tx,
@@ -188,10 +186,10 @@ impl SecretRepo for SqlStore {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         // One row past the page tells whether more follow.
         let batch = limit.saturating_add(1);
-        // The event filter runs in SQL as a substring test on the
-        // JSON text (the quoted name: a superset of the matches),
-        // then exactly on the decoded list; rows the exact test
-        // drops are made up by fetching further batches.
+        // The event filter runs in SQL as a substring test on the JSON text
+        // (the quoted name: a superset of the matches), then exactly on the
+        // decoded list; rows the exact test drops are made up by fetching
+        // further batches.
         let needle = event_name.map(string_json).transpose()?;
         let mut cursor = after.map(str::to_owned);
         let mut items = Vec::new();
@@ -259,8 +257,8 @@ impl SecretRepo for SqlStore {
         scheduled_delete_ms: Option<Millis>,
         now: Millis,
     ) -> Result<SecretRecord> {
-        // One UPDATE with the expected states in its WHERE, as
-        // `transition` does for keys.
+        // One UPDATE with the expected states in its WHERE, as `transition`
+        // does for keys.
         if !from.is_empty() {
             let mut qb = QueryBuilder::<Db>::new(SECRET_TRANSITION_HEAD);
             qb.push_bind(to.as_str());

@@ -1,5 +1,6 @@
-//! What key tags and secret tags do alike: one implementation of each tag
-//! method over a [`TagTable`], the statements of one tag table.
+//! What key tags and secret tags do alike: each tag method is written once,
+//! over a [`TagTable`] (the statements of one tag table), and
+//! `key_tags.rs` / `secret_tags.rs` call it with theirs.
 
 use std::collections::BTreeSet;
 
@@ -8,9 +9,8 @@ use sqlx::QueryBuilder;
 use super::common::{quota, require_id};
 use super::{Db, SqlStore};
 use crate::model::{Page, QuotaKind, Tag, TagFilter};
-use crate::sql::int;
-use crate::sql::page;
 use crate::sql::rows::{OwnerTagRow, TagOwner, TagRow, attach_tags, group_tags};
+use crate::sql::{int, page};
 use crate::{Result, StoreError};
 
 /// The statements of one tag table: the tag methods of keys
@@ -30,10 +30,10 @@ pub(super) struct TagTable {
     pub(super) project_tags: &'static str,
     /// What a `put` past the limit exceeds.
     pub(super) quota: QuotaKind,
-    /// The search's selected columns, then FROM up to the project bind,
-    /// one tag condition up to its key bind (closed by the caller), the
-    /// name column as first argument of `CONTAINS_FN`, and the order up to
-    /// the limit bind.
+    /// The search's selected columns, then FROM up to the project bind, one
+    /// tag condition up to its key bind (closed by the caller), the name
+    /// column as first argument of `CONTAINS_FN`, and the order up to the
+    /// limit bind.
     pub(super) find_head: &'static str,
     pub(super) find_from: &'static str,
     pub(super) find_tag: &'static str,
@@ -103,8 +103,8 @@ impl SqlStore {
     ) -> Result<()> {
         let mut tx = self.begin_write(project_id).await?;
         require_id(&mut tx, table.owner_exists, project_id, owner_id).await?;
-        // The quota applies to the tag set the owner ends with:
-        // setting an existing tag key again adds nothing.
+        // The quota applies to the tag set the owner ends with: setting an
+        // existing tag key again adds nothing.
         let existing = sqlx::query_as::<_, TagRow>(table.tags_by_id)
             .bind(owner_id)
             .fetch_all(&mut *tx)
@@ -164,8 +164,8 @@ impl SqlStore {
         Ok(group_tags(rows))
     }
 
-    /// A page of owners (decoded from rows `R`) matching
-    /// `filter`, each with all its tags.
+    /// A page of owners (decoded from rows `R`) matching `filter`, each with
+    /// all its tags.
     pub(super) async fn find_by_tags<R, T>(
         &self,
         table: &TagTable,

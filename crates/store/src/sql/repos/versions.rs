@@ -198,9 +198,9 @@ impl SecretVersionRepo for SqlStore {
         quotas: &SecretQuotas,
         now: Millis,
     ) -> Result<SecretVersion> {
-        // The project lock orders concurrent adds (distinct ids,
-        // SYSCURRENT on the last one); the claim below also locks
-        // the secret's row against state changes.
+        // The project lock orders concurrent adds (distinct ids, SYSCURRENT on
+        // the last one); the claim below also locks the secret's row against
+        // state changes.
         let mut tx = self.begin_write(project_id).await?;
         let claimed = sqlx::query_as::<_, ClaimedVersion>(CLAIM_VERSION)
             .bind(project_id)
@@ -244,8 +244,8 @@ impl SecretVersionRepo for SqlStore {
             upsert_stage(&mut tx, &secret_id, stage, &version_id, now).await?;
         }
 
-        // Versions that just lost their last stage count as
-        // stage-less; the new version is never the one dropped.
+        // Versions that just lost their last stage count as stage-less; the
+        // new version is never the one dropped.
         let count: i64 = sqlx::query_scalar(COUNT_VERSIONS)
             .bind(&secret_id)
             .fetch_one(&mut *tx)
@@ -300,8 +300,8 @@ impl SecretVersionRepo for SqlStore {
         name: &str,
         version_id: Option<&str>,
     ) -> Result<Option<(SecretRecord, Option<SecretVersion>)>> {
-        // One statement: it sees one snapshot without a
-        // transaction, and costs one round trip.
+        // One statement: it sees one snapshot without a transaction, and costs
+        // one round trip.
         let row = match version_id {
             Some(version_id) => {
                 sqlx::query_as::<_, SecretVersionRow>(READ_VERSION_BY_ID.as_str())
@@ -348,8 +348,8 @@ impl SecretVersionRepo for SqlStore {
                     .bind(after)
                     .fetch_optional(&mut *tx)
                     .await?;
-                // A marker that names no version (never did, or
-                // dropped since) has no place in the order.
+                // A marker that names no version (never did, or dropped since)
+                // has no place in the order.
                 match seq {
                     Some(seq) => seq,
                     None => return Ok(none),
@@ -449,10 +449,9 @@ impl SecretVersionRepo for SqlStore {
             .bind(&secret_id)
             .fetch_all(&mut *tx)
             .await?;
-        // The version losing SYSCURRENT becomes SYSPREVIOUS, as
-        // in add_version. Both moves are counted against the
-        // quota before either is written, so a refusal moves
-        // nothing.
+        // The version losing SYSCURRENT becomes SYSPREVIOUS, as in
+        // add_version. Both moves are counted against the quota before either
+        // is written, so a refusal moves nothing.
         let former_current = existing
             .iter()
             .find(|st| st.name == STAGE_CURRENT && st.version_id != version_id)
