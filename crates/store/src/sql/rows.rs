@@ -1,9 +1,9 @@
 //! The rows the statements select, and their conversion into the records
 //! of [`crate::model`]: the one place that knows how a column is stored.
 //!
-//! Column types every backend decodes alike: TEXT -> String, 64-bit
-//! INTEGER/BIGINT -> i64, BLOB/BYTEA -> Vec<u8>, INTEGER 0/1 or BOOLEAN ->
-//! bool. A value no valid write could have produced is a [`CorruptRow`].
+//! Column types every backend decodes alike: TEXT -> `String`, 64-bit
+//! INTEGER/BIGINT -> `i64`, BLOB/BYTEA -> `Vec<u8>`, INTEGER 0/1 or BOOLEAN
+//! -> `bool`. A value no valid write could have produced is a [`CorruptRow`].
 
 use std::collections::BTreeMap;
 

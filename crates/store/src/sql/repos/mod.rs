@@ -5,7 +5,7 @@
 //! [`crate::sql`] for why).
 //!
 //! One file per aggregate, statements at the top and the trait impl below;
-//! [`common`] and [`tags`] hold what several aggregates do alike. The
+//! `common.rs` and `tags.rs` hold what several aggregates do alike. The
 //! dependencies point one way: aggregates use `common` and `tags`, keys use
 //! the grant count (usage), secrets use the version writes (create).
 
