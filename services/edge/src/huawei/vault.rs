@@ -23,8 +23,8 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
-use crate::cause::WorkerFailure;
-use crate::workers::{PoolError, WorkerPool, WorkerRpc};
+use crate::http::cause::WorkerFailure;
+use crate::mesh::{PoolError, WorkerPool, WorkerRpc};
 
 /// The crypto-worker pool as the domain's vault.
 #[derive(Debug)]
