@@ -23,7 +23,7 @@ pub struct DomainKeyCheck {
 
 /// The domain keys' check values and what depends on them.
 #[async_trait]
-pub trait DomainKeys: Send + Sync {
+pub trait DomainKeys: Send + Sync + std::fmt::Debug {
     /// The KCV on record for the domain key `label`, if any.
     async fn domain_key_check(&self, label: &str) -> Result<Option<DomainKeyCheck>>;
     /// Record `kcv` for `label` unless a KCV is already on record; returns

@@ -1535,7 +1535,7 @@ macro_rules! impl_store {
             }
 
             #[async_trait::async_trait]
-            impl $crate::Store for $store {
+            impl $crate::AccountRepo for $store {
                 // ---- accounts ----------------------------------------------------
 
                 async fn create_account(&self, account: &Account) -> Result<()> {
@@ -1624,7 +1624,10 @@ macro_rules! impl_store {
                     }
                     Ok(best)
                 }
+            }
 
+            #[async_trait::async_trait]
+            impl $crate::SealKeyRepo for $store {
                 // ---- seal keys -------------------------------------------------------
 
                 async fn get_seal_key(&self, name: &str) -> Result<Option<SealKey>> {
@@ -1651,7 +1654,10 @@ macro_rules! impl_store {
                         .map(SealKey::from)
                         .map_err(StoreError::from)
                 }
+            }
 
+            #[async_trait::async_trait]
+            impl $crate::KeyRepo for $store {
                 // ---- keys ----------------------------------------------------------
 
                 async fn create_key(
@@ -1901,7 +1907,10 @@ macro_rules! impl_store {
                         grants: u64::try_from(grants).unwrap_or(0),
                     })
                 }
+            }
 
+            #[async_trait::async_trait]
+            impl $crate::AliasRepo for $store {
                 // ---- alias resources ------------------------------------------------
 
                 async fn create_alias(&self, alias: &AliasRecord, quotas: &Quotas) -> Result<()> {
@@ -2021,7 +2030,10 @@ macro_rules! impl_store {
                     tx.commit().await?;
                     Ok(AliasRecord::from(row))
                 }
+            }
 
+            #[async_trait::async_trait]
+            impl $crate::KeyTagRepo for $store {
                 // ---- tags -----------------------------------------------------------
 
                 async fn key_tags(&self, project_id: &str, key_id: &str) -> Result<Vec<Tag>> {
@@ -2072,7 +2084,10 @@ macro_rules! impl_store {
                     )
                     .await
                 }
+            }
 
+            #[async_trait::async_trait]
+            impl $crate::GrantRepo for $store {
                 // ---- grants -----------------------------------------------------------
 
                 async fn create_grant(&self, grant: &GrantRecord, quotas: &Quotas) -> Result<()> {
@@ -2195,7 +2210,10 @@ macro_rules! impl_store {
                         .bind(q::int(offset));
                     self.fetch_page::<_, GrantRecord>(count, list, offset).await
                 }
+            }
 
+            #[async_trait::async_trait]
+            impl $crate::SecretRepo for $store {
                 // ---- CSMS secrets -------------------------------------------------------
 
                 async fn create_secret(
@@ -2444,7 +2462,10 @@ macro_rules! impl_store {
                     let pending = SecretState::PendingDelete.as_str();
                     self.purge_due(&q::PURGE_SECRETS, pending, now).await
                 }
+            }
 
+            #[async_trait::async_trait]
+            impl $crate::SecretVersionRepo for $store {
                 async fn add_version(
                     &self,
                     project_id: &str,
@@ -2768,7 +2789,10 @@ macro_rules! impl_store {
                     tx.commit().await?;
                     Ok(())
                 }
+            }
 
+            #[async_trait::async_trait]
+            impl $crate::SecretTagRepo for $store {
                 // ---- CSMS tags ------------------------------------------------------------
 
                 async fn secret_tags(&self, project_id: &str, secret_id: &str) -> Result<Vec<Tag>> {
