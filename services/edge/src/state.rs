@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::keystores::Keystores;
 use crate::limiter::LimiterClient;
 use crate::mesh::{GrpcClientTls, WorkerPool, channel_with};
+use crate::tasks::Tasks;
 use crate::xks::policy::PolicyFile;
 use crate::xks::sigv4::Verifier;
 
@@ -26,6 +27,9 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Budgets for callers not yet authenticated, shared by both dialects.
     pub abuse: crate::http::abuse::Abuse,
+    /// Every background task of this edge (its own and the dialects'),
+    /// stopped by [`AppState::stop`].
+    pub tasks: Tasks,
 }
 
 impl std::fmt::Debug for AppState {
@@ -38,18 +42,19 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     /// Build the state and start its background tasks (file watches, health
-    /// probes); they stop when the runtime does.
+    /// probes), owned in [`AppState::tasks`] until [`AppState::stop`].
     pub fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Arc<Self>> {
+        let tasks = Tasks::default();
         let reload = Duration::from_millis(config.reload_interval_ms);
         let allow_wildcard = config.allow_wildcard_keystores;
         let keystores = Reloadable::load(&config.keystores_file, move |b: &[u8]| {
             Keystores::parse_with(b, allow_wildcard)
         })?;
-        keystores.spawn_watch(reload);
+        tasks.own(keystores.spawn_watch(reload));
         let policy = match &config.policy_file {
             Some(p) => {
                 let r = Reloadable::load(p, PolicyFile::parse)?;
-                r.spawn_watch(reload);
+                tasks.own(r.spawn_watch(reload));
                 Some(r)
             }
             None => None,
@@ -68,7 +73,7 @@ impl AppState {
                         },
                         peers: AllowedPeers::parse(peers).map_err(|e| anyhow::anyhow!(e))?,
                     })?;
-                    tls.spawn_watch(keymesh_common::grpc_tls::RELOAD_INTERVAL);
+                    tasks.own(tls.spawn_watch(keymesh_common::grpc_tls::RELOAD_INTERVAL));
                     Ok(GrpcClientTls { tls })
                 };
                 (
@@ -98,10 +103,12 @@ impl AppState {
             limiter.clone(),
             worker_tls,
         )?);
-        workers.start(
+        for task in workers.start(
             Duration::from_secs(1),
             Duration::from_millis(config.worker_resolve_interval_ms),
-        );
+        ) {
+            tasks.own(task);
+        }
         let verifier = Verifier {
             max_skew: Duration::from_secs(config.max_skew_secs),
             regions: config.regions.clone(),
@@ -115,6 +122,14 @@ impl AppState {
             workers,
             limiter,
             metrics,
+            tasks,
         }))
+    }
+
+    /// Stop every background task: the owned ones, then the worker health
+    /// watches (after the resolver, which could start new ones).
+    pub fn stop(&self) {
+        self.tasks.stop();
+        self.workers.stop();
     }
 }

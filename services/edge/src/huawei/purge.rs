@@ -30,7 +30,7 @@ pub async fn run_once(h: &Huawei) -> Result<Vec<String>, keymesh_store::StoreErr
 }
 
 /// Run [`run_once`] every `purge_interval_ms` until the runtime stops.
-pub fn spawn(h: Arc<Huawei>) {
+pub fn spawn(h: Arc<Huawei>) -> tokio::task::JoinHandle<()> {
     let every = Duration::from_millis(h.config.purge_interval_ms);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -41,7 +41,7 @@ pub fn spawn(h: Arc<Huawei>) {
                 tracing::warn!(error = %e, "scheduled key deletion failed; retrying next interval");
             }
         }
-    });
+    })
 }
 
 #[cfg(test)]

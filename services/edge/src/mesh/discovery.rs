@@ -87,30 +87,45 @@ impl WorkerPool {
 
     /// Start the background tasks: the prober (every `probe_every`), the DNS
     /// resolver (every `resolve_every`, only with DNS sources) and one health
-    /// Watch per worker. They stop when the runtime does.
-    pub fn start(self: &Arc<Self>, probe_every: Duration, resolve_every: Duration) {
+    /// Watch per worker. The caller owns the returned prober and resolver
+    /// and stops them with [`WorkerPool::stop`] (which ends the watches).
+    pub fn start(
+        self: &Arc<Self>,
+        probe_every: Duration,
+        resolve_every: Duration,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         for w in self.members.load().iter() {
             self.watch(w);
         }
         let this = Arc::clone(self);
-        tokio::spawn(async move {
+        let mut tasks = vec![tokio::spawn(async move {
             let mut tick = tokio::time::interval(probe_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 this.probe().await;
             }
-        });
+        })];
         if self.sources.iter().any(|s| matches!(s, Source::Dns { .. })) {
             let this = Arc::clone(self);
-            tokio::spawn(async move {
+            tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(resolve_every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
                     this.resolve(resolve_every).await;
                 }
-            });
+            }));
+        }
+        tasks
+    }
+
+    /// End every health Watch (each holds the pool); the prober and resolver
+    /// [`WorkerPool::start`] returned must be aborted first, or the resolver
+    /// may start new ones.
+    pub fn stop(&self) {
+        for (_, task) in self.book().watches.drain() {
+            task.abort();
         }
     }
 

@@ -23,7 +23,7 @@ use super::aad;
 use super::audit::Audit;
 use super::error::XksError;
 use super::policy::{Effect, Subject};
-use crate::keystores::XKS_SUFFIX;
+use crate::keystores::{Keystore, XKS_SUFFIX};
 use crate::limiter::Decision;
 use crate::mesh::WorkerRpc;
 use crate::state::AppState;
@@ -55,34 +55,6 @@ pub struct Route<'a> {
     pub uri_path: &'a str,
     pub operation: Operation,
     pub key_id: &'a str,
-}
-
-/// A [`Route`] that owns its strings, for request extensions.
-#[derive(Debug, Clone)]
-pub struct OwnedRoute {
-    pub uri_path: String,
-    pub operation: Operation,
-    pub key_id: String,
-}
-
-impl From<Route<'_>> for OwnedRoute {
-    fn from(r: Route<'_>) -> Self {
-        Self {
-            uri_path: r.uri_path.to_owned(),
-            operation: r.operation,
-            key_id: r.key_id.to_owned(),
-        }
-    }
-}
-
-impl OwnedRoute {
-    pub fn borrow(&self) -> Route<'_> {
-        Route {
-            uri_path: &self.uri_path,
-            operation: self.operation,
-            key_id: &self.key_id,
-        }
-    }
 }
 
 /// Split `[/<prefix>]/kms/xks/v1/{keys/<id>/<op>|health}`. Key ids cannot
@@ -238,6 +210,7 @@ fn ok(body: serde_json::Value) -> Bytes {
 /// Run one authenticated XKS request. `audit` collects what the log line says.
 pub async fn handle(
     state: &Arc<AppState>,
+    keystore: &Keystore,
     route: &Route<'_>,
     body: &[u8],
     deadline: Instant,
@@ -256,11 +229,7 @@ pub async fn handle(
         return health(state, deadline).await;
     }
 
-    let keystores = state.keystores.get();
-    let allowed = keystores
-        .get(route.uri_path)
-        .is_some_and(|ks| ks.allows_key(route.key_id));
-    if !valid_key_id(route.key_id) || !allowed {
+    if !valid_key_id(route.key_id) || !keystore.allows_key(route.key_id) {
         return Err(XksError::KeyNotFound);
     }
     authorize(state, route, md, audit)?;
@@ -539,12 +508,10 @@ async fn health(state: &AppState, deadline: Instant) -> Result<Bytes, XksError> 
 /// Verify SigV4 for `route` against its key store. Returns the access key id.
 pub fn authenticate(
     state: &AppState,
-    uri_path: &str,
+    keystore: &Keystore,
     parts: &http::request::Parts,
     body: &[u8],
 ) -> Result<String, XksError> {
-    let keystores = state.keystores.get();
-    let keystore = keystores.get(uri_path).ok_or(XksError::InvalidUriPath)?;
     state
         .verifier
         .verify(parts, body, keystore, SystemTime::now())
