@@ -24,6 +24,10 @@
 #      init`, as in production; 0: --insecure-plaintext-grpc). SUITE=mtls measures what mTLS
 #      costs: a second, plaintext mesh on the same token next to the mTLS one, and XKS Encrypt
 #      32 B at KMS_CONCURRENCY alternated between the two, KMS_ROUNDS times (lines tagged "mesh").
+#      SUITE=baseline compares two builds: a second mesh from the edge, crypto-worker and
+#      rate-limiter in BASELINE_BIN (e.g. a release build of the commit before a refactor) on the
+#      same token and store, and XKS Encrypt 32 B and encrypt-data 32 B at KMS_CONCURRENCY
+#      alternated between the two, KMS_ROUNDS times (lines tagged "build": "before"/"after").
 # bench/report.py turns the JSONL into the tables of bench/REPORT.md.
 set -euo pipefail
 
@@ -38,7 +42,11 @@ SUITE=${SUITE:-all}
 KMS_CONCURRENCY=${KMS_CONCURRENCY:-"32"}
 KMS_ROUNDS=${KMS_ROUNDS:-1}
 MESH_TLS=${MESH_TLS:-1}
-case "$SUITE" in all | kms | csms | mtls | fairness) ;; *) echo "SUITE must be all, kms, csms, mtls or fairness" >&2; exit 2 ;; esac
+case "$SUITE" in all | kms | csms | mtls | fairness | baseline) ;; *) echo "SUITE must be all, kms, csms, mtls, fairness or baseline" >&2; exit 2 ;; esac
+if [ "$SUITE" = baseline ] && [ ! -x "${BASELINE_BIN:-}/edge" ]; then
+  echo "SUITE=baseline needs BASELINE_BIN: a directory with the edge, crypto-worker and rate-limiter to compare against" >&2
+  exit 2
+fi
 
 if [ "${BUILD:-1}" = 1 ]; then
   cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" \
@@ -87,11 +95,12 @@ wait_file() { for _ in $(seq 200); do [ -s "$1" ] && return 0; sleep 0.05; done;
 # The mesh PKI: one CA, one certificate per service identity.
 "$BIN/keymeshctl" pki init --dir "$DIR/pki" >/dev/null
 
-# start_mesh TAG TLS [SLOW_LANE]: a worker (slow lane of SLOW_LANE sessions,
-# default 1), a limiter and an edge (mTLS when TLS=1, else plaintext); sets
-# MESH_EDGE (address) and MESH_PIDS (edge,worker,limiter).
+# start_mesh TAG TLS [SLOW_LANE] [BIN_DIR]: a worker (slow lane of SLOW_LANE
+# sessions, default 1), a limiter and an edge (mTLS when TLS=1, else
+# plaintext), binaries from BIN_DIR (default $BIN); sets MESH_EDGE (address)
+# and MESH_PIDS (edge,worker,limiter).
 start_mesh() {
-  local tag=$1 tls=$2 slow_lane=${3:-1} wtls ltls top="" section=""
+  local tag=$1 tls=$2 slow_lane=${3:-1} bin=${4:-$BIN} wtls ltls top="" section=""
   if [ "$tls" = 1 ]; then
     wtls=(--grpc-tls-cert "$DIR/pki/crypto-worker.pem" --grpc-tls-key "$DIR/pki/crypto-worker.key" --grpc-tls-ca "$DIR/pki/ca.pem")
     ltls=(--grpc-tls-cert "$DIR/pki/rate-limiter.pem" --grpc-tls-key "$DIR/pki/rate-limiter.key" --grpc-tls-ca "$DIR/pki/ca.pem")
@@ -104,10 +113,10 @@ ca_file = \"$DIR/pki/ca.pem\""
     ltls=(--insecure-plaintext-grpc)
     top="insecure_plaintext_grpc = true"
   fi
-  "$BIN/crypto-worker" --listen 127.0.0.1:0 --addr-file "$DIR/worker-$tag.addr" --sessions "$SESSIONS" \
+  "$bin/crypto-worker" --listen 127.0.0.1:0 --addr-file "$DIR/worker-$tag.addr" --sessions "$SESSIONS" \
     --slow-lane-sessions "$slow_lane" "${wtls[@]}" 2>"$DIR/worker-$tag.log" &
   PIDS+=($!); local worker_pid=$!
-  "$BIN/rate-limiter" --listen 127.0.0.1:0 --addr-file "$DIR/limiter-$tag.addr" --config "$DIR/quotas.toml" \
+  "$bin/rate-limiter" --listen 127.0.0.1:0 --addr-file "$DIR/limiter-$tag.addr" --config "$DIR/quotas.toml" \
     "${ltls[@]}" 2>"$DIR/limiter-$tag.log" &
   PIDS+=($!); local limiter_pid=$!
   wait_file "$DIR/worker-$tag.addr"; wait_file "$DIR/limiter-$tag.addr"
@@ -125,7 +134,7 @@ $section
 [huawei]
 store_url = "$KEYMESH_STORE_URL"
 EOF
-  "$BIN/edge" --config "$DIR/edge-$tag.toml" 2>"$DIR/edge-$tag.log" &
+  "$bin/edge" --config "$DIR/edge-$tag.toml" 2>"$DIR/edge-$tag.log" &
   PIDS+=($!); local edge_pid=$!
   wait_file "$DIR/edge-$tag.addr"
   MESH_EDGE=$(cat "$DIR/edge-$tag.addr")
@@ -225,6 +234,24 @@ if [ "$SUITE" = mtls ]; then
     for c in $KMS_CONCURRENCY; do
       "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" encrypt --size 32 | tag "$(name "$MESH_TLS")" >>"$OUT"
       "$LG" closed --concurrency "$c" --duration "$DURATION" "${OTHER[@]}" encrypt --size 32 | tag "$(name "$other")" >>"$OUT"
+    done
+  done
+  echo "results appended to $OUT" >&2
+  exit 0
+fi
+if [ "$SUITE" = baseline ]; then
+  # The build under comparison, next to the main mesh, on the same token, key and store.
+  start_mesh before "$MESH_TLS" 1 "$BASELINE_BIN"
+  BEFORE=(--endpoint "http://$MESH_EDGE" --console-config "$DIR/console.json" --key-id bench-key --pids "$MESH_PIDS")
+  "$LG" closed --concurrency 4 --duration 2 "${BEFORE[@]}" encrypt --size 32 >/dev/null
+  "$LG" closed --concurrency 4 --duration 1 "${BEFORE[@]}" kms-encrypt --size 32 "${KMS[@]}" >/dev/null
+  tag() { sed -E "s/^\{/{\"build\":\"$1\",/"; }
+  for _ in $(seq "$KMS_ROUNDS"); do
+    for c in $KMS_CONCURRENCY; do
+      "$LG" closed --concurrency "$c" --duration "$DURATION" "${BEFORE[@]}" encrypt --size 32 | tag before >>"$OUT"
+      "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" encrypt --size 32 | tag after >>"$OUT"
+      "$LG" closed --concurrency "$c" --duration "$DURATION" "${BEFORE[@]}" kms-encrypt --size 32 "${KMS[@]}" | tag before >>"$OUT"
+      "$LG" closed --concurrency "$c" --duration "$DURATION" "${COMMON[@]}" kms-encrypt --size 32 "${KMS[@]}" | tag after >>"$OUT"
     done
   done
   echo "results appended to $OUT" >&2
