@@ -1,29 +1,37 @@
 //! keymesh crypto-worker: the only process that talks PKCS#11.
 //!
-//! A pool of logged-in sessions, each on its own OS thread ([`pool`]), serves
+//! A pool of logged-in sessions, each on its own OS thread behind a bounded
+//! queue ([`pool`]; the queue and threads generic in [`lane`]), serves
 //! the `keymesh.crypto.v1.CryptoWorker` gRPC API ([`service`]): AES-256-GCM
-//! with worker-chosen 12-byte IVs ([`aead`]) under keys found by label and
-//! cached, by default with per-process session-object copies for the crypto
-//! ([`hsm`], [`key_cache`]). Next to it, `keymesh.crypto.v1.KeyVault`
-//! ([`vault`]) serves customer master keys stored outside the HSM wrapped
-//! under an HSM-resident domain key ([`wrapped`]), plus data keys, data key
-//! pairs ([`keypair`]) and random bytes. Failures map to gRPC codes plus a machine-readable
-//! reason in one place ([`error`]). Operators disable keys through the
-//! key-status file ([`key_status`], shared with keymeshctl), and a deep health
-//! check ([`health`]) drives both GetHealth and `grpc.health.v1`. HSM latency,
-//! session-pool use and health are exported as Prometheus metrics ([`metrics`]).
+//! with worker-chosen 12-byte IVs under keys found by label and cached, by
+//! default with per-process session-object copies for the crypto
+//! ([`key_cache`]). Next to it, `keymesh.crypto.v1.KeyVault` ([`vault`])
+//! serves customer master keys stored outside the HSM wrapped under an
+//! HSM-resident domain key, whose unwrapped objects are cached
+//! ([`wrapped`]), plus data keys, data key pairs ([`keypair`]) and random
+//! bytes. The PKCS#11 calls themselves (token, sessions, key objects,
+//! wrapping, AES-GCM, the `CKR_*` mapping) live in [`keymesh_pkcs11`]; each
+//! session thread holds its session through [`session`], the one place that
+//! drops and re-opens a session after a failure. Failures map to gRPC codes
+//! plus a machine-readable reason in one place ([`error`]). Operators
+//! disable keys through the key-status file ([`key_status`], shared with
+//! keymeshctl), and a deep health check ([`health`]) drives both GetHealth
+//! and `grpc.health.v1`. HSM latency, session-pool use and health are
+//! exported as Prometheus metrics ([`metrics`]). Flags and environment are
+//! validated once into a [`Config`] ([`config`]); [`serve`] runs it all on
+//! a pre-bound listener until a shutdown future resolves.
 
-pub mod aead;
 pub mod config;
 pub mod error;
 pub mod health;
-pub mod hsm;
 pub mod key_cache;
 pub mod key_status;
 pub mod keypair;
+pub mod lane;
 pub mod metrics;
 pub mod pool;
 pub mod service;
+pub mod session;
 pub mod vault;
 pub mod wrapped;
 
@@ -58,7 +66,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let module = config.pkcs11_module.clone();
-    let ctx = tokio::task::spawn_blocking(move || hsm::load_module(&module))
+    let ctx = tokio::task::spawn_blocking(move || keymesh_pkcs11::token::load_module(&module))
         .await?
         .map_err(|e| {
             anyhow::anyhow!(
@@ -114,7 +122,7 @@ pub async fn serve_with_module(
         revalidate: config.key_revalidate,
     };
     let (hsm, pool, threads) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-        let hsm = Arc::new(hsm::Hsm::open(ctx, &label, pin)?);
+        let hsm = Arc::new(keymesh_pkcs11::Hsm::open(ctx, &label, pin)?);
         let (pool, threads) = Pool::start_lanes(
             Arc::clone(&hsm),
             sessions,
@@ -142,7 +150,7 @@ pub async fn serve_with_module(
     let domain_key = config.domain_key_label.clone();
     let found = pool
         .run_waiting(None, move |ctx| {
-            ctx.with_session(|s, _| wrapped::domain_key_check(s, &domain_key))
+            ctx.with_session(|s, _| Ok(keymesh_pkcs11::wrap::domain_key_check(s, &domain_key)?))
         })
         .await;
     check_domain_key(&config, found)?;

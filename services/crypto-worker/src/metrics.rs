@@ -131,7 +131,10 @@ mod tests {
     fn outcome_labels() {
         assert_eq!(outcome::<()>(&Ok(())), "ok");
         assert_eq!(
-            outcome::<()>(&Err(Error::KeyNotFound { key_id: "k".into() })),
+            outcome::<()>(&Err(keymesh_pkcs11::Error::KeyNotFound {
+                key_id: "k".into()
+            }
+            .into())),
             "KEY_NOT_FOUND"
         );
         assert_eq!(outcome::<()>(&Err(Error::Busy)), "HSM_BUSY");
