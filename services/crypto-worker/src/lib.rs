@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod pool;
 pub mod service;
 pub mod session;
+pub mod tasks;
 pub mod vault;
 pub mod wrapped;
 
@@ -170,8 +171,8 @@ pub async fn serve_with_module(
     );
 
     metrics::describe();
-    let sampler = metrics::spawn_sampler(pool.clone(), Arc::clone(&health));
-    let sweeper = wrapped::spawn_sweeper(
+    let sampler = tasks::spawn_sampler(pool.clone(), Arc::clone(&health));
+    let sweeper = tasks::spawn_sweeper(
         pool.clone(),
         wrapped::sweep_interval(wrapped::UnwrappedKeyOptions::default().idle),
     );

@@ -12,7 +12,7 @@
 //! keeper session dies, destroyed once no job holds them). The cache is
 //! bounded (least recently used evicted) and entries idle for
 //! [`UnwrappedKeyOptions::idle`] are dropped by a periodic sweep
-//! ([`spawn_sweeper`]), destroying their objects.
+//! ([`crate::tasks::spawn_sweeper`]), destroying their objects.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,7 +24,6 @@ use keymesh_pkcs11::{Error as HsmError, Hsm};
 use crate::error::Error;
 use crate::key_cache::{Keeper, KeeperObject};
 use crate::metrics;
-use crate::pool::Pool;
 
 /// Default bound on cached unwrapped keys.
 pub const DEFAULT_CAPACITY: usize = 10_000;
@@ -194,7 +193,7 @@ impl UnwrappedKeys {
 
     /// Drop every entry unused for [`UnwrappedKeyOptions::idle`] at `now`;
     /// returns how many. Destroys their objects (blocking: run it on a
-    /// session thread, see [`spawn_sweeper`]).
+    /// session thread, see [`crate::tasks::spawn_sweeper`]).
     pub fn sweep(&self, now: Instant) -> usize {
         let idle = self.options.idle;
         let evicted: Vec<Entry> = {
@@ -219,22 +218,6 @@ impl UnwrappedKeys {
 /// fraction of the idle time, at most a minute.
 pub fn sweep_interval(idle: Duration) -> Duration {
     (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
-}
-
-/// Sweep idle unwrapped keys every `every` until aborted. The sweep runs as
-/// a pool job, since destroying objects calls the HSM; a full queue skips a
-/// round.
-pub fn spawn_sweeper(pool: Pool, every: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = pool.sweep_unwrapped().await {
-                tracing::debug!(error = %e, "unwrapped-key sweep skipped");
-            }
-        }
-    })
 }
 
 #[cfg(test)]
