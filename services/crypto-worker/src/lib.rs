@@ -19,7 +19,10 @@
 //! and `grpc.health.v1`. HSM latency, session-pool use and health are
 //! exported as Prometheus metrics ([`metrics`]). Flags and environment are
 //! validated once into a [`Config`] ([`config`]); [`serve`] runs it all on
-//! a pre-bound listener until a shutdown future resolves.
+//! a pre-bound listener until a shutdown future resolves, owning the
+//! background tasks (key-status watch, health checker, metrics sampler,
+//! unwrapped-key sweeper, certificate reload: [`tasks`]) and stopping them
+//! after the drain.
 
 pub mod config;
 pub mod error;
@@ -156,25 +159,37 @@ pub async fn serve_with_module(
         .await;
     check_domain_key(&config, found)?;
 
+    // Every task started from here on is owned by `background`: stopped
+    // after the drain, or aborted if this function returns early.
+    let mut background = tasks::Background::default();
     let key_status = key_status::KeyStatusWatch::new(config.key_status_file.clone())?;
-    let watch = key_status.spawn(KEY_STATUS_POLL);
+    background.add("key-status watch", key_status.spawn(KEY_STATUS_POLL));
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Arc::new(HealthState::default());
     // A first check before accepting traffic, so probes have an answer.
     health::check_and_publish(&pool, &health, &reporter).await;
-    let checker = health::spawn_checker(
-        pool.clone(),
-        Arc::clone(&health),
-        reporter.clone(),
-        config.health_interval,
+    background.add(
+        "health checker",
+        health::spawn_checker(
+            pool.clone(),
+            Arc::clone(&health),
+            reporter.clone(),
+            config.health_interval,
+        ),
     );
 
     metrics::describe();
-    let sampler = tasks::spawn_sampler(pool.clone(), Arc::clone(&health));
-    let sweeper = tasks::spawn_sweeper(
-        pool.clone(),
-        wrapped::sweep_interval(wrapped::UnwrappedKeyOptions::default().idle),
+    background.add(
+        "metrics sampler",
+        tasks::spawn_sampler(pool.clone(), Arc::clone(&health)),
+    );
+    background.add(
+        "unwrapped-key sweeper",
+        tasks::spawn_sweeper(
+            pool.clone(),
+            wrapped::sweep_interval(wrapped::UnwrappedKeyOptions::default().idle),
+        ),
     );
     let vault = vault::VaultService::new(pool.clone(), &config.domain_key_label);
 
@@ -209,10 +224,12 @@ pub async fn serve_with_module(
     // Loaded before serving: a worker configured for mTLS must not start
     // without its certificates (or fall back to plaintext).
     let grpc_tls = config.grpc_tls.clone().map(GrpcTls::load).transpose()?;
-    let tls_watch = grpc_tls
-        .as_ref()
-        .map(|t| t.spawn_watch(keymesh_common::grpc_tls::RELOAD_INTERVAL));
-    if grpc_tls.is_none() {
+    if let Some(tls) = &grpc_tls {
+        background.add(
+            "mesh TLS reload",
+            tls.spawn_watch(keymesh_common::grpc_tls::RELOAD_INTERVAL),
+        );
+    } else {
         keymesh_common::grpc_tls::warn_insecure_plaintext("crypto-worker");
     }
     // Probes only: the same health reporter, none of the HSM services.
@@ -245,24 +262,15 @@ pub async fn serve_with_module(
                 .await
         }
     };
-    if let Some(w) = tls_watch {
-        w.abort();
-    }
     if let Some(h) = health_only
         && let Err(e) = h.stop().await
     {
         tracing::warn!(error = format!("{e:#}"), "health-only listener failed");
     }
 
-    checker.abort();
-    watch.abort();
-    sampler.abort();
-    sweeper.abort();
-    let _ = checker.await;
-    // The sampler and sweeper hold pool handles: the session threads stop
-    // only once they are gone.
-    let _ = sampler.await;
-    let _ = sweeper.await;
+    // The sampler, sweeper and checker hold pool handles: the session
+    // threads stop only once they are gone.
+    background.stop().await;
     // The router (and its pool handles) is gone: the queue closes, and each
     // session thread finishes queued jobs and closes its session.
     tokio::task::spawn_blocking(move || threads.join()).await?;
