@@ -8,8 +8,8 @@ use cryptoki::session::Session;
 use keymesh_common::Secret;
 use keymesh_crypto_worker::key_status;
 use keymesh_pkcs11::args::HsmArgs;
-use keymesh_pkcs11::token::{self, Hsm, TokenInit};
 use keymesh_pkcs11::keys;
+use keymesh_pkcs11::token::{self, Hsm, TokenInit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Usage {

@@ -4,9 +4,9 @@
 //! seals here rather than through a crypto-worker: an operator can create
 //! accounts before any worker runs (first install, run-local), and the CLI
 //! needs no mesh client certificate. The result is byte-for-byte what a
-//! worker's KeyVault Encrypt makes (the worker's own `aead::seal` under the
-//! seal key unwrapped from the store, [`keymesh_store::sealed`] envelope and
-//! AAD), so the edge unseals it through any worker.
+//! worker's KeyVault Encrypt makes (the same [`keymesh_pkcs11::aead::seal`]
+//! under the seal key unwrapped from the store, [`keymesh_store::sealed`]
+//! envelope and AAD), so the edge unseals it through any worker.
 //!
 //! The seal key is made on first need, like a CMK: generated in the HSM,
 //! wrapped under the domain key, stored with `put_seal_key_if_missing` (the

@@ -1,11 +1,16 @@
 //! The HSM session pool: N logged-in PKCS#11 sessions, each owned by a
-//! dedicated OS thread, fed from one bounded job queue.
+//! dedicated OS thread, fed from one bounded job queue (plus an optional
+//! slow lane; queues and threads in [`crate::lane`]).
 //!
 //! PKCS#11 calls block (and SoftHSM2 serialises on file locks), so they never
 //! run on tokio executor threads. A gRPC handler hands a closure to
 //! [`Pool::run`]; a session thread runs it with exclusive use of its session
-//! and answers over a oneshot. The queue is bounded so overload turns into an
-//! immediate HSM_BUSY instead of unbounded latency.
+//! ([`SessionCtx`]: the session, the key caches, the CSPRNG) and answers
+//! over a oneshot. The queue is bounded so overload turns into an
+//! immediate HSM_BUSY instead of unbounded latency. A failed call is
+//! retried at most once, after [`crate::session::SessionSlot::after_failure`]
+//! acted on [`keymesh_pkcs11::recovery`]'s decision (fresh session, or
+//! forget a stale handle and find the key again).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -232,7 +237,7 @@ impl SessionCtx {
     /// miss. A handle that turns out stale or dead (its keeper session was
     /// replaced) is forgotten, the key unwrapped again and `op` retried once;
     /// so is a lost session (re-opened first). Labels are checked where the
-    /// request arrives ([`crate::wrapped::check_label`]), not here: one that
+    /// request arrives ([`keymesh_pkcs11::wrap::check_label`]), not here: one that
     /// names no domain key fails the unwrap.
     pub fn with_unwrapped<T, const N: usize>(
         &mut self,
