@@ -10,8 +10,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Subcommand, ValueEnum};
-use keymesh_crypto_worker::{HsmArgs, hsm};
 use keymesh_huawei_auth::sdk_hmac::generate_credentials;
+use keymesh_pkcs11::args::HsmArgs;
+use keymesh_pkcs11::wrap;
 use keymesh_store::sealed::account_aad;
 use keymesh_store::{Account, AccountSecret, Role, StoreError};
 
@@ -57,7 +58,7 @@ pub enum AccountCommand {
         #[arg(
             long,
             env = "KEYMESH_DOMAIN_KEY_LABEL",
-            default_value = hsm::DEFAULT_DOMAIN_KEY_LABEL
+            default_value = wrap::DEFAULT_DOMAIN_KEY_LABEL
         )]
         domain_key_label: String,
     },
@@ -73,7 +74,7 @@ pub enum AccountCommand {
         #[arg(
             long,
             env = "KEYMESH_DOMAIN_KEY_LABEL",
-            default_value = hsm::DEFAULT_DOMAIN_KEY_LABEL
+            default_value = wrap::DEFAULT_DOMAIN_KEY_LABEL
         )]
         domain_key_label: String,
     },

@@ -3,7 +3,7 @@
 //! template (AES-256 token key, CKA_WRAP/CKA_UNWRAP only, sensitive,
 //! non-extractable), so the workers find exactly the key they expect, and
 //! bound to the store by its key check value (KCV, computed in the HSM the
-//! way the workers do: [`wrapped::domain_key_check`]).
+//! way the workers do: [`wrap::domain_key_check`]).
 //!
 //! A domain key lost with its token cannot be re-created: a new key under
 //! the same label unwraps nothing the store holds. So `init` never creates a
@@ -12,9 +12,8 @@
 //! key whose KCV differs from the store's.
 
 use cryptoki::session::Session;
-use keymesh_crypto_worker::HsmArgs;
-use keymesh_crypto_worker::hsm;
-use keymesh_crypto_worker::wrapped;
+use keymesh_pkcs11::args::HsmArgs;
+use keymesh_pkcs11::{keys, wrap};
 use keymesh_store::Store;
 
 use crate::accounts::{now_ms, open};
@@ -28,7 +27,7 @@ pub enum DomainKeyCommand {
         #[arg(
             long,
             env = "KEYMESH_DOMAIN_KEY_LABEL",
-            default_value = hsm::DEFAULT_DOMAIN_KEY_LABEL
+            default_value = wrap::DEFAULT_DOMAIN_KEY_LABEL
         )]
         label: String,
         /// Succeed without changes when the domain key already exists (and
@@ -49,7 +48,7 @@ pub enum DomainKeyCommand {
         #[arg(
             long,
             env = "KEYMESH_DOMAIN_KEY_LABEL",
-            default_value = hsm::DEFAULT_DOMAIN_KEY_LABEL
+            default_value = wrap::DEFAULT_DOMAIN_KEY_LABEL
         )]
         label: String,
     },
@@ -115,10 +114,10 @@ fn on_record(store_url: Option<&str>, label: &str) -> anyhow::Result<Option<OnRe
 
 /// The KCV of the usable domain key `label` on `session`.
 fn hsm_kcv(session: &Session, label: &str) -> anyhow::Result<String> {
-    hsm::find_domain_key(session, label).map_err(|e| {
+    wrap::find_domain_key(session, label).map_err(|e| {
         anyhow::anyhow!("a key labelled {label:?} exists but cannot be the domain key: {e}")
     })?;
-    wrapped::domain_key_check(session, label)
+    wrap::domain_key_check(session, label)
         .map_err(|e| anyhow::anyhow!("cannot compute the KCV of domain key {label:?}: {e}"))
 }
 
@@ -137,14 +136,14 @@ fn init(
     if_missing: bool,
     material_lost: bool,
 ) -> anyhow::Result<()> {
-    wrapped::check_domain_key_label(label).map_err(|e| anyhow::anyhow!("--label: {e}"))?;
+    wrap::check_domain_key_label(label).map_err(|e| anyhow::anyhow!("--label: {e}"))?;
     let session = crate::keys::user_session(args)?;
     let record = on_record(store_url, label)?;
     // PKCS#11 allows duplicate labels, and a second key under the label would
     // make every worker refuse it as ambiguous: never create one next to an
     // existing key. An existing key is accepted only if it is a usable
     // domain key whose KCV is the store's.
-    if !hsm::find_key_handles(&session, label)?.is_empty() {
+    if !keys::find_key_handles(&session, label)?.is_empty() {
         let kcv = hsm_kcv(&session, label)?;
         if let Some(stored) = record.as_ref().and_then(|r| r.kcv.as_deref())
             && stored != kcv
@@ -180,7 +179,7 @@ fn init(
              and existing material cannot be checked (the edge records it on its first start)"
         ),
     }
-    hsm::generate_domain_key(&session, label)
+    wrap::generate_domain_key(&session, label)
         .map_err(|e| anyhow::anyhow!("domain key generation failed: {e}"))?;
     let kcv = hsm_kcv(&session, label)?;
     if let Some(r) = &record {
@@ -207,9 +206,9 @@ fn record_kcv(record: &OnRecord, label: &str, kcv: &str, replace: bool) -> anyho
 }
 
 fn check(args: &HsmArgs, store_url: Option<&str>, label: &str) -> anyhow::Result<()> {
-    wrapped::check_label(label).map_err(|e| anyhow::anyhow!("--label: {e}"))?;
+    wrap::check_label(label).map_err(|e| anyhow::anyhow!("--label: {e}"))?;
     let session = crate::keys::user_session(args)?;
-    if hsm::find_key_handles(&session, label)?.is_empty() {
+    if keys::find_key_handles(&session, label)?.is_empty() {
         anyhow::bail!("the HSM has no domain key labelled {label:?}");
     }
     let kcv = hsm_kcv(&session, label)?;

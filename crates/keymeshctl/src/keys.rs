@@ -1,4 +1,4 @@
-//! `token init` and `key ...`: PKCS#11 through the worker library, key status
+//! `token init` and `key ...`: PKCS#11 through [`keymesh_pkcs11`], key status
 //! through the worker's key-status file.
 
 use std::path::Path;
@@ -6,9 +6,10 @@ use std::path::Path;
 use cryptoki::context::Pkcs11;
 use cryptoki::session::Session;
 use keymesh_common::Secret;
-use keymesh_crypto_worker::HsmArgs;
-use keymesh_crypto_worker::hsm::{self, Hsm, TokenInit};
 use keymesh_crypto_worker::key_status;
+use keymesh_pkcs11::args::HsmArgs;
+use keymesh_pkcs11::keys;
+use keymesh_pkcs11::token::{self, Hsm, TokenInit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Usage {
@@ -50,7 +51,7 @@ pub fn validate_key_id(id: &str) -> anyhow::Result<()> {
 }
 
 fn load(args: &HsmArgs) -> anyhow::Result<Pkcs11> {
-    hsm::load_module(&args.pkcs11_module).map_err(|e| {
+    token::load_module(&args.pkcs11_module).map_err(|e| {
         anyhow::anyhow!(
             "cannot load PKCS#11 module {}: {e:#}",
             args.pkcs11_module.display()
@@ -58,29 +59,16 @@ fn load(args: &HsmArgs) -> anyhow::Result<Pkcs11> {
     })
 }
 
-/// How often the token is looked for before it is reported missing.
-const TOKEN_LOOKUPS: u32 = 5;
-
-/// The module, initialised, once it lists the configured token. SoftHSM2
-/// reads its token directory at `C_Initialize` and skips a token whose files
-/// another process (a worker creating or destroying an object) is rewriting
-/// at that instant, so a missing token is looked for again with a fresh
-/// `C_Initialize` (measured: an occasional "no token" for `account create`
-/// next to running workers) before the answer is final.
+/// The module, initialised, once it lists the configured token
+/// ([`token::load_with_token`]: SoftHSM2 may skip a token another process
+/// is rewriting, so a missing one is looked for again).
 fn load_with_token(args: &HsmArgs) -> anyhow::Result<Pkcs11> {
-    let mut attempt = 1;
-    loop {
-        let ctx = load(args)?;
-        let found = hsm::find_token_slot(&ctx, &args.token_label)?.is_some();
-        if found || attempt == TOKEN_LOOKUPS {
-            return Ok(ctx);
-        }
-        // The next C_Initialize must start from a finalised module.
-        ctx.finalize()
-            .map_err(|e| anyhow::anyhow!("C_Finalize failed: {e}"))?;
-        std::thread::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)));
-        attempt += 1;
-    }
+    token::load_with_token(&args.pkcs11_module, &args.token_label).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot load PKCS#11 module {}: {e:#}",
+            args.pkcs11_module.display()
+        )
+    })
 }
 
 /// A logged-in session on the configured token.
@@ -95,7 +83,7 @@ pub fn token_init(args: &HsmArgs, so_pin: Option<Secret>, if_missing: bool) -> a
     let pin = args.pin()?;
     let so_pin = so_pin.unwrap_or_else(|| pin.clone());
     let ctx = load(args)?;
-    match hsm::init_token(&ctx, &args.token_label, &so_pin, &pin, if_missing)? {
+    match token::init_token(&ctx, &args.token_label, &so_pin, &pin, if_missing)? {
         TokenInit::Created => println!("initialised token {:?}", args.token_label),
         TokenInit::AlreadyExists => println!("token {:?} already exists", args.token_label),
     }
@@ -128,11 +116,11 @@ pub fn create(
     let session = user_session(args)?;
     // PKCS#11 allows duplicate labels; the worker would then refuse the key
     // as ambiguous, so uniqueness is enforced here.
-    if !hsm::find_key_handles(&session, id)?.is_empty() {
+    if !keys::find_key_handles(&session, id)?.is_empty() {
         anyhow::bail!("a key labelled {id:?} already exists");
     }
     let (encrypt, decrypt) = usage.flags();
-    hsm::generate_aes_256(&session, id, encrypt, decrypt)
+    keys::generate_aes_256(&session, id, encrypt, decrypt)
         .map_err(|e| anyhow::anyhow!("key generation failed: {e}"))?;
     println!("created key {id} (AES_256)");
     if let Some((path, _)) = assignment {
@@ -178,7 +166,7 @@ fn edit_assignments(
         if !literal.is_empty() {
             let session = user_session(args)?;
             for id in literal {
-                if hsm::find_key_handles(&session, id)?.is_empty() {
+                if keys::find_key_handles(&session, id)?.is_empty() {
                     anyhow::bail!("no key labelled {id:?} on token {:?}", args.token_label);
                 }
             }
@@ -224,7 +212,7 @@ pub fn list(args: &HsmArgs, status_file: Option<&Path>, json: bool) -> anyhow::R
         None => key_status::KeyStatusFile::default(),
     };
     let session = user_session(args)?;
-    let rows: Vec<KeyRow> = hsm::list_keys(&session)?
+    let rows: Vec<KeyRow> = keys::list_keys(&session)?
         .into_iter()
         .map(|(id, info)| KeyRow {
             status: if status.is_disabled(&id) {
@@ -297,7 +285,7 @@ pub fn set_disabled(
         anyhow::anyhow!("--key-status-file / KEYMESH_KEY_STATUS_FILE is required")
     })?;
     let session = user_session(args)?;
-    if hsm::find_key_handles(&session, id)?.is_empty() {
+    if keys::find_key_handles(&session, id)?.is_empty() {
         anyhow::bail!("no key labelled {id:?} on token {:?}", args.token_label);
     }
     key_status::modify(path, |f| {
@@ -315,6 +303,8 @@ pub fn set_disabled(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+    use keymesh_pkcs11::wrap;
+
     use super::*;
 
     #[test]
@@ -327,8 +317,8 @@ mod tests {
         assert!(validate_key_id("a b").is_err());
         assert!(validate_key_id("a/b").is_err());
         assert!(validate_key_id("ключ").is_err());
-        assert!(validate_key_id(hsm::HEALTH_KEY_LABEL).is_err());
-        assert!(validate_key_id(hsm::DEFAULT_DOMAIN_KEY_LABEL).is_err());
+        assert!(validate_key_id(keys::HEALTH_KEY_LABEL).is_err());
+        assert!(validate_key_id(wrap::DEFAULT_DOMAIN_KEY_LABEL).is_err());
         assert!(validate_key_id("keymesh-anything").is_err());
     }
 

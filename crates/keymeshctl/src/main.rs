@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use keymesh_common::Secret;
-use keymesh_crypto_worker::HsmArgs;
+use keymesh_pkcs11::args::HsmArgs;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -4,9 +4,9 @@
 //! seals here rather than through a crypto-worker: an operator can create
 //! accounts before any worker runs (first install, run-local), and the CLI
 //! needs no mesh client certificate. The result is byte-for-byte what a
-//! worker's KeyVault Encrypt makes (the worker's own `aead::seal` under the
-//! seal key unwrapped from the store, [`keymesh_store::sealed`] envelope and
-//! AAD), so the edge unseals it through any worker.
+//! worker's KeyVault Encrypt makes (the same [`keymesh_pkcs11::aead::seal`]
+//! under the seal key unwrapped from the store, [`keymesh_store::sealed`]
+//! envelope and AAD), so the edge unseals it through any worker.
 //!
 //! The seal key is made on first need, like a CMK: generated in the HSM,
 //! wrapped under the domain key, stored with `put_seal_key_if_missing` (the
@@ -16,7 +16,8 @@
 
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
-use keymesh_crypto_worker::{HsmArgs, aead, hsm, wrapped};
+use keymesh_pkcs11::args::HsmArgs;
+use keymesh_pkcs11::{aead, wrap};
 use keymesh_store::sealed::{self, SealedSecret};
 use keymesh_store::{SealKey, Store};
 
@@ -39,7 +40,7 @@ impl Sealer {
         let stored = match store.get_seal_key(sealed::ACCOUNT_SEAL_KEY).await? {
             Some(k) => k,
             None => {
-                let wrapped = wrapped::generate_wrapped(&session, domain_key)
+                let wrapped = wrap::generate_wrapped(&session, domain_key)
                     .map_err(|e| anyhow::anyhow!("cannot generate the account seal key: {e}"))?;
                 let fresh = SealKey {
                     name: sealed::ACCOUNT_SEAL_KEY.to_owned(),
@@ -50,14 +51,14 @@ impl Sealer {
                 store.put_seal_key_if_missing(&fresh).await?
             }
         };
-        let domain = hsm::find_domain_key(&session, &stored.wrapping_key)
+        let domain = wrap::find_domain_key(&session, &stored.wrapping_key)
             .map_err(|e| anyhow::anyhow!("account seal key: {e}"))?;
         let key = session
             .unwrap_key(
-                &hsm::WRAP_MECHANISM,
+                &wrap::WRAP_MECHANISM,
                 domain,
                 &stored.wrapped,
-                &hsm::unwrapped_vault_key_template(),
+                &wrap::unwrapped_vault_key_template(),
             )
             .map_err(|e| {
                 anyhow::anyhow!(

@@ -1,12 +1,13 @@
 //! Command line / environment configuration, validated once into [`Config`].
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use keymesh_common::Secret;
 pub use keymesh_common::grpc_tls::GrpcTlsArgs;
 use keymesh_common::grpc_tls::MeshTls;
+pub use keymesh_pkcs11::args::HsmArgs;
 
 /// Longest allowed deep-health interval: GetHealth treats results older than
 /// 60 s as UNAVAILABLE, so a longer interval would flap.
@@ -90,7 +91,7 @@ pub struct Args {
     #[arg(
         long,
         env = "KEYMESH_DOMAIN_KEY_LABEL",
-        default_value = crate::hsm::DEFAULT_DOMAIN_KEY_LABEL
+        default_value = keymesh_pkcs11::wrap::DEFAULT_DOMAIN_KEY_LABEL
     )]
     pub domain_key_label: String,
     /// Expected key check value of the domain key (16 hex digits, as
@@ -107,64 +108,6 @@ pub struct Args {
     /// kubelet probes that cannot present a mesh certificate (default: none).
     #[arg(long, env = "KEYMESH_WORKER_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
-}
-
-/// The PKCS#11 flags the worker and keymeshctl share.
-#[derive(Debug, Clone, clap::Args)]
-pub struct HsmArgs {
-    /// PKCS#11 module (default /usr/lib/softhsm/libsofthsm2.so).
-    #[arg(
-        long,
-        env = "KEYMESH_PKCS11_MODULE",
-        default_value = "/usr/lib/softhsm/libsofthsm2.so",
-        global = true
-    )]
-    pub pkcs11_module: PathBuf,
-    /// Label of the token holding the keys (default keymesh).
-    #[arg(
-        long,
-        env = "KEYMESH_TOKEN_LABEL",
-        default_value = "keymesh",
-        global = true
-    )]
-    pub token_label: String,
-    /// User PIN (prefer --pin-file; the value is never printed).
-    #[arg(
-        long,
-        env = "KEYMESH_PIN",
-        hide_env_values = true,
-        conflicts_with = "pin_file",
-        global = true
-    )]
-    pub pin: Option<Secret>,
-    /// File holding the user PIN (trailing newline ignored).
-    #[arg(long, env = "KEYMESH_PIN_FILE", global = true)]
-    pub pin_file: Option<PathBuf>,
-}
-
-impl HsmArgs {
-    /// The user PIN from `--pin` or `--pin-file`; one is required.
-    pub fn pin(&self) -> anyhow::Result<Secret> {
-        match (&self.pin, &self.pin_file) {
-            (Some(pin), _) if !pin.expose().is_empty() => Ok(pin.clone()),
-            (_, Some(path)) => read_pin_file(path),
-            _ => anyhow::bail!(
-                "a PIN is required: --pin / KEYMESH_PIN or --pin-file / KEYMESH_PIN_FILE"
-            ),
-        }
-    }
-}
-
-/// Read a PIN file, dropping one trailing newline (editors add one).
-pub fn read_pin_file(path: &Path) -> anyhow::Result<Secret> {
-    let raw = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read PIN file {}: {e}", path.display()))?;
-    let raw = zeroize::Zeroizing::new(raw);
-    let pin = raw.trim_end_matches(['\n', '\r']);
-    if pin.is_empty() {
-        anyhow::bail!("PIN file {} is empty", path.display());
-    }
-    Ok(Secret::new(pin.to_owned()))
 }
 
 /// Validated configuration: what [`crate::serve`] needs.
@@ -239,16 +182,17 @@ impl Args {
                 self.drain_delay_ms
             ));
         }
-        if let Err(e) = crate::wrapped::check_domain_key_label(&self.domain_key_label) {
+        if let Err(e) = keymesh_pkcs11::wrap::check_domain_key_label(&self.domain_key_label) {
             errors.push(format!("--domain-key-label: {e}"));
         }
         let domain_key_kcv = self.domain_key_kcv.map(|k| k.to_ascii_lowercase());
         if let Some(k) = &domain_key_kcv
-            && (k.len() != 2 * crate::wrapped::KCV_LEN || !k.bytes().all(|b| b.is_ascii_hexdigit()))
+            && (k.len() != 2 * keymesh_pkcs11::wrap::KCV_LEN
+                || !k.bytes().all(|b| b.is_ascii_hexdigit()))
         {
             errors.push(format!(
                 "--domain-key-kcv must be {} hex digits",
-                2 * crate::wrapped::KCV_LEN
+                2 * keymesh_pkcs11::wrap::KCV_LEN
             ));
         }
         if self.hsm.token_label.is_empty() || self.hsm.token_label.len() > 32 {
@@ -536,13 +480,5 @@ mod tests {
         assert!(err.contains("PIN file"), "{err}");
         assert!(err.contains("--sessions"), "{err}");
         assert!(err.contains("--health-interval-secs"), "{err}");
-    }
-
-    #[test]
-    fn pin_file_drops_newline() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("pin");
-        std::fs::write(&p, "9876\n").unwrap();
-        assert_eq!(read_pin_file(&p).unwrap().expose(), "9876");
     }
 }

@@ -9,13 +9,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use keymesh_pkcs11::Error as HsmError;
+use keymesh_pkcs11::aead;
 use keymesh_proto::crypto::v1::HealthStatus;
 use ring::rand::SecureRandom as _;
 use subtle::ConstantTimeEq as _;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::aead;
 use crate::error::Error;
 use crate::pool::Pool;
 
@@ -114,11 +115,11 @@ pub async fn check_once(pool: &Pool) -> Result<(), Error> {
     let job = pool.run_waiting(Some(deadline), |ctx| {
         ctx.with_health_key(|session, rng, key| {
             let mut probe = [0u8; 32];
-            rng.fill(&mut probe).map_err(|_| Error::Rng)?;
+            rng.fill(&mut probe).map_err(|_| HsmError::Rng)?;
             let sealed = aead::seal(
                 session,
                 key,
-                crate::hsm::HEALTH_KEY_LABEL,
+                keymesh_pkcs11::keys::HEALTH_KEY_LABEL,
                 rng,
                 aead::SealRequest {
                     plaintext: &probe,
@@ -130,7 +131,7 @@ pub async fn check_once(pool: &Pool) -> Result<(), Error> {
             let back = aead::open(
                 session,
                 key,
-                crate::hsm::HEALTH_KEY_LABEL,
+                keymesh_pkcs11::keys::HEALTH_KEY_LABEL,
                 &sealed.iv,
                 &sealed.ciphertext,
                 &sealed.tag,
@@ -139,7 +140,7 @@ pub async fn check_once(pool: &Pool) -> Result<(), Error> {
             if bool::from(back.as_slice().ct_eq(&probe)) {
                 Ok(())
             } else {
-                Err(Error::VerifyFailed)
+                Err(HsmError::VerifyFailed.into())
             }
         })
     });

@@ -40,7 +40,8 @@ use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
 
 use crate::error::Error;
-use crate::hsm::{self, Hsm, KeyInfo, KeyProtection};
+use keymesh_pkcs11::keys::{self, KeyInfo, KeyProtection};
+use keymesh_pkcs11::{Hsm, Recovery};
 
 /// Default for `--key-revalidate-secs`.
 pub const DEFAULT_REVALIDATE: Duration = Duration::from_secs(5);
@@ -64,11 +65,11 @@ impl Default for KeyCacheOptions {
 }
 
 fn lost(err: &Pkcs11Error) -> bool {
-    matches!(err, Pkcs11Error::Pkcs11(rv, _) if hsm::session_lost(*rv))
+    keymesh_pkcs11::recovery(err) == Recovery::Reopen
 }
 
 fn stale(err: &Pkcs11Error) -> bool {
-    matches!(err, Pkcs11Error::Pkcs11(rv, _) if hsm::handle_stale(*rv))
+    keymesh_pkcs11::recovery(err) == Recovery::Refind
 }
 
 /// The long-lived session that owns the key copies. It is only used to
@@ -104,7 +105,7 @@ enum Copied {
 impl Keeper {
     /// Open the keeper session now, so a broken setup fails at start.
     pub fn open(hsm: Arc<Hsm>) -> Result<Arc<Self>, Error> {
-        let session = hsm.open_ro_session().map_err(Error::Hsm)?;
+        let session = hsm.open_ro_session().map_err(Error::hsm)?;
         Ok(Arc::new(Self {
             hsm,
             generation: RwLock::new(0),
@@ -181,7 +182,10 @@ impl Keeper {
                 None => Err(Error::SessionUnavailable),
             };
             match result {
-                Err(e) if e.session_lost() || matches!(e, Error::SessionUnavailable) => {
+                Err(e)
+                    if e.recovery() == Recovery::Reopen
+                        || matches!(e, Error::SessionUnavailable) =>
+                {
                     drop(session);
                     drop(generation);
                     if attempt == 0 {
@@ -217,9 +221,9 @@ impl Keeper {
         protection: &KeyProtection,
     ) -> Result<Copied, Error> {
         let made = self.on_session(|s| {
-            let handle = match hsm::copy_to_session_object(s, source.handle) {
+            let handle = match keys::copy_to_session_object(s, source.handle) {
                 Ok(h) => h,
-                Err(e) if lost(&e) || stale(&e) => return Err(Error::Hsm(e)),
+                Err(e) if lost(&e) || stale(&e) => return Err(Error::hsm(e)),
                 Err(e) => {
                     tracing::info!(
                         key_id,
@@ -263,9 +267,9 @@ fn check_copy(
     source: &KeyInfo,
     protection: &KeyProtection,
 ) -> Result<(), &'static str> {
-    let info = hsm::key_info(session, copy).map_err(|_| "cannot read the copy's attributes")?;
+    let info = keys::key_info(session, copy).map_err(|_| "cannot read the copy's attributes")?;
     let copied =
-        hsm::key_protection(session, copy).map_err(|_| "cannot read the copy's protection")?;
+        keys::key_protection(session, copy).map_err(|_| "cannot read the copy's protection")?;
     if copied.token {
         return Err("the copy is a token object");
     }

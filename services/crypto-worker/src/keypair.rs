@@ -24,9 +24,8 @@ use pkcs8::PrivateKeyInfoRef;
 use spki::{AlgorithmIdentifier, SubjectPublicKeyInfo};
 use zeroize::Zeroizing;
 
-use crate::error::Error;
-use crate::hsm;
-use crate::wrapped::SessionObject;
+use keymesh_pkcs11::Error;
+use keymesh_pkcs11::wrap::{self, SessionObject};
 
 /// rsaEncryption (RFC 8017).
 const RSA_ENCRYPTION: ObjectIdentifier = pkcs1::ALGORITHM_OID;
@@ -124,7 +123,7 @@ pub fn generate(session: &Session, spec: PairSpec) -> Result<KeyPair, Error> {
         Attribute::Private(true),
         Attribute::Sensitive(false),
         Attribute::Extractable(true),
-        Attribute::Label(hsm::VAULT_KEY_LABEL.as_bytes().to_vec()),
+        Attribute::Label(wrap::VAULT_KEY_LABEL.as_bytes().to_vec()),
         Attribute::Sign(false),
         Attribute::Decrypt(false),
         Attribute::Unwrap(false),
@@ -132,7 +131,7 @@ pub fn generate(session: &Session, spec: PairSpec) -> Result<KeyPair, Error> {
     ];
     let mut public = vec![
         Attribute::Token(false),
-        Attribute::Label(hsm::VAULT_KEY_LABEL.as_bytes().to_vec()),
+        Attribute::Label(wrap::VAULT_KEY_LABEL.as_bytes().to_vec()),
         Attribute::Verify(false),
         Attribute::Encrypt(false),
         Attribute::Wrap(false),

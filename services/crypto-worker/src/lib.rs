@@ -1,29 +1,41 @@
 //! keymesh crypto-worker: the only process that talks PKCS#11.
 //!
-//! A pool of logged-in sessions, each on its own OS thread ([`pool`]), serves
+//! A pool of logged-in sessions, each on its own OS thread behind a bounded
+//! queue ([`pool`]; the queue and threads generic in [`lane`]), serves
 //! the `keymesh.crypto.v1.CryptoWorker` gRPC API ([`service`]): AES-256-GCM
-//! with worker-chosen 12-byte IVs ([`aead`]) under keys found by label and
-//! cached, by default with per-process session-object copies for the crypto
-//! ([`hsm`], [`key_cache`]). Next to it, `keymesh.crypto.v1.KeyVault`
-//! ([`vault`]) serves customer master keys stored outside the HSM wrapped
-//! under an HSM-resident domain key ([`wrapped`]), plus data keys, data key
-//! pairs ([`keypair`]) and random bytes. Failures map to gRPC codes plus a machine-readable
-//! reason in one place ([`error`]). Operators disable keys through the
-//! key-status file ([`key_status`], shared with keymeshctl), and a deep health
-//! check ([`health`]) drives both GetHealth and `grpc.health.v1`. HSM latency,
-//! session-pool use and health are exported as Prometheus metrics ([`metrics`]).
+//! with worker-chosen 12-byte IVs under keys found by label and cached, by
+//! default with per-process session-object copies for the crypto
+//! ([`key_cache`]). Next to it, `keymesh.crypto.v1.KeyVault` ([`vault`])
+//! serves customer master keys stored outside the HSM wrapped under an
+//! HSM-resident domain key, whose unwrapped objects are cached
+//! ([`wrapped`]), plus data keys, data key pairs ([`keypair`]) and random
+//! bytes. The PKCS#11 calls themselves (token, sessions, key objects,
+//! wrapping, AES-GCM, the `CKR_*` mapping) live in [`keymesh_pkcs11`]; each
+//! session thread holds its session through [`session`], the one place that
+//! drops and re-opens a session after a failure. Failures map to gRPC codes
+//! plus a machine-readable reason in one place ([`error`]). Operators
+//! disable keys through the key-status file ([`key_status`], shared with
+//! keymeshctl), and a deep health check ([`health`]) drives both GetHealth
+//! and `grpc.health.v1`. HSM latency, session-pool use and health are
+//! exported as Prometheus metrics ([`metrics`]). Flags and environment are
+//! validated once into a [`Config`] ([`config`]); [`serve`] runs it all on
+//! a pre-bound listener until a shutdown future resolves, owning the
+//! background tasks (key-status watch, health checker, metrics sampler,
+//! unwrapped-key sweeper, certificate reload: [`tasks`]) and stopping them
+//! after the drain.
 
-pub mod aead;
 pub mod config;
 pub mod error;
 pub mod health;
-pub mod hsm;
 pub mod key_cache;
 pub mod key_status;
 pub mod keypair;
+pub mod lane;
 pub mod metrics;
 pub mod pool;
 pub mod service;
+pub mod session;
+pub mod tasks;
 pub mod vault;
 pub mod wrapped;
 
@@ -58,7 +70,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let module = config.pkcs11_module.clone();
-    let ctx = tokio::task::spawn_blocking(move || hsm::load_module(&module))
+    let ctx = tokio::task::spawn_blocking(move || keymesh_pkcs11::token::load_module(&module))
         .await?
         .map_err(|e| {
             anyhow::anyhow!(
@@ -114,7 +126,7 @@ pub async fn serve_with_module(
         revalidate: config.key_revalidate,
     };
     let (hsm, pool, threads) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-        let hsm = Arc::new(hsm::Hsm::open(ctx, &label, pin)?);
+        let hsm = Arc::new(keymesh_pkcs11::Hsm::open(ctx, &label, pin)?);
         let (pool, threads) = Pool::start_lanes(
             Arc::clone(&hsm),
             sessions,
@@ -142,30 +154,42 @@ pub async fn serve_with_module(
     let domain_key = config.domain_key_label.clone();
     let found = pool
         .run_waiting(None, move |ctx| {
-            ctx.with_session(|s, _| wrapped::domain_key_check(s, &domain_key))
+            ctx.with_session(|s, _| Ok(keymesh_pkcs11::wrap::domain_key_check(s, &domain_key)?))
         })
         .await;
     check_domain_key(&config, found)?;
 
+    // Every task started from here on is owned by `background`: stopped
+    // after the drain, or aborted if this function returns early.
+    let mut background = tasks::Background::default();
     let key_status = key_status::KeyStatusWatch::new(config.key_status_file.clone())?;
-    let watch = key_status.spawn(KEY_STATUS_POLL);
+    background.add("key-status watch", key_status.spawn(KEY_STATUS_POLL));
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Arc::new(HealthState::default());
     // A first check before accepting traffic, so probes have an answer.
     health::check_and_publish(&pool, &health, &reporter).await;
-    let checker = health::spawn_checker(
-        pool.clone(),
-        Arc::clone(&health),
-        reporter.clone(),
-        config.health_interval,
+    background.add(
+        "health checker",
+        health::spawn_checker(
+            pool.clone(),
+            Arc::clone(&health),
+            reporter.clone(),
+            config.health_interval,
+        ),
     );
 
     metrics::describe();
-    let sampler = metrics::spawn_sampler(pool.clone(), Arc::clone(&health));
-    let sweeper = wrapped::spawn_sweeper(
-        pool.clone(),
-        wrapped::sweep_interval(wrapped::UnwrappedKeyOptions::default().idle),
+    background.add(
+        "metrics sampler",
+        tasks::spawn_sampler(pool.clone(), Arc::clone(&health)),
+    );
+    background.add(
+        "unwrapped-key sweeper",
+        tasks::spawn_sweeper(
+            pool.clone(),
+            wrapped::sweep_interval(wrapped::UnwrappedKeyOptions::default().idle),
+        ),
     );
     let vault = vault::VaultService::new(pool.clone(), &config.domain_key_label);
 
@@ -200,10 +224,12 @@ pub async fn serve_with_module(
     // Loaded before serving: a worker configured for mTLS must not start
     // without its certificates (or fall back to plaintext).
     let grpc_tls = config.grpc_tls.clone().map(GrpcTls::load).transpose()?;
-    let tls_watch = grpc_tls
-        .as_ref()
-        .map(|t| t.spawn_watch(keymesh_common::grpc_tls::RELOAD_INTERVAL));
-    if grpc_tls.is_none() {
+    if let Some(tls) = &grpc_tls {
+        background.add(
+            "mesh TLS reload",
+            tls.spawn_watch(keymesh_common::grpc_tls::RELOAD_INTERVAL),
+        );
+    } else {
         keymesh_common::grpc_tls::warn_insecure_plaintext("crypto-worker");
     }
     // Probes only: the same health reporter, none of the HSM services.
@@ -236,24 +262,15 @@ pub async fn serve_with_module(
                 .await
         }
     };
-    if let Some(w) = tls_watch {
-        w.abort();
-    }
     if let Some(h) = health_only
         && let Err(e) = h.stop().await
     {
         tracing::warn!(error = format!("{e:#}"), "health-only listener failed");
     }
 
-    checker.abort();
-    watch.abort();
-    sampler.abort();
-    sweeper.abort();
-    let _ = checker.await;
-    // The sampler and sweeper hold pool handles: the session threads stop
-    // only once they are gone.
-    let _ = sampler.await;
-    let _ = sweeper.await;
+    // The sampler, sweeper and checker hold pool handles: the session
+    // threads stop only once they are gone.
+    background.stop().await;
     // The router (and its pool handles) is gone: the queue closes, and each
     // session thread finishes queued jobs and closes its session.
     tokio::task::spawn_blocking(move || threads.join()).await?;

@@ -7,14 +7,11 @@
 //! task rather than updated per job, keeping the request path to one
 //! histogram record.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keymesh_proto::crypto::v1::HealthStatus;
 
 use crate::error::Error;
-use crate::health::HealthState;
-use crate::pool::Pool;
 
 /// Histogram: seconds a job held its session, by `op` and `outcome`.
 pub const HSM_SECONDS: &str = "keymesh_worker_hsm_seconds";
@@ -92,29 +89,54 @@ pub fn record_hsm<T>(op: &'static str, started: Instant, result: &Result<T, Erro
         .record(started.elapsed().as_secs_f64());
 }
 
-/// Refresh the pool and health gauges every [`SAMPLE_INTERVAL`] until aborted.
-pub fn spawn_sampler(pool: Pool, health: Arc<HealthState>) -> tokio::task::JoinHandle<()> {
+/// The sizes of the session pool, fixed at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSizes {
+    pub sessions: usize,
+    pub capacity: usize,
+    pub slow_sessions: usize,
+    pub slow_capacity: usize,
+}
+
+/// One reading of the gauges that move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub queued: usize,
+    pub busy: usize,
+    pub slow_queued: usize,
+    pub slow_busy: usize,
+    pub unwrapped_keys: usize,
+    pub health: HealthStatus,
+}
+
+/// Set the fixed gauges once, then refresh the others from `sample` every
+/// [`SAMPLE_INTERVAL`] until aborted. The caller says how to read the pool
+/// and the health state, so this module depends on neither.
+pub fn spawn_sampler(
+    sizes: PoolSizes,
+    sample: impl Fn() -> Sample + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        metrics::gauge!(SESSIONS).set(pool.sessions() as f64);
-        metrics::gauge!(POOL_QUEUE_CAPACITY).set(pool.capacity() as f64);
-        metrics::gauge!(SLOW_LANE_SESSIONS).set(pool.slow_sessions() as f64);
-        metrics::gauge!(SLOW_LANE_QUEUE_CAPACITY).set(pool.slow_capacity() as f64);
+        metrics::gauge!(SESSIONS).set(sizes.sessions as f64);
+        metrics::gauge!(POOL_QUEUE_CAPACITY).set(sizes.capacity as f64);
+        metrics::gauge!(SLOW_LANE_SESSIONS).set(sizes.slow_sessions as f64);
+        metrics::gauge!(SLOW_LANE_QUEUE_CAPACITY).set(sizes.slow_capacity as f64);
         let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            metrics::gauge!(POOL_QUEUE).set(pool.queued() as f64);
-            metrics::gauge!(SESSIONS_BUSY).set(pool.busy() as f64);
-            metrics::gauge!(SLOW_LANE_QUEUE).set(pool.slow_queued() as f64);
-            metrics::gauge!(SLOW_LANE_SESSIONS_BUSY).set(pool.slow_busy() as f64);
-            metrics::gauge!(UNWRAPPED_KEYS).set(pool.unwrapped_keys() as f64);
-            let (status, _) = health.status(Instant::now());
+            let now = sample();
+            metrics::gauge!(POOL_QUEUE).set(now.queued as f64);
+            metrics::gauge!(SESSIONS_BUSY).set(now.busy as f64);
+            metrics::gauge!(SLOW_LANE_QUEUE).set(now.slow_queued as f64);
+            metrics::gauge!(SLOW_LANE_SESSIONS_BUSY).set(now.slow_busy as f64);
+            metrics::gauge!(UNWRAPPED_KEYS).set(now.unwrapped_keys as f64);
             for (s, name) in [
                 (HealthStatus::Active, "active"),
                 (HealthStatus::Degraded, "degraded"),
                 (HealthStatus::Unavailable, "unavailable"),
             ] {
-                let v = if s == status { 1.0 } else { 0.0 };
+                let v = if s == now.health { 1.0 } else { 0.0 };
                 metrics::gauge!(HEALTH_STATUS, "status" => name).set(v);
             }
         }
@@ -131,7 +153,10 @@ mod tests {
     fn outcome_labels() {
         assert_eq!(outcome::<()>(&Ok(())), "ok");
         assert_eq!(
-            outcome::<()>(&Err(Error::KeyNotFound { key_id: "k".into() })),
+            outcome::<()>(&Err(keymesh_pkcs11::Error::KeyNotFound {
+                key_id: "k".into()
+            }
+            .into())),
             "KEY_NOT_FOUND"
         );
         assert_eq!(outcome::<()>(&Err(Error::Busy)), "HSM_BUSY");

@@ -1,25 +1,32 @@
 //! The HSM session pool: N logged-in PKCS#11 sessions, each owned by a
-//! dedicated OS thread, fed from one bounded job queue.
+//! dedicated OS thread, fed from one bounded job queue (plus an optional
+//! slow lane; queues and threads in [`crate::lane`]).
 //!
 //! PKCS#11 calls block (and SoftHSM2 serialises on file locks), so they never
 //! run on tokio executor threads. A gRPC handler hands a closure to
 //! [`Pool::run`]; a session thread runs it with exclusive use of its session
-//! and answers over a oneshot. The queue is bounded so overload turns into an
-//! immediate HSM_BUSY instead of unbounded latency.
+//! ([`SessionCtx`]: the session, the key caches, the CSPRNG) and answers
+//! over a oneshot. The queue is bounded so overload turns into an
+//! immediate HSM_BUSY instead of unbounded latency. A failed call is
+//! retried at most once, after [`crate::session::SessionSlot::after_failure`]
+//! acted on [`keymesh_pkcs11::recovery`]'s decision (fresh session, or
+//! forget a stale handle and find the key again).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
 use ring::rand::SystemRandom;
-use tokio::sync::oneshot;
 
 use crate::error::Error;
-use crate::hsm::{self, Hsm, KeyInfo};
 use crate::key_cache::{CachedKey, CryptoKey, KeyCache, KeyCacheOptions};
-use crate::wrapped::{Fingerprint, UnwrappedKeyOptions, UnwrappedKeys, WrappedKeyRef};
+use crate::lane::{self, Lane, SessionThread};
+use crate::session::SessionSlot;
+use crate::wrapped::{Fingerprint, UnwrappedKeyOptions, UnwrappedKeys};
+use keymesh_pkcs11::keys::{self, KeyInfo};
+use keymesh_pkcs11::wrap::WrappedKeyRef;
+use keymesh_pkcs11::{Error as HsmError, Hsm, Recovery};
 
 /// Jobs queued per session before callers get HSM_BUSY. At ~20 µs per AES-GCM
 /// call this bounds queueing delay to a few milliseconds.
@@ -29,31 +36,40 @@ pub const QUEUE_PER_SESSION: usize = 128;
 /// shared key cache and unwrapped-key cache, the CSPRNG and the session's
 /// health-check key.
 pub struct SessionCtx {
-    hsm: Arc<Hsm>,
+    /// The health-check key is a session object: it lives in the slot and
+    /// goes with the session.
+    slot: SessionSlot<Hsm, Option<ObjectHandle>>,
     keys: Arc<KeyCache>,
     unwrapped: Arc<UnwrappedKeys>,
     rng: SystemRandom,
-    session: Option<Session>,
-    health_key: Option<ObjectHandle>,
 }
 
 impl std::fmt::Debug for SessionCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionCtx")
-            .field("open", &self.session.is_some())
+            .field("slot", &self.slot)
             .finish_non_exhaustive()
     }
+}
+
+/// After a session thread lost its session: whatever took it (token
+/// removed, login gone) may have taken the key-copy and unwrapped-key keeper
+/// sessions too. Check, and replace them, before this thread creates session
+/// objects whose handles could collide with those of dead copies.
+fn check_keepers(keys: &KeyCache, unwrapped: &UnwrappedKeys) {
+    if let Some(keeper) = keys.keeper() {
+        keeper.check_alive();
+    }
+    unwrapped.keeper().check_alive();
 }
 
 impl SessionCtx {
     fn new(hsm: Arc<Hsm>, keys: Arc<KeyCache>, unwrapped: Arc<UnwrappedKeys>) -> Self {
         Self {
-            hsm,
+            slot: SessionSlot::new(hsm),
             keys,
             unwrapped,
             rng: SystemRandom::new(),
-            session: None,
-            health_key: None,
         }
     }
 
@@ -61,62 +77,38 @@ impl SessionCtx {
         &self.rng
     }
 
-    fn ensure_open(&mut self) -> Result<(), Error> {
-        if self.session.is_none() {
-            let session = self.hsm.open_session().map_err(Error::Hsm)?;
-            tracing::debug!("HSM session opened and logged in");
-            self.session = Some(session);
-        }
-        Ok(())
-    }
-
-    /// Drop the session; the next call opens and logs in a fresh one.
-    fn reset(&mut self) {
-        // The health key was a session object of the old session: gone with it.
-        self.health_key = None;
-        if let Some(session) = self.session.take() {
-            // The session is already unusable; a failing close changes nothing.
-            let _ = session.close();
-        }
-    }
-
-    /// [`Self::reset`] after the session was lost. Whatever took it (token
-    /// removed, login gone) may have taken the key-copy keeper session too:
-    /// check, and replace it, before this thread creates session objects
-    /// whose handles could collide with those of dead copies.
-    fn reset_after_loss(&mut self) {
-        self.reset();
-        if let Some(keeper) = self.keys.keeper() {
-            keeper.check_alive();
-        }
-        self.unwrapped.keeper().check_alive();
+    /// Act on a failure of a call on this thread's session
+    /// ([`SessionSlot::after_failure`], the one place that drops a session).
+    fn recover(&mut self, err: &Error) -> Recovery {
+        let (keys, unwrapped) = (&self.keys, &self.unwrapped);
+        self.slot
+            .after_failure(err, || check_keepers(keys, unwrapped))
     }
 
     fn attempt<T>(
         &mut self,
         op: &mut impl FnMut(&Session, &SystemRandom, &mut Option<ObjectHandle>) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        self.ensure_open()?;
-        let session = self.session.as_ref().ok_or(Error::WorkerLost)?;
-        op(session, &self.rng, &mut self.health_key)
+        let rng = &self.rng;
+        self.slot
+            .attempt(&mut |s: &Session, health_key: &mut Option<ObjectHandle>| {
+                op(s, rng, health_key)
+            })
     }
 
-    /// THE place that decides re-open and re-login: run `op` on the session;
-    /// if the failure says the session or the login is gone, open a fresh
-    /// logged-in session and run `op` once more. `op` also gets the slot for
-    /// this session's health-check key, which a re-open empties.
+    /// Run `op` on the session; if the failure says the session or the
+    /// login is gone, open a fresh logged-in session and run `op` once more
+    /// ([`SessionSlot::run`]). `op` also gets the slot for this session's
+    /// health-check key, which a re-open empties.
     fn with_session_state<T>(
         &mut self,
         mut op: impl FnMut(&Session, &SystemRandom, &mut Option<ObjectHandle>) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        match self.attempt(&mut op) {
-            Err(e) if e.session_lost() => {
-                tracing::warn!(error = %e, "HSM session lost; re-opening and logging in");
-                self.reset_after_loss();
-                self.attempt(&mut op)
-            }
-            other => other,
-        }
+        let (keys, unwrapped, rng) = (&self.keys, &self.unwrapped, &self.rng);
+        self.slot.run(
+            |s, health_key| op(s, rng, health_key),
+            || check_keepers(keys, unwrapped),
+        )
     }
 
     /// Run `op` on this thread's logged-in session (re-opened if lost).
@@ -144,9 +136,9 @@ impl SessionCtx {
             Err(old) => old,
         };
         let found = self.with_session(|s, _| {
-            let info = hsm::find_key(s, key_id)?;
+            let info = keys::find_key(s, key_id)?;
             let protection =
-                hsm::key_protection(s, info.handle).map_err(|e| Error::from_pkcs11(e, key_id))?;
+                keys::key_protection(s, info.handle).map_err(|e| Error::from_pkcs11(e, key_id))?;
             Ok((info, protection))
         });
         match found {
@@ -156,7 +148,10 @@ impl SessionCtx {
             }
             Err(e) => {
                 if old.is_some()
-                    && matches!(e, Error::KeyNotFound { .. } | Error::AmbiguousKey { .. })
+                    && matches!(
+                        e,
+                        Error::Pkcs11(HsmError::KeyNotFound { .. } | HsmError::AmbiguousKey { .. })
+                    )
                 {
                     tracing::info!(
                         key_id,
@@ -188,11 +183,7 @@ impl SessionCtx {
             CryptoKey::Copy(copy) => self.attempt(&mut |s, rng, _| op(s, rng, &copy.info)),
         };
         match result {
-            Err(e) if e.session_lost() => {
-                tracing::warn!(error = %e, "HSM session lost; re-opening and logging in");
-                self.reset_after_loss();
-                Attempt::SessionLost(e)
-            }
+            Err(e) if self.recover(&e) == Recovery::Reopen => Attempt::SessionLost(e),
             other => Attempt::Done(other),
         }
     }
@@ -212,7 +203,7 @@ impl SessionCtx {
             .entry(key_id)
             .map(|key| self.run_with_key(&key, &mut op));
         match first {
-            Ok(Attempt::Done(Err(e))) | Err(e) if e.handle_stale() => {
+            Ok(Attempt::Done(Err(e))) | Err(e) if e.recovery() == Recovery::Refind => {
                 tracing::info!(
                     key_id,
                     "cached key handle is stale; looking the key up again"
@@ -246,7 +237,7 @@ impl SessionCtx {
     /// miss. A handle that turns out stale or dead (its keeper session was
     /// replaced) is forgotten, the key unwrapped again and `op` retried once;
     /// so is a lost session (re-opened first). Labels are checked where the
-    /// request arrives ([`crate::wrapped::check_label`]), not here: one that
+    /// request arrives ([`keymesh_pkcs11::wrap::check_label`]), not here: one that
     /// names no domain key fails the unwrap.
     pub fn with_unwrapped<T, const N: usize>(
         &mut self,
@@ -281,13 +272,8 @@ impl SessionCtx {
             };
             let retry = match &result {
                 None => true,
-                Some(Err(e)) if e.session_lost() => {
-                    tracing::warn!(error = %e, "HSM session lost; re-opening and logging in");
-                    self.reset_after_loss();
-                    true
-                }
-                Some(Err(e)) if e.handle_stale() => true,
-                Some(_) => false,
+                Some(Err(e)) => self.recover(e) != Recovery::None,
+                Some(Ok(_)) => false,
             };
             if retry && attempt < 2 {
                 for (fingerprint, object) in fingerprints.into_iter().zip(&objects) {
@@ -314,13 +300,23 @@ impl SessionCtx {
             let key = match *slot {
                 Some(h) => h,
                 None => {
-                    let h = hsm::generate_health_key(s).map_err(Error::Hsm)?;
+                    let h = keys::generate_health_key(s).map_err(Error::hsm)?;
                     *slot = Some(h);
                     h
                 }
             };
             op(s, rng, key)
         })
+    }
+}
+
+impl SessionThread for SessionCtx {
+    fn open(&mut self) -> Result<(), Error> {
+        self.slot.ensure_open()
+    }
+
+    fn close(&mut self) {
+        self.slot.close();
     }
 }
 
@@ -331,38 +327,6 @@ enum Attempt<T> {
     CopyDead,
     /// This thread's session was lost (and has been re-opened).
     SessionLost(Error),
-}
-
-type JobFn = Box<dyn FnOnce(Result<&mut SessionCtx, Error>) + Send>;
-
-/// One unit of HSM work plus the caller's deadline.
-struct Job {
-    deadline: Option<Instant>,
-    run: JobFn,
-}
-
-/// One lane of session threads: its own bounded queue and its own sessions.
-#[derive(Clone)]
-struct Lane {
-    tx: flume::Sender<Job>,
-    sessions: usize,
-    /// Sessions running a job now (for the metrics sampler; two relaxed
-    /// atomic ops per job).
-    busy: Arc<AtomicUsize>,
-}
-
-impl Lane {
-    fn queued(&self) -> usize {
-        self.tx.len()
-    }
-
-    fn capacity(&self) -> usize {
-        self.tx.capacity().unwrap_or(0)
-    }
-
-    fn busy(&self) -> usize {
-        self.busy.load(Ordering::Relaxed)
-    }
 }
 
 /// The slow lane: sessions and queue of their own for jobs that hold a
@@ -395,9 +359,9 @@ impl SlowLane {
 #[derive(Clone)]
 pub struct Pool {
     /// Every job not marked slow.
-    fast: Lane,
+    fast: Lane<SessionCtx>,
     /// Jobs marked slow ([`Pool::run_slow`]); `None` = they use `fast`.
-    slow: Option<Lane>,
+    slow: Option<Lane<SessionCtx>>,
     /// For the metrics sampler; jobs reach it through their [`SessionCtx`].
     unwrapped: Arc<UnwrappedKeys>,
 }
@@ -405,7 +369,7 @@ pub struct Pool {
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("sessions", &self.fast.sessions)
+            .field("sessions", &self.fast.sessions())
             .field("queued", &self.fast.queued())
             .field("slow_sessions", &self.slow_sessions())
             .field("slow_queued", &self.slow_queued())
@@ -426,55 +390,6 @@ impl PoolThreads {
             }
         }
     }
-}
-
-/// What the session threads of every lane share.
-struct Shared {
-    hsm: Arc<Hsm>,
-    keys: Arc<KeyCache>,
-    unwrapped: Arc<UnwrappedKeys>,
-}
-
-/// Spawn `sessions` threads named `{name}-{i}` serving `rx`; each reports on
-/// `ready` whether its session opened.
-fn spawn_lane(
-    shared: &Shared,
-    name: &str,
-    sessions: usize,
-    rx: &flume::Receiver<Job>,
-    busy: &Arc<AtomicUsize>,
-    ready: &std::sync::mpsc::Sender<Result<(), Error>>,
-    threads: &mut Vec<std::thread::JoinHandle<()>>,
-) -> Result<(), Error> {
-    for i in 0..sessions {
-        let rx = rx.clone();
-        let busy = Arc::clone(busy);
-        let ready = ready.clone();
-        let mut ctx = SessionCtx::new(
-            Arc::clone(&shared.hsm),
-            Arc::clone(&shared.keys),
-            Arc::clone(&shared.unwrapped),
-        );
-        let spawned = std::thread::Builder::new()
-            .name(format!("{name}-{i}"))
-            .spawn(move || {
-                let opened = ctx.ensure_open();
-                let ok = opened.is_ok();
-                let _ = ready.send(opened);
-                drop(ready);
-                if ok {
-                    session_loop(&mut ctx, &rx, &busy);
-                }
-            });
-        match spawned {
-            Ok(t) => threads.push(t),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot spawn an HSM session thread");
-                return Err(Error::WorkerLost);
-            }
-        }
-    }
-    Ok(())
 }
 
 impl Pool {
@@ -511,69 +426,46 @@ impl Pool {
         keys: KeyCacheOptions,
         unwrapped: UnwrappedKeyOptions,
     ) -> Result<(Self, PoolThreads), Error> {
-        let shared = Shared {
-            keys: Arc::new(KeyCache::new(&hsm, keys)?),
-            unwrapped: Arc::new(UnwrappedKeys::new(&hsm, unwrapped)?),
-            hsm,
-        };
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), Error>>();
+        let keys = Arc::new(KeyCache::new(&hsm, keys)?);
+        let unwrapped = Arc::new(UnwrappedKeys::new(&hsm, unwrapped)?);
+        let make = || SessionCtx::new(Arc::clone(&hsm), Arc::clone(&keys), Arc::clone(&unwrapped));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut threads = Vec::with_capacity(sessions + slow.sessions);
-        let (tx, rx) = flume::bounded::<Job>(sessions.max(1) * QUEUE_PER_SESSION);
-        let fast = Lane {
-            tx,
-            sessions,
-            busy: Arc::new(AtomicUsize::new(0)),
-        };
-        spawn_lane(
-            &shared,
+        let fast = Lane::spawn(
             "hsm-session",
             sessions,
-            &rx,
-            &fast.busy,
+            sessions.max(1) * QUEUE_PER_SESSION,
+            make,
             &ready_tx,
             &mut threads,
         )?;
         let slow = if slow.sessions > 0 {
-            let (tx, rx) = flume::bounded::<Job>(slow.queue.max(1));
-            let lane = Lane {
-                tx,
-                sessions: slow.sessions,
-                busy: Arc::new(AtomicUsize::new(0)),
-            };
-            spawn_lane(
-                &shared,
+            Some(Lane::spawn(
                 "hsm-slow",
                 slow.sessions,
-                &rx,
-                &lane.busy,
+                slow.queue.max(1),
+                make,
                 &ready_tx,
                 &mut threads,
-            )?;
-            Some(lane)
+            )?)
         } else {
             None
         };
         drop(ready_tx);
-        let opened = threads.len();
         let pool = Self {
             fast,
             slow,
-            unwrapped: shared.unwrapped,
+            unwrapped,
         };
-        for _ in 0..opened {
-            match ready_rx.recv() {
-                Ok(Ok(())) => {}
-                // Dropping `pool` closes the queues and stops the other threads.
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(Error::WorkerLost),
-            }
-        }
+        // On failure, dropping `pool` closes the queues and stops the other
+        // threads.
+        lane::await_ready(&ready_rx, threads.len())?;
         Ok((pool, PoolThreads(threads)))
     }
 
     /// Sessions of the fast lane (`--sessions`).
     pub fn sessions(&self) -> usize {
-        self.fast.sessions
+        self.fast.sessions()
     }
 
     /// Jobs waiting for a fast-lane session.
@@ -593,7 +485,7 @@ impl Pool {
 
     /// Sessions of the slow lane (0: none).
     pub fn slow_sessions(&self) -> usize {
-        self.slow.as_ref().map_or(0, |l| l.sessions)
+        self.slow.as_ref().map_or(0, Lane::sessions)
     }
 
     /// Jobs waiting for a slow-lane session.
@@ -622,32 +514,6 @@ impl Pool {
         self.run(None, |ctx| Ok(ctx.sweep_unwrapped())).await
     }
 
-    fn job<T, F>(deadline: Option<Instant>, op: F) -> (Job, oneshot::Receiver<Result<T, Error>>)
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut SessionCtx) -> Result<T, Error> + Send + 'static,
-    {
-        let (reply, rx) = oneshot::channel();
-        let run: JobFn = Box::new(move |ctx| {
-            // The caller gave up (cancelled or timed out): skip the HSM.
-            if reply.is_closed() {
-                return;
-            }
-            let _ = reply.send(ctx.and_then(op));
-        });
-        (Job { deadline, run }, rx)
-    }
-
-    async fn run_on<T, F>(lane: &Lane, deadline: Option<Instant>, op: F) -> Result<T, Error>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut SessionCtx) -> Result<T, Error> + Send + 'static,
-    {
-        let (job, rx) = Self::job(deadline, op);
-        lane.tx.try_send(job).map_err(|_| Error::Busy)?;
-        rx.await.map_err(|_| Error::WorkerLost)?
-    }
-
     /// Queue `op` for a fast-lane session thread; HSM_BUSY at once if the
     /// queue is full (load shedding: a request would rather fail fast than
     /// wait behind a backlog it cannot see).
@@ -656,7 +522,7 @@ impl Pool {
         T: Send + 'static,
         F: FnOnce(&mut SessionCtx) -> Result<T, Error> + Send + 'static,
     {
-        Self::run_on(&self.fast, deadline, op).await
+        self.fast.run(deadline, op).await
     }
 
     /// [`Pool::run`] for a job that holds its session for long (key-pair
@@ -667,7 +533,11 @@ impl Pool {
         T: Send + 'static,
         F: FnOnce(&mut SessionCtx) -> Result<T, Error> + Send + 'static,
     {
-        Self::run_on(self.slow.as_ref().unwrap_or(&self.fast), deadline, op).await
+        self.slow
+            .as_ref()
+            .unwrap_or(&self.fast)
+            .run(deadline, op)
+            .await
     }
 
     /// Like [`Pool::run`] but waits for room in the queue (async send): for
@@ -677,27 +547,6 @@ impl Pool {
         T: Send + 'static,
         F: FnOnce(&mut SessionCtx) -> Result<T, Error> + Send + 'static,
     {
-        let (job, rx) = Self::job(deadline, op);
-        self.fast
-            .tx
-            .send_async(job)
-            .await
-            .map_err(|_| Error::Busy)?;
-        rx.await.map_err(|_| Error::WorkerLost)?
+        self.fast.run_waiting(deadline, op).await
     }
-}
-
-fn session_loop(ctx: &mut SessionCtx, rx: &flume::Receiver<Job>, busy: &AtomicUsize) {
-    // `recv` fails once every sender is gone and the queue is empty: drained.
-    while let Ok(job) = rx.recv() {
-        if job.deadline.is_some_and(|d| Instant::now() >= d) {
-            (job.run)(Err(Error::DeadlineExceeded));
-        } else {
-            busy.fetch_add(1, Ordering::Relaxed);
-            (job.run)(Ok(ctx));
-            busy.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-    ctx.reset();
-    tracing::debug!("HSM session thread stopped");
 }

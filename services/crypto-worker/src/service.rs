@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use keymesh_pkcs11::Error as HsmError;
+use keymesh_pkcs11::aead;
+use keymesh_pkcs11::keys::KeyInfo;
 use keymesh_proto::crypto::v1::crypto_worker_server::CryptoWorker;
 use keymesh_proto::crypto::v1::{
     DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, GetHealthRequest,
@@ -13,10 +16,8 @@ use keymesh_proto::crypto::v1::{
 use tonic::{Request, Response, Status};
 use zeroize::Zeroize as _;
 
-use crate::aead;
 use crate::error::Error;
 use crate::health::HealthState;
-use crate::hsm::KeyInfo;
 use crate::key_status::{KeyStatusFile, KeyStatusWatch};
 use crate::metrics;
 use crate::pool::Pool;
@@ -42,7 +43,7 @@ impl CryptoService {
         key_status: Arc<KeyStatusWatch>,
         health: Arc<HealthState>,
         worker_id: String,
-        token: &crate::hsm::TokenDescription,
+        token: &keymesh_pkcs11::token::TokenDescription,
     ) -> Self {
         let model = format!(
             "{} firmware={} hardware={} sessions={}",
@@ -106,9 +107,10 @@ fn check_key_id(key_id: &str) -> Result<(), Error> {
         return Err(Error::InvalidArgument("key_id is longer than 128 bytes"));
     }
     if keymesh_common::labels::is_reserved(key_id) {
-        return Err(Error::KeyNotFound {
+        return Err(HsmError::KeyNotFound {
             key_id: key_id.to_owned(),
-        });
+        }
+        .into());
     }
     Ok(())
 }
@@ -133,20 +135,22 @@ fn check_key_for(
         });
     }
     if !key.is_aes_256() {
-        return Err(Error::UnsupportedKey {
+        return Err(HsmError::UnsupportedKey {
             key_id: key_id.to_owned(),
             key_spec: key.key_spec(),
-        });
+        }
+        .into());
     }
     let (permitted, name) = match operation {
         Operation::Encrypt => (key.usage.encrypt, "ENCRYPT"),
         Operation::Decrypt => (key.usage.decrypt, "DECRYPT"),
     };
     if !permitted {
-        return Err(Error::UsageNotPermitted {
+        return Err(HsmError::UsageNotPermitted {
             key_id: key_id.to_owned(),
             operation: name,
-        });
+        }
+        .into());
     }
     Ok(())
 }
@@ -250,6 +254,7 @@ impl CryptoWorker for CryptoService {
                             verify,
                         },
                     )
+                    .map_err(Error::from)
                 });
                 metrics::record_hsm("encrypt", started, &sealed);
                 sealed
@@ -273,7 +278,7 @@ impl CryptoWorker for CryptoService {
         let deadline = deadline_of(&request);
         let req = request.into_inner();
         if let Err(e) =
-            check_key_id(&req.key_id).and_then(|()| aead::check_lengths(&req.iv, &req.tag))
+            check_key_id(&req.key_id).and_then(|()| Ok(aead::check_lengths(&req.iv, &req.tag)?))
         {
             return reply(Err(e));
         }
@@ -348,12 +353,15 @@ mod tests {
         assert!(matches!(check_key_id(""), Err(Error::InvalidArgument(_))));
         assert!(check_key_id(&"a".repeat(129)).is_err());
         for internal in [
-            crate::hsm::HEALTH_KEY_LABEL,
-            crate::hsm::DEFAULT_DOMAIN_KEY_LABEL,
-            crate::hsm::VAULT_KEY_LABEL,
+            keymesh_pkcs11::keys::HEALTH_KEY_LABEL,
+            keymesh_pkcs11::wrap::DEFAULT_DOMAIN_KEY_LABEL,
+            keymesh_pkcs11::wrap::VAULT_KEY_LABEL,
         ] {
             assert!(
-                matches!(check_key_id(internal), Err(Error::KeyNotFound { .. })),
+                matches!(
+                    check_key_id(internal),
+                    Err(Error::Pkcs11(HsmError::KeyNotFound { .. }))
+                ),
                 "{internal}"
             );
         }

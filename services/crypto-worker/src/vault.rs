@@ -14,6 +14,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use keymesh_pkcs11::Error as HsmError;
+use keymesh_pkcs11::aead;
+use keymesh_pkcs11::wrap::{self, VAULT_KEY_ID, WrappedKeyRef};
 use keymesh_proto::crypto::v1::key_vault_server::KeyVault;
 use keymesh_proto::crypto::v1::{
     GenerateDataKeyPairRequest, GenerateDataKeyPairResponse, GenerateDataKeyRequest,
@@ -25,13 +28,11 @@ use keymesh_proto::crypto::v1::{
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use crate::aead;
 use crate::error::Error;
 use crate::keypair::{self, PairSpec};
 use crate::metrics;
 use crate::pool::Pool;
 use crate::service::{deadline_of, reply, wipe};
-use crate::wrapped::{self, VAULT_KEY_ID, WrappedKeyRef};
 
 /// Longest data key and random string, in bytes.
 pub const MAX_GENERATED_LEN: u32 = 1024;
@@ -66,12 +67,13 @@ struct Wrapped {
 /// other internal objects, so any other label answers exactly like a missing
 /// wrapping key.
 fn check_wrapping_key(label: &str) -> Result<(), Error> {
-    wrapped::check_label(label).map_err(Error::InvalidArgument)?;
+    wrap::check_label(label).map_err(Error::InvalidArgument)?;
     if !keymesh_common::labels::is_wrapping_key(label) {
-        return Err(Error::WrappingKeyMissing {
+        return Err(HsmError::WrappingKeyMissing {
             label: label.to_owned(),
             problem: "is not on the token",
-        });
+        }
+        .into());
     }
     Ok(())
 }
@@ -141,6 +143,7 @@ fn seal(
             verify,
         },
     )
+    .map_err(Error::from)
 }
 
 #[tonic::async_trait]
@@ -163,7 +166,7 @@ impl KeyVault for VaultService {
                 .run(deadline, move |ctx| {
                     let started = Instant::now();
                     let wrapped = ctx
-                        .with_session(|s, _| wrapped::generate_wrapped(s, &job_label))
+                        .with_session(|s, _| Ok(wrap::generate_wrapped(s, &job_label)?))
                         .and_then(|wrapped| {
                             // Unwrap at once: a blob that does not unwrap is
                             // never handed out to be stored, and this worker's
@@ -321,7 +324,7 @@ impl KeyVault for VaultService {
                     let started = Instant::now();
                     let made = ctx.with_unwrapped([key.as_ref()], |s, rng, [k]| {
                         let mut data_key = Zeroizing::new(vec![0u8; len]);
-                        s.generate_random_slice(&mut data_key).map_err(Error::Hsm)?;
+                        s.generate_random_slice(&mut data_key).map_err(Error::hsm)?;
                         let sealed = seal(s, rng, k, &data_key, &aad, true)?;
                         let plaintext = if return_plaintext {
                             Bytes::copy_from_slice(&data_key)
@@ -360,7 +363,7 @@ impl KeyVault for VaultService {
                     // The key first: a bad CMK fails before seconds of
                     // RSA generation.
                     ctx.with_unwrapped([key.as_ref()], |_, _, _| Ok(()))?;
-                    let pair = ctx.with_session(|s, _| keypair::generate(s, spec))?;
+                    let pair = ctx.with_session(|s, _| Ok(keypair::generate(s, spec)?))?;
                     let sealed = ctx.with_unwrapped([key.as_ref()], |s, rng, [k]| {
                         seal(s, rng, k, &pair.private_key_der, &aad, true)
                     })?;
@@ -404,7 +407,7 @@ impl KeyVault for VaultService {
                     let started = Instant::now();
                     let random = ctx.with_session(|s, _| {
                         let mut random = vec![0u8; len];
-                        s.generate_random_slice(&mut random).map_err(Error::Hsm)?;
+                        s.generate_random_slice(&mut random).map_err(Error::hsm)?;
                         Ok(Bytes::from(random))
                     });
                     metrics::record_hsm("vault_generate_random", started, &random);
@@ -427,13 +430,13 @@ impl KeyVault for VaultService {
             label = self.domain_key.to_string();
         }
         let result = async {
-            wrapped::check_label(&label).map_err(Error::InvalidArgument)?;
+            wrap::check_label(&label).map_err(Error::InvalidArgument)?;
             let job_label = label.clone();
             let kcv = self
                 .pool
                 .run(deadline, move |ctx| {
                     let started = Instant::now();
-                    let kcv = ctx.with_session(|s, _| wrapped::domain_key_check(s, &job_label));
+                    let kcv = ctx.with_session(|s, _| Ok(wrap::domain_key_check(s, &job_label)?));
                     metrics::record_hsm("vault_domain_key_check", started, &kcv);
                     kcv
                 })

@@ -1,13 +1,8 @@
-//! Customer master keys (CMKs) kept outside the HSM, wrapped under an
-//! HSM-resident domain key, and the per-process cache of their unwrapped
-//! session objects.
+//! The per-process cache of unwrapped customer master keys (KeyVault).
 //!
-//! A CMK is generated inside the HSM as a session object, wrapped once with
-//! CKM_AES_KEY_WRAP_PAD (RFC 5649) under the domain key, and destroyed: the
-//! wrapped bytes go to the caller's database. Any worker whose token holds
-//! the domain key can therefore serve any CMK, by unwrapping it into a session
-//! object (sensitive, non-extractable, encrypt/decrypt only) and running
-//! AES-GCM on that. CMK plaintext never leaves the HSM.
+//! CMKs are kept outside the HSM, wrapped under an HSM-resident domain key
+//! ([`keymesh_pkcs11::wrap`]); a request carries the wrapped bytes, and the
+//! worker unwraps them into a session object to run AES-GCM on.
 //!
 //! Unwrapped keys are cached per process, keyed by SHA-256(length of the
 //! wrapping key label ‖ label ‖ wrapped bytes). The key is the content, so an entry can never be
@@ -17,33 +12,23 @@
 //! keeper session dies, destroyed once no job holds them). The cache is
 //! bounded (least recently used evicted) and entries idle for
 //! [`UnwrappedKeyOptions::idle`] are dropped by a periodic sweep
-//! ([`spawn_sweeper`]), destroying their objects.
+//! ([`crate::tasks::spawn_sweeper`]), destroying their objects.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{KeyType, ObjectHandle};
-use cryptoki::session::Session;
+use keymesh_pkcs11::wrap::{self, WRAPPED_LEN, WrappedKeyRef};
+use keymesh_pkcs11::{Error as HsmError, Hsm};
 
 use crate::error::Error;
-use crate::hsm::{self, Hsm};
 use crate::key_cache::{Keeper, KeeperObject};
 use crate::metrics;
-use crate::pool::Pool;
 
 /// Default bound on cached unwrapped keys.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 /// Default idle time after which an unwrapped key is destroyed.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(600);
-/// RFC 5649 output for a 32-byte key: one 8-byte integrity block plus the key.
-pub const WRAPPED_LEN: usize = 40;
-/// Longest accepted wrapping-key label.
-pub const MAX_LABEL_LEN: usize = 128;
-/// What the AES-GCM helpers print for a vault key in their errors: the CMK
-/// has no name the worker knows.
-pub const VAULT_KEY_ID: &str = "(wrapped key)";
 
 /// Bounds of the unwrapped-key cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,52 +48,6 @@ impl Default for UnwrappedKeyOptions {
     }
 }
 
-/// A wrapped CMK as a request names it.
-#[derive(Clone, Copy)]
-pub struct WrappedKeyRef<'a> {
-    /// CKA_LABEL of the domain key it is wrapped under.
-    pub wrapping_key: &'a str,
-    pub wrapped: &'a [u8],
-}
-
-impl std::fmt::Debug for WrappedKeyRef<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WrappedKeyRef")
-            .field("wrapping_key", &self.wrapping_key)
-            .field("wrapped_len", &self.wrapped.len())
-            .finish()
-    }
-}
-
-/// Whether `label` can name a domain key: 1-128 bytes, no NUL (C tools
-/// would cut the label there).
-pub fn check_label(label: &str) -> Result<(), &'static str> {
-    if label.is_empty() {
-        return Err("wrapping key label is empty");
-    }
-    if label.len() > MAX_LABEL_LEN {
-        return Err("wrapping key label is longer than 128 bytes");
-    }
-    if label.contains('\0') {
-        return Err("wrapping key label contains a NUL byte");
-    }
-    Ok(())
-}
-
-/// A label a domain key may be created or configured under: well-formed and
-/// in the wrapping-key class ([`keymesh_common::labels::is_wrapping_key`]),
-/// the only labels the KeyVault service accepts.
-pub fn check_domain_key_label(label: &str) -> Result<(), String> {
-    check_label(label).map_err(str::to_owned)?;
-    if !keymesh_common::labels::is_wrapping_key(label) {
-        return Err(format!(
-            "{label:?} must start with {:?} (the wrapping-key label class)",
-            keymesh_common::labels::WRAPPING_KEY_PREFIX
-        ));
-    }
-    Ok(())
-}
-
 /// Cache key of a wrapped CMK: SHA-256(len(label) as u64 BE ‖ label ‖
 /// wrapped). The length prefix keeps label and bytes apart whatever the
 /// label holds, so lookups need no label check of their own. Computed once
@@ -126,123 +65,6 @@ impl Fingerprint {
         out.copy_from_slice(ctx.finish().as_ref());
         Self(out)
     }
-}
-
-/// A session object destroyed when dropped: the temporary CMK of
-/// [`generate_wrapped`] and the halves of a data key pair.
-pub(crate) struct SessionObject<'a> {
-    session: &'a Session,
-    pub handle: ObjectHandle,
-}
-
-impl<'a> SessionObject<'a> {
-    pub(crate) fn new(session: &'a Session, handle: ObjectHandle) -> Self {
-        Self { session, handle }
-    }
-}
-
-impl Drop for SessionObject<'_> {
-    fn drop(&mut self) {
-        // A failure leaves a session object that dies with the session.
-        if let Err(e) = self.session.destroy_object(self.handle) {
-            tracing::debug!(error = %e, "cannot destroy a temporary session object");
-        }
-    }
-}
-
-/// GenerateKey: a new AES-256 CMK generated in the HSM, returned wrapped
-/// under the domain key `wrapping_key`. The CMK exists unwrapped only as a
-/// session object for the length of this call.
-pub fn generate_wrapped(session: &Session, wrapping_key: &str) -> Result<Vec<u8>, Error> {
-    let domain = hsm::find_domain_key(session, wrapping_key)?;
-    let key = session
-        .generate_key(&Mechanism::AesKeyGen, &hsm::new_vault_key_template())
-        .map_err(Error::Hsm)?;
-    let key = SessionObject::new(session, key);
-    let wrapped = session
-        .wrap_key(&hsm::WRAP_MECHANISM, domain, key.handle)
-        .map_err(|e| Error::from_pkcs11(e, wrapping_key))?;
-    if wrapped.len() != WRAPPED_LEN {
-        return Err(Error::HsmOutput("AES key wrap output is not 40 bytes"));
-    }
-    Ok(wrapped)
-}
-
-/// Bytes of the domain key check value (16 hex digits).
-pub const KCV_LEN: usize = 8;
-
-/// The key check value (KCV) of the domain key labelled `label`: lower-case
-/// hex of the first [`KCV_LEN`] bytes of the AES Key Wrap with Padding
-/// (RFC 5649, deterministic) of a fixed 32-byte all-zero AES key under it,
-/// computed in the HSM. The domain key may only wrap and unwrap, so the
-/// classic KCV (ECB-encrypt a zero block) is not allowed on it; wrapping a
-/// known key is, and works on every domain key ever created, with no new
-/// attribute. Two keys share a KCV only by a 2^-64 accident; the known-key
-/// wrap tells nothing useful about the key (AES under a known plaintext).
-pub fn domain_key_check(session: &Session, label: &str) -> Result<String, Error> {
-    let domain = hsm::find_domain_key(session, label)?;
-    let template = vec![
-        cryptoki::object::Attribute::Class(cryptoki::object::ObjectClass::SECRET_KEY),
-        cryptoki::object::Attribute::KeyType(KeyType::AES),
-        cryptoki::object::Attribute::Token(false),
-        cryptoki::object::Attribute::Private(true),
-        cryptoki::object::Attribute::Sensitive(false),
-        cryptoki::object::Attribute::Extractable(true),
-        cryptoki::object::Attribute::Label(b"keymesh-kcv".to_vec()),
-        cryptoki::object::Attribute::Encrypt(false),
-        cryptoki::object::Attribute::Decrypt(false),
-        cryptoki::object::Attribute::Wrap(false),
-        cryptoki::object::Attribute::Unwrap(false),
-        cryptoki::object::Attribute::Sign(false),
-        cryptoki::object::Attribute::Verify(false),
-        cryptoki::object::Attribute::Derive(false),
-        cryptoki::object::Attribute::Value(vec![0u8; 32]),
-    ];
-    let known = session.create_object(&template).map_err(Error::Hsm)?;
-    let known = SessionObject::new(session, known);
-    let wrapped = session
-        .wrap_key(&hsm::WRAP_MECHANISM, domain, known.handle)
-        .map_err(|e| Error::from_pkcs11(e, label))?;
-    let kcv = wrapped
-        .get(..KCV_LEN)
-        .ok_or(Error::HsmOutput("AES key wrap output is too short"))?;
-    Ok(kcv.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Unwrap `key` on `session` into a session object that can encrypt and
-/// decrypt, checking it is an AES-256 key.
-fn unwrap_on(session: &Session, key: WrappedKeyRef<'_>) -> Result<ObjectHandle, Error> {
-    let domain = hsm::find_domain_key(session, key.wrapping_key)?;
-    let handle = session
-        .unwrap_key(
-            &hsm::WRAP_MECHANISM,
-            domain,
-            key.wrapped,
-            &hsm::unwrapped_vault_key_template(),
-        )
-        .map_err(|e| Error::from_pkcs11(e, key.wrapping_key))?;
-    // SoftHSM2 reports CKA_VALUE_LEN 0 for unwrapped keys (measured), so the
-    // length is checked where the HSM reports one; otherwise the 40-byte
-    // blob (RFC 5649 authenticates the length too) bounds it to 25..=32
-    // bytes, of which only 32 is an AES key the HSM will use.
-    let checked = match hsm::key_info(session, handle) {
-        Ok(info)
-            if info.key_type == Some(KeyType::AES)
-                && matches!(info.value_len, None | Some(0) | Some(32)) =>
-        {
-            return Ok(handle);
-        }
-        Ok(_) => Error::InvalidKeyMaterial {
-            label: key.wrapping_key.to_owned(),
-            problem: "it is not an AES-256 key",
-            source: None,
-        },
-        Err(e) => Error::from_pkcs11(e, key.wrapping_key),
-    };
-    if let Err(e) = session.destroy_object(handle) {
-        tracing::warn!(error = %e, "cannot destroy a rejected unwrapped key");
-    }
-    Err(checked)
 }
 
 struct Entry {
@@ -308,16 +130,17 @@ impl UnwrappedKeys {
             return Ok(Arc::clone(&entry.key));
         }
         if key.wrapped.len() != WRAPPED_LEN {
-            return Err(Error::InvalidKeyMaterial {
+            return Err(HsmError::InvalidKeyMaterial {
                 label: key.wrapping_key.to_owned(),
                 problem: "a wrapped AES-256 key is 40 bytes",
                 source: None,
-            });
+            }
+            .into());
         }
         let started = Instant::now();
         let made = self
             .keeper
-            .on_session(|s| unwrap_on(s, key))
+            .on_session(|s| Ok(wrap::unwrap_on(s, key)?))
             .and_then(|made| made.ok_or(Error::SessionUnavailable));
         metrics::record_hsm("unwrap", started, &made);
         let (handle, generation) = made?;
@@ -370,7 +193,7 @@ impl UnwrappedKeys {
 
     /// Drop every entry unused for [`UnwrappedKeyOptions::idle`] at `now`;
     /// returns how many. Destroys their objects (blocking: run it on a
-    /// session thread, see [`spawn_sweeper`]).
+    /// session thread, see [`crate::tasks::spawn_sweeper`]).
     pub fn sweep(&self, now: Instant) -> usize {
         let idle = self.options.idle;
         let evicted: Vec<Entry> = {
@@ -395,22 +218,6 @@ impl UnwrappedKeys {
 /// fraction of the idle time, at most a minute.
 pub fn sweep_interval(idle: Duration) -> Duration {
     (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
-}
-
-/// Sweep idle unwrapped keys every `every` until aborted. The sweep runs as
-/// a pool job, since destroying objects calls the HSM; a full queue skips a
-/// round.
-pub fn spawn_sweeper(pool: Pool, every: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = pool.sweep_unwrapped().await {
-                tracing::debug!(error = %e, "unwrapped-key sweep skipped");
-            }
-        }
-    })
 }
 
 #[cfg(test)]
@@ -440,14 +247,6 @@ mod tests {
     }
 
     #[test]
-    fn labels() {
-        assert!(check_label("keymesh-domain-v1").is_ok());
-        assert!(check_label("").is_err());
-        assert!(check_label("a\0b").is_err());
-        assert!(check_label(&"a".repeat(129)).is_err());
-    }
-
-    #[test]
     fn sweep_intervals() {
         assert_eq!(sweep_interval(DEFAULT_IDLE), Duration::from_secs(60));
         assert_eq!(
@@ -458,11 +257,5 @@ mod tests {
             sweep_interval(Duration::from_secs(2)),
             Duration::from_millis(500)
         );
-    }
-
-    #[test]
-    fn debug_hides_wrapped_bytes() {
-        let d = format!("{:?}", key("dk", &[7; 40]));
-        assert!(d.contains("wrapped_len: 40") && !d.contains("7, 7"), "{d}");
     }
 }

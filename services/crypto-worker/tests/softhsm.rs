@@ -23,12 +23,13 @@ mod child {
     use crate::common::{LABEL, MODULE, bool_attr, expect_err, pin, pool_token, reason, stop};
     use cryptoki::mechanism::Mechanism;
     use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
-    use keymesh_crypto_worker::aead;
     use keymesh_crypto_worker::error::Error;
-    use keymesh_crypto_worker::hsm::{self, Hsm};
     use keymesh_crypto_worker::key_cache::KeyCacheOptions;
     use keymesh_crypto_worker::key_status;
     use keymesh_crypto_worker::pool::{Pool, SlowLane};
+    use keymesh_pkcs11::aead;
+    use keymesh_pkcs11::keys;
+    use keymesh_pkcs11::token::{self, Hsm};
     use keymesh_proto::crypto::v1::crypto_worker_client::CryptoWorkerClient;
     use keymesh_proto::crypto::v1::{
         DecryptRequest, EncryptRequest, ErrorReason, GetHealthRequest, GetKeyMetadataRequest,
@@ -39,23 +40,23 @@ mod child {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
     pub fn run(dir: &Path) {
-        let ctx = hsm::load_module(Path::new(MODULE)).unwrap();
+        let ctx = token::load_module(Path::new(MODULE)).unwrap();
         assert_eq!(
-            hsm::init_token(&ctx, LABEL, &pin(), &pin(), false).unwrap(),
-            hsm::TokenInit::Created
+            token::init_token(&ctx, LABEL, &pin(), &pin(), false).unwrap(),
+            token::TokenInit::Created
         );
         assert_eq!(
-            hsm::init_token(&ctx, LABEL, &pin(), &pin(), true).unwrap(),
-            hsm::TokenInit::AlreadyExists
+            token::init_token(&ctx, LABEL, &pin(), &pin(), true).unwrap(),
+            token::TokenInit::AlreadyExists
         );
         let admin = Hsm::open(ctx.clone(), LABEL, pin()).unwrap();
         let session = admin.open_session().unwrap();
-        hsm::generate_aes_256(&session, "k-aes", true, true).unwrap();
-        hsm::generate_aes_256(&session, "k-enc", true, false).unwrap();
-        hsm::generate_aes_256(&session, "k-dec", false, true).unwrap();
-        hsm::generate_aes_256(&session, "k-dup", true, true).unwrap();
-        hsm::generate_aes_256(&session, "k-dup", true, true).unwrap();
-        let mut aes128 = hsm::aes_256_template("k-128", true, true, true);
+        keys::generate_aes_256(&session, "k-aes", true, true).unwrap();
+        keys::generate_aes_256(&session, "k-enc", true, false).unwrap();
+        keys::generate_aes_256(&session, "k-dec", false, true).unwrap();
+        keys::generate_aes_256(&session, "k-dup", true, true).unwrap();
+        keys::generate_aes_256(&session, "k-dup", true, true).unwrap();
+        let mut aes128 = keys::aes_256_template("k-128", true, true, true);
         for a in &mut aes128 {
             if let Attribute::ValueLen(_) = a {
                 *a = Attribute::ValueLen(16.into());
@@ -64,7 +65,7 @@ mod child {
         session
             .generate_key(&Mechanism::AesKeyGen, &aes128)
             .unwrap();
-        let listed: Vec<String> = hsm::list_keys(&session)
+        let listed: Vec<String> = keys::list_keys(&session)
             .unwrap()
             .into_iter()
             .map(|k| k.0)
@@ -207,6 +208,7 @@ mod child {
                         verify: true,
                     },
                 )
+                .map_err(Error::from)
             })?;
             Ok((ctx.entry(key_id)?.uses_copy(), sealed))
         })
@@ -218,7 +220,7 @@ mod child {
         key_id: &str,
         sealed: &aead::Sealed,
     ) -> Vec<u8> {
-        let key = hsm::find_key(admin, key_id).unwrap();
+        let key = keys::find_key(admin, key_id).unwrap();
         aead::open(
             admin,
             key.handle,
@@ -236,7 +238,7 @@ mod child {
     /// revalidation drops the copy when the token key is deleted and
     /// refreshes it when the key is re-created.
     async fn key_copies(admin: &Hsm, session: &cryptoki::session::Session) {
-        let token = hsm::generate_aes_256(session, "k-copy", true, true).unwrap();
+        let token = keys::generate_aes_256(session, "k-copy", true, true).unwrap();
         let hsm = pool_token(admin);
         let options = KeyCacheOptions {
             session_copies: true,
@@ -276,7 +278,7 @@ mod child {
         let until = Instant::now() + Duration::from_secs(10);
         loop {
             match pool_seal(&pool, "k-copy", b"x").await {
-                Err(Error::KeyNotFound { .. }) => break,
+                Err(Error::Pkcs11(keymesh_pkcs11::Error::KeyNotFound { .. })) => break,
                 Ok(_) => {}
                 Err(e) => panic!("unexpected error {e:?}"),
             }
@@ -291,12 +293,12 @@ mod child {
         // Deleted and re-created behind the cache (now encrypt-only) with no
         // request in between: the entry and the copy are refreshed within
         // the interval.
-        let second = hsm::generate_aes_256(session, "k-copy", true, true).unwrap();
+        let second = keys::generate_aes_256(session, "k-copy", true, true).unwrap();
         assert!(pool_seal(&pool, "k-copy", b"x").await.unwrap().0);
         let first = session_copies(session, "k-copy");
         assert_eq!(first.len(), 1);
         session.destroy_object(second).unwrap();
-        let recreated = hsm::generate_aes_256(session, "k-copy", true, false).unwrap();
+        let recreated = keys::generate_aes_256(session, "k-copy", true, false).unwrap();
         let until = Instant::now() + Duration::from_secs(10);
         loop {
             let key = pool.run(None, |ctx| ctx.key("k-copy")).await.unwrap();
@@ -342,6 +344,7 @@ mod child {
                         verify: false,
                     },
                 )
+                .map_err(Error::from)
             })?;
             Ok((ctx.entry(key_id)?.uses_copy(), sealed))
         })
@@ -352,7 +355,7 @@ mod child {
     /// A key the HSM will not copy (CKA_COPYABLE=false) is served from the
     /// token object.
     async fn key_copies_refused(admin: &Hsm, session: &cryptoki::session::Session) {
-        let mut template = hsm::aes_256_template("k-nocopy", true, true, true);
+        let mut template = keys::aes_256_template("k-nocopy", true, true, true);
         template.push(Attribute::Copyable(false));
         let token = session
             .generate_key(&Mechanism::AesKeyGen, &template)
@@ -382,12 +385,12 @@ mod child {
         assert_eq!(token_open(session, "k-aes", &sealed), b"no copy");
         assert!(session_copies(session, "k-aes").is_empty());
         // Revalidation applies without copies too: a deleted key is noticed.
-        let token = hsm::generate_aes_256(session, "k-gone", true, true).unwrap();
+        let token = keys::generate_aes_256(session, "k-gone", true, true).unwrap();
         assert!(!pool_seal(&pool, "k-gone", b"x").await.unwrap().0);
         session.destroy_object(token).unwrap();
         assert!(matches!(
             pool_seal(&pool, "k-gone", b"x").await,
-            Err(Error::KeyNotFound { .. })
+            Err(Error::Pkcs11(keymesh_pkcs11::Error::KeyNotFound { .. }))
         ));
         stop(pool, threads).await;
     }
@@ -601,9 +604,9 @@ mod child {
         // A key deleted and re-created elsewhere (now also for decrypt): the
         // worker keeps serving, and within --key-revalidate-secs (1 s here)
         // it has dropped the old handle and copy and uses the new key.
-        let old = hsm::find_key(admin, "k-enc").unwrap();
+        let old = keys::find_key(admin, "k-enc").unwrap();
         admin.destroy_object(old.handle).unwrap();
-        hsm::generate_aes_256(admin, "k-enc", true, true).unwrap();
+        keys::generate_aes_256(admin, "k-enc", true, true).unwrap();
         c.encrypt(EncryptRequest {
             key_id: "k-enc".into(),
             plaintext: pt.clone().into(),
@@ -682,7 +685,7 @@ mod child {
         // The health key is a session object: never visible as a customer key.
         expect_err(
             c.encrypt(EncryptRequest {
-                key_id: hsm::HEALTH_KEY_LABEL.into(),
+                key_id: keys::HEALTH_KEY_LABEL.into(),
                 ..Default::default()
             })
             .await,

@@ -26,11 +26,13 @@ mod child {
     use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
     use cryptoki::session::Session;
     use der::Decode as _;
-    use keymesh_crypto_worker::aead;
-    use keymesh_crypto_worker::hsm::{self, Hsm};
     use keymesh_crypto_worker::key_cache::KeyCacheOptions;
     use keymesh_crypto_worker::pool::Pool;
-    use keymesh_crypto_worker::wrapped::{UnwrappedKeyOptions, WrappedKeyRef};
+    use keymesh_crypto_worker::wrapped::UnwrappedKeyOptions;
+    use keymesh_pkcs11::aead;
+    use keymesh_pkcs11::token::{self, Hsm};
+    use keymesh_pkcs11::wrap::WrappedKeyRef;
+    use keymesh_pkcs11::{keys, wrap};
     use keymesh_proto::crypto::v1::key_vault_client::KeyVaultClient;
     use keymesh_proto::crypto::v1::{
         ErrorReason, GenerateDataKeyPairRequest, GenerateDataKeyRequest, GenerateKeyRequest,
@@ -43,20 +45,20 @@ mod child {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-    const DOMAIN: &str = hsm::DEFAULT_DOMAIN_KEY_LABEL;
+    const DOMAIN: &str = wrap::DEFAULT_DOMAIN_KEY_LABEL;
     const OTHER_DOMAIN: &str = "keymesh-domain-other";
 
     type Client = KeyVaultClient<Channel>;
 
     pub fn run(dir: &Path) {
-        let ctx = hsm::load_module(Path::new(MODULE)).unwrap();
-        hsm::init_token(&ctx, LABEL, &pin(), &pin(), false).unwrap();
+        let ctx = token::load_module(Path::new(MODULE)).unwrap();
+        token::init_token(&ctx, LABEL, &pin(), &pin(), false).unwrap();
         let admin = Hsm::open(ctx.clone(), LABEL, pin()).unwrap();
         let session = admin.open_session().unwrap();
-        let domain = hsm::generate_domain_key(&session, DOMAIN).unwrap();
-        hsm::generate_domain_key(&session, OTHER_DOMAIN).unwrap();
+        let domain = wrap::generate_domain_key(&session, DOMAIN).unwrap();
+        wrap::generate_domain_key(&session, OTHER_DOMAIN).unwrap();
         // A customer key is no wrapping key.
-        hsm::generate_aes_256(&session, "customer-key", true, true).unwrap();
+        keys::generate_aes_256(&session, "customer-key", true, true).unwrap();
         domain_key_attributes(&session, domain);
 
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -101,7 +103,7 @@ mod child {
         assert!(bool_attr(s, h, AttributeType::Unwrap));
         assert!(!bool_attr(s, h, AttributeType::Encrypt));
         assert!(!bool_attr(s, h, AttributeType::Decrypt));
-        assert_eq!(hsm::find_domain_key(s, DOMAIN).unwrap(), h);
+        assert_eq!(wrap::find_domain_key(s, DOMAIN).unwrap(), h);
     }
 
     /// The workers' session objects of class `class` (unwrapped keys, or
@@ -110,7 +112,7 @@ mod child {
         s.find_objects(&[
             Attribute::Class(class),
             Attribute::Token(false),
-            Attribute::Label(hsm::VAULT_KEY_LABEL.as_bytes().to_vec()),
+            Attribute::Label(wrap::VAULT_KEY_LABEL.as_bytes().to_vec()),
         ])
         .unwrap()
     }
@@ -832,9 +834,7 @@ mod child {
         for _ in 0..3 {
             let wrapped = pool
                 .run(None, |ctx| {
-                    ctx.with_session(|s, _| {
-                        keymesh_crypto_worker::wrapped::generate_wrapped(s, DOMAIN)
-                    })
+                    ctx.with_session(|s, _| Ok(keymesh_pkcs11::wrap::generate_wrapped(s, DOMAIN)?))
                 })
                 .await
                 .unwrap();
@@ -861,6 +861,7 @@ mod child {
                                 verify: true,
                             },
                         )
+                        .map_err(keymesh_crypto_worker::Error::from)
                     })
                 })
                 .await

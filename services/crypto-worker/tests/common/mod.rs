@@ -20,8 +20,9 @@ use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 use cryptoki::session::Session;
 use keymesh_common::Secret;
 use keymesh_crypto_worker::Config;
-use keymesh_crypto_worker::hsm::{self, Hsm};
 use keymesh_crypto_worker::pool::{Pool, PoolThreads};
+use keymesh_pkcs11::Hsm;
+use keymesh_pkcs11::wrap;
 use keymesh_proto::crypto::v1::{ErrorInfo, ErrorReason};
 use prost::Message as _;
 use tonic::Code;
@@ -132,7 +133,7 @@ pub fn config(worker_id: &str, key_status_file: PathBuf, drain_delay: Duration) 
         drain_delay,
         grpc_tls: None,
         health_listen: None,
-        domain_key_label: hsm::DEFAULT_DOMAIN_KEY_LABEL.into(),
+        domain_key_label: wrap::DEFAULT_DOMAIN_KEY_LABEL.into(),
         domain_key_kcv: None,
     }
 }
