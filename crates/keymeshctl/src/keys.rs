@@ -1,14 +1,14 @@
 //! `token init` and `key ...`: PKCS#11 through the worker library, key status
-//! through the worker's key-status file.
+//! through the key-status file (`keymesh_contracts::key_status`).
 
 use std::path::Path;
 
 use cryptoki::context::Pkcs11;
 use cryptoki::session::Session;
 use keymesh_common::Secret;
+use keymesh_contracts::key_status;
 use keymesh_crypto_worker::HsmArgs;
 use keymesh_crypto_worker::hsm::{self, Hsm, TokenInit};
-use keymesh_crypto_worker::key_status;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Usage {
@@ -170,7 +170,8 @@ fn edit_assignments(
         .ok_or_else(|| anyhow::anyhow!("--keystores-file / KEYMESH_KEYSTORES_FILE is required"))?;
     if add {
         for id in ids {
-            keymesh_edge::keystores::check_key_pattern(id).map_err(|e| anyhow::anyhow!("{e}"))?;
+            keymesh_contracts::keystores::check_key_pattern(id)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
     }
     if let Some(args) = hsm {

@@ -9,7 +9,7 @@
 //! under an HSM-resident domain key ([`wrapped`]), plus data keys, data key
 //! pairs ([`keypair`]) and random bytes. Failures map to gRPC codes plus a machine-readable
 //! reason in one place ([`error`]). Operators disable keys through the
-//! key-status file ([`key_status`], shared with keymeshctl), and a deep health
+//! key-status file ([`key_status`]; its format is `keymesh_contracts::key_status`, shared with keymeshctl), and a deep health
 //! check ([`health`]) drives both GetHealth and `grpc.health.v1`. HSM latency,
 //! session-pool use and health are exported as Prometheus metrics ([`metrics`]).
 

@@ -17,9 +17,10 @@ use crate::aead;
 use crate::error::Error;
 use crate::health::HealthState;
 use crate::hsm::KeyInfo;
-use crate::key_status::{KeyStatusFile, KeyStatusWatch};
+use crate::key_status::KeyStatusWatch;
 use crate::metrics;
 use crate::pool::Pool;
+use keymesh_contracts::key_status::KeyStatusFile;
 
 /// Longest accepted key id (labels longer than this cannot have been created
 /// by keymeshctl).
