@@ -15,7 +15,6 @@ pub mod glob;
 pub mod huawei;
 pub mod keystores;
 pub mod layers;
-pub mod limiter;
 pub mod policy;
 pub mod server;
 pub mod sigv4;

@@ -11,10 +11,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
 use crate::keystores::Keystores;
-use crate::limiter::LimiterClient;
 use crate::policy::PolicyFile;
 use crate::sigv4::Verifier;
 use crate::workers::{GrpcClientTls, WorkerPool, channel_with};
+use keymesh_limiter_client::{LimiterClient, Transport};
 
 pub struct AppState {
     pub config: Config,
@@ -86,10 +86,16 @@ impl AppState {
             .iter()
             .map(|url| Ok((url.clone(), channel_with(url, limiter_tls.as_ref())?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        // The limiter client judges transport failures and probes health
+        // exactly as the worker pool does.
         let limiter = LimiterClient::new(
             replicas,
             config.limiter_failure_policy,
             config.limiter_max_lease,
+            Transport {
+                is_transport_failure: crate::workers::is_transport_failure,
+                serving: |channel, timeout| Box::pin(crate::workers::serving(channel, timeout)),
+            },
         );
         // The worker pool's prober also probes the limiter replicas, and its
         // readiness needs one of them.

@@ -43,7 +43,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::error::XksError;
-use crate::limiter::LimiterClient;
+use keymesh_limiter_client::LimiterClient;
 
 /// How the edge dials one kind of peer (workers, or limiters) under
 /// `[grpc_tls]`: its mesh identity (reloaded in place) and the identities
@@ -920,8 +920,12 @@ mod tests {
                 "http://127.0.0.1:1".into(),
                 channel("http://127.0.0.1:1").unwrap(),
             )],
-            crate::limiter::FailurePolicy::Open,
+            keymesh_limiter_client::FailurePolicy::Open,
             64,
+            keymesh_limiter_client::Transport {
+                is_transport_failure,
+                serving: |channel, timeout| Box::pin(serving(channel, timeout)),
+            },
         );
         Arc::new(WorkerPool::new(&urls, limiter).unwrap())
     }

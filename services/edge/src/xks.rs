@@ -22,11 +22,11 @@ use zeroize::Zeroizing;
 use crate::aad;
 use crate::audit::Audit;
 use crate::error::XksError;
-use crate::limiter::Decision;
 use crate::policy::{Effect, Subject};
 use crate::state::AppState;
 use crate::workers::WorkerRpc;
 use keymesh_contracts::keystores::XKS_SUFFIX;
+use keymesh_limiter_client::Decision;
 use keymesh_proto::crypto::v1::crypto_worker_client::CryptoWorkerClient;
 
 /// The four operations.

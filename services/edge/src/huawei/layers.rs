@@ -223,11 +223,13 @@ async fn rate_limit(State(h): State<Arc<Huawei>>, req: Request, next: Next) -> R
     if !route.op.anonymous() {
         let tenant = format!("{}:{}", route.op.service(), route.project_id);
         match h.app.limiter.check(&tenant, route.op.name(), at).await {
-            crate::limiter::Decision::Allow => {}
-            crate::limiter::Decision::Throttle { .. } => {
+            keymesh_limiter_client::Decision::Allow => {}
+            keymesh_limiter_client::Decision::Throttle { .. } => {
                 return ApiError::Throttled.into_response(d);
             }
-            crate::limiter::Decision::Unavailable => return ApiError::Timeout.into_response(d),
+            keymesh_limiter_client::Decision::Unavailable => {
+                return ApiError::Timeout.into_response(d);
+            }
         }
     }
     next.run(req).await
