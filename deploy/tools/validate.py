@@ -345,7 +345,7 @@ def check_workloads(overlay: str, docs: list[dict]) -> None:
 
 
 def check_key_status_json(where: str, text: str) -> None:
-    """services/crypto-worker/src/key_status.rs: {"disabled": [ids]}, unknown fields denied."""
+    """crates/contracts/src/key_status.rs: {"disabled": [ids]}, unknown fields denied."""
     try:
         ks = json.loads(text)
     except json.JSONDecodeError as e:

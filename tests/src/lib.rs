@@ -130,6 +130,20 @@ where
     }
 }
 
+/// Await `answer`, failing if it has not come within `timeout`. For a request
+/// that must be answered at all (a deadline enforced, a dead dependency
+/// noticed): the test asserts what the answer says, under a generous bound,
+/// instead of timing it against a tight wall-clock budget.
+pub async fn answered_within<T>(
+    what: &str,
+    timeout: Duration,
+    answer: impl std::future::Future<Output = T>,
+) -> Result<T> {
+    tokio::time::timeout(timeout, answer)
+        .await
+        .map_err(|_| anyhow!("{what}: no answer within {timeout:?}"))
+}
+
 /// Poll until an Encrypt of a marker plaintext under `key` answers `status`
 /// (recovery after a fault, or a key-status change taking effect).
 pub async fn wait_for_encrypt_status(

@@ -275,11 +275,12 @@ async fn every_row_of_the_error_table() {
 fn fixture_matches_shared_table() {
     let shared =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/errors/xks.csv");
-    if let Ok(s) = std::fs::read_to_string(&shared) {
-        assert_eq!(
+    match std::fs::read_to_string(&shared) {
+        Ok(s) => assert_eq!(
             s,
             keymesh_tests::errors::XKS_CSV,
             "tests/fixtures/xks.csv is out of date"
-        );
+        ),
+        Err(e) => eprintln!("skipped: {} is absent ({e})", shared.display()),
     }
 }

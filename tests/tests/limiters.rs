@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use keymesh_edge::limiter::hrw;
+use keymesh_limiter_client::hrw;
 use keymesh_tests::errors::assert_xks_error;
 use keymesh_tests::xks::model::*;
 use keymesh_tests::*;

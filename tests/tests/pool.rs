@@ -386,25 +386,28 @@ async fn stalled_worker_sheds_with_throttling_not_timeout() {
         let c = xks::XksClient::new(m.client_config(TENANT_A)).unwrap();
         let (enc, shed) = (enc.clone(), Arc::clone(&shed));
         sent.push(tokio::spawn(async move {
-            let t0 = Instant::now();
-            let r = c
-                .decrypt(KEY_ED, &DecryptRequest::from_encrypt(&enc, None))
-                .await
-                .unwrap();
+            let r = answered_within("Decrypt with the worker stalled", WAIT, async {
+                c.decrypt(KEY_ED, &DecryptRequest::from_encrypt(&enc, None))
+                    .await
+            })
+            .await
+            .unwrap()
+            .unwrap();
             if r.status() == 429 {
                 shed.store(true, Ordering::Relaxed);
             }
-            (r, t0.elapsed())
+            r
         }));
     }
     assert!(shed.load(Ordering::Relaxed), "no request was shed");
     let (mut shed_n, mut timed_out) = (0, 0);
     for s in sent {
-        let (r, took) = s.await.unwrap();
+        let r = s.await.unwrap();
+        // The status tells a shed request (429, refused before it queued)
+        // from one that waited on the stalled worker (503, its deadline).
         match r.status() {
             429 => {
                 assert_xks_error(&r, Operation::Decrypt, 429, "ThrottlingException");
-                assert!(took < Duration::from_millis(200), "429 after {took:?}");
                 shed_n += 1;
             }
             503 => timed_out += 1,
@@ -479,17 +482,16 @@ async fn dns_name_without_address_fails_fast() {
     cfg.authority = addr.to_string();
     let c = xks::XksClient::new(cfg).unwrap();
     for _ in 0..3 {
-        let t0 = Instant::now();
-        let r = c
-            .get_key_metadata(KEY_ED, &GetKeyMetadataRequest::default())
-            .await
-            .unwrap();
+        // 500 InternalException (no worker known), not a wait for one until
+        // the deadline (503).
+        let r = answered_within("GetKeyMetadata with no worker resolved", WAIT, async {
+            c.get_key_metadata(KEY_ED, &GetKeyMetadataRequest::default())
+                .await
+        })
+        .await
+        .unwrap()
+        .unwrap();
         assert_xks_error(&r, Operation::GetKeyMetadata, 500, "InternalException");
-        assert!(
-            t0.elapsed() < Duration::from_millis(500),
-            "{:?}",
-            t0.elapsed()
-        );
         let h = c.health(&HealthRequest::default()).await.unwrap();
         assert_eq!(h.status(), 500, "{}", String::from_utf8_lossy(&h.body));
     }

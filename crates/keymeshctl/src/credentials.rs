@@ -5,28 +5,14 @@
 
 use std::path::Path;
 
-use keymesh_crypto_worker::key_status::write_atomic;
-use keymesh_edge::keystores::{
-    Credential, KeystoreEntry, KeystoresFile, console_config, valid_uri_path,
+use keymesh_contracts::keystores::{
+    Credential, KeystoreEntry, KeystoresFile, SECRET_FILE_MODE, console_config, valid_uri_path,
 };
+use keymesh_contracts::write_atomic;
 
-const SECRET_FILE_MODE: u32 = 0o600;
-
-pub(crate) fn read(path: &Path) -> anyhow::Result<KeystoresFile> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            KeystoresFile::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KeystoresFile::default()),
-        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
-    }
-}
-
-pub(crate) fn write(path: &Path, file: &KeystoresFile) -> anyhow::Result<()> {
-    // Never write a file the edge would refuse to load.
-    file.validate()?;
-    write_atomic(path, &file.to_json()?, Some(SECRET_FILE_MODE))
-}
+/// The key-stores file is read and rewritten (validated, atomic, private)
+/// as its contract says; `key assign|unassign` use these too.
+pub(crate) use keymesh_contracts::keystores::{read, write};
 
 fn check_uri_path(uri_path: &str) -> anyhow::Result<()> {
     if !valid_uri_path(uri_path) {

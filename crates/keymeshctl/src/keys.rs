@@ -1,12 +1,12 @@
 //! `token init` and `key ...`: PKCS#11 through [`keymesh_pkcs11`], key status
-//! through the worker's key-status file.
+//! through the key-status file (`keymesh_contracts::key_status`).
 
 use std::path::Path;
 
 use cryptoki::context::Pkcs11;
 use cryptoki::session::Session;
 use keymesh_common::Secret;
-use keymesh_crypto_worker::key_status;
+use keymesh_contracts::key_status;
 use keymesh_pkcs11::args::HsmArgs;
 use keymesh_pkcs11::keys;
 use keymesh_pkcs11::token::{self, Hsm, TokenInit};
@@ -158,7 +158,8 @@ fn edit_assignments(
         .ok_or_else(|| anyhow::anyhow!("--keystores-file / KEYMESH_KEYSTORES_FILE is required"))?;
     if add {
         for id in ids {
-            keymesh_edge::keystores::check_key_pattern(id).map_err(|e| anyhow::anyhow!("{e}"))?;
+            keymesh_contracts::keystores::check_key_pattern(id)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
     }
     if let Some(args) = hsm {

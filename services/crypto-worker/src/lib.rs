@@ -14,8 +14,8 @@
 //! session thread holds its session through [`session`], the one place that
 //! drops and re-opens a session after a failure. Failures map to gRPC codes
 //! plus a machine-readable reason in one place ([`error`]). Operators
-//! disable keys through the key-status file ([`key_status`], shared with
-//! keymeshctl), and a deep health check ([`health`]) drives both GetHealth
+//! disable keys through the key-status file ([`key_status`]; its format is
+//! `keymesh_contracts::key_status`, shared with keymeshctl), and a deep health check ([`health`]) drives both GetHealth
 //! and `grpc.health.v1`. HSM latency, session-pool use and health are
 //! exported as Prometheus metrics ([`metrics`]). Flags and environment are
 //! validated once into a [`Config`] ([`config`]); [`serve`] runs it all on

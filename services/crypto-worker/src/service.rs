@@ -18,9 +18,10 @@ use zeroize::Zeroize as _;
 
 use crate::error::Error;
 use crate::health::HealthState;
-use crate::key_status::{KeyStatusFile, KeyStatusWatch};
+use crate::key_status::KeyStatusWatch;
 use crate::metrics;
 use crate::pool::Pool;
+use keymesh_contracts::key_status::KeyStatusFile;
 
 /// Longest accepted key id (labels longer than this cannot have been created
 /// by keymeshctl).

@@ -23,9 +23,9 @@ mod child {
     use crate::common::{LABEL, MODULE, bool_attr, expect_err, pin, pool_token, reason, stop};
     use cryptoki::mechanism::Mechanism;
     use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+    use keymesh_contracts::key_status;
     use keymesh_crypto_worker::error::Error;
     use keymesh_crypto_worker::key_cache::KeyCacheOptions;
-    use keymesh_crypto_worker::key_status;
     use keymesh_crypto_worker::pool::{Pool, SlowLane};
     use keymesh_pkcs11::aead;
     use keymesh_pkcs11::keys;

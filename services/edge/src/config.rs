@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::limiter::FailurePolicy;
+use keymesh_limiter_client::FailurePolicy;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,7 +141,7 @@ mod defaults {
         200
     }
     pub fn max_lease() -> u32 {
-        64
+        keymesh_limiter_client::DEFAULT_MAX_LEASE
     }
     pub fn resolve_ms() -> u64 {
         2000
@@ -274,10 +274,10 @@ impl Config {
             ),
             _ => {}
         }
-        if self.limiters.len() > crate::limiter::MAX_REPLICAS {
+        if self.limiters.len() > keymesh_limiter_client::MAX_REPLICAS {
             errors.push(format!(
                 "limiters: at most {} replicas",
-                crate::limiter::MAX_REPLICAS
+                keymesh_limiter_client::MAX_REPLICAS
             ));
         }
         let endpoints = self.limiter_endpoints();

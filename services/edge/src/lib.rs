@@ -9,7 +9,6 @@ pub mod config;
 pub mod http;
 pub mod huawei;
 pub mod keystores;
-pub mod limiter;
 pub mod mesh;
 pub mod state;
 pub mod tasks;

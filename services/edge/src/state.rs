@@ -11,7 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
 use crate::keystores::Keystores;
-use crate::limiter::LimiterClient;
+use keymesh_limiter_client::{LimiterClient, Transport};
 use crate::mesh::{GrpcClientTls, WorkerPool, channel_with};
 use crate::tasks::Tasks;
 use crate::xks::policy::PolicyFile;
@@ -91,10 +91,16 @@ impl AppState {
             .iter()
             .map(|url| Ok((url.clone(), channel_with(url, limiter_tls.as_ref())?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        // The limiter client judges transport failures and probes health
+        // exactly as the worker pool does.
         let limiter = LimiterClient::new(
             replicas,
             config.limiter_failure_policy,
             config.limiter_max_lease,
+            Transport {
+                is_transport_failure: crate::mesh::is_transport_failure,
+                serving: |channel, timeout| Box::pin(crate::mesh::serving(channel, timeout)),
+            },
         );
         // The worker pool's prober also probes the limiter replicas, and its
         // readiness needs one of them.

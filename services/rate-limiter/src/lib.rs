@@ -131,7 +131,9 @@ impl Drop for AbortOnDrop {
 }
 
 /// Serve on `listener` until `shutdown` resolves, then report NOT_SERVING and
-/// drain in-flight RPCs.
+/// drain in-flight RPCs. The background tasks (quota and certificate
+/// watches, the health-only listener) belong to this call: they stop when it
+/// returns, or when its future is dropped.
 pub async fn serve<F>(config: Config, listener: TcpListener, shutdown: F) -> anyhow::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,

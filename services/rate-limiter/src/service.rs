@@ -11,8 +11,9 @@ use tonic::{Request, Response, Status};
 use crate::buckets::{Buckets, Grant};
 
 /// Largest lease one request may ask for: bigger leases would let one edge
-/// hoard a tenant's whole burst for the lease TTL.
-pub const MAX_PERMITS: u32 = 10_000;
+/// hoard a tenant's whole burst for the lease TTL. Its home is the contracts
+/// crate, because the edge's limiter client caps its leases by it too.
+pub use keymesh_contracts::limits::MAX_PERMITS;
 
 /// How long granted permits stay valid at the caller.
 pub const LEASE_TTL_MS: u32 = 1_000;

@@ -76,3 +76,64 @@ async fn acquire_health_and_drain() {
         .unwrap()
         .unwrap();
 }
+
+/// The library entry point as `main.rs` uses it: `serve` on a pre-bound
+/// `127.0.0.1:0` listener with a hot-reloaded quota file answers, returns
+/// `Ok` once its shutdown future resolves, and leaves no background task
+/// behind (the quota watcher and the services held the only other handles
+/// on the quotas).
+#[tokio::test]
+async fn serve_shuts_down_cleanly_and_stops_its_tasks() {
+    use std::sync::Arc;
+
+    use keymesh_rate_limiter::{Config, serve};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quotas.toml");
+    std::fs::write(&path, QUOTAS).unwrap();
+    let mut config = Config::load(Some(&path)).unwrap();
+    config.reload_interval = Duration::from_millis(20);
+    let quotas = Arc::clone(&config.quotas);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(config, listener, async {
+        let _ = stopped.await;
+    }));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    common::assert_serving(&channel, "").await;
+    let r = RateLimiterClient::new(channel.clone())
+        .acquire(req("/demo/kms/xks/v1", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.granted, 1);
+    assert!(
+        Arc::strong_count(&quotas) > 1,
+        "the server holds the quotas"
+    );
+
+    drop(channel);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("serve returned after shutdown")
+        .unwrap()
+        .expect("serve ended without error");
+    // Aborted tasks let go of what they hold once the runtime drops them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while Arc::strong_count(&quotas) > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a background task still holds the quotas after serve returned"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Nothing listens any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

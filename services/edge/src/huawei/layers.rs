@@ -255,9 +255,9 @@ async fn rate_limit(h: &Huawei, route: &Route, at: Instant) -> Result<(), Refuse
     }
     let tenant = format!("{}:{}", route.op.service(), route.project_id);
     match h.app.limiter.check(&tenant, route.op.name(), at).await {
-        crate::limiter::Decision::Allow => Ok(()),
-        crate::limiter::Decision::Throttle { .. } => Err(ApiError::Throttled.into()),
-        crate::limiter::Decision::Unavailable => Err(ApiError::Timeout.into()),
+        keymesh_limiter_client::Decision::Allow => Ok(()),
+        keymesh_limiter_client::Decision::Throttle { .. } => Err(ApiError::Throttled.into()),
+        keymesh_limiter_client::Decision::Unavailable => Err(ApiError::Timeout.into()),
     }
 }
 

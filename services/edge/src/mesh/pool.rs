@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::balance::Worker;
 use super::channel::GrpcClientTls;
 use super::discovery::Source;
-use crate::limiter::LimiterClient;
+use keymesh_limiter_client::LimiterClient;
 
 pub struct WorkerPool {
     pub(super) sources: Vec<Source>,

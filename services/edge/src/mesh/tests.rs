@@ -8,7 +8,7 @@ use std::time::Duration;
 use keymesh_proto::crypto::v1::crypto_worker_client::CryptoWorkerClient;
 
 use super::*;
-use crate::limiter::LimiterClient;
+use keymesh_limiter_client::LimiterClient;
 
 fn pool(urls: &[&str]) -> Arc<WorkerPool> {
     let urls: Vec<String> = urls.iter().map(|s| (*s).to_owned()).collect();
@@ -17,8 +17,12 @@ fn pool(urls: &[&str]) -> Arc<WorkerPool> {
             "http://127.0.0.1:1".into(),
             channel("http://127.0.0.1:1").unwrap(),
         )],
-        crate::limiter::FailurePolicy::Open,
+        keymesh_limiter_client::FailurePolicy::Open,
         64,
+        keymesh_limiter_client::Transport {
+            is_transport_failure,
+            serving: |channel, timeout| Box::pin(serving(channel, timeout)),
+        },
     );
     Arc::new(WorkerPool::new(&urls, limiter).unwrap())
 }

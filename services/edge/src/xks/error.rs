@@ -209,6 +209,57 @@ mod tests {
         );
     }
 
+    /// The wire table against the published one (the in-repo copy in
+    /// `tests/fixtures`, so this runs in every clone): every cause answers a
+    /// published (status, errorName) row, except 405, for which XKS names
+    /// none, and every published row is answered by some cause.
+    #[test]
+    fn wire_table_matches_the_published_table() {
+        let text = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/xks.csv"
+        ));
+        let published: std::collections::BTreeSet<(u16, &str)> = text
+            .lines()
+            .skip(1)
+            .map(|line| {
+                let mut f = line.split(',');
+                let status = f.next().unwrap().parse().unwrap();
+                (status, f.next().unwrap())
+            })
+            .collect();
+        assert_eq!(published.len(), 12, "{published:?}");
+        let causes = [
+            XksError::Validation("x"),
+            XksError::KeyDisabled,
+            XksError::InvalidCiphertext("x"),
+            XksError::KeyUsage,
+            XksError::Authentication("x"),
+            XksError::AccessDenied,
+            XksError::KeyNotFound,
+            XksError::InvalidUriPath,
+            XksError::MethodNotAllowed,
+            XksError::Throttled,
+            XksError::Internal,
+            XksError::Worker(WorkerFailure::NoWorker),
+            XksError::Unsupported("x"),
+            XksError::DependencyTimeout,
+        ];
+        let mut answered = std::collections::BTreeSet::new();
+        for cause in &causes {
+            let (status, name) = cause.wire();
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                continue;
+            }
+            assert!(
+                published.contains(&(status.as_u16(), name)),
+                "{cause:?} answers {status} {name}, which is not a published row"
+            );
+            answered.insert((status.as_u16(), name));
+        }
+        assert_eq!(answered, published, "published rows no cause answers");
+    }
+
     #[test]
     fn messages_are_printable_and_short() {
         let m = printable(&format!("a\tb\n{}", "x".repeat(600)));
