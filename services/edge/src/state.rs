@@ -11,11 +11,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
 use crate::keystores::Keystores;
-use keymesh_limiter_client::{LimiterClient, Transport};
 use crate::mesh::{GrpcClientTls, WorkerPool, channel_with};
 use crate::tasks::Tasks;
 use crate::xks::policy::PolicyFile;
 use crate::xks::sigv4::Verifier;
+use keymesh_limiter_client::{LimiterClient, Transport};
 
 pub struct AppState {
     pub config: Config,
