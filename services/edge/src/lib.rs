@@ -28,7 +28,7 @@ pub mod tasks;
 pub mod xks;
 
 #[cfg(test)]
-mod check_order;
+mod tests;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -126,6 +126,12 @@ impl AppState {
         }))
     }
 
+    /// `/readyz`: at least one limiter replica serving (a lost replica only
+    /// moves its keys to another) and at least one worker admitted.
+    pub fn ready(&self) -> bool {
+        self.limiter.ready() && self.workers.any_admitted()
+    }
+
     /// Stop every background task: the owned ones, then the worker health
     /// watches (after the resolver, which could start new ones).
     pub fn stop(&self) {

@@ -116,10 +116,10 @@ impl WorkerPool {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `/readyz`: at least one limiter replica serving (a lost replica only
-    /// moves its keys to another) and at least one worker admitted.
-    pub fn ready(&self) -> bool {
-        self.limiter.ready() && !self.admitted.load().is_empty()
+    /// At least one worker admitted (the pool's half of readiness,
+    /// combined with the limiter's in `AppState::ready`).
+    pub fn any_admitted(&self) -> bool {
+        !self.admitted.load().is_empty()
     }
 
     /// Ask every worker for its cached deep-health result, within `deadline`.
