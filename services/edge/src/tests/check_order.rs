@@ -21,23 +21,24 @@ use crate::http::abuse::Peer;
 use crate::huawei::{Huawei, SystemClock};
 use crate::state::AppState;
 
-const PREFIX: &str = "/ks/kms/xks/v1";
+pub(super) const PREFIX: &str = "/ks/kms/xks/v1";
 const AKID: &str = "XKSDIGESTEXAMPLEKEY2345";
 const SECRET: &str = "jFwF3w1r9GU1GwUr5hsYypKAi780VUCOv2GW/jKbMYs=";
 const HOST: &str = "xks.test";
 
 /// A fresh directory per test (tests run in parallel in one process).
-fn dir(name: &str) -> PathBuf {
+pub(super) fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("keymesh-order-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
 /// State with one key store at [`PREFIX`]; `extra` is more edge config.
-fn state(dir: &Path, extra: &str) -> Arc<AppState> {
+pub(super) fn state(dir: &Path, extra: &str) -> Arc<AppState> {
     let keystores = dir.join("keystores.json");
     let file = serde_json::json!({"keystores": [{
         "uri_path": PREFIX,
+        "key_ids": ["k1"],
         "credentials": [{"access_key_id": AKID, "secret_access_key": SECRET}],
     }]});
     std::fs::write(&keystores, file.to_string()).unwrap();
@@ -51,7 +52,7 @@ fn state(dir: &Path, extra: &str) -> Arc<AppState> {
 
 /// The SigV4 headers (`authorization`, `x-amz-date`) for a POST of `body`
 /// to `path`, signed now with the key store's credentials.
-fn sigv4(path: &str, body: &[u8]) -> Vec<(String, String)> {
+pub(super) fn sigv4(path: &str, body: &[u8]) -> Vec<(String, String)> {
     use aws_sigv4::http_request::{
         PercentEncodingMode, SignableBody, SignableRequest, SigningSettings, sign,
     };
@@ -83,7 +84,12 @@ fn sigv4(path: &str, body: &[u8]) -> Vec<(String, String)> {
 }
 
 /// A request from one fixed source address (the per-source budgets key on it).
-fn request(method: Method, path: &str, body: &[u8], headers: &[(String, String)]) -> Request<Body> {
+pub(super) fn request(
+    method: Method,
+    path: &str,
+    body: &[u8],
+    headers: &[(String, String)],
+) -> Request<Body> {
     let mut b = Request::builder()
         .method(method)
         .uri(path)
@@ -106,7 +112,7 @@ async fn answer(router: &axum::Router, req: Request<Body>) -> (StatusCode, serde
     (status, serde_json::from_slice(&body).unwrap_or_default())
 }
 
-async fn xks(router: &axum::Router, req: Request<Body>) -> (u16, String) {
+pub(super) async fn xks(router: &axum::Router, req: Request<Body>) -> (u16, String) {
     let (status, body) = answer(router, req).await;
     (
         status.as_u16(),
