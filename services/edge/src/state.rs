@@ -139,3 +139,11 @@ impl AppState {
         self.workers.stop();
     }
 }
+
+/// A state dropped without [`AppState::stop`] (a test's, or one whose
+/// server failed to start) still ends its tasks and health watches.
+impl Drop for AppState {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
