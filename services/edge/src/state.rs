@@ -96,13 +96,18 @@ impl AppState {
             config.limiter_failure_policy,
             config.limiter_max_lease,
         );
-        // The worker pool's prober also probes the limiter replicas, and its
-        // readiness needs one of them.
-        let workers = Arc::new(WorkerPool::with_tls(
-            &config.workers,
-            limiter.clone(),
-            worker_tls,
-        )?);
+        // Readiness needs a limiter replica serving: probed on the workers'
+        // one-second rhythm, with the same timeout.
+        let prober = limiter.clone();
+        tasks.own(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                prober.probe(crate::mesh::discovery::PROBE_TIMEOUT).await;
+            }
+        }));
+        let workers = Arc::new(WorkerPool::with_tls(&config.workers, worker_tls)?);
         for task in workers.start(
             Duration::from_secs(1),
             Duration::from_millis(config.worker_resolve_interval_ms),

@@ -1,6 +1,6 @@
 //! The cause of a 5xx, for the log and the audit line: rendered from the
 //! error's `#[source]` chain by the rescue step both dialects end in
-//! ([`super::rescue`]), which logs it once and writes it into the request's
+//! (`http::rescue`), which logs it once and writes it into the request's
 //! one audit line. The caller never sees it (5xx bodies say little).
 //!
 //! Without secrets: edge errors carry no request data (their messages are

@@ -24,10 +24,11 @@
 //!   state-changing one would be retried only when it provably never left
 //!   the edge ([`WorkerRpc::retry`] decides, in one place).
 //!
-//! One file per seam: [`channel`](mod@channel) dials, [`discovery`] finds and probes
-//! the members, [`balance`] picks one and ejects the dead, [`call`] sends
-//! with shedding and one retry, [`rpc`] classifies what may be retried, and
-//! [`pool`] holds the members and answers readiness.
+//! One file per seam, with no cycles: [`channel`](mod@channel) dials,
+//! [`source`] says where workers come from, [`worker`] keeps one worker's
+//! load, [`pool`] holds the members, [`discovery`] finds and probes them,
+//! [`balance`] picks one and ejects the dead, [`call`] sends with shedding
+//! and one retry, and [`rpc`] classifies what may be retried.
 
 pub mod balance;
 pub mod call;
@@ -35,13 +36,15 @@ pub mod channel;
 pub mod discovery;
 pub mod pool;
 pub mod rpc;
+pub mod source;
 #[cfg(test)]
 mod tests;
+pub mod worker;
 
-pub use balance::Worker;
 pub use call::{PoolError, grpc};
 pub use channel::{GrpcClientTls, channel, channel_with};
-pub use discovery::Source;
-pub(crate) use discovery::serving;
 pub use pool::{FleetMember, WorkerPool};
 pub use rpc::{Retry, WorkerRpc, is_transport_failure, never_sent};
+pub use source::Source;
+pub(crate) use source::serving;
+pub use worker::Worker;
