@@ -103,7 +103,7 @@ pub async fn serve_with(
     let admin = match listeners.admin {
         Some(admin) => {
             tracing::info!(addr = %admin.local_addr()?, "admin listener (probes, metrics)");
-            let admin_app = http::probes::admin(Arc::clone(&state));
+            let admin_app = app::admin(Arc::clone(&state));
             Some(tokio::spawn(http::server::serve(
                 admin_app,
                 admin,
