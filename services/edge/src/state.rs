@@ -102,13 +102,18 @@ impl AppState {
                 serving: |channel, timeout| Box::pin(crate::mesh::serving(channel, timeout)),
             },
         );
-        // The worker pool's prober also probes the limiter replicas, and its
-        // readiness needs one of them.
-        let workers = Arc::new(WorkerPool::with_tls(
-            &config.workers,
-            limiter.clone(),
-            worker_tls,
-        )?);
+        // Readiness needs a limiter replica serving: probed on the workers'
+        // one-second rhythm, with the same timeout.
+        let prober = limiter.clone();
+        tasks.own(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                prober.probe(crate::mesh::discovery::PROBE_TIMEOUT).await;
+            }
+        }));
+        let workers = Arc::new(WorkerPool::with_tls(&config.workers, worker_tls)?);
         for task in workers.start(
             Duration::from_secs(1),
             Duration::from_millis(config.worker_resolve_interval_ms),
@@ -132,10 +137,24 @@ impl AppState {
         }))
     }
 
+    /// `/readyz`: at least one limiter replica serving (a lost replica only
+    /// moves its keys to another) and at least one worker admitted.
+    pub fn ready(&self) -> bool {
+        self.limiter.ready() && self.workers.any_admitted()
+    }
+
     /// Stop every background task: the owned ones, then the worker health
     /// watches (after the resolver, which could start new ones).
     pub fn stop(&self) {
         self.tasks.stop();
         self.workers.stop();
+    }
+}
+
+/// A state dropped without [`AppState::stop`] (a test's, or one whose
+/// server failed to start) still ends its tasks and health watches.
+impl Drop for AppState {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

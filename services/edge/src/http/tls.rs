@@ -7,7 +7,7 @@
 //! name: the CN check sits inside the verifier, so a wrong CN aborts the
 //! handshake rather than failing a request later (XKS-72).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -18,8 +18,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
-
-use crate::config::TlsConfig;
+use serde::Deserialize;
 
 /// The ring provider restricted to the XKS cipher suites.
 fn provider() -> Arc<CryptoProvider> {
@@ -50,6 +49,21 @@ fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
     );
     rustls_pemfile::private_key(&mut pem.as_slice())?
         .ok_or_else(|| anyhow::anyhow!("{}: no PEM private key", path.display()))
+}
+
+/// `[tls]` of the edge configuration: the listener's certificate and,
+/// for mTLS, the client CA and the subject CN it must carry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA bundle for client certificates (enables mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// Required client subject CN (required with client_ca_file).
+    pub client_subject_cn: Option<String>,
 }
 
 pub fn server_config(cfg: &TlsConfig) -> anyhow::Result<Arc<ServerConfig>> {

@@ -6,7 +6,7 @@
 //! (`keymesh-kms-core`, held as [`Huawei::kms`]) over the durable store,
 //! and every operation on key material is one `KeyVault` call to a
 //! crypto-worker ([`vault::WorkerVault`], the domain's vault), where CMKs
-//! exist in clear only inside the HSM. The request pipeline ([`service`])
+//! exist in clear only inside the HSM. The request pipeline ([`layers::service`])
 //! mirrors the XKS one: observe → deadline → body limit → route →
 //! authenticate → rate limit → handler.
 

@@ -8,23 +8,10 @@ use std::time::Duration;
 use keymesh_proto::crypto::v1::crypto_worker_client::CryptoWorkerClient;
 
 use super::*;
-use keymesh_limiter_client::LimiterClient;
 
 fn pool(urls: &[&str]) -> Arc<WorkerPool> {
     let urls: Vec<String> = urls.iter().map(|s| (*s).to_owned()).collect();
-    let limiter = LimiterClient::new(
-        vec![(
-            "http://127.0.0.1:1".into(),
-            channel("http://127.0.0.1:1").unwrap(),
-        )],
-        keymesh_limiter_client::FailurePolicy::Open,
-        64,
-        keymesh_limiter_client::Transport {
-            is_transport_failure,
-            serving: |channel, timeout| Box::pin(serving(channel, timeout)),
-        },
-    );
-    Arc::new(WorkerPool::new(&urls, limiter).unwrap())
+    Arc::new(WorkerPool::new(&urls).unwrap())
 }
 
 #[test]
