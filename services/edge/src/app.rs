@@ -1,5 +1,6 @@
 //! The edge's HTTP application, in two routers: the unauthenticated probes
-//! ([`probes`]), and the XKS API behind an explicit tower stack ([`xks`]).
+//! ([`probes`]), and the dialects behind their explicit tower stacks
+//! ([`crate::xks::layers::service`], [`crate::huawei::layers::service`]).
 //! The main listener serves both ([`app`]); the optional admin listener
 //! (`admin_listen`) serves only the probes and `/metrics` ([`admin`]), in
 //! plain HTTP, so that kubelet and Prometheus reach them when the main
@@ -7,27 +8,22 @@
 //! listener only when there is no admin listener: with one, request counts
 //! by operation and outcome are not published to every API caller.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
-use axum::middleware::from_fn_with_state;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use http::{Request, StatusCode};
-use tower::{Service, ServiceBuilder};
+use http::Request;
+use tower::Service;
 
+use crate::http::probes::{admin, probes};
 use crate::huawei::Huawei;
-use crate::layers;
 use crate::state::AppState;
 
 /// The whole HTTP surface of the main listener: probes first, then the
 /// Huawei dialect's paths (`/`, `/v1.0/...`, `/v2/...`) when it is
 /// configured; everything else is an XKS request.
 pub fn app(state: Arc<AppState>, huawei: Option<Arc<Huawei>>) -> Router {
-    let xks = xks(state.clone());
+    let xks = crate::xks::layers::service(state.clone());
     let front = if state.config.admin_listen.is_some() {
         probes(state)
     } else {
@@ -50,80 +46,12 @@ pub fn app(state: Arc<AppState>, huawei: Option<Arc<Huawei>>) -> Router {
     front.fallback_service(dialects)
 }
 
-/// Probes. No SigV4 (XKS-80): load balancers cannot sign.
-pub fn probes(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/ping", get(ok))
-        .route("/livez", get(ok))
-        .route("/readyz", get(ready))
-        .with_state(state)
-}
-
-/// The admin listener: probes and `/metrics` (scrapers cannot sign either).
-/// Anything else is a plain 404, so it never exposes the XKS API without
-/// its authentication.
-pub fn admin(state: Arc<AppState>) -> Router {
-    probes(Arc::clone(&state)).merge(
-        Router::new()
-            .route("/metrics", get(metrics))
-            .with_state(state),
-    )
-}
-
-/// The XKS API: the tower stack, outermost first, ending in the handler.
-pub fn xks(
-    state: Arc<AppState>,
-) -> impl Service<Request<Body>, Response = Response, Error = Infallible, Future: Send>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
-    ServiceBuilder::new()
-        // Outermost: it sees every outcome, so it owns the span, the one
-        // audit line per request and the request metrics.
-        .layer(from_fn_with_state(Arc::clone(&state), layers::observe))
-        // The total budget covers everything below; gRPC hops get the
-        // remainder as their grpc-timeout. Past it: 503.
-        .layer(from_fn_with_state(Arc::clone(&state), layers::deadline))
-        // Unknown key store → 404 and non-POST → 405 before any work.
-        .layer(from_fn_with_state(Arc::clone(&state), layers::resolve))
-        // Bounded buffering before authentication: SigV4 hashes the exact
-        // body bytes, and nobody unauthenticated may make us buffer more.
-        .layer(from_fn_with_state(Arc::clone(&state), layers::body_limit))
-        .layer(from_fn_with_state(Arc::clone(&state), layers::authenticate))
-        // Quota after authentication, so nobody can spend another tenant's.
-        .layer(from_fn_with_state(Arc::clone(&state), layers::rate_limit))
-        // The handler sheds load first (429 when too little budget is left):
-        // only there is the budget for the worker call known, after body
-        // reading, SigV4 and the limiter have spent theirs.
-        .service_fn(move |req| layers::handler(Arc::clone(&state), req))
-}
-
-async fn ok() -> &'static str {
-    "ok\n"
-}
-
-async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    if state.workers.ready() {
-        "ready\n".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
-    }
-}
-
-async fn metrics(State(state): State<Arc<AppState>>) -> String {
-    state
-        .metrics
-        .as_ref()
-        .map(|m| m.render())
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+    use http::StatusCode;
     use tower::ServiceExt as _;
 
     /// State over an empty key store file; the worker and limiter endpoints

@@ -95,7 +95,7 @@ pub struct Config {
     /// Budgets for callers not yet authenticated and per-connection HTTP
     /// limits (default: see `abuse.rs`).
     #[serde(default)]
-    pub abuse: crate::abuse::AbuseConfig,
+    pub abuse: crate::http::abuse::AbuseConfig,
 }
 
 /// The edge's mesh identity for gRPC to workers and limiters (all files
@@ -248,7 +248,7 @@ impl Config {
             ));
         }
         for w in &self.workers {
-            if let Err(e) = crate::workers::Source::parse(w) {
+            if let Err(e) = crate::mesh::Source::parse(w) {
                 errors.push(format!("workers: {e}"));
             }
         }

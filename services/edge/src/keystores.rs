@@ -29,7 +29,7 @@ use keymesh_common::Secret;
 use keymesh_common::labels;
 use serde::{Deserialize, Serialize};
 
-use crate::glob::glob_match;
+use crate::xks::glob::glob_match;
 
 /// The fixed tail of every v1 XKS URI path.
 pub const XKS_SUFFIX: &str = "/kms/xks/v1";

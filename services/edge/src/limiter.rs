@@ -157,7 +157,7 @@ impl LimiterError {
         match self {
             Self::Timeout(_) => true,
             Self::DeadlinePassed => false,
-            Self::Rpc(status) => crate::workers::is_transport_failure(status),
+            Self::Rpc(status) => crate::mesh::is_transport_failure(status),
         }
     }
 }
@@ -327,7 +327,7 @@ impl LimiterClient {
             .inner
             .replicas
             .iter()
-            .map(|r| crate::workers::serving(r.channel.clone(), timeout));
+            .map(|r| crate::mesh::serving(r.channel.clone(), timeout));
         let results = futures_util::future::join_all(checks).await;
         for (r, ok) in self.inner.replicas.iter().zip(results) {
             self.set_state(r, if ok { UP } else { DOWN }, "health check");

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use keymesh_edge::{app, config::Config, server, state::AppState, tls};
+use keymesh_edge::http::{server, tls};
+use keymesh_edge::{app, config::Config, state::AppState};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -62,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     let admin = match admin {
         Some(admin) => {
             tracing::info!(addr = %admin.local_addr()?, "admin listener (probes, metrics)");
-            let admin_app = app::admin(std::sync::Arc::clone(&state));
+            let admin_app = keymesh_edge::http::probes::admin(std::sync::Arc::clone(&state));
             let limits = state.config.abuse;
             Some(tokio::spawn(server::serve(
                 admin_app,

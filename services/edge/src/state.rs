@@ -12,9 +12,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::config::Config;
 use crate::keystores::Keystores;
 use crate::limiter::LimiterClient;
-use crate::policy::PolicyFile;
-use crate::sigv4::Verifier;
-use crate::workers::{GrpcClientTls, WorkerPool, channel_with};
+use crate::mesh::{GrpcClientTls, WorkerPool, channel_with};
+use crate::xks::policy::PolicyFile;
+use crate::xks::sigv4::Verifier;
 
 pub struct AppState {
     pub config: Config,
@@ -25,7 +25,7 @@ pub struct AppState {
     pub limiter: LimiterClient,
     pub metrics: Option<PrometheusHandle>,
     /// Budgets for callers not yet authenticated, shared by both dialects.
-    pub abuse: crate::abuse::Abuse,
+    pub abuse: crate::http::abuse::Abuse,
 }
 
 impl std::fmt::Debug for AppState {
@@ -107,7 +107,7 @@ impl AppState {
             regions: config.regions.clone(),
         };
         Ok(Arc::new(Self {
-            abuse: crate::abuse::Abuse::new(config.abuse),
+            abuse: crate::http::abuse::Abuse::new(config.abuse),
             config,
             keystores,
             policy,

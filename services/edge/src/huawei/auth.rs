@@ -49,7 +49,7 @@ impl Caller {
 
 /// The client address of a request (set by the listener).
 pub fn peer(parts: &Parts) -> Option<std::net::SocketAddr> {
-    crate::abuse::Peer::of(&parts.extensions)
+    crate::http::abuse::Peer::of(&parts.extensions)
 }
 
 /// Authenticate `parts` + `body` for `route`.
@@ -119,13 +119,10 @@ pub fn parse_token_keys(bytes: &[u8]) -> anyhow::Result<keymesh_huawei_auth::tok
 
 /// The request's deadline (set by the deadline layer before authentication).
 fn deadline_of(parts: &Parts, h: &Huawei) -> tokio::time::Instant {
-    parts
-        .extensions
-        .get::<crate::layers::Deadline>()
-        .map_or_else(
-            || tokio::time::Instant::now() + std::time::Duration::from_millis(h.config.deadline_ms),
-            |d| d.0,
-        )
+    parts.extensions.get::<crate::http::Deadline>().map_or_else(
+        || tokio::time::Instant::now() + std::time::Duration::from_millis(h.config.deadline_ms),
+        |d| d.0,
+    )
 }
 
 fn token_code(code: &str) -> codes::Code {

@@ -19,7 +19,7 @@ use keymesh_proto::crypto::v1::key_vault_client::KeyVaultClient;
 use keymesh_store::Store;
 use tokio::time::Instant;
 
-use crate::workers::WorkerPool;
+use crate::mesh::WorkerPool;
 
 /// How long the edge waits at start for a worker to answer the check (it
 /// refuses to start after that: a domain key it cannot verify is not served).

@@ -14,8 +14,8 @@ use keymesh_store::{QuotaKind, StoreError};
 use prost::Message as _;
 
 use super::codes::{self, Code};
-use crate::cause::{Cause, WorkerFailure};
-use crate::workers::PoolError;
+use crate::http::cause::{Cause, WorkerFailure};
+use crate::mesh::PoolError;
 
 /// 401 for a missing, malformed, stale or wrong SDK-HMAC-SHA256 signature
 /// (the table has no code for it; Huawei's gateway answers APIGW.0301).
@@ -251,7 +251,7 @@ impl ApiError {
     /// The HTTP response (the observe layer adds `X-Request-Id`).
     pub fn into_response(&self, dialect: Dialect) -> axum::response::Response {
         let c = self.wire(dialect);
-        let mut r = crate::json_response(
+        let mut r = crate::http::json_response(
             StatusCode::from_u16(c.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             self.body(dialect),
         );

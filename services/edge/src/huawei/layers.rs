@@ -20,11 +20,10 @@ use super::Huawei;
 use super::auth::Caller;
 use super::error::{ApiError, Dialect, Failure};
 use super::route::{self, Op, Route, RouteError};
-use crate::abuse::PreAuthBytes;
-use crate::cause::Cause;
-use crate::layers::{
-    BodyError, Deadline, RawBody, closes_connection, declared_length, read_bounded,
-};
+use crate::http::Deadline;
+use crate::http::abuse::PreAuthBytes;
+use crate::http::body::{BodyError, RawBody, closes_connection, declared_length, read_bounded};
+use crate::http::cause::Cause;
 
 /// The Huawei dialect: the tower stack, outermost first, ending in the handler.
 pub fn service(
@@ -268,7 +267,7 @@ async fn handler(h: Arc<Huawei>, req: Request) -> Result<Response, Infallible> {
         Op::Csms(op) => super::csms::dispatch(ctx, op).await,
     };
     let mut resp = match result {
-        Ok(body) => crate::json_response(StatusCode::OK, body),
+        Ok(body) => crate::http::json_response(StatusCode::OK, body),
         // A 5xx carries its cause to the audit line (`observe`).
         Err(e) => e.into_response(d),
     };

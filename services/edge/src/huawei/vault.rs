@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 
 use super::Huawei;
 use super::error::ApiError;
-use crate::workers::WorkerRpc;
+use crate::mesh::WorkerRpc;
 
 fn wrapped(m: &Material) -> WrappedKey {
     WrappedKey {

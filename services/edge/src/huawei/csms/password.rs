@@ -189,12 +189,12 @@ struct Answer<'a> {
 }
 
 /// The answer to a request body: `{"password": "..."}` in a zeroizing
-/// buffer of its exact size (`crate::zeroizing`).
+/// buffer of its exact size (`crate::http::zeroizing`).
 fn answer(raw: &[u8]) -> Result<Bytes, ApiError> {
     let o = Options::parse(raw)?;
     let pw = password(&o)?;
     let text = std::str::from_utf8(&pw).map_err(|_| ApiError::Internal)?;
-    crate::zeroizing::json(&Answer { password: text }).map_err(|_| ApiError::Internal)
+    crate::http::zeroizing::json(&Answer { password: text }).map_err(|_| ApiError::Internal)
 }
 
 pub fn generate(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {

@@ -195,7 +195,7 @@ pub async fn show(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     };
     // Written straight into a zeroizing buffer that hyper drops (and so
     // wipes) once the response is sent: no other copy of the value exists.
-    crate::zeroizing::json(&Shown {
+    crate::http::zeroizing::json(&Shown {
         version: ShownVersion {
             version_metadata: metadata(&v, name),
             secret_string: text,

@@ -185,7 +185,7 @@ pub async fn decrypt_data(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
         plain_text: &'a str,
         plain_text_base64: &'a str,
     }
-    crate::zeroizing::json(&Decrypted {
+    crate::http::zeroizing::json(&Decrypted {
         key_id: &blob.key_id,
         plain_text: &text,
         plain_text_base64: &b64,

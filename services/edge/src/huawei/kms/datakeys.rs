@@ -86,7 +86,7 @@ pub async fn create(c: &mut Ctx<'_>, with_plaintext: bool) -> Result<Bytes, ApiE
         plain_text: Option<&'a str>,
         cipher_text: &'a str,
     }
-    crate::zeroizing::json(&DataKey {
+    crate::http::zeroizing::json(&DataKey {
         key_id: &id,
         plain_text: p.as_deref().map(String::as_str),
         cipher_text: &cipher_text,
@@ -179,7 +179,7 @@ pub async fn decrypt(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
         datakey_length: String,
         datakey_dgst: &'a str,
     }
-    crate::zeroizing::json(&Opened {
+    crate::http::zeroizing::json(&Opened {
         data_key: &data_key,
         datakey_length: dek.len().to_string(),
         datakey_dgst: &dgst,
@@ -239,7 +239,7 @@ pub async fn key_pair(c: &mut Ctx<'_>, ec: bool) -> Result<Bytes, ApiError> {
         #[serde(skip_serializing_if = "Option::is_none")]
         private_key_plain_text: Option<&'a str>,
     }
-    crate::zeroizing::json(&Pair {
+    crate::http::zeroizing::json(&Pair {
         key_id: &id,
         key_spec: spec_name,
         public_key: B64.encode(&public),

@@ -31,7 +31,7 @@ pub async fn gen_random(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     struct Random<'a> {
         random_data: &'a str,
     }
-    crate::zeroizing::json(&Random { random_data: &hex }).map_err(|_| ApiError::Internal)
+    crate::http::zeroizing::json(&Random { random_data: &hex }).map_err(|_| ApiError::Internal)
 }
 
 pub async fn user_quotas(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {

@@ -17,7 +17,7 @@ use aws_sigv4::http_request::{
 use aws_smithy_runtime_api::client::identity::Identity;
 use subtle::ConstantTimeEq;
 
-use crate::error::XksError;
+use super::error::XksError;
 use crate::keystores::Keystore;
 
 pub const SERVICE: &str = "kms-xks-proxy";

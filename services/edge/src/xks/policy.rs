@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use crate::glob::glob_match;
+use super::glob::glob_match;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

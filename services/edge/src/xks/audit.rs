@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use crate::xks::RequestMetadata;
+use super::handlers::RequestMetadata;
 
 #[derive(Debug, Default, Clone)]
 pub struct Audit {

@@ -13,7 +13,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 
-use crate::abuse::{AbuseConfig, Peer};
+use super::abuse::{AbuseConfig, Peer};
 
 /// How long a client may take to finish the TLS handshake or send headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -19,14 +19,14 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use crate::aad;
-use crate::audit::Audit;
-use crate::error::XksError;
+use super::aad;
+use super::audit::Audit;
+use super::error::XksError;
+use super::policy::{Effect, Subject};
 use crate::keystores::XKS_SUFFIX;
 use crate::limiter::Decision;
-use crate::policy::{Effect, Subject};
+use crate::mesh::WorkerRpc;
 use crate::state::AppState;
-use crate::workers::WorkerRpc;
 use keymesh_proto::crypto::v1::crypto_worker_client::CryptoWorkerClient;
 
 /// The four operations.
@@ -479,7 +479,7 @@ async fn decrypt(
     struct Decrypted<'a> {
         plaintext: &'a str,
     }
-    crate::zeroizing::json(&Decrypted {
+    crate::http::zeroizing::json(&Decrypted {
         plaintext: &plaintext,
     })
     .map_err(|_| XksError::Internal)

@@ -11,7 +11,8 @@ use http::{HeaderValue, StatusCode, header};
 use keymesh_proto::crypto::v1::{ErrorInfo, ErrorReason};
 use prost::Message as _;
 
-use crate::cause::{Cause, WorkerFailure};
+use crate::http::cause::{Cause, WorkerFailure};
+use crate::mesh::PoolError;
 
 /// Why a request failed, in the edge's terms.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +96,7 @@ impl XksError {
         let (status, name) = self.wire();
         let message = printable(&self.to_string());
         let body = serde_json::json!({ "errorName": name, "errorMessage": message });
-        let mut resp = crate::json_response(status, body.to_string().into());
+        let mut resp = crate::http::json_response(status, body.to_string().into());
         resp.extensions_mut().insert(Outcome(name));
         if status.is_server_error() {
             resp.extensions_mut().insert(Cause::of(self));
@@ -146,6 +147,20 @@ fn printable(s: &str) -> String {
         .filter(|c| (' '..='~').contains(c))
         .take(500)
         .collect()
+}
+
+/// The pool's failures in XKS terms: no worker or a worker failure → 500,
+/// shed → 429.
+impl PoolError for XksError {
+    fn no_worker() -> Self {
+        Self::Worker(WorkerFailure::NoWorker)
+    }
+    fn shed() -> Self {
+        Self::Throttled
+    }
+    fn from_status(status: &tonic::Status) -> Self {
+        Self::from_worker(status)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,35 @@
+//! HTTP plumbing shared by both dialects and the admin listener: the
+//! listener itself ([`server`], TLS in [`tls`]), the per-source and
+//! pre-authentication budgets ([`abuse`]), bounded body buffering ([`body`]),
+//! the probes ([`probes`]), the 5xx cause carried to the audit line
+//! ([`cause`]), zeroizing JSON answers ([`zeroizing`]) and the request
+//! [`Deadline`]. Nothing here knows a dialect's wire table.
+
+pub mod abuse;
+pub mod body;
+pub mod cause;
+pub mod probes;
+pub mod server;
+pub mod tls;
+pub mod zeroizing;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use tokio::time::Instant;
+
+/// When the request's total budget runs out.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub Instant);
+
+/// A JSON response (XKS-12: every response, errors included, is JSON).
+pub fn json_response(status: StatusCode, body: Bytes) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}

@@ -1,0 +1,47 @@
+//! The crypto-worker pool as the edge sees it.
+//!
+//! * **Membership.** `workers` entries are static URLs or
+//!   `dns+http://name:port`: every A/AAAA record of `name` is a worker (a
+//!   Kubernetes headless Service), re-resolved every
+//!   `worker_resolve_interval_ms`. The members live in an [`ArcSwap`]
+//!   snapshot, so the request path never takes a lock.
+//! * **Health.** Every member is probed with `grpc.health.v1` Check each
+//!   second (catches a hung worker) and watched with Watch (a SIGTERMed
+//!   worker's NOT_SERVING arrives within a round trip, before it closes its
+//!   connections); a transport error ejects at once. Only admitted members
+//!   take traffic, unless none is admitted (then any is tried: the probe may
+//!   lag a restart and the caller has a deadline anyway).
+//! * **Balancing.** Power of two choices on in-flight requests: two random
+//!   members, the one with fewer requests in flight wins. One atomic counter
+//!   per worker, no queue, no task per request.
+//! * **Shedding** ([`Worker::queue_wait`]): a request whose expected wait
+//!   exceeds its remaining budget is refused at once (429) instead of timing
+//!   out later (503).
+//! * **Retries** ([`WorkerPool::call`]): once, on another worker, within the
+//!   remaining deadline, when the failure says the worker died, was
+//!   unreachable or is unavailable. Every RPC the edge sends today is free
+//!   of HSM-side effects and is retried on any such failure; a
+//!   state-changing one would be retried only when it provably never left
+//!   the edge ([`WorkerRpc::retry`] decides, in one place).
+//!
+//! One file per seam: [`channel`] dials, [`discovery`] finds and probes
+//! the members, [`balance`] picks one and ejects the dead, [`call`] sends
+//! with shedding and one retry, [`rpc`] classifies what may be retried, and
+//! [`pool`] holds the members and answers readiness.
+
+mod balance;
+mod call;
+mod channel;
+mod discovery;
+mod pool;
+mod rpc;
+#[cfg(test)]
+mod tests;
+
+pub use balance::Worker;
+pub use call::{PoolError, grpc};
+pub use channel::{GrpcClientTls, channel, channel_with};
+pub use discovery::Source;
+pub(crate) use discovery::serving;
+pub use pool::{FleetMember, WorkerPool};
+pub use rpc::{Retry, WorkerRpc, is_transport_failure, never_sent};
