@@ -87,11 +87,11 @@ async fn by_token(h: &Huawei, token: &str, route: &Route) -> Result<Caller, ApiE
         )
         .map_err(|e| ApiError::Token(token_code(e.kms_code())))?;
     let project = &route.project_id;
-    let account_role = match h.cache.subject(project, &claims.sub) {
+    let account_role = match h.kms.cache().subject(project, &claims.sub) {
         Some(r) => r,
         None => {
             let r = h.store.user_role(project, &claims.sub).await?;
-            h.cache.put_subject(project, &claims.sub, r);
+            h.kms.cache().put_subject(project, &claims.sub, r);
             r
         }
     };
@@ -158,7 +158,7 @@ async fn signed(h: &Huawei, parts: &Parts, body: &[u8], route: &Route) -> Result
         .precheck(&req, SystemTime::now())
         .map_err(|_| ApiError::Signature("signature rejected"))?;
     let ak = prepared.access_key().to_owned();
-    let account = match h.cache.account(&ak) {
+    let account = match h.kms.cache().account(&ak) {
         Some(a) => a,
         None => {
             // A store round trip (and, for a sealed secret, a worker call)
@@ -170,7 +170,7 @@ async fn signed(h: &Huawei, parts: &Parts, body: &[u8], route: &Route) -> Result
             }
             // Unsealed through a worker; the clear SK lives only in the cache.
             let a = super::sealing::load_account(h, deadline_of(parts, h), &ak).await?;
-            h.cache.put_account(&ak, a.clone());
+            h.kms.cache().put_account(&ak, a.clone());
             a
         }
     };

@@ -9,8 +9,8 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
+use keymesh_kms_core::{Error as DomainError, QuotaKind, StoreError, VaultError};
 use keymesh_proto::crypto::v1::{ErrorInfo, ErrorReason};
-use keymesh_store::{QuotaKind, StoreError};
 use prost::Message as _;
 
 use super::codes::{self, Code};
@@ -286,15 +286,60 @@ impl ApiError {
     }
 }
 
+/// Store outcomes get their meaning in the domain (`kms_core::Error`'s
+/// `From<StoreError>`, the one place they are mapped); this only routes
+/// through it for handlers that still call the store themselves.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        DomainError::from(e).into()
+    }
+}
+
+/// The domain's causes on the wire (the codes are chosen per dialect by
+/// [`ApiError::wire`]).
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        use DomainError as D;
         match e {
-            StoreError::NotFound => Self::KeyNotFound,
-            StoreError::Conflict(_) => Self::DuplicateAlias,
-            StoreError::Quota(q) => Self::Quota(q),
-            StoreError::GrantKeyMismatch => Self::GrantKeyMismatch,
-            StoreError::WrongState { current } => super::kms::keys::state_error(current),
-            e => Self::Store(e),
+            D::KeyNotFound => Self::KeyNotFound,
+            D::KeyDisabled => Self::KeyDisabled,
+            D::KeyPendingDeletion => Self::KeyPendingDeletion,
+            D::KeyNotEnabled => Self::KeyNotEnabled,
+            D::KeyNotDisabled => Self::KeyNotDisabled,
+            D::DefaultKey => Self::DefaultKey,
+            D::AlreadyPendingDeletion => Self::AlreadyPendingDeletion,
+            D::NotPendingDeletion => Self::NotPendingDeletion,
+            // The table has no "alias not found": the name the caller sent
+            // is what is wrong (KMS.1101).
+            D::InvalidAlias | D::AliasNotFound => Self::Invalid(codes::KMS_1101),
+            D::InvalidDescription => Self::Invalid(codes::KMS_1103),
+            D::InvalidPendingDays => Self::Invalid(codes::KMS_1401),
+            D::DuplicateAlias | D::Conflict(_) => Self::DuplicateAlias,
+            D::Quota(q) => Self::Quota(q),
+            D::GrantNotFound => Self::GrantNotFound,
+            D::GrantKeyMismatch => Self::GrantKeyMismatch,
+            D::NotRetiringPrincipal => Self::NoAccess,
+            D::TagNotFound => Self::TagNotFound,
+            D::Ciphertext => Self::Ciphertext,
+            D::Random | D::Invariant(_) => Self::Internal,
+            D::Store(e) => Self::Store(e),
+            D::Vault(e) => e.into(),
+        }
+    }
+}
+
+impl From<VaultError> for ApiError {
+    fn from(e: VaultError) -> Self {
+        match e {
+            VaultError::Timeout => Self::Timeout,
+            VaultError::Throttled => Self::Throttled,
+            VaultError::Ciphertext => Self::Ciphertext,
+            VaultError::InvalidArgument => Self::Invalid(codes::KMS_0308),
+            VaultError::Failed(src) => match src.downcast::<WorkerFailure>() {
+                Ok(w) => Self::Worker(*w),
+                Err(_) => Self::Internal,
+            },
+            VaultError::Incomplete => Self::Internal,
         }
     }
 }

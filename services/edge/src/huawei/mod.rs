@@ -2,15 +2,15 @@
 //! and CSMS secrets (`/v1/{project_id}/secrets...`, `/v1/{project_id}/csms/...`).
 //!
 //! The edge authenticates (SDK-HMAC-SHA256 or `X-Auth-Token`), validates and
-//! translates; key state lives in the durable store (`keymesh-store`) and
-//! every operation on key material is one `KeyVault` call to a
-//! crypto-worker, where CMKs exist in clear only inside the HSM. The request
-//! pipeline ([`service`]) mirrors the XKS one: observe → deadline → body
-//! limit → route → authenticate → rate limit → handler.
+//! translates; the business rules live in the KMS domain layer
+//! (`keymesh-kms-core`, held as [`Huawei::kms`]) over the durable store,
+//! and every operation on key material is one `KeyVault` call to a
+//! crypto-worker ([`vault::WorkerVault`], the domain's vault), where CMKs
+//! exist in clear only inside the HSM. The request pipeline ([`service`])
+//! mirrors the XKS one: observe → deadline → body limit → route →
+//! authenticate → rate limit → handler.
 
 pub mod auth;
-pub mod blob;
-pub mod cache;
 pub mod codes;
 pub mod config;
 pub mod csms;
@@ -25,58 +25,40 @@ pub mod sealing;
 pub mod tagging;
 pub mod vault;
 
+pub use keymesh_kms_core::{Clock, SystemClock};
+/// The ciphertext format and the read-through cache are the domain's.
+pub use keymesh_kms_core::{blob, cache};
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use keymesh_common::reload::Reloadable;
-use keymesh_store::{Quotas, SecretQuotas, Store};
+use keymesh_kms_core::{Kms, KmsConfig};
+use keymesh_store::{SecretQuotas, Store};
 
 use crate::state::AppState;
 pub use config::HuaweiConfig;
 
-/// `N` bytes from the OS CSPRNG: request ids, UUIDs and grant ids all come
-/// from here. `SystemRandom::new()` is a zero-sized handle onto
-/// getrandom(2), so making one per call costs nothing.
-pub fn random_bytes<const N: usize>() -> Result<[u8; N], ring::error::Unspecified> {
-    use ring::rand::SecureRandom as _;
-    let mut b = [0u8; N];
-    ring::rand::SystemRandom::new().fill(&mut b)?;
-    Ok(b)
-}
-
-/// Milliseconds since the Unix epoch, from a clock tests can drive.
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    fn now_ms(&self) -> i64;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-    }
-}
+/// Request ids come from the same CSPRNG helper as the domain's ids.
+pub use keymesh_kms_core::ids::random_bytes;
 
 /// Everything a Huawei-dialect request needs, built once in `main`.
 pub struct Huawei {
     /// Workers, limiter and metrics, shared with the XKS dialect.
     pub app: Arc<AppState>,
     pub config: HuaweiConfig,
-    pub quotas: Quotas,
+    /// The KMS domain: keys, aliases, grants, tags, crypto; it owns the
+    /// clock, the quotas and the read-through cache.
+    pub kms: Kms,
     pub secret_quotas: SecretQuotas,
+    /// The store, for what has not moved into the domain yet (CSMS,
+    /// accounts, sealing, purge).
     pub store: Arc<dyn Store>,
     /// X-Auth-Token public keys, reloaded when the file changes.
     pub tokens: Option<Arc<Reloadable<keymesh_huawei_auth::token::TokenVerifier>>>,
     /// Issuer and maximum TTL every token is checked against.
     pub token_policy: keymesh_huawei_auth::token::Policy,
     pub signatures: keymesh_huawei_auth::sdk_hmac::Verifier,
-    pub cache: cache::Cache,
-    pub clock: Arc<dyn Clock>,
     /// The account seal key, read or created on first need.
     pub seal_key: sealing::SealKeyCell,
 }
@@ -137,27 +119,37 @@ impl Huawei {
         let signatures = keymesh_huawei_auth::sdk_hmac::Verifier {
             max_skew: Duration::from_secs(config.max_skew_secs),
         };
-        let cache = cache::Cache::new(Duration::from_millis(config.cache_ttl_ms));
+        let vault = Arc::new(vault::WorkerVault::new(
+            Arc::clone(&app.workers),
+            config.domain_key_label.clone(),
+        ));
+        let kms = Kms::new(
+            Arc::clone(&store),
+            vault,
+            clock,
+            KmsConfig {
+                quotas: config.quotas.into(),
+                cache_ttl: Duration::from_millis(config.cache_ttl_ms),
+            },
+        );
         let token_policy = keymesh_huawei_auth::token::Policy {
             issuer: config.token_issuer.clone(),
             max_ttl: Duration::from_secs(config.token_max_ttl_secs),
         };
         Ok(Arc::new(Self {
             app,
-            quotas: config.quotas.into(),
+            kms,
             secret_quotas: config.quotas.into(),
             config,
             store,
             tokens,
             token_policy,
             signatures,
-            cache,
-            clock,
             seal_key: sealing::SealKeyCell::default(),
         }))
     }
 
     pub fn now_ms(&self) -> i64 {
-        self.clock.now_ms()
+        self.kms.now_ms()
     }
 }

@@ -114,7 +114,7 @@ mod tests {
             created_ms: key.created_ms,
         };
         store
-            .create_key(&key, Some(&material), &h.quotas)
+            .create_key(&key, Some(&material), h.kms.quotas())
             .await
             .unwrap();
 

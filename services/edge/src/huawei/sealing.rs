@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use keymesh_proto::crypto::v1::Sealed;
+use keymesh_kms_core::vault::Sealed;
 use keymesh_store::sealed::{ACCOUNT_SEAL_KEY, SealedSecret, account_aad};
 use keymesh_store::{Account, AccountSecret, Material, SealKey};
 use tokio::time::Instant;
@@ -34,7 +34,6 @@ use zeroize::Zeroizing;
 
 use super::Huawei;
 use super::error::ApiError;
-use super::vault;
 
 /// The account seal key as the vault calls take it, read (or created) once
 /// per process: it never changes once stored.
@@ -48,11 +47,11 @@ impl SealKeyCell {
                 let stored = match h.store.get_seal_key(ACCOUNT_SEAL_KEY).await? {
                     Some(k) => k,
                     None => {
-                        let key = vault::generate_key(h, deadline).await?;
+                        let key = h.kms.vault().generate_key(deadline).await?;
                         let fresh = SealKey {
                             name: ACCOUNT_SEAL_KEY.to_owned(),
                             wrapping_key: key.wrapping_key,
-                            wrapped: key.wrapped.into(),
+                            wrapped: key.wrapped,
                             created_ms: h.now_ms(),
                         };
                         // Another edge or keymeshctl may have stored one
@@ -93,7 +92,7 @@ pub async fn unseal(h: &Huawei, deadline: Instant, account: Account) -> Result<A
         ciphertext: Bytes::from(sealed.ciphertext),
         tag: Bytes::from(sealed.tag),
     };
-    let mut clear = vault::decrypt(h, deadline, key, wire, aad).await?;
+    let mut clear = h.kms.vault().decrypt(deadline, key, wire, aad).await?;
     // Moved, not copied, into the string; a non-UTF-8 value is wiped too.
     let sk = String::from_utf8(std::mem::take(&mut *clear)).map_err(|e| {
         drop(Zeroizing::new(e.into_bytes()));
@@ -113,7 +112,11 @@ pub async fn seal(h: &Huawei, deadline: Instant, account: &Account) -> Result<Ve
     let key = h.seal_key.get(h, deadline).await?;
     let aad = account_aad(&account.project_id, &account.access_key, &account.user_id);
     let plaintext = Bytes::copy_from_slice(sk.as_bytes());
-    let out = vault::encrypt(h, deadline, key, plaintext.clone(), aad).await;
+    let out = h
+        .kms
+        .vault()
+        .encrypt(deadline, key, plaintext.clone(), aad)
+        .await;
     // `plaintext` is the only copy left here; wipe it if nobody shares it.
     if let Ok(v) = plaintext.try_into_mut() {
         drop(Zeroizing::new(Vec::from(v)));

@@ -7,7 +7,7 @@
 //! [`TagRules`] naming them and each dialect keeps one constant. The
 //! answers share their shape too ([`search_answer`], [`resource_json`]).
 
-use keymesh_store::{Page, Tag, TagFilter};
+use keymesh_kms_core::{Page, Tag, TagFilter};
 use serde_json::{Map, Value, json};
 
 use super::codes::Code;

@@ -1,53 +1,130 @@
-//! The worker side of every KMS operation on key material: one `KeyVault`
-//! RPC through the shared worker pool (P2C balancing, deadline as
-//! grpc-timeout, shedding, one retry on another worker as
+//! The edge's [`Vault`]: every KMS operation on key material as one
+//! `KeyVault` RPC through the shared worker pool (P2C balancing, deadline
+//! as grpc-timeout, shedding, one retry on another worker as
 //! [`WorkerRpc::retry`] allows). Plaintext handed back by a worker is kept
-//! in zeroizing buffers.
+//! in zeroizing buffers. Worker failures become [`VaultError`]s here, by
+//! their machine-readable reason; the wire table maps those.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
+use keymesh_kms_core::Material;
+use keymesh_kms_core::vault::{
+    DataKey, DataKeyPair, KeyPairSpec, Sealed, Vault, VaultError, WrappedKey,
+};
+use keymesh_proto::crypto::v1 as pb;
 use keymesh_proto::crypto::v1::key_vault_client::KeyVaultClient;
 use keymesh_proto::crypto::v1::{
-    GenerateDataKeyPairRequest, GenerateDataKeyRequest, GenerateKeyRequest, GenerateRandomRequest,
-    KeyPairSpec, ReEncryptRequest, Sealed, VaultDecryptRequest, VaultEncryptRequest, WrappedKey,
+    ErrorInfo, ErrorReason, GenerateDataKeyPairRequest, GenerateDataKeyRequest, GenerateKeyRequest,
+    GenerateRandomRequest, ReEncryptRequest, VaultDecryptRequest, VaultEncryptRequest,
 };
-use keymesh_store::Material;
+use prost::Message as _;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
-use super::Huawei;
-use super::error::ApiError;
-use crate::mesh::WorkerRpc;
+use crate::http::cause::WorkerFailure;
+use crate::mesh::{PoolError, WorkerPool, WorkerRpc};
 
-fn wrapped(m: &Material) -> WrappedKey {
-    WrappedKey {
+/// The crypto-worker pool as the domain's vault.
+#[derive(Debug)]
+pub struct WorkerVault {
+    workers: Arc<WorkerPool>,
+    /// Label of the HSM key new material is wrapped under.
+    domain_key_label: String,
+}
+
+impl WorkerVault {
+    pub fn new(workers: Arc<WorkerPool>, domain_key_label: String) -> Self {
+        Self {
+            workers,
+            domain_key_label,
+        }
+    }
+
+    /// One `KeyVault` RPC through the worker pool: `send` makes the call on
+    /// a client over the channel the pool picked.
+    async fn rpc<M, T, F, Fut>(
+        &self,
+        op: WorkerRpc,
+        deadline: Instant,
+        msg: M,
+        mut send: F,
+    ) -> Result<T, VaultError>
+    where
+        M: Clone,
+        F: FnMut(KeyVaultClient<Channel>, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.workers
+            .call(op, deadline, msg, |ch, r| send(KeyVaultClient::new(ch), r))
+            .await
+    }
+}
+
+impl PoolError for VaultError {
+    fn no_worker() -> Self {
+        Self::Failed(Box::new(WorkerFailure::NoWorker))
+    }
+    fn shed() -> Self {
+        Self::Throttled
+    }
+    /// A crypto-worker failure by its machine-readable reason.
+    fn from_status(status: &tonic::Status) -> Self {
+        use tonic::Code as G;
+        match status.code() {
+            G::DeadlineExceeded | G::Cancelled => return Self::Timeout,
+            G::Unavailable | G::Unknown => {
+                return Self::Failed(Box::new(WorkerFailure::from(status)));
+            }
+            _ => {}
+        }
+        match ErrorInfo::decode(status.details())
+            .map(|i| i.reason())
+            .unwrap_or(ErrorReason::Unspecified)
+        {
+            ErrorReason::InvalidCiphertext => Self::Ciphertext,
+            ErrorReason::HsmBusy => Self::Throttled,
+            ErrorReason::InvalidArgument => Self::InvalidArgument,
+            _ => Self::Failed(Box::new(WorkerFailure::from(status))),
+        }
+    }
+}
+
+fn wrapped(m: &Material) -> pb::WrappedKey {
+    pb::WrappedKey {
         wrapping_key: m.wrapping_key.clone(),
         wrapped: Bytes::from(m.wrapped.clone()),
     }
 }
 
-fn sealed_of(s: Option<Sealed>) -> Result<Sealed, ApiError> {
-    s.ok_or(ApiError::Internal)
+fn to_wire(s: Sealed) -> pb::Sealed {
+    pb::Sealed {
+        iv: s.iv,
+        ciphertext: s.ciphertext,
+        tag: s.tag,
+    }
 }
 
-/// One `KeyVault` RPC through the worker pool: `send` makes the call on a
-/// client over the channel the pool picked.
-async fn rpc<M, T, F, Fut>(
-    h: &Huawei,
-    op: WorkerRpc,
-    deadline: Instant,
-    msg: M,
-    mut send: F,
-) -> Result<T, ApiError>
-where
-    M: Clone,
-    F: FnMut(KeyVaultClient<Channel>, tonic::Request<M>) -> Fut,
-    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    h.app
-        .workers
-        .call(op, deadline, msg, |ch, r| send(KeyVaultClient::new(ch), r))
-        .await
+fn from_wire(s: Option<pb::Sealed>) -> Result<Sealed, VaultError> {
+    let s = s.ok_or(VaultError::Incomplete)?;
+    Ok(Sealed {
+        iv: s.iv,
+        ciphertext: s.ciphertext,
+        tag: s.tag,
+    })
+}
+
+fn spec_to_wire(s: KeyPairSpec) -> pb::KeyPairSpec {
+    match s {
+        KeyPairSpec::Rsa2048 => pb::KeyPairSpec::Rsa2048,
+        KeyPairSpec::Rsa3072 => pb::KeyPairSpec::Rsa3072,
+        KeyPairSpec::Rsa4096 => pb::KeyPairSpec::Rsa4096,
+        KeyPairSpec::EcP256 => pb::KeyPairSpec::EcP256,
+        KeyPairSpec::EcP384 => pb::KeyPairSpec::EcP384,
+        KeyPairSpec::EcP521 => pb::KeyPairSpec::EcP521,
+        KeyPairSpec::EcSecp256k1 => pb::KeyPairSpec::EcSecp256k1,
+    }
 }
 
 /// Zeroize a buffer the worker sent if nobody else holds it.
@@ -55,163 +132,164 @@ fn wipe(b: Bytes) -> Zeroizing<Vec<u8>> {
     Zeroizing::new(b.into())
 }
 
-/// A fresh AES-256 key generated in the HSM, wrapped under the domain key.
-pub async fn generate_key(h: &Huawei, deadline: Instant) -> Result<WrappedKey, ApiError> {
-    let msg = GenerateKeyRequest {
-        wrapping_key: h.config.domain_key_label.clone(),
-    };
-    let r = rpc(
-        h,
-        WorkerRpc::VaultGenerateKey,
-        deadline,
-        msg,
-        |mut c, r| async move { c.generate_key(r).await },
-    )
-    .await?;
-    r.key.ok_or(ApiError::Internal)
-}
+#[async_trait::async_trait]
+impl Vault for WorkerVault {
+    async fn generate_key(&self, deadline: Instant) -> Result<WrappedKey, VaultError> {
+        let msg = GenerateKeyRequest {
+            wrapping_key: self.domain_key_label.clone(),
+        };
+        let r = self
+            .rpc(
+                WorkerRpc::VaultGenerateKey,
+                deadline,
+                msg,
+                |mut c, r| async move { c.generate_key(r).await },
+            )
+            .await?;
+        let k = r.key.ok_or(VaultError::Incomplete)?;
+        Ok(WrappedKey {
+            wrapping_key: k.wrapping_key,
+            wrapped: k.wrapped.to_vec(),
+        })
+    }
 
-pub async fn encrypt(
-    h: &Huawei,
-    deadline: Instant,
-    key: &Material,
-    plaintext: Bytes,
-    aad: Vec<u8>,
-) -> Result<Sealed, ApiError> {
-    let msg = VaultEncryptRequest {
-        key: Some(wrapped(key)),
-        plaintext,
-        aad: Bytes::from(aad),
-    };
-    let r = rpc(
-        h,
-        WorkerRpc::VaultEncrypt,
-        deadline,
-        msg,
-        |mut c, r| async move { c.encrypt(r).await },
-    )
-    .await?;
-    sealed_of(r.sealed)
-}
+    async fn encrypt(
+        &self,
+        deadline: Instant,
+        key: &Material,
+        plaintext: Bytes,
+        aad: Vec<u8>,
+    ) -> Result<Sealed, VaultError> {
+        let msg = VaultEncryptRequest {
+            key: Some(wrapped(key)),
+            plaintext,
+            aad: Bytes::from(aad),
+        };
+        let r = self
+            .rpc(
+                WorkerRpc::VaultEncrypt,
+                deadline,
+                msg,
+                |mut c, r| async move { c.encrypt(r).await },
+            )
+            .await?;
+        from_wire(r.sealed)
+    }
 
-pub async fn decrypt(
-    h: &Huawei,
-    deadline: Instant,
-    key: &Material,
-    sealed: Sealed,
-    aad: Vec<u8>,
-) -> Result<Zeroizing<Vec<u8>>, ApiError> {
-    let msg = VaultDecryptRequest {
-        key: Some(wrapped(key)),
-        sealed: Some(sealed),
-        aad: Bytes::from(aad),
-    };
-    let r = rpc(
-        h,
-        WorkerRpc::VaultDecrypt,
-        deadline,
-        msg,
-        |mut c, r| async move { c.decrypt(r).await },
-    )
-    .await?;
-    Ok(wipe(r.plaintext))
-}
+    async fn decrypt(
+        &self,
+        deadline: Instant,
+        key: &Material,
+        sealed: Sealed,
+        aad: Vec<u8>,
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        let msg = VaultDecryptRequest {
+            key: Some(wrapped(key)),
+            sealed: Some(to_wire(sealed)),
+            aad: Bytes::from(aad),
+        };
+        let r = self
+            .rpc(
+                WorkerRpc::VaultDecrypt,
+                deadline,
+                msg,
+                |mut c, r| async move { c.decrypt(r).await },
+            )
+            .await?;
+        Ok(wipe(r.plaintext))
+    }
 
-/// Decrypt under `source` and encrypt under `dest` inside one worker.
-pub async fn re_encrypt(
-    h: &Huawei,
-    deadline: Instant,
-    source: (&Material, Sealed, Vec<u8>),
-    dest: (&Material, Vec<u8>),
-) -> Result<Sealed, ApiError> {
-    let msg = ReEncryptRequest {
-        source: Some(wrapped(source.0)),
-        sealed: Some(source.1),
-        source_aad: Bytes::from(source.2),
-        destination: Some(wrapped(dest.0)),
-        destination_aad: Bytes::from(dest.1),
-    };
-    let r = rpc(
-        h,
-        WorkerRpc::VaultReEncrypt,
-        deadline,
-        msg,
-        |mut c, r| async move { c.re_encrypt(r).await },
-    )
-    .await?;
-    sealed_of(r.sealed)
-}
+    async fn re_encrypt(
+        &self,
+        deadline: Instant,
+        source: (&Material, Sealed, Vec<u8>),
+        destination: (&Material, Vec<u8>),
+    ) -> Result<Sealed, VaultError> {
+        let msg = ReEncryptRequest {
+            source: Some(wrapped(source.0)),
+            sealed: Some(to_wire(source.1)),
+            source_aad: Bytes::from(source.2),
+            destination: Some(wrapped(destination.0)),
+            destination_aad: Bytes::from(destination.1),
+        };
+        let r = self
+            .rpc(
+                WorkerRpc::VaultReEncrypt,
+                deadline,
+                msg,
+                |mut c, r| async move { c.re_encrypt(r).await },
+            )
+            .await?;
+        from_wire(r.sealed)
+    }
 
-/// A data key of `len` bytes sealed under `key`, and in clear when asked.
-pub async fn data_key(
-    h: &Huawei,
-    deadline: Instant,
-    key: &Material,
-    len: u32,
-    aad: Vec<u8>,
-    return_plaintext: bool,
-) -> Result<(Zeroizing<Vec<u8>>, Sealed), ApiError> {
-    let msg = GenerateDataKeyRequest {
-        key: Some(wrapped(key)),
-        length: len,
-        aad: Bytes::from(aad),
-        return_plaintext,
-    };
-    let r = rpc(
-        h,
-        WorkerRpc::VaultDataKey,
-        deadline,
-        msg,
-        |mut c, r| async move { c.generate_data_key(r).await },
-    )
-    .await?;
-    Ok((wipe(r.plaintext), sealed_of(r.sealed)?))
-}
+    async fn data_key(
+        &self,
+        deadline: Instant,
+        key: &Material,
+        len: u32,
+        aad: Vec<u8>,
+        return_plaintext: bool,
+    ) -> Result<DataKey, VaultError> {
+        let msg = GenerateDataKeyRequest {
+            key: Some(wrapped(key)),
+            length: len,
+            aad: Bytes::from(aad),
+            return_plaintext,
+        };
+        let r = self
+            .rpc(
+                WorkerRpc::VaultDataKey,
+                deadline,
+                msg,
+                |mut c, r| async move { c.generate_data_key(r).await },
+            )
+            .await?;
+        Ok(DataKey {
+            plaintext: wipe(r.plaintext),
+            sealed: from_wire(r.sealed)?,
+        })
+    }
 
-/// A key pair: (SPKI DER, PKCS#8 DER in clear when asked, PKCS#8 sealed).
-pub async fn key_pair(
-    h: &Huawei,
-    deadline: Instant,
-    key: &Material,
-    spec: KeyPairSpec,
-    aad: Vec<u8>,
-    return_plaintext: bool,
-) -> Result<(Bytes, Zeroizing<Vec<u8>>, Sealed), ApiError> {
-    let msg = GenerateDataKeyPairRequest {
-        key: Some(wrapped(key)),
-        spec: spec.into(),
-        aad: Bytes::from(aad),
-        return_plaintext,
-    };
-    let r = rpc(
-        h,
-        WorkerRpc::VaultDataKeyPair,
-        deadline,
-        msg,
-        |mut c, r| async move { c.generate_data_key_pair(r).await },
-    )
-    .await?;
-    Ok((
-        r.public_key_der,
-        wipe(r.private_key_der),
-        sealed_of(r.private_key_sealed)?,
-    ))
-}
+    async fn data_key_pair(
+        &self,
+        deadline: Instant,
+        key: &Material,
+        spec: KeyPairSpec,
+        aad: Vec<u8>,
+        return_plaintext: bool,
+    ) -> Result<DataKeyPair, VaultError> {
+        let msg = GenerateDataKeyPairRequest {
+            key: Some(wrapped(key)),
+            spec: spec_to_wire(spec).into(),
+            aad: Bytes::from(aad),
+            return_plaintext,
+        };
+        let r = self
+            .rpc(
+                WorkerRpc::VaultDataKeyPair,
+                deadline,
+                msg,
+                |mut c, r| async move { c.generate_data_key_pair(r).await },
+            )
+            .await?;
+        Ok(DataKeyPair {
+            public_key_der: r.public_key_der,
+            private_key_der: wipe(r.private_key_der),
+            sealed: from_wire(r.private_key_sealed)?,
+        })
+    }
 
-/// `len` random bytes from the HSM.
-pub async fn random(
-    h: &Huawei,
-    deadline: Instant,
-    len: u32,
-) -> Result<Zeroizing<Vec<u8>>, ApiError> {
-    let msg = GenerateRandomRequest { length: len };
-    let r = rpc(
-        h,
-        WorkerRpc::VaultRandom,
-        deadline,
-        msg,
-        |mut c, r| async move { c.generate_random(r).await },
-    )
-    .await?;
-    Ok(wipe(r.random))
+    async fn random(&self, deadline: Instant, len: u32) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        let msg = GenerateRandomRequest { length: len };
+        let r = self
+            .rpc(
+                WorkerRpc::VaultRandom,
+                deadline,
+                msg,
+                |mut c, r| async move { c.generate_random(r).await },
+            )
+            .await?;
+        Ok(wipe(r.random))
+    }
 }

@@ -6,11 +6,11 @@
 //! "alias not found" code, and "invalid alias" is what the caller sent.
 
 use bytes::Bytes;
-use keymesh_store::{AliasRecord, KeyRecord, KeyState, StoreError};
+use keymesh_kms_core::AliasRecord;
 use serde_json::{Value, json};
 
 use super::Ctx;
-use super::keys::{check_alias, is_default_alias, key_id, key_id_field};
+use super::keys::{key_id, key_id_field};
 use crate::huawei::Huawei;
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
@@ -20,31 +20,9 @@ use crate::huawei::layers::ok;
 /// Page size of list-aliases when the caller sends no `limit`.
 const DEFAULT_LIMIT: u64 = 1000;
 
-/// The key `id` in the caller's project, read from the store (not the
-/// cache: the state decides whether a write may proceed). KMS.0207.
-pub async fn project_key(c: &Ctx<'_>, id: &str) -> Result<KeyRecord, ApiError> {
-    c.h.store
-        .get_key(&c.caller.project_id, id)
-        .await?
-        .ok_or(ApiError::KeyNotFound)
-}
-
-/// Keys pending deletion accept no new aliases, tags or grants (KMS.0210).
-pub fn not_pending(k: &KeyRecord) -> Result<(), ApiError> {
-    if k.state == KeyState::PendingDeletion {
-        Err(ApiError::KeyPendingDeletion)
-    } else {
-        Ok(())
-    }
-}
-
 /// An alias resource name: the `key_alias` grammar, not `…/default`.
 fn check_name(a: &str) -> Result<(), ApiError> {
-    check_alias(a)?;
-    if is_default_alias(a) {
-        return Err(ApiError::Invalid(codes::KMS_1101));
-    }
-    Ok(())
+    Ok(keymesh_kms_core::keys::check_alias(a)?)
 }
 
 /// `kms:<region>:<project>:alias/<name>`. Huawei's own names already carry
@@ -70,17 +48,8 @@ pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = key_id_field(c, &b, "key_id")?;
     let alias = b.req("alias")?;
     check_name(alias)?;
-    not_pending(&project_key(c, &id).await?)?;
-    let now = c.h.now_ms();
-    let rec = AliasRecord {
-        project_id: c.caller.project_id.clone(),
-        alias: alias.to_owned(),
-        key_id: id,
-        created_ms: now,
-        updated_ms: now,
-    };
-    // Conflict(Alias) → KMS.1104, Quota(AliasesPerKey) → KMS.0308.
-    c.h.store.create_alias(&rec, &c.h.quotas).await?;
+    // Taken → KMS.1104, over the per-key quota → KMS.0308.
+    let rec = c.h.kms.aliases.create(c.project(), &id, alias).await?;
     Ok(ok(alias_json(c.h, &rec)))
 }
 
@@ -127,13 +96,11 @@ pub async fn list(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let q = parse_list_query(c.query)?;
     if let Some(id) = &q.key_id {
         *c.audit_key = Some(id.clone());
-        // Another project's key is reported like a missing one, not as an
-        // empty list.
-        project_key(c, id).await?;
     }
     let page =
-        c.h.store
-            .list_aliases(&c.caller.project_id, q.key_id.as_deref(), q.offset, q.limit)
+        c.h.kms
+            .aliases
+            .list(c.project(), q.key_id.as_deref(), q.offset, q.limit)
             .await?;
     let items: Vec<Value> = page.items.iter().map(|a| alias_json(c.h, a)).collect();
     Ok(ok(json!({
@@ -163,20 +130,7 @@ pub async fn delete(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
             names.push(a.clone());
         }
     }
-    // More names than a key can hold cannot all be that key's aliases: the
-    // store would refuse them anyway (and this bounds the statement).
-    if names.len() > c.h.quotas.aliases_per_key as usize {
-        return Err(ApiError::Invalid(codes::KMS_1101));
-    }
-    project_key(c, &id).await?;
-    c.h.store
-        .delete_aliases(&c.caller.project_id, &id, &names)
-        .await
-        .map_err(|e| match e {
-            // The key exists (checked above): a name is not its alias.
-            StoreError::NotFound => ApiError::Invalid(codes::KMS_1101),
-            e => e.into(),
-        })?;
+    c.h.kms.aliases.delete(c.project(), &id, &names).await?;
     Ok(ok(json!({})))
 }
 
@@ -185,16 +139,7 @@ pub async fn associate(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = key_id_field(c, &b, "target_key_id")?;
     let alias = b.req("alias")?;
     check_name(alias)?;
-    not_pending(&project_key(c, &id).await?)?;
-    let rec =
-        c.h.store
-            .associate_alias(&c.caller.project_id, alias, &id, c.h.now_ms(), &c.h.quotas)
-            .await
-            .map_err(|e| match e {
-                // The target exists (checked above): the alias does not.
-                StoreError::NotFound => ApiError::Invalid(codes::KMS_1101),
-                e => e.into(),
-            })?;
+    let rec = c.h.kms.aliases.associate(c.project(), alias, &id).await?;
     Ok(ok(alias_json(c.h, &rec)))
 }
 

@@ -1,25 +1,21 @@
 //! encrypt-data, decrypt-data, re-encrypt. Ciphertexts are self-describing
-//! blobs (see `blob.rs`): Base64 for data, hex for data keys (re-encrypt
+//! blobs (`keymesh_kms_core::blob`): Base64 for data, hex for data keys (re-encrypt
 //! takes either: `datakey_cipher_length` marks a data-key ciphertext).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use std::sync::Arc;
 
 use bytes::Bytes;
-use keymesh_proto::crypto::v1::Sealed;
-use keymesh_store::Material;
 use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::Ctx;
 use super::keys::{self, check_sequence};
-use crate::huawei::blob::{self, Blob, Kind};
+use crate::huawei::blob::{Blob, Kind};
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
 use crate::huawei::layers::ok;
-use crate::huawei::vault;
 
 /// Largest plaintext of encrypt-data (bytes after UTF-8 encoding).
 const MAX_PLAINTEXT: usize = 4096;
@@ -54,53 +50,11 @@ pub async fn seal(
     plaintext: Bytes,
     aad: &[u8],
 ) -> Result<Vec<u8>, ApiError> {
-    let (e, m) = keys::usable(c, key_id).await?;
-    let k = &e.0;
-    let full_aad = blob::aad(&k.project_id, &k.key_id, m.version, kind, aad);
-    let s = vault::encrypt(c.h, c.deadline, &m, plaintext, full_aad).await?;
-    Ok(to_blob(&k.key_id, m.version, s).encode())
-}
-
-pub fn to_blob(key_id: &str, version: u32, s: Sealed) -> Blob {
-    Blob {
-        key_id: key_id.to_owned(),
-        version,
-        iv: s.iv.to_vec(),
-        ciphertext: s.ciphertext.to_vec(),
-        tag: s.tag.to_vec(),
-    }
-}
-
-fn sealed(b: &Blob) -> Sealed {
-    Sealed {
-        iv: Bytes::from(b.iv.clone()),
-        ciphertext: Bytes::from(b.ciphertext.clone()),
-        tag: Bytes::from(b.tag.clone()),
-    }
-}
-
-/// The material a blob was sealed with, and the sealed parts: the key must
-/// be in the caller's project and enabled (older material versions stay
-/// readable while the key is).
-pub async fn opener(
-    c: &Ctx<'_>,
-    b: &Blob,
-    kind: Kind,
-    user_aad: &[u8],
-) -> Result<(Arc<Material>, Sealed, Vec<u8>), ApiError> {
-    let (e, current) = keys::usable(c, &b.key_id).await?;
-    let k = &e.0;
-    let m = if current.version == b.version {
-        current
-    } else {
-        c.h.store
-            .get_material(&k.project_id, &k.key_id, b.version)
-            .await?
-            .map(Arc::new)
-            .ok_or(ApiError::Ciphertext)?
-    };
-    let aad = blob::aad(&k.project_id, &k.key_id, b.version, kind, user_aad);
-    Ok((m, sealed(b), aad))
+    Ok(c.h
+        .kms
+        .crypto
+        .encrypt(c.project(), key_id, kind, plaintext, aad, c.deadline)
+        .await?)
 }
 
 /// Decrypt a blob of `kind` for the caller.
@@ -110,8 +64,11 @@ pub async fn open(
     kind: Kind,
     user_aad: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, ApiError> {
-    let (m, s, aad) = opener(c, b, kind, user_aad).await?;
-    vault::decrypt(c.h, c.deadline, &m, s, aad).await
+    Ok(c.h
+        .kms
+        .crypto
+        .decrypt(c.project(), b, kind, user_aad, c.deadline)
+        .await?)
 }
 
 /// A decrypt-data `cipher_text`: `^[0-9a-zA-Z+/=]{128,5648}$`, a valid blob
@@ -232,18 +189,25 @@ pub async fn re_encrypt(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     }
     let src_aad = user_aad(&b, "source_additional_authenticated_data")?;
     let dst_aad = user_aad(&b, "destination_additional_authenticated_data")?;
-    let (src_m, s, src_full) = opener(c, &blob, kind, &src_aad).await?;
-    let (de, dm) = keys::usable(c, &dest_id).await?;
-    let dk = &de.0;
-    let dst_full = blob::aad(&dk.project_id, &dk.key_id, dm.version, kind, &dst_aad);
-    let out = vault::re_encrypt(c.h, c.deadline, (&src_m, s, src_full), (&dm, dst_full)).await?;
-    let encoded = to_blob(&dk.key_id, dm.version, out).encode();
+    let (dest, encoded) =
+        c.h.kms
+            .crypto
+            .re_encrypt(
+                c.project(),
+                &blob,
+                kind,
+                &src_aad,
+                &dest_id,
+                &dst_aad,
+                c.deadline,
+            )
+            .await?;
     let cipher_text = match kind {
         Kind::Data => B64.encode(encoded),
         _ => hex::encode_upper(encoded),
     };
     Ok(ok(json!({
-        "key_id": dk.key_id,
+        "key_id": dest,
         "source_key_id": blob.key_id,
         "source_encryption_algorithm": "SYMMETRIC_DEFAULT",
         "destination_encryption_algorithm": "SYMMETRIC_DEFAULT",

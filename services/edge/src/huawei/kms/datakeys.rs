@@ -4,21 +4,20 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use keymesh_proto::crypto::v1::KeyPairSpec;
+use keymesh_kms_core::vault::KeyPairSpec;
 use ring::digest::{SHA256, digest};
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
 use super::Ctx;
-use super::crypto::{open, seal, symmetric_only, to_blob, user_aad};
+use super::crypto::{open, seal, symmetric_only, user_aad};
 use super::keys::{self, check_sequence};
-use crate::huawei::blob::{self, Blob, Kind};
+use crate::huawei::blob::{Blob, Kind};
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
 use crate::huawei::layers::ok;
-use crate::huawei::vault;
 
 /// Data key lengths in bytes (1..=1024, i.e. 8..=8192 bits).
 const DATAKEY_BYTES: std::ops::RangeInclusive<i64> = 1..=1024;
@@ -72,12 +71,12 @@ pub async fn create(c: &mut Ctx<'_>, with_plaintext: bool) -> Result<Bytes, ApiE
         return Err(ApiError::Invalid(codes::KMS_0308));
     }
     let aad = user_aad(&b, "additional_authenticated_data")?;
-    let (e, m) = keys::usable(c, &id).await?;
-    let k = &e.0;
-    let full_aad = blob::aad(&k.project_id, &k.key_id, m.version, Kind::DataKey, &aad);
-    let (plain, sealed) =
-        vault::data_key(c.h, c.deadline, &m, len, full_aad, with_plaintext).await?;
-    let cipher_text = hex::encode_upper(to_blob(&k.key_id, m.version, sealed).encode());
+    let (plain, blob) =
+        c.h.kms
+            .crypto
+            .data_key(c.project(), &id, len, &aad, with_plaintext, c.deadline)
+            .await?;
+    let cipher_text = hex::encode_upper(blob);
     let p = with_plaintext.then(|| Zeroizing::new(hex::encode_upper(&*plain)));
     #[derive(serde::Serialize)]
     struct DataKey<'a> {
@@ -223,13 +222,13 @@ pub async fn key_pair(c: &mut Ctx<'_>, ec: bool) -> Result<Bytes, ApiError> {
     let mut aad = user_aad(&b, "additional_authenticated_data")?;
     // Bind the pair's spec so the sealed key cannot be passed off as another.
     aad.extend_from_slice(spec_name.as_bytes());
-    let (e, m) = keys::usable(c, &id).await?;
-    let k = &e.0;
-    let full_aad = blob::aad(&k.project_id, &k.key_id, m.version, Kind::PrivateKey, &aad);
-    let (public, private, sealed) =
-        vault::key_pair(c.h, c.deadline, &m, spec, full_aad, with_plain).await?;
-    let sealed_b64 = B64.encode(to_blob(&k.key_id, m.version, sealed).encode());
-    let p = with_plain.then(|| Zeroizing::new(B64.encode(&*private)));
+    let pair =
+        c.h.kms
+            .crypto
+            .data_key_pair(c.project(), &id, spec, &aad, with_plain, c.deadline)
+            .await?;
+    let sealed_b64 = B64.encode(&pair.sealed_blob);
+    let p = with_plain.then(|| Zeroizing::new(B64.encode(&*pair.private_key_der)));
     #[derive(serde::Serialize)]
     struct Pair<'a> {
         key_id: &'a str,
@@ -242,7 +241,7 @@ pub async fn key_pair(c: &mut Ctx<'_>, ec: bool) -> Result<Bytes, ApiError> {
     crate::http::zeroizing::json(&Pair {
         key_id: &id,
         key_spec: spec_name,
-        public_key: B64.encode(&public),
+        public_key: B64.encode(&pair.public_key_der),
         private_key_cipher_text: sealed_b64,
         private_key_plain_text: p.as_deref().map(String::as_str),
     })

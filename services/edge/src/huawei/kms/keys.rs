@@ -1,34 +1,24 @@
 //! Key lifecycle: create, describe, list, enable, disable, schedule and
 //! cancel deletion, `key_alias` and `key_description` updates; plus the
-//! helpers every group uses to address a key.
+//! helpers every group uses to address a key. The state machine lives in
+//! the domain (`keymesh_kms_core::keys`); this file is its wire form.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use keymesh_store::{KeyFilter, KeyRecord, KeyState, Material};
+use keymesh_kms_core::cache::KeyEntry;
+use keymesh_kms_core::keys::{NewKey, Origin};
+use keymesh_kms_core::{KeyFilter, KeyRecord, KeyState, Material};
 use serde_json::{Value, json};
 
 use super::Ctx;
-use crate::huawei::cache::KeyEntry;
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
 use crate::huawei::layers::ok;
-use crate::huawei::vault;
 
-/// Days a key may wait for deletion (KMS.1401).
-const PENDING_DAYS: std::ops::RangeInclusive<i64> = 7..=1096;
-const DAY_MS: i64 = 86_400_000;
-
-/// A key id in any of the grammars the API documents (§8.4): 8-4-4-4-12
-/// ASCII alphanumerics.
-pub fn is_key_id(s: &str) -> bool {
-    s.len() == 36
-        && s.bytes().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_alphanumeric(),
-        })
-}
+pub use keymesh_kms_core::ids::{is_key_id, new_uuid};
+pub use keymesh_kms_core::keys::check_alias;
 
 /// Validate a key id (KMS.0205) and normalise it to lower case.
 pub fn key_id(s: &str) -> Result<String, ApiError> {
@@ -54,39 +44,15 @@ pub fn check_sequence(b: &Body) -> Result<(), ApiError> {
     }
 }
 
-/// The wire error for a key found in `state` where it cannot be used.
-pub fn state_error(state: KeyState) -> ApiError {
-    match state {
-        KeyState::Disabled => ApiError::KeyDisabled,
-        KeyState::PendingDeletion => ApiError::KeyPendingDeletion,
-        _ => ApiError::KeyNotEnabled,
-    }
-}
-
-/// The key (and its current material) in the caller's project: cache, then store.
-pub async fn load(c: &Ctx<'_>, key_id: &str) -> Result<KeyEntry, ApiError> {
-    let project = &c.caller.project_id;
-    if let Some(e) = c.h.cache.key(project, key_id) {
-        return Ok(e);
-    }
-    let Some(found) = c.h.store.get_key_with_material(project, key_id).await? else {
-        return Err(ApiError::KeyNotFound);
-    };
-    let (key, material) = found;
-    let e = Arc::new((key, material.map(Arc::new)));
-    c.h.cache.put_key(project, key_id, Arc::clone(&e));
-    Ok(e)
-}
-
-/// The key, enabled, with material: what every crypto operation needs.
-/// Both halves are shared with the cache, not copied.
+/// The key (and its current material) in the caller's project, enabled:
+/// what every crypto operation needs (for the CSMS handlers).
 pub async fn usable(c: &Ctx<'_>, key_id: &str) -> Result<(KeyEntry, Arc<Material>), ApiError> {
-    let e = load(c, key_id).await?;
-    if e.0.state != KeyState::Enabled {
-        return Err(state_error(e.0.state));
-    }
-    let m = e.1.clone().ok_or(ApiError::KeyNotEnabled)?;
-    Ok((e, m))
+    Ok(c.h.kms.keys.usable(c.project(), key_id).await?)
+}
+
+/// Generate material and insert the key (for the CSMS default key).
+pub async fn insert_new_key(c: &Ctx<'_>, key: KeyRecord) -> Result<KeyRecord, ApiError> {
+    Ok(c.h.kms.keys.insert(key, c.deadline).await?)
 }
 
 fn ms(v: i64) -> String {
@@ -117,71 +83,6 @@ pub fn key_json(h: &crate::huawei::Huawei, k: &KeyRecord) -> Value {
     })
 }
 
-/// A `key_alias`: `^[a-zA-Z0-9:/_-]{1,255}$` (KMS.1101).
-pub fn check_alias(a: &str) -> Result<(), ApiError> {
-    let ok = (1..=255).contains(&a.len())
-        && a.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'/' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::Invalid(codes::KMS_1101))
-    }
-}
-
-/// Aliases ending in `/default` name service default keys; callers cannot
-/// create or rename to them (KMS.1101).
-pub fn is_default_alias(a: &str) -> bool {
-    a.ends_with("/default")
-}
-
-fn check_description(d: &str) -> Result<(), ApiError> {
-    if d.chars().count() <= 255 && !d.chars().any(char::is_control) {
-        Ok(())
-    } else {
-        Err(ApiError::Invalid(codes::KMS_1103))
-    }
-}
-
-/// A fresh lower-case hex UUID (version 4) from the OS CSPRNG.
-pub fn new_uuid() -> String {
-    // The OS CSPRNG does not fail on Linux.
-    let mut b = crate::huawei::random_bytes::<16>().unwrap_or_default();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
-
-/// Generate material in the HSM and insert the key (and its first material
-/// version) in one transaction. Shared with default keys.
-pub async fn insert_new_key(c: &Ctx<'_>, mut key: KeyRecord) -> Result<KeyRecord, ApiError> {
-    let material = if key.origin == "kms" {
-        let w = vault::generate_key(c.h, c.deadline).await?;
-        key.material_version = 1;
-        Some(Material {
-            key_id: key.key_id.clone(),
-            version: 1,
-            wrapping_key: w.wrapping_key,
-            wrapped: w.wrapped.to_vec(),
-            created_ms: key.created_ms,
-        })
-    } else {
-        None
-    };
-    c.h.store
-        .create_key(&key, material.as_ref(), &c.h.quotas)
-        .await?;
-    Ok(key)
-}
-
 const CREATE_FIELDS: &[&str] = &[
     "key_alias",
     "key_spec",
@@ -195,13 +96,11 @@ const CREATE_FIELDS: &[&str] = &[
 ];
 
 pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
+    use keymesh_kms_core::keys::check_description;
     let b = Body::parse(c.body, CREATE_FIELDS)?;
     check_sequence(&b)?;
     let alias = b.req("key_alias")?;
     check_alias(alias)?;
-    if is_default_alias(alias) {
-        return Err(ApiError::Invalid(codes::KMS_1101));
-    }
     // Only AES_256 is generated by this HSM backend; asymmetric, SM4 and
     // HMAC specs are refused as an unsupported algorithm type.
     match b.str("key_spec")? {
@@ -220,8 +119,8 @@ pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let description = b.str("key_description")?.unwrap_or("");
     check_description(description)?;
     let origin = match b.str("origin")? {
-        None | Some("kms") => "kms",
-        Some("external") => "external",
+        None | Some("kms") => Origin::Kms,
+        Some("external") => Origin::External,
         Some(_) => return Err(ApiError::Invalid(codes::KMS_0308)),
     };
     match b.str("keystore_id")? {
@@ -233,29 +132,18 @@ pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
         return Err(ApiError::Invalid(codes::KMS_0308));
     }
     let _ = b.str("vm_id")?;
-    let now = c.h.now_ms();
-    let key = KeyRecord {
-        key_id: new_uuid(),
-        project_id: c.caller.project_id.clone(),
-        alias: alias.to_owned(),
-        description: description.to_owned(),
-        spec: "AES_256".into(),
-        usage: "ENCRYPT_DECRYPT".into(),
-        origin: origin.into(),
-        state: if origin == "kms" {
-            KeyState::Enabled
-        } else {
-            KeyState::PendingImport
+    let keys = &c.h.kms.keys;
+    let key = keys.new_key(
+        c.project(),
+        NewKey {
+            alias: alias.to_owned(),
+            description: description.to_owned(),
+            origin,
+            enterprise_project_id: enterprise.to_owned(),
         },
-        default_key: false,
-        created_ms: now,
-        deletion_ms: None,
-        material_version: 0,
-        enterprise_project_id: enterprise.to_owned(),
-        keystore_id: "0".into(),
-    };
+    );
     *c.audit_key = Some(key.key_id.clone());
-    let key = insert_new_key(c, key).await?;
+    let key = keys.insert(key, c.deadline).await?;
     Ok(ok(json!({
         "key_info": {
             "key_id": key.key_id,
@@ -277,11 +165,7 @@ fn key_only(c: &mut Ctx<'_>) -> Result<String, ApiError> {
 pub async fn describe(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = key_only(c)?;
     // Always from the store: describe is how callers confirm a change.
-    let k =
-        c.h.store
-            .get_key(&c.caller.project_id, &id)
-            .await?
-            .ok_or(ApiError::KeyNotFound)?;
+    let k = c.h.kms.keys.get(c.project(), &id).await?;
     Ok(ok(json!({ "key_info": key_json(c.h, &k) })))
 }
 
@@ -327,8 +211,9 @@ pub async fn list(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
         enterprise_project_id: enterprise,
     };
     let page =
-        c.h.store
-            .list_keys(&c.caller.project_id, &filter, offset, limit)
+        c.h.kms
+            .keys
+            .list(c.project(), &filter, offset, limit)
             .await?;
     let (next, truncated, total) = super::page_fields(&page);
     let ids: Vec<&str> = page.items.iter().map(|k| k.key_id.as_str()).collect();
@@ -342,77 +227,19 @@ pub async fn list(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     })))
 }
 
-/// A compare-and-set state change; `forbid_default` refuses default keys.
-async fn transition(
-    c: &mut Ctx<'_>,
-    id: &str,
-    from: &[KeyState],
-    to: KeyState,
-    deletion_ms: Option<i64>,
-    forbid_default: bool,
-    wrong: impl Fn(KeyState) -> ApiError,
-) -> Result<KeyRecord, ApiError> {
-    let project = c.caller.project_id.clone();
-    let current =
-        c.h.store
-            .get_key(&project, id)
-            .await?
-            .ok_or(ApiError::KeyNotFound)?;
-    if forbid_default && current.default_key {
-        return Err(ApiError::DefaultKey);
-    }
-    if !from.contains(&current.state) {
-        return Err(wrong(current.state));
-    }
-    let r =
-        c.h.store
-            .transition(&project, id, from, to, deletion_ms)
-            .await
-            .map_err(|e| match e {
-                keymesh_store::StoreError::WrongState { current } => wrong(current),
-                e => e.into(),
-            });
-    c.h.cache.forget_key(&project, id);
-    r
-}
-
 fn key_state_answer(k: &KeyRecord) -> Bytes {
     ok(json!({ "key_info": { "key_id": k.key_id, "key_state": k.state.code().to_string() } }))
 }
 
 pub async fn enable(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = key_only(c)?;
-    let k = transition(
-        c,
-        &id,
-        &[KeyState::Disabled],
-        KeyState::Enabled,
-        None,
-        false,
-        |s| match s {
-            KeyState::PendingDeletion => ApiError::KeyPendingDeletion,
-            _ => ApiError::KeyNotDisabled,
-        },
-    )
-    .await?;
+    let k = c.h.kms.keys.enable(c.project(), &id).await?;
     Ok(key_state_answer(&k))
 }
 
 pub async fn disable(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = key_only(c)?;
-    let k = transition(
-        c,
-        &id,
-        &[KeyState::Enabled],
-        KeyState::Disabled,
-        None,
-        true,
-        |s| match s {
-            KeyState::PendingDeletion => ApiError::KeyPendingDeletion,
-            _ => ApiError::KeyNotEnabled,
-        },
-    )
-    .await?;
+    let k = c.h.kms.keys.disable(c.project(), &id).await?;
     Ok(key_state_answer(&k))
 }
 
@@ -421,28 +248,11 @@ pub async fn schedule_deletion(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     check_sequence(&b)?;
     let id = key_id_field(c, &b, "key_id")?;
     let days = b.req_int("pending_days", codes::KMS_1401)?;
-    if !PENDING_DAYS.contains(&days) {
-        return Err(ApiError::Invalid(codes::KMS_1401));
-    }
-    let at = c.h.now_ms() + days * DAY_MS;
-    let k = transition(
-        c,
-        &id,
-        &[
-            KeyState::Enabled,
-            KeyState::Disabled,
-            KeyState::PendingImport,
-            KeyState::PendingActivation,
-        ],
-        KeyState::PendingDeletion,
-        Some(at),
-        true,
-        |s| match s {
-            KeyState::PendingDeletion => ApiError::AlreadyPendingDeletion,
-            s => state_error(s),
-        },
-    )
-    .await?;
+    let k =
+        c.h.kms
+            .keys
+            .schedule_deletion(c.project(), &id, days)
+            .await?;
     Ok(ok(
         json!({ "key_id": k.key_id, "key_state": k.state.code().to_string() }),
     ))
@@ -450,48 +260,10 @@ pub async fn schedule_deletion(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
 
 pub async fn cancel_deletion(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = key_only(c)?;
-    let project = c.caller.project_id.clone();
-    let current =
-        c.h.store
-            .get_key(&project, &id)
-            .await?
-            .ok_or(ApiError::KeyNotFound)?;
-    // A cancelled deletion leaves the key disabled (Huawei's behaviour), or
-    // pending import when it never had material.
-    let to = if current.material_version == 0 && current.origin == "external" {
-        KeyState::PendingImport
-    } else {
-        KeyState::Disabled
-    };
-    let k = transition(
-        c,
-        &id,
-        &[KeyState::PendingDeletion],
-        to,
-        None,
-        false,
-        |_| ApiError::NotPendingDeletion,
-    )
-    .await?;
+    let k = c.h.kms.keys.cancel_deletion(c.project(), &id).await?;
     Ok(ok(
         json!({ "key_id": k.key_id, "key_state": k.state.code().to_string() }),
     ))
-}
-
-/// Refuse renames/re-descriptions of default keys and keys pending deletion.
-async fn modifiable(c: &Ctx<'_>, id: &str) -> Result<(), ApiError> {
-    let k =
-        c.h.store
-            .get_key(&c.caller.project_id, id)
-            .await?
-            .ok_or(ApiError::KeyNotFound)?;
-    if k.default_key {
-        return Err(ApiError::DefaultKey);
-    }
-    if k.state == KeyState::PendingDeletion {
-        return Err(ApiError::KeyPendingDeletion);
-    }
-    Ok(())
 }
 
 pub async fn update_alias(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
@@ -499,15 +271,7 @@ pub async fn update_alias(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     check_sequence(&b)?;
     let id = key_id_field(c, &b, "key_id")?;
     let alias = b.req("key_alias")?;
-    check_alias(alias)?;
-    if is_default_alias(alias) {
-        return Err(ApiError::Invalid(codes::KMS_1101));
-    }
-    modifiable(c, &id).await?;
-    let project = c.caller.project_id.clone();
-    let k = c.h.store.update_key_alias(&project, &id, alias).await;
-    c.h.cache.forget_key(&project, &id);
-    let k = k?;
+    let k = c.h.kms.keys.update_alias(c.project(), &id, alias).await?;
     Ok(ok(
         json!({ "key_info": { "key_id": k.key_id, "key_alias": k.alias } }),
     ))
@@ -518,12 +282,7 @@ pub async fn update_description(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     check_sequence(&b)?;
     let id = key_id_field(c, &b, "key_id")?;
     let d = b.req("key_description")?;
-    check_description(d)?;
-    modifiable(c, &id).await?;
-    let project = c.caller.project_id.clone();
-    let k = c.h.store.update_key_description(&project, &id, d).await;
-    c.h.cache.forget_key(&project, &id);
-    let k = k?;
+    let k = c.h.kms.keys.update_description(c.project(), &id, d).await?;
     Ok(ok(
         json!({ "key_info": { "key_id": k.key_id, "key_description": k.description } }),
     ))

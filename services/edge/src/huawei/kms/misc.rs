@@ -10,7 +10,6 @@ use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
 use crate::huawei::layers::ok;
-use crate::huawei::vault;
 
 /// gen-random: `random_data_length` bits, 8..=8192 and a multiple of 8
 /// (§8.1: the documented range; KMS.1801 outside it, KMS.1802 not a multiple).
@@ -25,7 +24,7 @@ pub async fn gen_random(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
         return Err(ApiError::Invalid(codes::KMS_1802));
     }
     let len = u32::try_from(bits / 8).map_err(|_| ApiError::Invalid(codes::KMS_1801))?;
-    let r = vault::random(c.h, c.deadline, len).await?;
+    let r = c.h.kms.crypto.random(len, c.deadline).await?;
     let hex = Zeroizing::new(hex::encode_upper(&*r));
     #[derive(serde::Serialize)]
     struct Random<'a> {
@@ -35,8 +34,8 @@ pub async fn gen_random(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
 }
 
 pub async fn user_quotas(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
-    let u = c.h.store.usage(&c.caller.project_id).await?;
-    let q = &c.h.quotas;
+    let u = c.h.kms.keys.usage(c.project()).await?;
+    let q = c.h.kms.quotas();
     Ok(ok(json!({
         "quotas": { "resources": [
             { "type": "CMK", "used": u.keys, "quota": q.keys_per_project },
@@ -46,7 +45,7 @@ pub async fn user_quotas(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
 }
 
 pub async fn user_instances(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
-    let u = c.h.store.usage(&c.caller.project_id).await?;
+    let u = c.h.kms.keys.usage(c.project()).await?;
     Ok(ok(json!({ "instance_num": u.keys })))
 }
 

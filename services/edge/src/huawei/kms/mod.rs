@@ -1,6 +1,8 @@
 //! KMS operation handlers, one module per resource group. Each handler takes
-//! the parsed route, the caller and the raw body and returns the JSON answer
-//! or a [`ApiError`].
+//! the parsed route, the caller and the raw body, parses the request (the
+//! dialect's grammar and its codes), makes one call into the KMS domain
+//! (`keymesh-kms-core`, [`Huawei::kms`]) and renders the JSON answer, or
+//! returns an [`ApiError`] (domain errors convert through the wire table).
 
 pub mod aliases;
 pub mod crypto;
@@ -31,6 +33,13 @@ pub struct Ctx<'a> {
     pub deadline: Instant,
     /// The key id the request addressed, for the audit line.
     pub audit_key: &'a mut Option<String>,
+}
+
+impl Ctx<'_> {
+    /// The caller's project: every domain call is scoped by it.
+    pub fn project(&self) -> &str {
+        &self.caller.project_id
+    }
 }
 
 /// Run the routed KMS operation.
@@ -103,7 +112,7 @@ pub fn page_params(b: &super::json::Body, default_limit: u64) -> Result<(u64, u6
 }
 
 /// `next_marker` / `truncated` / `total` of the offset-style lists.
-pub fn page_fields<T>(p: &keymesh_store::Page<T>) -> (String, &'static str, u64) {
+pub fn page_fields<T>(p: &keymesh_kms_core::Page<T>) -> (String, &'static str, u64) {
     match p.next_offset {
         Some(n) => (n.to_string(), "true", p.total),
         None => (String::new(), "false", p.total),

@@ -8,11 +8,10 @@
 //! pending deletion take no tag changes (KMS.0210) but can still be read.
 
 use bytes::Bytes;
-use keymesh_store::{StoreError, Tag};
+use keymesh_kms_core::Tag;
 use serde_json::{Value, json};
 
 use super::Ctx;
-use super::aliases::{not_pending, project_key};
 use super::keys::{check_sequence, key_id, key_json};
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
@@ -94,33 +93,14 @@ fn path_key(c: &mut Ctx<'_>) -> Result<String, ApiError> {
     Ok(id)
 }
 
-/// The addressed key exists in the project (KMS.0207) and may change (KMS.0210).
-async fn writable(c: &Ctx<'_>, id: &str) -> Result<(), ApiError> {
-    not_pending(&project_key(c, id).await?)
-}
-
-/// Delete `keys` (all or none) from a key known to exist: a missing tag
-/// is KMS.0416.
-async fn delete_keys(c: &Ctx<'_>, id: &str, keys: &[String]) -> Result<(), ApiError> {
-    c.h.store
-        .delete_tags(&c.caller.project_id, id, keys)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::TagNotFound,
-            e => e.into(),
-        })
-}
-
 pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = path_key(c)?;
     let b = Body::parse(c.body, &["tag", "sequence"])?;
     check_sequence(&b)?;
     let tag = tagging::create_body(c.body, &RULES)?;
-    writable(c, &id).await?;
-    // Upsert; Quota(TagsPerKey) → KMS.0409.
-    c.h.store
-        .put_tags(&c.caller.project_id, &id, &[tag], &c.h.quotas)
-        .await?;
+    // Missing key → KMS.0207, pending deletion → KMS.0210; upsert;
+    // over quota → KMS.0409.
+    c.h.kms.tags.put(c.project(), &id, &[tag]).await?;
     Ok(ok(json!({})))
 }
 
@@ -136,14 +116,11 @@ pub async fn batch(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let b = Body::parse(c.body, BATCH_FIELDS)?;
     check_sequence(&b)?;
     let batch = parse_batch(&b)?;
-    writable(c, &id).await?;
+    let tags = &c.h.kms.tags;
     match batch {
-        Batch::Create(tags) => {
-            c.h.store
-                .put_tags(&c.caller.project_id, &id, &tags, &c.h.quotas)
-                .await?
-        }
-        Batch::Delete(keys) => delete_keys(c, &id, &keys).await?,
+        Batch::Create(list) => tags.put(c.project(), &id, &list).await?,
+        // A missing tag → KMS.0416.
+        Batch::Delete(keys) => tags.delete(c.project(), &id, &keys).await?,
     }
     Ok(ok(json!({})))
 }
@@ -152,15 +129,14 @@ pub async fn delete(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = path_key(c)?;
     let tag = c.route.param.clone().ok_or(ApiError::Internal)?;
     check_tag_key(&tag)?;
-    writable(c, &id).await?;
-    delete_keys(c, &id, &[tag]).await?;
+    c.h.kms.tags.delete(c.project(), &id, &[tag]).await?;
     Ok(ok(json!({})))
 }
 
 pub async fn show(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = path_key(c)?;
     // NotFound (the key) → KMS.0207.
-    let tags = c.h.store.key_tags(&c.caller.project_id, &id).await?;
+    let tags = c.h.kms.tags.show(c.project(), &id).await?;
     Ok(ok(json!({
         "tags": tags_json(&tags),
         "existTagsNum": tags.len(),
@@ -168,7 +144,7 @@ pub async fn show(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
 }
 
 pub async fn list_project(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
-    let tags = c.h.store.project_tags(&c.caller.project_id).await?;
+    let tags = c.h.kms.tags.project_tags(c.project()).await?;
     Ok(ok(json!({ "tags": project_tags_json(&tags) })))
 }
 
@@ -201,8 +177,9 @@ pub async fn resource_instances(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     check_sequence(&b)?;
     let s = parse_search(&b)?;
     let page =
-        c.h.store
-            .find_keys_by_tags(&c.caller.project_id, &s.filter, s.offset, s.limit)
+        c.h.kms
+            .tags
+            .find(c.project(), &s.filter, s.offset, s.limit)
             .await?;
     Ok(ok(search_answer(&s, &page, |(k, tags)| {
         resource_json(&k.key_id, key_json(c.h, k), &k.alias, tags)
@@ -214,7 +191,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::huawei::error::Dialect;
-    use keymesh_store::TagFilter;
+    use keymesh_kms_core::TagFilter;
 
     fn code<T: std::fmt::Debug>(r: Result<T, ApiError>) -> &'static str {
         r.unwrap_err().wire(Dialect::Kms).code

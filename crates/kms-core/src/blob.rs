@@ -66,7 +66,7 @@ impl Blob {
             return None;
         }
         let key_id = std::str::from_utf8(b.get(1..1 + KEY_ID_LEN)?).ok()?;
-        if !super::kms::keys::is_key_id(key_id) {
+        if !crate::ids::is_key_id(key_id) {
             return None;
         }
         let mut at = 1 + KEY_ID_LEN;
