@@ -16,20 +16,31 @@
 //! `From<StoreError>` is the only place store outcomes get a meaning; ids
 //! are minted in [`ids`].
 //!
+//! Beside the keys: [`csms::SecretService`] (CSMS secrets, versions and
+//! stages, secret tags, values sealed under a CMK through the crypto
+//! service, backups, random passwords), [`accounts::AccountService`]
+//! (access keys and token subjects, account secret keys sealed by the
+//! vault), [`purge`] (destroying keys and secrets whose waiting period has
+//! ended, [`Kms::purge_due`]) and [`domain_check`] (the domain key's check
+//! value held against the store's record at start).
+//!
 //! The store records the edge renders are re-exported here, so the edge's
 //! handlers name this crate only.
 
+pub mod accounts;
 pub mod aliases;
 pub mod blob;
 pub mod cache;
 pub mod clock;
 pub mod crypto;
+pub mod csms;
 pub mod error;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod grants;
 pub mod ids;
 pub mod keys;
+pub mod purge;
 pub mod tags;
 #[cfg(test)]
 mod tests;
@@ -42,6 +53,11 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use vault::{Vault, VaultError};
 
+/// The CSMS and account records the edge renders or passes through.
+pub use keymesh_store::{
+    Account, AccountSecret, Keyset, Role, SecretQuotas, SecretRecord, SecretState, SecretVersion,
+    StageRecord,
+};
 /// Store records and types the edge renders or passes through.
 pub use keymesh_store::{
     AliasRecord, Conflict, GrantRecord, KeyFilter, KeyRecord, KeyState, Material, Page, QuotaKind,
@@ -64,6 +80,9 @@ pub struct KmsConfig {
     pub quotas: Quotas,
     /// How long the read-through cache keeps an entry (zero: no caching).
     pub cache_ttl: Duration,
+    /// CSMS limits: secrets per project, versions, stages and tags per
+    /// secret.
+    pub secret_quotas: SecretQuotas,
 }
 
 /// The KMS domain: one service per aggregate over shared dependencies.
@@ -74,6 +93,10 @@ pub struct Kms {
     pub grants: grants::GrantService,
     pub tags: tags::TagService,
     pub crypto: crypto::CryptoService,
+    /// CSMS secrets, versions, stages and secret tags.
+    pub secrets: csms::SecretService,
+    /// Accounts, token subjects' roles and sealed account secret keys.
+    pub accounts: accounts::AccountService,
     deps: Deps,
 }
 
@@ -92,11 +115,24 @@ impl Kms {
             quotas: config.quotas,
         };
         let keys = keys::KeyService::new(deps.clone());
+        let crypto = crypto::CryptoService::new(deps.clone(), keys.clone());
         Self {
             aliases: aliases::AliasService::new(deps.clone(), keys.clone()),
             grants: grants::GrantService::new(deps.clone(), keys.clone()),
             tags: tags::TagService::new(deps.clone(), keys.clone()),
-            crypto: crypto::CryptoService::new(deps.clone(), keys.clone()),
+            secrets: csms::SecretService::new(
+                &deps.store,
+                keys.clone(),
+                crypto.clone(),
+                Arc::clone(&deps.clock),
+                config.secret_quotas,
+            ),
+            accounts: accounts::AccountService::new(
+                &deps.store,
+                Arc::clone(&deps.vault),
+                Arc::clone(&deps.clock),
+            ),
+            crypto,
             keys,
             deps,
         }

@@ -130,6 +130,7 @@ impl Huawei {
             KmsConfig {
                 quotas: config.quotas.into(),
                 cache_ttl: Duration::from_millis(config.cache_ttl_ms),
+                secret_quotas: config.quotas.into(),
             },
         );
         let token_policy = keymesh_huawei_auth::token::Policy {
