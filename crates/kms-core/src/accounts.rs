@@ -190,3 +190,80 @@ impl AccountService {
         Ok(sealed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::time::Duration;
+
+    use keymesh_store::{AccountRepo, Quotas, SecretQuotas};
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::fake::FakeVault;
+    use crate::{Kms, KmsConfig};
+
+    fn deadline() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    #[tokio::test]
+    async fn seal_unseal_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/accounts.db", dir.path().display());
+        let store = keymesh_store::open(&url).await.unwrap();
+        let kms = Kms::new(
+            Arc::clone(&store),
+            Arc::new(FakeVault::new().unwrap()),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+            KmsConfig {
+                quotas: Quotas::default(),
+                cache_ttl: Duration::ZERO,
+                secret_quotas: SecretQuotas::default(),
+            },
+        );
+        let accounts = &kms.accounts;
+        let clear = Account {
+            access_key: "AK1".into(),
+            secret: AccountSecret::Clear(Zeroizing::new("sk-secret".into())),
+            project_id: "p1".into(),
+            user_id: "u1".into(),
+            role: Role::Full,
+            created_ms: 1,
+        };
+        let envelope = accounts.seal(&clear, deadline()).await.unwrap();
+        assert!(!envelope.windows(9).any(|w| w == b"sk-secret"));
+        let stored = Account {
+            secret: AccountSecret::Sealed(envelope.clone()),
+            ..clear.clone()
+        };
+        AccountRepo::create_account(&*store, &stored).await.unwrap();
+
+        let loaded = accounts.load("AK1", deadline()).await.unwrap().unwrap();
+        assert_eq!(loaded.secret.clear(), Some("sk-secret"));
+        assert!(accounts.load("AK2", deadline()).await.unwrap().is_none());
+        assert_eq!(
+            accounts.user_role("p1", "u1").await.unwrap(),
+            Some(Role::Full)
+        );
+        assert_eq!(accounts.user_role("p2", "u1").await.unwrap(), None);
+
+        // The AAD binds the row: the same envelope on another account does
+        // not open.
+        let moved = Account {
+            access_key: "AK3".into(),
+            secret: AccountSecret::Sealed(envelope),
+            ..clear
+        };
+        assert!(accounts.unseal(moved, deadline()).await.is_err());
+        // Nothing left to migrate: every row is sealed.
+        assert_eq!(
+            accounts
+                .migrate_clear_accounts(Duration::from_secs(5))
+                .await
+                .unwrap(),
+            0
+        );
+    }
+}

@@ -106,3 +106,6 @@ impl SecretService {
         &self.quotas
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use keymesh_store::{Quotas, SecretQuotas};
+use keymesh_kms_core::{Quotas, SecretQuotas};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 

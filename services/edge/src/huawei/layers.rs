@@ -199,7 +199,7 @@ async fn authenticate(State(h): State<Arc<Huawei>>, req: Request, next: Next) ->
     };
     // Authenticated: its body no longer counts as pre-authentication bytes.
     parts.extensions.remove::<PreAuthBytes>();
-    if op.writes() && caller.role == keymesh_store::Role::ReadOnly {
+    if op.writes() && caller.role == keymesh_kms_core::Role::ReadOnly {
         let mut r = ApiError::ReadOnly.into_response(d);
         r.extensions_mut().insert(caller);
         return r;

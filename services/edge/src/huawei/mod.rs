@@ -59,8 +59,6 @@ pub struct Huawei {
     /// Issuer and maximum TTL every token is checked against.
     pub token_policy: keymesh_huawei_auth::token::Policy,
     pub signatures: keymesh_huawei_auth::sdk_hmac::Verifier,
-    /// The account seal key, read or created on first need.
-    pub seal_key: sealing::SealKeyCell,
 }
 
 impl std::fmt::Debug for Huawei {
@@ -146,7 +144,6 @@ impl Huawei {
             tokens,
             token_policy,
             signatures,
-            seal_key: sealing::SealKeyCell::default(),
         }))
     }
 
