@@ -34,6 +34,7 @@ pub mod cache;
 pub mod clock;
 pub mod crypto;
 pub mod csms;
+pub mod domain_check;
 pub mod error;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;

@@ -14,7 +14,6 @@ pub mod auth;
 pub mod codes;
 pub mod config;
 pub mod csms;
-pub mod domain_check;
 pub mod error;
 pub mod json;
 pub mod kms;
@@ -33,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keymesh_common::reload::Reloadable;
-use keymesh_kms_core::{Kms, KmsConfig};
+use keymesh_kms_core::{Kms, KmsConfig, domain_check};
 use keymesh_store::{SecretQuotas, Store};
 
 use crate::state::AppState;
@@ -83,10 +82,16 @@ impl Huawei {
         let store = keymesh_store::open(&url)
             .await
             .map_err(|e| anyhow::anyhow!("huawei store: {e}"))?;
+        // The domain key the workers hold must be the one the store's
+        // material is wrapped under (the domain's check, asked of every
+        // worker through the vault).
+        let workers =
+            vault::WorkerVault::new(Arc::clone(&app.workers), config.domain_key_label.clone());
         domain_check::verify(
-            &app.workers,
-            &config.domain_key_label,
+            &workers,
             store.as_ref(),
+            &SystemClock,
+            &config.domain_key_label,
             domain_check::START_WAIT,
         )
         .await?;
