@@ -4,21 +4,35 @@
 //! Names follow the `key_alias` grammar ([`crate::keys::check_alias`]).
 //! Keys pending deletion take no new aliases.
 
-use keymesh_store::{AliasRecord, Page, StoreError};
+use std::sync::Arc;
 
-use crate::Deps;
+use keymesh_store::{AliasRecord, AliasRepo, Page, Quotas, StoreError};
+
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::keys::{KeyService, check_alias};
 
 #[derive(Debug, Clone)]
 pub struct AliasService {
-    d: Deps,
+    store: Arc<dyn AliasRepo>,
+    clock: Arc<dyn Clock>,
+    quotas: Quotas,
     keys: KeyService,
 }
 
 impl AliasService {
-    pub(crate) fn new(d: Deps, keys: KeyService) -> Self {
-        Self { d, keys }
+    pub(crate) fn new(
+        store: Arc<dyn AliasRepo>,
+        clock: Arc<dyn Clock>,
+        quotas: Quotas,
+        keys: KeyService,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            quotas,
+            keys,
+        }
     }
 
     /// Name `key_id` `alias` (taken: [`Error::DuplicateAlias`]; over the
@@ -26,7 +40,7 @@ impl AliasService {
     pub async fn create(&self, project: &str, key_id: &str, alias: &str) -> Result<AliasRecord> {
         check_alias(alias)?;
         self.keys.get_writable(project, key_id).await?;
-        let now = self.d.clock.now_ms();
+        let now = self.clock.now_ms();
         let rec = AliasRecord {
             project_id: project.to_owned(),
             alias: alias.to_owned(),
@@ -34,7 +48,7 @@ impl AliasService {
             created_ms: now,
             updated_ms: now,
         };
-        self.d.store.create_alias(&rec, &self.d.quotas).await?;
+        self.store.create_alias(&rec, &self.quotas).await?;
         Ok(rec)
     }
 
@@ -51,7 +65,6 @@ impl AliasService {
             self.keys.get(project, id).await?;
         }
         Ok(self
-            .d
             .store
             .list_aliases(project, key_id, offset, limit)
             .await?)
@@ -65,12 +78,11 @@ impl AliasService {
         }
         // More names than a key can hold cannot all be that key's aliases:
         // the store would refuse them anyway (and this bounds the statement).
-        if names.len() > self.d.quotas.aliases_per_key as usize {
+        if names.len() > self.quotas.aliases_per_key as usize {
             return Err(Error::InvalidAlias);
         }
         self.keys.get(project, key_id).await?;
-        self.d
-            .store
+        self.store
             .delete_aliases(project, key_id, names)
             .await
             .map_err(|e| match e {
@@ -84,15 +96,8 @@ impl AliasService {
     pub async fn associate(&self, project: &str, alias: &str, key_id: &str) -> Result<AliasRecord> {
         check_alias(alias)?;
         self.keys.get_writable(project, key_id).await?;
-        self.d
-            .store
-            .associate_alias(
-                project,
-                alias,
-                key_id,
-                self.d.clock.now_ms(),
-                &self.d.quotas,
-            )
+        self.store
+            .associate_alias(project, alias, key_id, self.clock.now_ms(), &self.quotas)
             .await
             .map_err(|e| match e {
                 // The target exists (checked above): the alias does not.

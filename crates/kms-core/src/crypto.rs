@@ -15,11 +15,10 @@ use keymesh_store::Material;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use crate::Deps;
 use crate::blob::{self, Blob, Kind};
 use crate::error::{Error, Result};
 use crate::keys::KeyService;
-use crate::vault::{KeyPairSpec, Sealed};
+use crate::vault::{KeyPairSpec, Sealed, Vault};
 
 /// A blob from the vault's output under `key_id`'s material `version`.
 pub fn to_blob(key_id: &str, version: u32, s: Sealed) -> Blob {
@@ -51,13 +50,13 @@ pub struct KeyPair {
 
 #[derive(Debug, Clone)]
 pub struct CryptoService {
-    d: Deps,
+    vault: Arc<dyn Vault>,
     keys: KeyService,
 }
 
 impl CryptoService {
-    pub(crate) fn new(d: Deps, keys: KeyService) -> Self {
-        Self { d, keys }
+    pub(crate) fn new(vault: Arc<dyn Vault>, keys: KeyService) -> Self {
+        Self { vault, keys }
     }
 
     /// Seal `plaintext` under the key's current material as an encoded
@@ -74,7 +73,7 @@ impl CryptoService {
         let (e, m) = self.keys.usable(project, key_id).await?;
         let k = &e.0;
         let aad = blob::aad(&k.project_id, &k.key_id, m.version, kind, user_aad);
-        let s = self.d.vault.encrypt(deadline, &m, plaintext, aad).await?;
+        let s = self.vault.encrypt(deadline, &m, plaintext, aad).await?;
         Ok(to_blob(&k.key_id, m.version, s).encode())
     }
 
@@ -112,7 +111,7 @@ impl CryptoService {
         deadline: Instant,
     ) -> Result<Zeroizing<Vec<u8>>> {
         let (m, s, aad) = self.opener(project, b, kind, user_aad).await?;
-        Ok(self.d.vault.decrypt(deadline, &m, s, aad).await?)
+        Ok(self.vault.decrypt(deadline, &m, s, aad).await?)
     }
 
     /// Re-seal a blob of `kind` under `dest_key_id` without the plaintext
@@ -133,7 +132,6 @@ impl CryptoService {
         let dk = &de.0;
         let dst_full = blob::aad(&dk.project_id, &dk.key_id, dm.version, kind, dest_aad);
         let out = self
-            .d
             .vault
             .re_encrypt(deadline, (&src_m, s, src_full), (&dm, dst_full))
             .await?;
@@ -158,7 +156,6 @@ impl CryptoService {
         let k = &e.0;
         let aad = blob::aad(&k.project_id, &k.key_id, m.version, Kind::DataKey, user_aad);
         let dk = self
-            .d
             .vault
             .data_key(deadline, &m, len, aad, with_plaintext)
             .await?;
@@ -189,7 +186,6 @@ impl CryptoService {
             user_aad,
         );
         let p = self
-            .d
             .vault
             .data_key_pair(deadline, &m, spec, aad, with_plaintext)
             .await?;
@@ -202,6 +198,6 @@ impl CryptoService {
 
     /// `len` random bytes from the vault.
     pub async fn random(&self, len: u32, deadline: Instant) -> Result<Zeroizing<Vec<u8>>> {
-        Ok(self.d.vault.random(deadline, len).await?)
+        Ok(self.vault.random(deadline, len).await?)
     }
 }

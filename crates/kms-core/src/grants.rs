@@ -6,11 +6,14 @@
 //! deletion (disabled keys take them, as on Huawei); quotas per key and per
 //! project are enforced in the store's transaction.
 
-use keymesh_store::{GrantRecord, Page, StoreError};
+use std::sync::Arc;
 
+use keymesh_store::{GrantRecord, GrantRepo, Page, Quotas, StoreError};
+
+use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::ids;
 use crate::keys::KeyService;
-use crate::{Deps, ids};
 
 /// The operations a grant may name (the wire names of §9).
 pub const OPERATIONS: &[&str] = &[
@@ -63,13 +66,25 @@ pub struct NewGrant {
 
 #[derive(Debug, Clone)]
 pub struct GrantService {
-    d: Deps,
+    store: Arc<dyn GrantRepo>,
+    clock: Arc<dyn Clock>,
+    quotas: Quotas,
     keys: KeyService,
 }
 
 impl GrantService {
-    pub(crate) fn new(d: Deps, keys: KeyService) -> Self {
-        Self { d, keys }
+    pub(crate) fn new(
+        store: Arc<dyn GrantRepo>,
+        clock: Arc<dyn Clock>,
+        quotas: Quotas,
+        keys: KeyService,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            quotas,
+            keys,
+        }
     }
 
     /// Record a grant issued by `issuer`.
@@ -89,9 +104,9 @@ impl GrantService {
             operations: n.operations,
             issuing_principal: issuer.to_owned(),
             retiring_principal: n.retiring_principal,
-            created_ms: self.d.clock.now_ms(),
+            created_ms: self.clock.now_ms(),
         };
-        self.d.store.create_grant(&grant, &self.d.quotas).await?;
+        self.store.create_grant(&grant, &self.quotas).await?;
         Ok(grant)
     }
 
@@ -106,15 +121,13 @@ impl GrantService {
     ) -> Result<Page<GrantRecord>> {
         self.keys.get(project, key_id).await?;
         Ok(self
-            .d
             .store
             .list_grants(project, key_id, offset, limit)
             .await?)
     }
 
     async fn remove(&self, project: &str, key_id: &str, grant_id: &str) -> Result<()> {
-        self.d
-            .store
+        self.store
             .delete_grant(project, key_id, grant_id)
             .await
             .map_err(|e| match e {
@@ -141,7 +154,6 @@ impl GrantService {
     ) -> Result<()> {
         self.keys.get(project, key_id).await?;
         let g = self
-            .d
             .store
             .get_grant(project, grant_id)
             .await?
@@ -173,7 +185,6 @@ impl GrantService {
             });
         }
         Ok(self
-            .d
             .store
             .list_retirable_grants(project, user, offset, limit)
             .await?)

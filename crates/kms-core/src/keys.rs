@@ -13,12 +13,16 @@
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
-use keymesh_store::{KeyFilter, KeyRecord, KeyState, Material, Page, Quotas, StoreError, Usage};
+use keymesh_store::{
+    KeyFilter, KeyRecord, KeyRepo, KeyState, Material, Page, Quotas, StoreError, Usage,
+};
 use tokio::time::Instant;
 
 use crate::cache::{Cache, KeyEntry};
+use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::{Deps, ids};
+use crate::ids;
+use crate::vault::Vault;
 
 /// Days a key may wait for deletion.
 pub const PENDING_DAYS: RangeInclusive<i64> = 7..=1096;
@@ -94,28 +98,43 @@ struct Transition<'a> {
 /// The key aggregate's service.
 #[derive(Debug, Clone)]
 pub struct KeyService {
-    d: Deps,
+    store: Arc<dyn KeyRepo>,
+    vault: Arc<dyn Vault>,
+    clock: Arc<dyn Clock>,
+    cache: Arc<Cache>,
+    quotas: Quotas,
 }
 
 impl KeyService {
-    pub(crate) fn new(d: Deps) -> Self {
-        Self { d }
+    pub(crate) fn new(
+        store: Arc<dyn KeyRepo>,
+        vault: Arc<dyn Vault>,
+        clock: Arc<dyn Clock>,
+        cache: Arc<Cache>,
+        quotas: Quotas,
+    ) -> Self {
+        Self {
+            store,
+            vault,
+            clock,
+            cache,
+            quotas,
+        }
     }
 
     pub fn quotas(&self) -> &Quotas {
-        &self.d.quotas
+        &self.quotas
     }
 
     /// The read-through cache (shared with account lookups).
     pub fn cache(&self) -> &Arc<Cache> {
-        &self.d.cache
+        &self.cache
     }
 
     /// The key in the caller's project, from the store (not the cache: a
     /// state that decides whether a write may proceed is read fresh).
     pub async fn get(&self, project: &str, key_id: &str) -> Result<KeyRecord> {
-        self.d
-            .store
+        self.store
             .get_key(project, key_id)
             .await?
             .ok_or(Error::KeyNotFound)
@@ -130,15 +149,14 @@ impl KeyService {
 
     /// The key and its current material: cache, then store.
     pub async fn load(&self, project: &str, key_id: &str) -> Result<KeyEntry> {
-        if let Some(e) = self.d.cache.key(project, key_id) {
+        if let Some(e) = self.cache.key(project, key_id) {
             return Ok(e);
         }
-        let Some((key, material)) = self.d.store.get_key_with_material(project, key_id).await?
-        else {
+        let Some((key, material)) = self.store.get_key_with_material(project, key_id).await? else {
             return Err(Error::KeyNotFound);
         };
         let e = Arc::new((key, material.map(Arc::new)));
-        self.d.cache.put_key(project, key_id, Arc::clone(&e));
+        self.cache.put_key(project, key_id, Arc::clone(&e));
         Ok(e)
     }
 
@@ -156,7 +174,6 @@ impl KeyService {
     /// Material of another version of a usable key (older ciphertexts).
     pub async fn material(&self, k: &KeyRecord, version: u32) -> Result<Option<Material>> {
         Ok(self
-            .d
             .store
             .get_material(&k.project_id, &k.key_id, version)
             .await?)
@@ -178,7 +195,7 @@ impl KeyService {
                 Origin::External => KeyState::PendingImport,
             },
             default_key: false,
-            created_ms: self.d.clock.now_ms(),
+            created_ms: self.clock.now_ms(),
             deletion_ms: None,
             material_version: 0,
             enterprise_project_id: n.enterprise_project_id,
@@ -191,7 +208,7 @@ impl KeyService {
     /// project's key quota.
     pub async fn insert(&self, mut key: KeyRecord, deadline: Instant) -> Result<KeyRecord> {
         let material = if key.origin == Origin::Kms.as_str() {
-            let w = self.d.vault.generate_key(deadline).await?;
+            let w = self.vault.generate_key(deadline).await?;
             key.material_version = 1;
             Some(Material {
                 key_id: key.key_id.clone(),
@@ -203,9 +220,8 @@ impl KeyService {
         } else {
             None
         };
-        self.d
-            .store
-            .create_key(&key, material.as_ref(), &self.d.quotas)
+        self.store
+            .create_key(&key, material.as_ref(), &self.quotas)
             .await?;
         Ok(key)
     }
@@ -220,7 +236,7 @@ impl KeyService {
         description: &str,
         deadline: Instant,
     ) -> Result<String> {
-        if let Some(k) = self.d.store.find_key_by_alias(project, alias).await? {
+        if let Some(k) = self.store.find_key_by_alias(project, alias).await? {
             return Ok(k.key_id);
         }
         let key = KeyRecord {
@@ -239,7 +255,6 @@ impl KeyService {
         match self.insert(key, deadline).await {
             Ok(k) => Ok(k.key_id),
             Err(Error::DuplicateAlias) => self
-                .d
                 .store
                 .find_key_by_alias(project, alias)
                 .await?
@@ -256,15 +271,11 @@ impl KeyService {
         offset: u64,
         limit: u64,
     ) -> Result<Page<KeyRecord>> {
-        Ok(self
-            .d
-            .store
-            .list_keys(project, filter, offset, limit)
-            .await?)
+        Ok(self.store.list_keys(project, filter, offset, limit).await?)
     }
 
     pub async fn usage(&self, project: &str) -> Result<Usage> {
-        Ok(self.d.store.usage(project).await?)
+        Ok(self.store.usage(project).await?)
     }
 
     /// A compare-and-set state change; `wrong` names the error for a key
@@ -284,7 +295,6 @@ impl KeyService {
             return Err(wrong(current.state));
         }
         let r = self
-            .d
             .store
             .transition(project, id, t.from, t.to, t.deletion_ms)
             .await
@@ -292,7 +302,7 @@ impl KeyService {
                 StoreError::WrongState { current } => wrong(current),
                 e => e.into(),
             });
-        self.d.cache.forget_key(project, id);
+        self.cache.forget_key(project, id);
         r
     }
 
@@ -339,7 +349,7 @@ impl KeyService {
         if !PENDING_DAYS.contains(&days) {
             return Err(Error::InvalidPendingDays);
         }
-        let at = self.d.clock.now_ms() + days * DAY_MS;
+        let at = self.clock.now_ms() + days * DAY_MS;
         self.transition(
             project,
             id,
@@ -397,8 +407,8 @@ impl KeyService {
     pub async fn update_alias(&self, project: &str, id: &str, alias: &str) -> Result<KeyRecord> {
         check_alias(alias)?;
         self.modifiable(project, id).await?;
-        let k = self.d.store.update_key_alias(project, id, alias).await;
-        self.d.cache.forget_key(project, id);
+        let k = self.store.update_key_alias(project, id, alias).await;
+        self.cache.forget_key(project, id);
         Ok(k?)
     }
 
@@ -411,11 +421,10 @@ impl KeyService {
         check_description(description)?;
         self.modifiable(project, id).await?;
         let k = self
-            .d
             .store
             .update_key_description(project, id, description)
             .await;
-        self.d.cache.forget_key(project, id);
+        self.cache.forget_key(project, id);
         Ok(k?)
     }
 }

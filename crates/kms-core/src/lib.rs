@@ -65,16 +65,6 @@ pub use keymesh_store::{
     Quotas, StoreError, Tag, TagFilter, Usage,
 };
 
-/// What every service shares: built once in [`Kms::new`].
-#[derive(Debug, Clone)]
-pub(crate) struct Deps {
-    pub store: Arc<dyn keymesh_store::Store>,
-    pub vault: Arc<dyn Vault>,
-    pub clock: Arc<dyn Clock>,
-    pub cache: Arc<cache::Cache>,
-    pub quotas: Quotas,
-}
-
 /// Domain settings.
 #[derive(Debug, Clone, Copy)]
 pub struct KmsConfig {
@@ -86,7 +76,8 @@ pub struct KmsConfig {
     pub secret_quotas: SecretQuotas,
 }
 
-/// The KMS domain: one service per aggregate over shared dependencies.
+/// The KMS domain: one service per aggregate, each over the narrow store
+/// trait of its aggregate (upcast from the whole store once, here).
 #[derive(Debug)]
 pub struct Kms {
     pub keys: keys::KeyService,
@@ -98,7 +89,11 @@ pub struct Kms {
     pub secrets: csms::SecretService,
     /// Accounts, token subjects' roles and sealed account secret keys.
     pub accounts: accounts::AccountService,
-    deps: Deps,
+    purger: purge::Purger,
+    vault: Arc<dyn Vault>,
+    clock: Arc<dyn Clock>,
+    cache: Arc<cache::Cache>,
+    quotas: Quotas,
 }
 
 impl Kms {
@@ -108,56 +103,67 @@ impl Kms {
         clock: Arc<dyn Clock>,
         config: KmsConfig,
     ) -> Self {
-        let deps = Deps {
-            store,
-            vault,
-            clock,
-            cache: Arc::new(cache::Cache::new(config.cache_ttl)),
-            quotas: config.quotas,
-        };
-        let keys = keys::KeyService::new(deps.clone());
-        let crypto = crypto::CryptoService::new(deps.clone(), keys.clone());
+        let cache = Arc::new(cache::Cache::new(config.cache_ttl));
+        let quotas = config.quotas;
+        let keys = keys::KeyService::new(
+            store.clone(),
+            Arc::clone(&vault),
+            Arc::clone(&clock),
+            Arc::clone(&cache),
+            quotas,
+        );
+        let crypto = crypto::CryptoService::new(Arc::clone(&vault), keys.clone());
         Self {
-            aliases: aliases::AliasService::new(deps.clone(), keys.clone()),
-            grants: grants::GrantService::new(deps.clone(), keys.clone()),
-            tags: tags::TagService::new(deps.clone(), keys.clone()),
+            aliases: aliases::AliasService::new(
+                store.clone(),
+                Arc::clone(&clock),
+                quotas,
+                keys.clone(),
+            ),
+            grants: grants::GrantService::new(
+                store.clone(),
+                Arc::clone(&clock),
+                quotas,
+                keys.clone(),
+            ),
+            tags: tags::TagService::new(store.clone(), quotas, keys.clone()),
             secrets: csms::SecretService::new(
-                &deps.store,
+                &store,
                 keys.clone(),
                 crypto.clone(),
-                Arc::clone(&deps.clock),
+                Arc::clone(&clock),
                 config.secret_quotas,
             ),
-            accounts: accounts::AccountService::new(
-                &deps.store,
-                Arc::clone(&deps.vault),
-                Arc::clone(&deps.clock),
-            ),
+            accounts: accounts::AccountService::new(&store, Arc::clone(&vault), Arc::clone(&clock)),
+            purger: purge::Purger::new(&store),
             crypto,
             keys,
-            deps,
+            vault,
+            clock,
+            cache,
+            quotas,
         }
     }
 
     /// Milliseconds since the epoch, from the injected clock.
     pub fn now_ms(&self) -> i64 {
-        self.deps.clock.now_ms()
+        self.clock.now_ms()
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.deps.clock
+        &self.clock
     }
 
     pub fn vault(&self) -> &Arc<dyn Vault> {
-        &self.deps.vault
+        &self.vault
     }
 
     /// The read-through cache (keys, accounts, token subjects).
     pub fn cache(&self) -> &Arc<cache::Cache> {
-        &self.deps.cache
+        &self.cache
     }
 
     pub fn quotas(&self) -> &Quotas {
-        &self.deps.quotas
+        &self.quotas
     }
 }

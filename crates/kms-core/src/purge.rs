@@ -4,10 +4,28 @@
 //! stages and tags. Every edge runs it on a timer; the store makes
 //! concurrent runs safe.
 
-use keymesh_store::{KeyRepo, SecretRepo};
+use std::sync::Arc;
+
+use keymesh_store::{KeyRepo, SecretRepo, Store};
 
 use crate::Kms;
 use crate::error::Result;
+
+/// The two aggregates a purge destroys from.
+#[derive(Debug, Clone)]
+pub(crate) struct Purger {
+    keys: Arc<dyn KeyRepo>,
+    secrets: Arc<dyn SecretRepo>,
+}
+
+impl Purger {
+    pub(crate) fn new(store: &Arc<dyn Store>) -> Self {
+        Self {
+            keys: Arc::clone(store) as Arc<dyn KeyRepo>,
+            secrets: Arc::clone(store) as Arc<dyn SecretRepo>,
+        }
+    }
+}
 
 /// What one [`Kms::purge_due`] destroyed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,16 +39,14 @@ impl Kms {
     /// logged on the audit target and counted as it happens (keys first: a
     /// failure purging secrets leaves the keys' record intact).
     pub async fn purge_due(&self, now_ms: i64) -> Result<Purged> {
-        let keys: &dyn KeyRepo = &*self.deps.store;
-        let destroyed = keys.purge_due_keys(now_ms).await?;
+        let destroyed = self.purger.keys.purge_due_keys(now_ms).await?;
         for id in &destroyed {
             tracing::info!(target: "keymesh::audit", key_id = %id, "key material destroyed (pending deletion period ended)");
         }
         if !destroyed.is_empty() {
             metrics::counter!("keymesh_kms_keys_destroyed_total").increment(destroyed.len() as u64);
         }
-        let secrets: &dyn SecretRepo = &*self.deps.store;
-        let gone = secrets.purge_due_secrets(now_ms).await?;
+        let gone = self.purger.secrets.purge_due_secrets(now_ms).await?;
         for id in &gone {
             tracing::info!(target: "keymesh::audit", secret_id = %id, "secret destroyed (recovery window ended)");
         }

@@ -3,30 +3,35 @@
 //! can still be read. The tag grammar is the dialect's request parsing
 //! (the edge's `huawei/tagging.rs`); this service owns who may change what.
 
-use keymesh_store::{KeyRecord, Page, StoreError, Tag, TagFilter};
+use std::sync::Arc;
 
-use crate::Deps;
+use keymesh_store::{KeyRecord, KeyTagRepo, Page, Quotas, StoreError, Tag, TagFilter};
+
 use crate::error::{Error, Result};
 use crate::keys::KeyService;
 
 #[derive(Debug, Clone)]
 pub struct TagService {
-    d: Deps,
+    store: Arc<dyn KeyTagRepo>,
+    quotas: Quotas,
     keys: KeyService,
 }
 
 impl TagService {
-    pub(crate) fn new(d: Deps, keys: KeyService) -> Self {
-        Self { d, keys }
+    pub(crate) fn new(store: Arc<dyn KeyTagRepo>, quotas: Quotas, keys: KeyService) -> Self {
+        Self {
+            store,
+            quotas,
+            keys,
+        }
     }
 
     /// Set `tags` on the key (upsert; over quota: [`Error::Quota`]).
     pub async fn put(&self, project: &str, key_id: &str, tags: &[Tag]) -> Result<()> {
         self.keys.get_writable(project, key_id).await?;
         Ok(self
-            .d
             .store
-            .put_tags(project, key_id, tags, &self.d.quotas)
+            .put_tags(project, key_id, tags, &self.quotas)
             .await?)
     }
 
@@ -34,8 +39,7 @@ impl TagService {
     /// [`Error::TagNotFound`].
     pub async fn delete(&self, project: &str, key_id: &str, keys: &[String]) -> Result<()> {
         self.keys.get_writable(project, key_id).await?;
-        self.d
-            .store
+        self.store
             .delete_tags(project, key_id, keys)
             .await
             .map_err(|e| match e {
@@ -46,12 +50,12 @@ impl TagService {
 
     /// A key's tags (a missing key is [`Error::KeyNotFound`]).
     pub async fn show(&self, project: &str, key_id: &str) -> Result<Vec<Tag>> {
-        Ok(self.d.store.key_tags(project, key_id).await?)
+        Ok(self.store.key_tags(project, key_id).await?)
     }
 
     /// The project's tag keys with their values.
     pub async fn project_tags(&self, project: &str) -> Result<Vec<(String, Vec<String>)>> {
-        Ok(self.d.store.project_tags(project).await?)
+        Ok(self.store.project_tags(project).await?)
     }
 
     /// Keys matching `filter`, with their tags.
@@ -63,7 +67,6 @@ impl TagService {
         limit: u64,
     ) -> Result<Page<(KeyRecord, Vec<Tag>)>> {
         Ok(self
-            .d
             .store
             .find_keys_by_tags(project, filter, offset, limit)
             .await?)

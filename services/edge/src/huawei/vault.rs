@@ -329,3 +329,50 @@ async fn ask(channel: Channel, label: &str) -> Option<KeyCheck> {
         Err(_) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::huawei::error::{ApiError, Dialect};
+
+    fn status(code: tonic::Code, reason: ErrorReason) -> tonic::Status {
+        let info = ErrorInfo {
+            reason: reason as i32,
+        };
+        tonic::Status::with_details(code, "x", info.encode_to_vec().into())
+    }
+
+    /// A worker failure reaches the wire through the vault exactly as it
+    /// did when handlers called the pool themselves (`ApiError::from_worker`).
+    #[test]
+    fn worker_failures_keep_their_wire_codes() {
+        use tonic::Code as G;
+        let cases = [
+            status(G::DeadlineExceeded, ErrorReason::Unspecified),
+            status(G::Cancelled, ErrorReason::Unspecified),
+            status(G::Unavailable, ErrorReason::Unspecified),
+            status(G::Unknown, ErrorReason::Unspecified),
+            status(G::InvalidArgument, ErrorReason::InvalidCiphertext),
+            status(G::ResourceExhausted, ErrorReason::HsmBusy),
+            status(G::InvalidArgument, ErrorReason::InvalidArgument),
+            status(G::Internal, ErrorReason::HsmFailure),
+        ];
+        for s in cases {
+            let via_vault = ApiError::from(<VaultError as PoolError>::from_status(&s));
+            let direct = ApiError::from_worker(&s);
+            for d in [Dialect::Kms, Dialect::Csms] {
+                assert_eq!(via_vault.wire(d), direct.wire(d), "{s:?}");
+            }
+            // The 5xx cause (the source chain) is the same too.
+            assert_eq!(
+                crate::http::cause::Cause::of(&via_vault).0,
+                crate::http::cause::Cause::of(&direct).0
+            );
+        }
+        let shed = ApiError::from(<VaultError as PoolError>::shed());
+        assert_eq!(shed.wire(Dialect::Kms).code, "APIGW.0308");
+        let none = ApiError::from(<VaultError as PoolError>::no_worker());
+        assert!(matches!(none, ApiError::Worker(WorkerFailure::NoWorker)));
+    }
+}
