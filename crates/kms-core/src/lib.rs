@@ -145,6 +145,12 @@ impl Kms {
         }
     }
 
+    /// Destroy every key and secret whose waiting period ended by `now_ms`
+    /// ([`purge`]).
+    pub async fn purge_due(&self, now_ms: i64) -> Result<purge::Purged> {
+        self.purger.purge_due(now_ms).await
+    }
+
     /// Milliseconds since the epoch, from the injected clock.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()

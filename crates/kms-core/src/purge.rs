@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use keymesh_store::{KeyRepo, SecretRepo, Store};
 
-use crate::Kms;
 use crate::error::Result;
 
 /// The two aggregates a purge destroys from.
@@ -27,26 +26,26 @@ impl Purger {
     }
 }
 
-/// What one [`Kms::purge_due`] destroyed.
+/// What one [`Kms::purge_due`](crate::Kms::purge_due) destroyed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Purged {
     pub keys: Vec<String>,
     pub secrets: Vec<String>,
 }
 
-impl Kms {
+impl Purger {
     /// Destroy every key and secret due at `now_ms`. Each destruction is
     /// logged on the audit target and counted as it happens (keys first: a
     /// failure purging secrets leaves the keys' record intact).
-    pub async fn purge_due(&self, now_ms: i64) -> Result<Purged> {
-        let destroyed = self.purger.keys.purge_due_keys(now_ms).await?;
+    pub(crate) async fn purge_due(&self, now_ms: i64) -> Result<Purged> {
+        let destroyed = self.keys.purge_due_keys(now_ms).await?;
         for id in &destroyed {
             tracing::info!(target: "keymesh::audit", key_id = %id, "key material destroyed (pending deletion period ended)");
         }
         if !destroyed.is_empty() {
             metrics::counter!("keymesh_kms_keys_destroyed_total").increment(destroyed.len() as u64);
         }
-        let gone = self.purger.secrets.purge_due_secrets(now_ms).await?;
+        let gone = self.secrets.purge_due_secrets(now_ms).await?;
         for id in &gone {
             tracing::info!(target: "keymesh::audit", secret_id = %id, "secret destroyed (recovery window ended)");
         }

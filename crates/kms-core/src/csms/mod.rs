@@ -33,8 +33,14 @@ use crate::clock::Clock;
 use crate::crypto::CryptoService;
 use crate::error::Error;
 use crate::keys::KeyService;
+use zeroize::Zeroizing;
 
-pub use values::SecretValue;
+/// A decrypted (or about to be encrypted) secret value.
+#[derive(Debug)]
+pub enum SecretValue {
+    Text(Zeroizing<String>),
+    Binary(Zeroizing<Vec<u8>>),
+}
 
 /// The stage on a secret's current value.
 pub const SYSCURRENT: &str = "SYSCURRENT";

@@ -5,7 +5,7 @@
 use keymesh_store::{Keyset, SecretRecord, SecretState, SecretVersion, StageRecord, StoreError};
 use tokio::time::Instant;
 
-use super::values::SecretValue;
+use super::SecretValue;
 use super::{SYSCURRENT, SecretService, secret_missing, unusable};
 use crate::error::Error;
 

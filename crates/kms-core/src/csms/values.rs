@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use super::SecretService;
+use super::{SecretService, SecretValue};
 use crate::blob::{Blob, Kind};
 use crate::error::Error;
 
@@ -20,13 +20,6 @@ const DEFAULT_KEY_DESCRIPTION: &str = "Default master key for CSMS secrets";
 
 const TEXT: u8 = b's';
 const BINARY: u8 = b'b';
-
-/// A decrypted (or about to be encrypted) secret value.
-#[derive(Debug)]
-pub enum SecretValue {
-    Text(Zeroizing<String>),
-    Binary(Zeroizing<Vec<u8>>),
-}
 
 /// `value` framed for sealing: the type tag, then the bytes.
 fn frame(value: &SecretValue) -> Zeroizing<Vec<u8>> {

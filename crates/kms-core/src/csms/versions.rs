@@ -6,7 +6,7 @@
 use keymesh_store::{Keyset, SecretRecord, SecretState, SecretVersion, StageRecord};
 use tokio::time::Instant;
 
-use super::values::SecretValue;
+use super::SecretValue;
 use super::{SYSCURRENT, SYSPREVIOUS, SecretService, resource_missing, secret_missing, unusable};
 use crate::error::Error;
 

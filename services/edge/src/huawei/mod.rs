@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use keymesh_common::reload::Reloadable;
 use keymesh_kms_core::{Kms, KmsConfig, domain_check};
-use keymesh_store::{SecretQuotas, Store};
+use keymesh_store::Store;
 
 use crate::state::AppState;
 pub use config::HuaweiConfig;
@@ -46,13 +46,10 @@ pub struct Huawei {
     /// Workers, limiter and metrics, shared with the XKS dialect.
     pub app: Arc<AppState>,
     pub config: HuaweiConfig,
-    /// The KMS domain: keys, aliases, grants, tags, crypto; it owns the
-    /// clock, the quotas and the read-through cache.
+    /// The KMS domain: keys, aliases, grants, tags, crypto, CSMS secrets,
+    /// accounts and the purge; it owns the store, the clock, the quotas and
+    /// the read-through cache.
     pub kms: Kms,
-    pub secret_quotas: SecretQuotas,
-    /// The store, for what has not moved into the domain yet (CSMS,
-    /// accounts, sealing, purge).
-    pub store: Arc<dyn Store>,
     /// X-Auth-Token public keys, reloaded when the file changes.
     pub tokens: Option<Arc<Reloadable<keymesh_huawei_auth::token::TokenVerifier>>>,
     /// Issuer and maximum TTL every token is checked against.
@@ -127,7 +124,7 @@ impl Huawei {
             config.domain_key_label.clone(),
         ));
         let kms = Kms::new(
-            Arc::clone(&store),
+            store,
             vault,
             clock,
             KmsConfig {
@@ -143,9 +140,7 @@ impl Huawei {
         Ok(Arc::new(Self {
             app,
             kms,
-            secret_quotas: config.quotas.into(),
             config,
-            store,
             tokens,
             token_policy,
             signatures,
