@@ -1,8 +1,20 @@
-//! keymesh edge: the HTTP(S) front door.
-//!
-//! It authenticates AWS KMS (SigV4, optional mTLS), validates XKS requests,
-//! applies per-key-store policy and quotas, and translates each operation
-//! into a gRPC call to a crypto-worker. It holds no key material.
+//! keymesh edge: the HTTP(S) front door of the product, holding no key
+//! material. It speaks two dialects on one listener: the AWS XKS proxy API
+//! ([`xks`]: SigV4 per key store, the secondary-authorization policy, the
+//! XKS wire table) for AWS KMS, and the Huawei-Cloud-compatible KMS and
+//! CSMS APIs ([`huawei`]: SDK-HMAC or `X-Auth-Token`, key, secret, grant,
+//! alias and tag state in the durable store `keymesh-store`, the KMS wire
+//! table). [`app`] routes a request to its dialect; each dialect is one
+//! explicit pipeline (route → deadline → body limit → authenticate →
+//! tenant → rate limit → handler) ending in the shared rescue step, over the
+//! HTTP plumbing in [`http`] (listener, TLS, bounded body, probes, abuse
+//! budgets). Every cryptographic operation is a gRPC call to a crypto-worker
+//! through the worker pool in [`mesh`] (discovery, health, balancing,
+//! shedding, one retry), and every quota check goes through the leased
+//! rate-limiter client in [`limiter`]. XKS key stores and their credentials
+//! are the hot-reloaded [`keystores`] file; [`config`] is the typed,
+//! validated configuration; [`state`] holds what every request shares and
+//! [`tasks`] the background tasks, which [`serve`] stops when it returns.
 
 pub mod app;
 pub mod config;
@@ -12,4 +24,121 @@ pub mod keystores;
 pub mod limiter;
 pub mod mesh;
 pub mod state;
+pub mod tasks;
 pub mod xks;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::state::AppState;
+
+/// The pre-bound listeners [`serve_with`] answers on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Both dialects and the probes (and `/metrics` without an admin one).
+    pub main: TcpListener,
+    /// `admin_listen`: probes and `/metrics` only, in plain HTTP.
+    pub admin: Option<TcpListener>,
+}
+
+/// Serve the edge on `listener` until `shutdown` resolves, then drain and
+/// stop every background task. No admin listener and no metrics handle:
+/// what a test embedding the edge needs.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let listeners = Listeners {
+        main: listener,
+        admin: None,
+    };
+    serve_with(config, listeners, None, shutdown).await
+}
+
+/// [`serve`] with the optional admin listener and the process's metrics
+/// handle (the recorder is process-wide, so `main` installs it).
+pub async fn serve_with(
+    config: Config,
+    listeners: Listeners,
+    metrics: Option<PrometheusHandle>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(http::tls::server_config)
+        .transpose()?;
+    tracing::info!(
+        addr = %listeners.main.local_addr()?,
+        tls = tls.is_some(),
+        mtls = config.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()),
+        workers = config.workers.len(),
+        "edge listening"
+    );
+    let huawei_config = config.huawei.clone();
+    let state = AppState::start(config, metrics)?;
+    // Whatever happens below, no background task outlives this call.
+    let _stop = StopOnDrop(Arc::clone(&state));
+    let huawei = match huawei_config {
+        Some(h) => {
+            let h = huawei::Huawei::open(Arc::clone(&state), h).await?;
+            state.tasks.own(huawei::purge::spawn(Arc::clone(&h)));
+            tracing::info!("huawei KMS dialect enabled");
+            Some(h)
+        }
+        None => None,
+    };
+    let limits = state.config.abuse;
+    // The admin listener stops only after the main one has drained, so
+    // probes keep answering and the last scrape sees the final counts.
+    let (drained, admin_stop) = tokio::sync::oneshot::channel::<()>();
+    let admin = match listeners.admin {
+        Some(admin) => {
+            tracing::info!(addr = %admin.local_addr()?, "admin listener (probes, metrics)");
+            let admin_app = http::probes::admin(Arc::clone(&state));
+            Some(tokio::spawn(http::server::serve(
+                admin_app,
+                admin,
+                None,
+                limits,
+                async {
+                    let _ = admin_stop.await;
+                },
+            )))
+        }
+        None => None,
+    };
+    let served = http::server::serve(
+        app::app(Arc::clone(&state), huawei),
+        listeners.main,
+        tls,
+        limits,
+        shutdown,
+    )
+    .await;
+    let _ = drained.send(());
+    if let Some(admin) = admin {
+        admin.await??;
+    }
+    served?;
+    tracing::info!("edge stopped");
+    Ok(())
+}
+
+/// Stops the state's background tasks when [`serve_with`] returns, early
+/// errors included.
+struct StopOnDrop(Arc<AppState>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::keystores::Keystores;
 use crate::limiter::LimiterClient;
 use crate::mesh::{GrpcClientTls, WorkerPool, channel_with};
+use crate::tasks::Tasks;
 use crate::xks::policy::PolicyFile;
 use crate::xks::sigv4::Verifier;
 
@@ -26,6 +27,9 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Budgets for callers not yet authenticated, shared by both dialects.
     pub abuse: crate::http::abuse::Abuse,
+    /// Every background task of this edge (its own and the dialects'),
+    /// stopped by [`AppState::stop`].
+    pub tasks: Tasks,
 }
 
 impl std::fmt::Debug for AppState {
@@ -38,18 +42,19 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     /// Build the state and start its background tasks (file watches, health
-    /// probes); they stop when the runtime does.
+    /// probes), owned in [`AppState::tasks`] until [`AppState::stop`].
     pub fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Arc<Self>> {
+        let tasks = Tasks::default();
         let reload = Duration::from_millis(config.reload_interval_ms);
         let allow_wildcard = config.allow_wildcard_keystores;
         let keystores = Reloadable::load(&config.keystores_file, move |b: &[u8]| {
             Keystores::parse_with(b, allow_wildcard)
         })?;
-        keystores.spawn_watch(reload);
+        tasks.own(keystores.spawn_watch(reload));
         let policy = match &config.policy_file {
             Some(p) => {
                 let r = Reloadable::load(p, PolicyFile::parse)?;
-                r.spawn_watch(reload);
+                tasks.own(r.spawn_watch(reload));
                 Some(r)
             }
             None => None,
@@ -68,7 +73,7 @@ impl AppState {
                         },
                         peers: AllowedPeers::parse(peers).map_err(|e| anyhow::anyhow!(e))?,
                     })?;
-                    tls.spawn_watch(keymesh_common::grpc_tls::RELOAD_INTERVAL);
+                    tasks.own(tls.spawn_watch(keymesh_common::grpc_tls::RELOAD_INTERVAL));
                     Ok(GrpcClientTls { tls })
                 };
                 (
@@ -91,17 +96,24 @@ impl AppState {
             config.limiter_failure_policy,
             config.limiter_max_lease,
         );
-        // The worker pool's prober also probes the limiter replicas, and its
-        // readiness needs one of them.
-        let workers = Arc::new(WorkerPool::with_tls(
-            &config.workers,
-            limiter.clone(),
-            worker_tls,
-        )?);
-        workers.start(
+        // Readiness needs a limiter replica serving: probed on the workers'
+        // one-second rhythm, with the same timeout.
+        let prober = limiter.clone();
+        tasks.own(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                prober.probe(crate::mesh::discovery::PROBE_TIMEOUT).await;
+            }
+        }));
+        let workers = Arc::new(WorkerPool::with_tls(&config.workers, worker_tls)?);
+        for task in workers.start(
             Duration::from_secs(1),
             Duration::from_millis(config.worker_resolve_interval_ms),
-        );
+        ) {
+            tasks.own(task);
+        }
         let verifier = Verifier {
             max_skew: Duration::from_secs(config.max_skew_secs),
             regions: config.regions.clone(),
@@ -115,6 +127,28 @@ impl AppState {
             workers,
             limiter,
             metrics,
+            tasks,
         }))
+    }
+
+    /// `/readyz`: at least one limiter replica serving (a lost replica only
+    /// moves its keys to another) and at least one worker admitted.
+    pub fn ready(&self) -> bool {
+        self.limiter.ready() && self.workers.any_admitted()
+    }
+
+    /// Stop every background task: the owned ones, then the worker health
+    /// watches (after the resolver, which could start new ones).
+    pub fn stop(&self) {
+        self.tasks.stop();
+        self.workers.stop();
+    }
+}
+
+/// A state dropped without [`AppState::stop`] (a test's, or one whose
+/// server failed to start) still ends its tasks and health watches.
+impl Drop for AppState {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

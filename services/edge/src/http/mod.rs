@@ -1,14 +1,15 @@
 //! HTTP plumbing shared by both dialects and the admin listener: the
 //! listener itself ([`server`], TLS in [`tls`]), the per-source and
 //! pre-authentication budgets ([`abuse`]), bounded body buffering ([`body`]),
-//! the probes ([`probes`]), the 5xx cause carried to the audit line
-//! ([`cause`]), zeroizing JSON answers ([`zeroizing`]) and the request
-//! [`Deadline`]. Nothing here knows a dialect's wire table.
+//! the probes ([`probes`]), the one rescue step that logs every 5xx with
+//! its cause ([`rescue`], rendered by [`cause`]), zeroizing JSON answers
+//! ([`zeroizing`]) and the request [`Deadline`]. Nothing here knows a dialect's wire table.
 
 pub mod abuse;
 pub mod body;
 pub mod cause;
 pub mod probes;
+pub mod rescue;
 pub mod server;
 pub mod tls;
 pub mod zeroizing;

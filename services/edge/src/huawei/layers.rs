@@ -1,31 +1,50 @@
-//! The Huawei request pipeline as tower middleware, outermost first (see
-//! [`service`] for why each step sits where it does). Each step passes the
-//! request on with what it learnt in the request extensions, or answers with
-//! a [`ApiError`]; the wire mapping lives only in `error.rs`.
+//! The Huawei request pipeline, outermost first (see [`service`] for why
+//! each step sits where it does). The route and the dialect (KMS or CSMS)
+//! are worked out once, and what the steps learn (deadline, caller) travels
+//! as typed values, not request extensions; each step passes on or fails
+//! with an [`ApiError`], turned into the answer in one place (the wire
+//! mapping lives only in `error.rs`) through the shared rescue step that
+//! logs every 5xx once with the request id.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::{Next, from_fn_with_state};
+use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
+use http::request::Parts;
 use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
-use tower::{Service, ServiceBuilder};
+use tower::Service;
 use tracing::Instrument;
 
 use super::Huawei;
 use super::auth::Caller;
-use super::error::{ApiError, Dialect, Failure};
+use super::error::{ApiError, Dialect};
 use super::route::{self, Op, Route, RouteError};
 use crate::http::Deadline;
-use crate::http::abuse::PreAuthBytes;
-use crate::http::body::{BodyError, RawBody, closes_connection, declared_length, read_bounded};
-use crate::http::cause::Cause;
+use crate::http::body::{BodyError, Bounded, closes_connection, declared_length, read_bounded};
+use crate::http::rescue::rescue;
 
-/// The Huawei dialect: the tower stack, outermost first, ending in the handler.
+/// The Huawei dialects as one tower service. The steps, outermost first:
+///
+/// 1. request id, span, the one audit line and the metrics — outermost, it
+///    sees every outcome;
+/// 2. the total budget (503 KMS.0104 past it) covers everything below;
+/// 3. bounded body buffering before anything can answer early: the
+///    signature covers the exact body bytes, nobody unauthenticated may make
+///    us buffer more, and an HTTP/1.1 answer sent before the body was read
+///    would cost the client its keep-alive connection;
+/// 4. unknown path (KMS.0201) and wrong method (KMS.0215);
+/// 5. authentication (SDK-HMAC or X-Auth-Token; 429 once the source's
+///    failures are over budget), then the read-only role;
+/// 6. the quota, after authentication so nobody spends another project's;
+/// 7. the operation.
+///
+/// Plain async steps rather than one `from_fn` layer each: a middleware
+/// layer costs a boxed future per request, and the steps share typed values
+/// instead of re-reading request extensions.
 pub fn service(
     h: Arc<Huawei>,
 ) -> impl Service<Request<Body>, Response = Response, Error = Infallible, Future: Send>
@@ -33,23 +52,10 @@ pub fn service(
 + Send
 + Sync
 + 'static {
-    ServiceBuilder::new()
-        // Outermost: it sees every outcome, so it owns the request id, the
-        // span, the one audit line and the metrics.
-        .layer(from_fn_with_state(Arc::clone(&h), observe))
-        // The total budget covers everything below; past it: 503 KMS.0104.
-        .layer(from_fn_with_state(Arc::clone(&h), deadline))
-        // Bounded buffering before anything can answer early: the signature
-        // covers the exact body bytes, nobody unauthenticated may make us
-        // buffer more, and an HTTP/1.1 answer sent before the body was read
-        // would cost the client its keep-alive connection.
-        .layer(from_fn_with_state(Arc::clone(&h), body_limit))
-        // Unknown path (KMS.0201) and wrong method (KMS.0215).
-        .layer(from_fn_with_state(Arc::clone(&h), resolve))
-        .layer(from_fn_with_state(Arc::clone(&h), authenticate))
-        // Quota after authentication, so nobody spends another project's.
-        .layer(from_fn_with_state(Arc::clone(&h), rate_limit))
-        .service_fn(move |req| handler(Arc::clone(&h), req))
+    tower::service_fn(move |req: Request| {
+        let h = Arc::clone(&h);
+        async move { Ok(observe(&h, req).await) }
+    })
 }
 
 /// 16 random bytes as hex: the `X-Request-Id` of one request.
@@ -58,37 +64,77 @@ fn request_id() -> String {
     hex::encode(super::random_bytes::<16>().unwrap_or_default())
 }
 
-/// The routing outcome, computed once in [`observe`] (which needs the
-/// operation for its span) and turned into an answer by [`resolve`].
-#[derive(Clone)]
-struct Routed(Result<Route, RouteError>);
+/// What the audit line says about a request beyond its route, filled in by
+/// the steps as they learn it.
+#[derive(Default)]
+struct Seen {
+    /// Set once authenticated (also on a read-only refusal).
+    caller: Option<Arc<Caller>>,
+    /// The key a request addressed (set by handlers).
+    key_id: Option<String>,
+}
 
-/// Request id, span, audit line and metrics for every Huawei request.
-async fn observe(State(_): State<Arc<Huawei>>, mut req: Request, next: Next) -> Response {
+/// How a request failed: the error, and whether the connection must close
+/// (a body refused unread).
+struct Refused {
+    error: ApiError,
+    close: bool,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            close: false,
+        }
+    }
+}
+
+/// Request id, span, audit line and metrics for every Huawei request; the
+/// rescue step.
+async fn observe(h: &Arc<Huawei>, req: Request) -> Response {
     let start = Instant::now();
     let id = request_id();
-    let routed = route::route(req.method(), req.uri().path());
+    let (mut parts, body) = req.into_parts();
+    let dialect = Dialect::of_path(parts.uri.path());
+    let routed = route::route(&parts.method, parts.uri.path());
     let (operation, project) = match &routed {
         Ok(r) => (r.op.name(), r.project_id.clone()),
         Err(_) => ("unknown", String::new()),
     };
-    req.extensions_mut().insert(Routed(routed));
     let span = tracing::debug_span!("kms", operation, project_id = %project, request_id = %id);
-    let mut resp = next.run(req).instrument(span.clone()).await;
+    // The total budget starts now; `auth` reads it from the head (until it
+    // takes it as an argument).
+    let at = Instant::now() + std::time::Duration::from_millis(h.config.deadline_ms);
+    parts.extensions.insert(Deadline(at));
+    let mut seen = Seen::default();
+    let run = tokio::time::timeout_at(
+        at,
+        pipeline(h, dialect, routed, at, &parts, body, &mut seen),
+    );
+    let result = match run.instrument(span.clone()).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::Timeout.into()),
+    };
+    let (mut resp, code, cause) = match result {
+        Ok(body) => (crate::http::json_response(StatusCode::OK, body), "", None),
+        Err(Refused { error, close }) => {
+            let mut resp = error.into_response(dialect);
+            let cause = rescue("kms", &id, resp.status(), &error);
+            if close {
+                resp = closes_connection(resp, parts.version);
+            }
+            (resp, error.wire(dialect).code, cause)
+        }
+    };
     let latency = start.elapsed();
-    let code = resp.extensions().get::<Failure>().map_or("", |f| f.0);
-    let caller = resp
-        .extensions()
-        .get::<Arc<Caller>>()
-        .map(|c| c.principal())
+    let caller = seen
+        .caller
+        .as_deref()
+        .map(Caller::principal)
         .unwrap_or_default();
-    let key_id = resp
-        .extensions_mut()
-        .remove::<AuditKey>()
-        .map(|k| k.0)
-        .unwrap_or_default();
+    let key_id = seen.key_id.unwrap_or_default();
     let status = resp.status().as_u16();
-    let cause = resp.extensions_mut().remove::<Cause>().map(|c| c.0);
     let _entered = span.enter();
     tracing::info!(
         target: "keymesh::audit",
@@ -108,176 +154,134 @@ async fn observe(State(_): State<Arc<Huawei>>, mut req: Request, next: Next) -> 
         .increment(1);
     metrics::histogram!("keymesh_kms_request_seconds", "operation" => operation)
         .record(latency.as_secs_f64());
+    // The error table's own hand-off of the cause; logged above already.
+    resp.extensions_mut().remove::<crate::http::cause::Cause>();
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
 }
 
-/// The key a request addressed, for the audit line (set by handlers).
-#[derive(Debug, Clone)]
-pub struct AuditKey(pub String);
-
-async fn deadline(State(h): State<Arc<Huawei>>, mut req: Request, next: Next) -> Response {
-    let d = Dialect::of_path(req.uri().path());
-    let at = Instant::now() + std::time::Duration::from_millis(h.config.deadline_ms);
-    req.extensions_mut().insert(Deadline(at));
-    match tokio::time::timeout_at(at, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => ApiError::Timeout.into_response(d),
-    }
+/// Body, route, authentication, quota, operation: the steps inside the
+/// deadline.
+async fn pipeline(
+    h: &Huawei,
+    dialect: Dialect,
+    routed: Result<Route, RouteError>,
+    at: Instant,
+    parts: &Parts,
+    body: Body,
+    seen: &mut Seen,
+) -> Result<Bytes, Refused> {
+    let mut body = body_limit(h, dialect, at, parts, body).await?;
+    let route = match routed {
+        Ok(r) => r,
+        Err(RouteError::UnknownPath) => return Err(ApiError::UnknownPath.into()),
+        Err(RouteError::Method(allow)) => return Err(ApiError::MethodNotAllowed(allow).into()),
+    };
+    let caller = authenticate(h, parts, &body.bytes, &route, seen).await?;
+    // Authenticated (or anonymous): its body no longer counts as
+    // pre-authentication bytes.
+    body.held = None;
+    rate_limit(h, &route, at).await?;
+    handler(h, &route, &caller, parts, &body.bytes, at, seen)
+        .await
+        .map_err(Refused::from)
 }
 
-async fn resolve(State(_): State<Arc<Huawei>>, mut req: Request, next: Next) -> Response {
-    let d = Dialect::of_path(req.uri().path());
-    match req.extensions_mut().remove::<Routed>() {
-        Some(Routed(Ok(r))) => {
-            req.extensions_mut().insert(r);
-            next.run(req).await
-        }
-        Some(Routed(Err(RouteError::UnknownPath))) => ApiError::UnknownPath.into_response(d),
-        Some(Routed(Err(RouteError::Method(allow)))) => {
-            ApiError::MethodNotAllowed(allow).into_response(d)
-        }
-        None => ApiError::Internal.into_response(d),
-    }
-}
-
-async fn body_limit(State(h): State<Arc<Huawei>>, req: Request, next: Next) -> Response {
-    let d = Dialect::of_path(req.uri().path());
-    let max = match d {
+/// Buffer at most the dialect's limit (KMS.0203 beyond; 429 when the
+/// pre-auth budget is spent); a body that fails → KMS.0202, one that stalls
+/// → KMS.0104.
+async fn body_limit(
+    h: &Huawei,
+    dialect: Dialect,
+    at: Instant,
+    parts: &Parts,
+    body: Body,
+) -> Result<Bounded, Refused> {
+    let max = match dialect {
         Dialect::Kms => h.config.max_body_bytes,
         Dialect::Csms => h.config.csms_max_body_bytes,
     };
-    let Some(Deadline(at)) = req.extensions().get::<Deadline>().copied() else {
-        return ApiError::Internal.into_response(d);
-    };
-    let declared = declared_length(req.headers());
-    let (mut parts, body) = req.into_parts();
-    let bounded = match read_bounded(body, max, at, declared, &h.app.abuse.preauth).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge) => {
-            return closes_connection(ApiError::BodyTooLarge.into_response(d), parts.version);
-        }
-        Err(BodyError::OverBudget) => return ApiError::Throttled.into_response(d),
+    let declared = declared_length(&parts.headers);
+    match read_bounded(body, max, at, declared, &h.app.abuse.preauth).await {
+        Ok(b) => Ok(b),
+        Err(BodyError::TooLarge) => Err(Refused {
+            error: ApiError::BodyTooLarge,
+            close: true,
+        }),
+        Err(BodyError::OverBudget) => Err(ApiError::Throttled.into()),
         Err(BodyError::Unreadable) => {
-            return ApiError::MalformedJson("the body could not be read").into_response(d);
+            Err(ApiError::MalformedJson("the body could not be read").into())
         }
-        Err(BodyError::Late) => return ApiError::Timeout.into_response(d),
-    };
-    parts.extensions.insert(RawBody(bounded.bytes));
-    if let Some(p) = bounded.held {
-        parts.extensions.insert(PreAuthBytes(Arc::new(p)));
+        Err(BodyError::Late) => Err(ApiError::Timeout.into()),
     }
-    next.run(Request::from_parts(parts, Body::empty())).await
 }
 
-async fn authenticate(State(h): State<Arc<Huawei>>, req: Request, next: Next) -> Response {
-    let d = Dialect::of_path(req.uri().path());
-    let (mut parts, body) = req.into_parts();
-    let (Some(route), Some(RawBody(raw))) = (
-        parts.extensions.get::<Route>(),
-        parts.extensions.get::<RawBody>(),
-    ) else {
-        return ApiError::Internal.into_response(d);
-    };
-    let op = route.op;
-    if op.anonymous() {
-        parts.extensions.remove::<PreAuthBytes>();
-        return next.run(Request::from_parts(parts, body)).await;
+/// The caller (the empty one for anonymous operations), or why not.
+async fn authenticate(
+    h: &Huawei,
+    parts: &Parts,
+    body: &[u8],
+    route: &Route,
+    seen: &mut Seen,
+) -> Result<Arc<Caller>, Refused> {
+    if route.op.anonymous() {
+        return Ok(Arc::new(Caller::default()));
     }
-    let caller = match super::auth::authenticate(&h, &parts, raw, route).await {
+    let caller = match super::auth::authenticate(h, parts, body, route).await {
         Ok(c) => Arc::new(c),
         Err(e) => {
             // A failed authentication costs its source; past its budget → 429.
             let refused = matches!(e, ApiError::Signature(_) | ApiError::Token(_));
-            if refused && !h.app.abuse.sources.admit(super::auth::peer(&parts)) {
-                return ApiError::Throttled.into_response(d);
+            if refused && !h.app.abuse.sources.admit(super::auth::peer(parts)) {
+                return Err(ApiError::Throttled.into());
             }
-            return e.into_response(d);
+            return Err(e.into());
         }
     };
-    // Authenticated: its body no longer counts as pre-authentication bytes.
-    parts.extensions.remove::<PreAuthBytes>();
-    if op.writes() && caller.role == keymesh_kms_core::Role::ReadOnly {
-        let mut r = ApiError::ReadOnly.into_response(d);
-        r.extensions_mut().insert(caller);
-        return r;
+    seen.caller = Some(Arc::clone(&caller));
+    if route.op.writes() && caller.role == keymesh_kms_core::Role::ReadOnly {
+        return Err(ApiError::ReadOnly.into());
     }
-    // Shared, not copied, with the handler (request) and `observe` (response).
-    parts.extensions.insert(Arc::clone(&caller));
-    let mut resp = next.run(Request::from_parts(parts, body)).await;
-    resp.extensions_mut().insert(caller);
-    resp
+    Ok(caller)
 }
 
-async fn rate_limit(State(h): State<Arc<Huawei>>, req: Request, next: Next) -> Response {
-    let d = Dialect::of_path(req.uri().path());
-    let (Some(route), Some(Deadline(at))) = (
-        req.extensions().get::<Route>(),
-        req.extensions().get::<Deadline>().copied(),
-    ) else {
-        return ApiError::Internal.into_response(d);
-    };
-    if !route.op.anonymous() {
-        let tenant = format!("{}:{}", route.op.service(), route.project_id);
-        match h.app.limiter.check(&tenant, route.op.name(), at).await {
-            crate::limiter::Decision::Allow => {}
-            crate::limiter::Decision::Throttle { .. } => {
-                return ApiError::Throttled.into_response(d);
-            }
-            crate::limiter::Decision::Unavailable => return ApiError::Timeout.into_response(d),
-        }
+/// Quota per (service:project, operation) through the limiter (429), or
+/// KMS.0104 when the limiter cannot be asked and the policy is closed.
+async fn rate_limit(h: &Huawei, route: &Route, at: Instant) -> Result<(), Refused> {
+    if route.op.anonymous() {
+        return Ok(());
     }
-    next.run(req).await
+    let tenant = format!("{}:{}", route.op.service(), route.project_id);
+    match h.app.limiter.check(&tenant, route.op.name(), at).await {
+        crate::limiter::Decision::Allow => Ok(()),
+        crate::limiter::Decision::Throttle { .. } => Err(ApiError::Throttled.into()),
+        crate::limiter::Decision::Unavailable => Err(ApiError::Timeout.into()),
+    }
 }
 
-async fn handler(h: Arc<Huawei>, req: Request) -> Result<Response, Infallible> {
-    let d = Dialect::of_path(req.uri().path());
-    let ext = req.extensions();
-    let (Some(route), Some(Deadline(at)), Some(RawBody(body))) = (
-        ext.get::<Route>(),
-        ext.get::<Deadline>().copied(),
-        ext.get::<RawBody>(),
-    ) else {
-        return Ok(ApiError::Internal.into_response(d));
-    };
-    // Anonymous operations have no caller: they get the empty one.
-    let anonymous;
-    let caller = match ext.get::<Arc<Caller>>() {
-        Some(c) => &**c,
-        None => {
-            anonymous = Caller::default();
-            &anonymous
-        }
-    };
-    let mut audit = None;
-    let query = req.uri().query();
+/// The operation itself.
+async fn handler(
+    h: &Huawei,
+    route: &Route,
+    caller: &Caller,
+    parts: &Parts,
+    body: &[u8],
+    at: Instant,
+    seen: &mut Seen,
+) -> Result<Bytes, ApiError> {
     let ctx = super::kms::Ctx {
-        h: &h,
+        h,
         route,
         caller,
         body,
-        query,
+        query: parts.uri.query(),
         deadline: at,
-        audit_key: &mut audit,
+        audit_key: &mut seen.key_id,
     };
-    let result = match route.op {
+    match route.op {
         Op::Kms(op) => super::kms::dispatch(ctx, op).await,
         Op::Csms(op) => super::csms::dispatch(ctx, op).await,
-    };
-    let mut resp = match result {
-        Ok(body) => crate::http::json_response(StatusCode::OK, body),
-        // A 5xx carries its cause to the audit line (`observe`).
-        Err(e) => e.into_response(d),
-    };
-    if let Some(k) = audit {
-        resp.extensions_mut().insert(AuditKey(k));
     }
-    Ok(resp)
-}
-
-/// A JSON body for a successful answer.
-pub fn ok(v: serde_json::Value) -> Bytes {
-    Bytes::from(v.to_string())
 }

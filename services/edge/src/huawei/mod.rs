@@ -6,7 +6,7 @@
 //! (`keymesh-kms-core`, held as [`Huawei::kms`]) over the durable store,
 //! and every operation on key material is one `KeyVault` call to a
 //! crypto-worker ([`vault::WorkerVault`], the domain's vault), where CMKs
-//! exist in clear only inside the HSM. The request pipeline ([`service`])
+//! exist in clear only inside the HSM. The request pipeline ([`layers::service`])
 //! mirrors the XKS one: observe → deadline → body limit → route →
 //! authenticate → rate limit → handler.
 
@@ -95,10 +95,11 @@ impl Huawei {
         let h = Self::with_store(app, config, store, Arc::new(SystemClock))?;
         if let Some(t) = &h.tokens {
             // A rotation (a key added or removed) applies without a restart.
-            t.spawn_watch(Duration::from_millis(h.app.config.reload_interval_ms));
+            let watch = t.spawn_watch(Duration::from_millis(h.app.config.reload_interval_ms));
+            h.app.tasks.own(watch);
         }
         // Rows written before sealing existed: sealed once workers answer.
-        sealing::spawn_migration(Arc::clone(&h));
+        h.app.tasks.own(sealing::spawn_migration(Arc::clone(&h)));
         Ok(h)
     }
 

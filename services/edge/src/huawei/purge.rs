@@ -16,7 +16,7 @@ pub async fn run_once(h: &Huawei) -> Result<Purged, keymesh_kms_core::Error> {
 }
 
 /// Run [`run_once`] every `purge_interval_ms` until the runtime stops.
-pub fn spawn(h: Arc<Huawei>) {
+pub fn spawn(h: Arc<Huawei>) -> tokio::task::JoinHandle<()> {
     let every = Duration::from_millis(h.config.purge_interval_ms);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -27,5 +27,5 @@ pub fn spawn(h: Arc<Huawei>) {
                 tracing::warn!(error = %e, "scheduled key deletion failed; retrying next interval");
             }
         }
-    });
+    })
 }

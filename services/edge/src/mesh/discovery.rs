@@ -5,81 +5,27 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use super::balance::Worker;
 use super::pool::WorkerPool;
+use super::source::{Source, serving};
+use super::worker::Worker;
 
 /// How long a health probe may take before the worker counts as down.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pause before re-opening a health Watch that ended or failed.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
 
-/// Where workers come from: one `workers` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// One worker at this URL.
-    Static(String),
-    /// Every address `host` resolves to, on `port`.
-    Dns { host: String, port: u16 },
-}
-
-impl Source {
-    /// `http(s)://...` or `dns+http://name:port`.
-    pub fn parse(entry: &str) -> Result<Self, String> {
-        if let Some(rest) = entry.strip_prefix("dns+http://") {
-            let authority = rest.trim_end_matches('/');
-            let (host, port) = authority
-                .rsplit_once(':')
-                .ok_or_else(|| format!("{entry:?}: dns+http:// needs name:port"))?;
-            let port: u16 = port
-                .parse()
-                .map_err(|_| format!("{entry:?}: bad port {port:?}"))?;
-            if host.is_empty() || host.contains(['/', '@', '[', ']']) {
-                return Err(format!("{entry:?}: bad host name"));
-            }
-            return Ok(Self::Dns {
-                host: host.to_owned(),
-                port,
-            });
-        }
-        if !(entry.starts_with("http://") || entry.starts_with("https://")) {
-            return Err(format!(
-                "{entry:?}: expected http://host:port or dns+http://name:port"
-            ));
-        }
-        Endpoint::from_shared(entry.to_owned()).map_err(|e| format!("{entry:?}: {e}"))?;
-        Ok(Self::Static(entry.to_owned()))
-    }
-}
-
-/// One `grpc.health.v1` Check: SERVING within `timeout`.
-pub(crate) async fn serving(channel: Channel, timeout: Duration) -> bool {
-    let mut client = HealthClient::new(channel);
-    let mut req = tonic::Request::new(HealthCheckRequest {
-        service: String::new(),
-    });
-    req.set_timeout(timeout);
-    matches!(
-        tokio::time::timeout(timeout, client.check(req)).await,
-        Ok(Ok(resp)) if resp.get_ref().status() == ServingStatus::Serving
-    )
-}
-
 impl WorkerPool {
-    /// Probe every worker and every limiter replica once.
+    /// Probe every worker once.
     pub async fn probe(&self) {
         let members = self.members.load_full();
         let checks = members
             .iter()
             .map(|w| serving(w.channel.clone(), PROBE_TIMEOUT));
-        let (results, ()) = tokio::join!(
-            futures_util::future::join_all(checks),
-            self.limiter.probe(PROBE_TIMEOUT)
-        );
+        let results = futures_util::future::join_all(checks).await;
         for (w, ok) in members.iter().zip(results) {
             self.set_serving(w, ok, "health check");
         }
@@ -87,30 +33,45 @@ impl WorkerPool {
 
     /// Start the background tasks: the prober (every `probe_every`), the DNS
     /// resolver (every `resolve_every`, only with DNS sources) and one health
-    /// Watch per worker. They stop when the runtime does.
-    pub fn start(self: &Arc<Self>, probe_every: Duration, resolve_every: Duration) {
+    /// Watch per worker. The caller owns the returned prober and resolver
+    /// and stops them with [`WorkerPool::stop`] (which ends the watches).
+    pub fn start(
+        self: &Arc<Self>,
+        probe_every: Duration,
+        resolve_every: Duration,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         for w in self.members.load().iter() {
             self.watch(w);
         }
         let this = Arc::clone(self);
-        tokio::spawn(async move {
+        let mut tasks = vec![tokio::spawn(async move {
             let mut tick = tokio::time::interval(probe_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 this.probe().await;
             }
-        });
+        })];
         if self.sources.iter().any(|s| matches!(s, Source::Dns { .. })) {
             let this = Arc::clone(self);
-            tokio::spawn(async move {
+            tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(resolve_every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
                     this.resolve(resolve_every).await;
                 }
-            });
+            }));
+        }
+        tasks
+    }
+
+    /// End every health Watch (each holds the pool); the prober and resolver
+    /// [`WorkerPool::start`] returned must be aborted first, or the resolver
+    /// may start new ones.
+    pub fn stop(&self) {
+        for (_, task) in self.book().watches.drain() {
+            task.abort();
         }
     }
 

@@ -11,10 +11,9 @@ use keymesh_proto::crypto::v1::{GetHealthRequest, GetHealthResponse, HealthStatu
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::balance::Worker;
 use super::channel::GrpcClientTls;
-use super::discovery::Source;
-use crate::limiter::LimiterClient;
+use super::source::Source;
+use super::worker::Worker;
 
 pub struct WorkerPool {
     pub(super) sources: Vec<Source>,
@@ -29,8 +28,6 @@ pub struct WorkerPool {
     pub(super) book: Mutex<Book>,
     pub(super) rng: AtomicU64,
     pub(super) epoch: Instant,
-    /// Probed with the workers (one prober); part of readiness.
-    pub(super) limiter: LimiterClient,
     /// Service mTLS for every worker channel, discovered ones included.
     pub(super) tls: Option<GrpcClientTls>,
 }
@@ -65,17 +62,13 @@ impl WorkerPool {
     /// The pool with its static workers (admitted optimistically, so a fresh
     /// edge does not refuse traffic for a probe interval); DNS sources are
     /// resolved by the task [`WorkerPool::start`] spawns.
-    pub fn new(entries: &[String], limiter: LimiterClient) -> anyhow::Result<Self> {
-        Self::with_tls(entries, limiter, None)
+    pub fn new(entries: &[String]) -> anyhow::Result<Self> {
+        Self::with_tls(entries, None)
     }
 
     /// [`WorkerPool::new`], dialing every worker over mutual TLS when `tls`
     /// is given.
-    pub fn with_tls(
-        entries: &[String],
-        limiter: LimiterClient,
-        tls: Option<GrpcClientTls>,
-    ) -> anyhow::Result<Self> {
+    pub fn with_tls(entries: &[String], tls: Option<GrpcClientTls>) -> anyhow::Result<Self> {
         let sources = entries
             .iter()
             .map(|e| Source::parse(e).map_err(|m| anyhow::anyhow!("workers: {m}")))
@@ -97,7 +90,6 @@ impl WorkerPool {
             book: Mutex::new(Book::default()),
             rng: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
             epoch: Instant::now(),
-            limiter,
             tls,
         })
     }
@@ -116,10 +108,10 @@ impl WorkerPool {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `/readyz`: at least one limiter replica serving (a lost replica only
-    /// moves its keys to another) and at least one worker admitted.
-    pub fn ready(&self) -> bool {
-        self.limiter.ready() && !self.admitted.load().is_empty()
+    /// At least one worker admitted (the pool's half of readiness,
+    /// combined with the limiter's in `AppState::ready`).
+    pub fn any_admitted(&self) -> bool {
+        !self.admitted.load().is_empty()
     }
 
     /// Ask every worker for its cached deep-health result, within `deadline`.

@@ -4,14 +4,15 @@
 //! HTTP status and `errorName` (checked row by row against
 //! `shared/errors/xks.csv` by the table test in `tests/`). Messages are short,
 //! printable ASCII, and never carry secrets, expected signatures or internals:
-//! the full cause is logged once by the audit line.
+//! the full cause is logged once, by the rescue step (`crate::http::rescue`),
+//! and written into the audit line.
 
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 use keymesh_proto::crypto::v1::{ErrorInfo, ErrorReason};
 use prost::Message as _;
 
-use crate::http::cause::{Cause, WorkerFailure};
+use crate::http::cause::WorkerFailure;
 use crate::mesh::PoolError;
 
 /// Why a request failed, in the edge's terms.
@@ -90,17 +91,14 @@ impl XksError {
         self.wire().1
     }
 
-    /// `{"errorName","errorMessage"}` with `Content-Type: application/json`;
-    /// the response carries an [`Outcome`] extension for the audit layer.
+    /// `{"errorName","errorMessage"}` with `Content-Type: application/json`.
+    /// The cause of a 5xx is not attached: the stack's rescue step logs it
+    /// from the error itself (`xks::layers`).
     pub fn into_response(&self) -> Response {
         let (status, name) = self.wire();
         let message = printable(&self.to_string());
         let body = serde_json::json!({ "errorName": name, "errorMessage": message });
         let mut resp = crate::http::json_response(status, body.to_string().into());
-        resp.extensions_mut().insert(Outcome(name));
-        if status.is_server_error() {
-            resp.extensions_mut().insert(Cause::of(self));
-        }
         if status == StatusCode::METHOD_NOT_ALLOWED {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -136,10 +134,6 @@ impl XksError {
         }
     }
 }
-
-/// The `errorName` of a failed response (absent on success).
-#[derive(Debug, Clone, Copy)]
-pub struct Outcome(pub &'static str);
 
 /// Keep printable ASCII only and stay under 512 chars (XKS-55).
 fn printable(s: &str) -> String {

@@ -23,7 +23,7 @@ use super::aad;
 use super::audit::Audit;
 use super::error::XksError;
 use super::policy::{Effect, Subject};
-use crate::keystores::XKS_SUFFIX;
+use crate::keystores::{Keystore, XKS_SUFFIX};
 use crate::limiter::Decision;
 use crate::mesh::WorkerRpc;
 use crate::state::AppState;
@@ -55,34 +55,6 @@ pub struct Route<'a> {
     pub uri_path: &'a str,
     pub operation: Operation,
     pub key_id: &'a str,
-}
-
-/// A [`Route`] that owns its strings, for request extensions.
-#[derive(Debug, Clone)]
-pub struct OwnedRoute {
-    pub uri_path: String,
-    pub operation: Operation,
-    pub key_id: String,
-}
-
-impl From<Route<'_>> for OwnedRoute {
-    fn from(r: Route<'_>) -> Self {
-        Self {
-            uri_path: r.uri_path.to_owned(),
-            operation: r.operation,
-            key_id: r.key_id.to_owned(),
-        }
-    }
-}
-
-impl OwnedRoute {
-    pub fn borrow(&self) -> Route<'_> {
-        Route {
-            uri_path: &self.uri_path,
-            operation: self.operation,
-            key_id: &self.key_id,
-        }
-    }
 }
 
 /// Split `[/<prefix>]/kms/xks/v1/{keys/<id>/<op>|health}`. Key ids cannot
@@ -230,6 +202,16 @@ fn check_metadata(op: Operation, md: &RequestMetadata<'_>) -> Result<(), XksErro
     Ok(())
 }
 
+/// What the audit line says of the request's metadata (XKS-78).
+fn record_metadata(audit: &mut Audit, md: &RequestMetadata<'_>) {
+    // ARNs are at most 2048 chars; cap what one log line can carry.
+    let owned = |v: &Option<Cow<'_, str>>| v.as_deref().map(|s| s.chars().take(2048).collect());
+    audit.kms_request_id = owned(&md.kms_request_id);
+    audit.kms_operation = owned(&md.kms_operation);
+    audit.principal = owned(&md.aws_principal_arn);
+    audit.kms_key_arn = owned(&md.kms_key_arn);
+}
+
 /// JSON 200 with the given members.
 fn ok(body: serde_json::Value) -> Bytes {
     Bytes::from(body.to_string())
@@ -238,6 +220,7 @@ fn ok(body: serde_json::Value) -> Bytes {
 /// Run one authenticated XKS request. `audit` collects what the log line says.
 pub async fn handle(
     state: &Arc<AppState>,
+    keystore: &Keystore,
     route: &Route<'_>,
     body: &[u8],
     deadline: Instant,
@@ -249,18 +232,14 @@ pub async fn handle(
         .request_metadata
         .as_ref()
         .ok_or(XksError::Validation("requestMetadata is required"))?;
-    audit.metadata(md);
+    record_metadata(audit, md);
     check_metadata(route.operation, md)?;
 
     if route.operation == Operation::GetHealthStatus {
         return health(state, deadline).await;
     }
 
-    let keystores = state.keystores.get();
-    let allowed = keystores
-        .get(route.uri_path)
-        .is_some_and(|ks| ks.allows_key(route.key_id));
-    if !valid_key_id(route.key_id) || !allowed {
+    if !valid_key_id(route.key_id) || !keystore.allows_key(route.key_id) {
         return Err(XksError::KeyNotFound);
     }
     authorize(state, route, md, audit)?;
@@ -539,12 +518,10 @@ async fn health(state: &AppState, deadline: Instant) -> Result<Bytes, XksError> 
 /// Verify SigV4 for `route` against its key store. Returns the access key id.
 pub fn authenticate(
     state: &AppState,
-    uri_path: &str,
+    keystore: &Keystore,
     parts: &http::request::Parts,
     body: &[u8],
 ) -> Result<String, XksError> {
-    let keystores = state.keystores.get();
-    let keystore = keystores.get(uri_path).ok_or(XksError::InvalidUriPath)?;
     state
         .verifier
         .verify(parts, body, keystore, SystemTime::now())

@@ -1,30 +1,55 @@
-//! The XKS request pipeline as tower middleware (see [`service`] for the
-//! order and why each step sits where it does). Each step either passes the request
-//! on with what it learnt in the request extensions, or answers with an
-//! `XksError` response; the wire mapping lives only in `error.rs`.
+//! The XKS request pipeline, outermost first (see [`service`] for why each
+//! step sits where it does). The route is parsed once, the key store looked
+//! up once, and what the steps learn travels in one typed `Ctx`; each step
+//! either passes on or fails with an [`XksError`], and [`service`] turns the
+//! outcome into the answer in one place (the wire mapping lives only in
+//! `error.rs`), through the shared rescue step that logs every 5xx once.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::{Next, from_fn_with_state};
+use axum::extract::Request;
 use axum::response::Response;
+use bytes::Bytes;
+use http::request::Parts;
 use http::{Method, StatusCode};
 use tokio::time::Instant;
-use tower::{Service, ServiceBuilder};
+use tower::Service;
 use tracing::Instrument;
 
 use super::audit::Audit;
-use super::error::{Outcome, XksError};
-use super::handlers::{self as xks, OwnedRoute};
-use crate::http::abuse::{Peer, PreAuthBytes};
-use crate::http::body::{BodyError, RawBody, closes_connection, declared_length, read_bounded};
-use crate::http::cause::Cause;
-use crate::http::{Deadline, json_response};
+use super::error::XksError;
+use super::handlers::{self as xks, Route};
+use crate::http::abuse::Peer;
+use crate::http::body::{BodyError, Bounded, closes_connection, declared_length, read_bounded};
+use crate::http::json_response;
+use crate::http::rescue::rescue;
+use crate::keystores::Keystore;
 use crate::state::AppState;
 
-/// The XKS API: the tower stack, outermost first, ending in the handler.
+/// The XKS API as one tower service. The steps, outermost first:
+///
+/// 1. route (404) — outermost, with the span, the one audit line and the
+///    request metrics: it sees every outcome;
+/// 2. the total budget (503 past it) covers everything below; gRPC hops get
+///    the remainder as their grpc-timeout;
+/// 3. method (405) and key store (404) before any work;
+/// 4. bounded body buffering (501 too large, 429 pre-auth budget spent)
+///    before authentication: SigV4 hashes the exact body bytes, and nobody
+///    unauthenticated may make us buffer more;
+/// 5. SigV4 against that key store's credentials (401; 429 once the
+///    source's failures are over budget), then Content-Type (400);
+/// 6. the quota (429), after authentication so nobody spends another
+///    tenant's;
+/// 7. load shedding (429 when too little budget is left): only here is the
+///    budget for the worker call known, after body reading, SigV4 and the
+///    limiter have spent theirs;
+/// 8. the operation.
+///
+/// Plain async steps rather than one `from_fn` layer each: a middleware
+/// layer costs a boxed future per request, and the steps share a typed
+/// context instead of re-reading request extensions.
 pub fn service(
     state: Arc<AppState>,
 ) -> impl Service<Request<Body>, Response = Response, Error = Infallible, Future: Send>
@@ -32,43 +57,44 @@ pub fn service(
 + Send
 + Sync
 + 'static {
-    ServiceBuilder::new()
-        // Outermost: it sees every outcome, so it owns the span, the one
-        // audit line per request and the request metrics.
-        .layer(from_fn_with_state(Arc::clone(&state), observe))
-        // The total budget covers everything below; gRPC hops get the
-        // remainder as their grpc-timeout. Past it: 503.
-        .layer(from_fn_with_state(Arc::clone(&state), deadline))
-        // Unknown key store → 404 and non-POST → 405 before any work.
-        .layer(from_fn_with_state(Arc::clone(&state), resolve))
-        // Bounded buffering before authentication: SigV4 hashes the exact
-        // body bytes, and nobody unauthenticated may make us buffer more.
-        .layer(from_fn_with_state(Arc::clone(&state), body_limit))
-        .layer(from_fn_with_state(Arc::clone(&state), authenticate))
-        // Quota after authentication, so nobody can spend another tenant's.
-        .layer(from_fn_with_state(Arc::clone(&state), rate_limit))
-        // The handler sheds load first (429 when too little budget is left):
-        // only there is the budget for the worker call known, after body
-        // reading, SigV4 and the limiter have spent theirs.
-        .service_fn(move |req| handler(Arc::clone(&state), req))
+    tower::service_fn(move |req: Request| {
+        let state = Arc::clone(&state);
+        async move { Ok(observe(&state, req).await) }
+    })
 }
 
-fn audit_of(resp: &mut Response) -> &mut Audit {
-    resp.extensions_mut().get_or_insert_default::<Audit>()
+/// What the pipeline knows about one request, built as it goes: the route
+/// (borrowed from the request head), its key store, its deadline.
+struct Ctx<'a> {
+    route: Route<'a>,
+    keystore: &'a Keystore,
+    deadline: Instant,
 }
 
-/// Span, audit line and metrics for every XKS request.
-pub async fn observe(State(_): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+/// How a request failed: the error, and whether the connection must close
+/// (a body refused unread).
+struct Refused {
+    error: XksError,
+    close: bool,
+}
+
+impl From<XksError> for Refused {
+    fn from(error: XksError) -> Self {
+        Self {
+            error,
+            close: false,
+        }
+    }
+}
+
+/// Span, audit line and metrics for every XKS request; the rescue step.
+async fn observe(state: &Arc<AppState>, req: Request) -> Response {
     let start = Instant::now();
-    let route = xks::route(req.uri().path()).map(OwnedRoute::from);
-    let (uri_path, operation, key_id) = route
-        .as_ref()
-        .map(|r| (r.uri_path.clone(), r.operation.as_str(), r.key_id.clone()))
-        .unwrap_or_default();
-    let operation = if route.is_some() {
-        operation
-    } else {
-        "Unknown"
+    let (parts, body) = req.into_parts();
+    let route = xks::route(parts.uri.path());
+    let (uri_path, operation, key_id) = match &route {
+        Some(r) => (r.uri_path, r.operation.as_str(), r.key_id),
+        None => ("", "Unknown", ""),
     };
     // Debug level: the audit line already carries these fields, so the span
     // costs nothing unless traces are exported (or RUST_LOG=debug).
@@ -79,29 +105,34 @@ pub async fn observe(State(_): State<Arc<AppState>>, mut req: Request, next: Nex
         key_id = %key_id,
         kms_request_id = tracing::field::Empty
     );
-    let mut resp = match route {
-        None => XksError::InvalidUriPath.into_response(),
+    let mut audit = Audit::default();
+    let result = match route {
+        None => Err(Refused::from(XksError::InvalidUriPath)),
         Some(route) => {
-            req.extensions_mut().insert(route);
-            next.run(req).instrument(span.clone()).await
+            deadline(state, route, &parts, body, &mut audit)
+                .instrument(span.clone())
+                .await
+        }
+    };
+    let (resp, outcome) = match result {
+        Ok(body) => (json_response(StatusCode::OK, body), "success"),
+        Err(Refused { error, close }) => {
+            let mut resp = error.into_response();
+            let request_id = audit.kms_request_id.as_deref().unwrap_or("");
+            audit.cause = rescue("xks", request_id, resp.status(), &error);
+            if close {
+                resp = closes_connection(resp, parts.version);
+            }
+            (resp, error.name())
         }
     };
     let latency = start.elapsed();
-    let outcome = resp
-        .extensions()
-        .get::<Outcome>()
-        .map_or("success", |o| o.0);
     let status = resp.status().as_u16();
-    let cause = resp.extensions_mut().remove::<Cause>();
-    let audit = audit_of(&mut resp);
-    if let Some(Cause(c)) = cause {
-        audit.cause = Some(c);
-    }
     if let Some(id) = &audit.kms_request_id {
         span.record("kms_request_id", id.as_str());
     }
     let _entered = span.enter();
-    audit.log(&uri_path, operation, &key_id, status, outcome, latency);
+    audit.log(uri_path, operation, key_id, status, outcome, latency);
     metrics::counter!("keymesh_edge_requests_total", "operation" => operation, "outcome" => outcome)
         .increment(1);
     metrics::histogram!("keymesh_edge_request_seconds", "operation" => operation)
@@ -110,121 +141,112 @@ pub async fn observe(State(_): State<Arc<AppState>>, mut req: Request, next: Nex
 }
 
 /// The total budget; past it → 503 DependencyTimeoutException.
-pub async fn deadline(
-    State(state): State<Arc<AppState>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+async fn deadline(
+    state: &Arc<AppState>,
+    route: Route<'_>,
+    parts: &Parts,
+    body: Body,
+    audit: &mut Audit,
+) -> Result<Bytes, Refused> {
     let at = Instant::now() + state.config.deadline();
-    req.extensions_mut().insert(Deadline(at));
-    match tokio::time::timeout_at(at, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => XksError::DependencyTimeout.into_response(),
+    match tokio::time::timeout_at(at, resolve(state, route, at, parts, body, audit)).await {
+        Ok(r) => r,
+        Err(_) => Err(XksError::DependencyTimeout.into()),
     }
 }
 
-/// 405 for anything but POST; 404 for a key store we do not serve.
-pub async fn resolve(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if req.method() != Method::POST {
-        return XksError::MethodNotAllowed.into_response();
+/// 405 for anything but POST; 404 for a key store we do not serve. The one
+/// key store lookup of the request.
+async fn resolve(
+    state: &Arc<AppState>,
+    route: Route<'_>,
+    at: Instant,
+    parts: &Parts,
+    body: Body,
+    audit: &mut Audit,
+) -> Result<Bytes, Refused> {
+    if parts.method != Method::POST {
+        return Err(XksError::MethodNotAllowed.into());
     }
-    let known = req
-        .extensions()
-        .get::<OwnedRoute>()
-        .is_some_and(|r| state.keystores.get().get(&r.uri_path).is_some());
-    if !known {
-        return XksError::InvalidUriPath.into_response();
-    }
-    next.run(req).await
+    let keystores = state.keystores.get();
+    let Some(keystore) = keystores.get(route.uri_path) else {
+        return Err(XksError::InvalidUriPath.into());
+    };
+    let ctx = Ctx {
+        route,
+        keystore,
+        deadline: at,
+    };
+    let mut body = body_limit(state, &ctx, parts, body).await?;
+    authenticate(state, &ctx, parts, &body.bytes, audit)?;
+    // Authenticated: its body no longer counts as pre-authentication bytes.
+    body.held = None;
+    rate_limit(state, &ctx).await?;
+    handler(state, &ctx, &body, audit)
+        .await
+        .map_err(Refused::from)
 }
 
 /// Buffer at most `max_body_bytes` (501 beyond; 429 when the pre-auth budget
-/// is spent); a body that fails or stalls → 400.
-pub async fn body_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// is spent); a body that fails or stalls → 400. The buffer's share of the
+/// pre-authentication budget is held until authentication succeeds
+/// ([`resolve`] drops it then).
+async fn body_limit(
+    state: &AppState,
+    ctx: &Ctx<'_>,
+    parts: &Parts,
+    body: Body,
+) -> Result<Bounded, Refused> {
     let max = state.config.max_body_bytes;
-    let Some(Deadline(at)) = req.extensions().get::<Deadline>().copied() else {
-        return XksError::Internal.into_response();
-    };
-    let declared = declared_length(req.headers());
-    let (mut parts, body) = req.into_parts();
-    let bounded = match read_bounded(body, max, at, declared, &state.abuse.preauth).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge) => {
-            return closes_connection(
-                XksError::Unsupported("the request body exceeds this proxy's maximum size")
-                    .into_response(),
-                parts.version,
-            );
-        }
-        Err(BodyError::OverBudget) => return XksError::Throttled.into_response(),
+    let declared = declared_length(&parts.headers);
+    match read_bounded(body, max, ctx.deadline, declared, &state.abuse.preauth).await {
+        Ok(b) => Ok(b),
+        Err(BodyError::TooLarge) => Err(Refused {
+            error: XksError::Unsupported("the request body exceeds this proxy's maximum size"),
+            close: true,
+        }),
+        Err(BodyError::OverBudget) => Err(XksError::Throttled.into()),
         Err(BodyError::Unreadable) => {
-            return XksError::Validation("the request body could not be read").into_response();
+            Err(XksError::Validation("the request body could not be read").into())
         }
         Err(BodyError::Late) => {
-            return XksError::Validation("the request body did not arrive in time").into_response();
+            Err(XksError::Validation("the request body did not arrive in time").into())
         }
-    };
-    parts.extensions.insert(RawBody(bounded.bytes));
-    if let Some(p) = bounded.held {
-        parts.extensions.insert(PreAuthBytes(Arc::new(p)));
     }
-    next.run(Request::from_parts(parts, axum::body::Body::empty()))
-        .await
 }
 
-/// SigV4 against the addressed key store's credentials (401), then Content-Type (400).
-pub async fn authenticate(
-    State(state): State<Arc<AppState>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let (parts, body) = req.into_parts();
-    let verified = match (
-        parts.extensions.get::<OwnedRoute>(),
-        parts.extensions.get::<RawBody>(),
-    ) {
-        (Some(route), Some(RawBody(bytes))) => {
-            xks::authenticate(&state, &route.uri_path, &parts, bytes)
-        }
-        _ => Err(XksError::Internal),
-    };
-    let access_key_id = match verified {
+/// SigV4 against the addressed key store's credentials (401), then
+/// Content-Type (400). The access key id goes to the audit line either way.
+fn authenticate(
+    state: &AppState,
+    ctx: &Ctx<'_>,
+    parts: &Parts,
+    body: &[u8],
+    audit: &mut Audit,
+) -> Result<(), Refused> {
+    let access_key_id = match xks::authenticate(state, ctx.keystore, parts, body) {
         Ok(id) => id,
         // A failed signature costs its source; past its budget → 429.
         Err(e) => {
             let peer = Peer::of(&parts.extensions);
             if matches!(e, XksError::Authentication(_)) && !state.abuse.sources.admit(peer) {
-                return XksError::Throttled.into_response();
+                return Err(XksError::Throttled.into());
             }
-            return e.into_response();
+            return Err(e.into());
         }
     };
-    // Authenticated: its body no longer counts as pre-authentication bytes.
-    let mut parts = parts;
-    parts.extensions.remove::<PreAuthBytes>();
+    audit.access_key_id = Some(access_key_id);
     if !xks::content_type_ok(&parts.headers) {
-        let mut resp =
-            XksError::Validation("Content-Type must be application/json").into_response();
-        audit_of(&mut resp).access_key_id = Some(access_key_id);
-        return resp;
+        return Err(XksError::Validation("Content-Type must be application/json").into());
     }
-    let mut resp = next.run(Request::from_parts(parts, body)).await;
-    audit_of(&mut resp).access_key_id = Some(access_key_id);
-    resp
+    Ok(())
 }
 
 /// Quota per (key store, operation) through the limiter's lease cache (429).
-pub async fn rate_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let (Some(route), Some(Deadline(at))) = (
-        req.extensions().get::<OwnedRoute>(),
-        req.extensions().get::<Deadline>().copied(),
-    ) else {
-        return XksError::Internal.into_response();
-    };
-    if let Err(e) = xks::rate_limit(&state, &route.uri_path, route.operation, at).await {
-        return e.into_response();
-    }
-    next.run(req).await
+async fn rate_limit(state: &AppState, ctx: &Ctx<'_>) -> Result<(), Refused> {
+    xks::rate_limit(state, ctx.route.uri_path, ctx.route.operation, ctx.deadline)
+        .await
+        .map_err(Refused::from)
 }
 
 /// Load shedding at the last step before the worker call: with less than
@@ -235,37 +257,30 @@ pub async fn rate_limit(State(state): State<Arc<AppState>>, req: Request, next: 
 /// 429 ThrottlingException tells the caller to back off instead. The second
 /// half of the rule, a worker whose queue exceeds the remaining budget, is
 /// decided per worker in `WorkerPool::call`.
-///
-/// Called by [`handler`] rather than wrapped as one more `from_fn` layer: it
-/// needs no state of its own, and a middleware layer costs a boxed future per
-/// request (measurable at ~20k req/s on two cores).
-fn shed(state: &AppState, route: &OwnedRoute, at: Instant) -> Option<Response> {
-    if at.saturating_duration_since(Instant::now()) >= state.config.shed_floor() {
-        return None;
+fn shed(state: &AppState, ctx: &Ctx<'_>) -> Result<(), XksError> {
+    if ctx.deadline.saturating_duration_since(Instant::now()) >= state.config.shed_floor() {
+        return Ok(());
     }
-    metrics::counter!("keymesh_edge_shed_total", "operation" => route.operation.as_str(), "reason" => "deadline")
+    metrics::counter!("keymesh_edge_shed_total", "operation" => ctx.route.operation.as_str(), "reason" => "deadline")
         .increment(1);
-    Some(XksError::Throttled.into_response())
+    Err(XksError::Throttled)
 }
 
 /// The operation itself.
-pub async fn handler(state: Arc<AppState>, req: Request) -> Result<Response, Infallible> {
-    let ext = req.extensions();
-    let (Some(route), Some(Deadline(at)), Some(RawBody(body))) = (
-        ext.get::<OwnedRoute>(),
-        ext.get::<Deadline>().copied(),
-        ext.get::<RawBody>(),
-    ) else {
-        return Ok(XksError::Internal.into_response());
-    };
-    if let Some(refused) = shed(&state, route, at) {
-        return Ok(refused);
-    }
-    let mut audit = Audit::default();
-    let mut resp = match xks::handle(&state, &route.borrow(), body, at, &mut audit).await {
-        Ok(body) => json_response(StatusCode::OK, body),
-        Err(e) => e.into_response(),
-    };
-    resp.extensions_mut().insert(audit);
-    Ok(resp)
+async fn handler(
+    state: &Arc<AppState>,
+    ctx: &Ctx<'_>,
+    body: &Bounded,
+    audit: &mut Audit,
+) -> Result<Bytes, XksError> {
+    shed(state, ctx)?;
+    xks::handle(
+        state,
+        ctx.keystore,
+        &ctx.route,
+        &body.bytes,
+        ctx.deadline,
+        audit,
+    )
+    .await
 }

@@ -17,9 +17,9 @@ use super::values;
 use super::{path_name, secs};
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
+use crate::huawei::json::ok;
 use crate::huawei::json::{Body, query_params};
 use crate::huawei::kms::Ctx;
-use crate::huawei::layers::ok;
 
 fn invalid() -> ApiError {
     ApiError::Invalid(codes::CSMS_0002)

@@ -15,7 +15,7 @@ use crate::huawei::blob::{Blob, Kind};
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
-use crate::huawei::layers::ok;
+use crate::huawei::json::ok;
 
 /// Largest plaintext of encrypt-data (bytes after UTF-8 encoding).
 const MAX_PLAINTEXT: usize = 4096;

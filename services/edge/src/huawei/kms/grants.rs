@@ -14,7 +14,7 @@ use super::keys::{check_sequence, key_id_field};
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
-use crate::huawei::layers::ok;
+use crate::huawei::json::ok;
 
 /// Page size of the grant lists when the caller sends no `limit`.
 const DEFAULT_LIMIT: u64 = 1000;

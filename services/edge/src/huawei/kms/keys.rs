@@ -15,7 +15,7 @@ use super::Ctx;
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
-use crate::huawei::layers::ok;
+use crate::huawei::json::ok;
 
 pub use keymesh_kms_core::ids::{is_key_id, new_uuid};
 pub use keymesh_kms_core::keys::check_alias;
