@@ -1,12 +1,17 @@
 //! keymesh durable store.
 //!
-//! One [`Store`] trait (the sum of one trait per aggregate, in [`repos`]:
+//! One [`Store`] trait, the sum of one trait per aggregate ([`repos`]:
 //! [`AccountRepo`], [`SealKeyRepo`], [`KeyRepo`], [`AliasRepo`],
 //! [`KeyTagRepo`], [`GrantRepo`], [`SecretRepo`], [`SecretVersionRepo`],
-//! [`SecretTagRepo`], [`DomainKeys`]), two backends chosen by URL: SQLite (`sqlite://path`,
-//! the embedded default: one file, WAL, `synchronous=FULL` so that a commit
-//! survives a crash) and PostgreSQL (`postgres://...`). Both run the same
-//! migrations and pass the same conformance suite (`tests/conformance.rs`).
+//! [`SecretTagRepo`] and [`DomainKeys`]), so that a caller depends only on
+//! the part it uses (an `Arc<dyn Store>` upcasts to `Arc<dyn KeyRepo>`);
+//! [`prelude`] brings them all into scope. Two backends, chosen by URL:
+//! SQLite ([`SqliteStore`], `sqlite://path`, the embedded default: one file,
+//! WAL, `synchronous=FULL` so that a commit survives a crash) and PostgreSQL
+//! ([`PostgresStore`], `postgres://...`). Both run the same migrations and
+//! the same statements (the private `sql` module, one file per aggregate)
+//! and pass the same conformance suite (`tests/conformance.rs`). The records
+//! are in [`model`]; [`sealed`] is the format of a secret sealed by the HSM.
 //!
 //! Rules every backend keeps:
 //! * every call is scoped by `project_id`: a key, alias, tag or grant of

@@ -68,7 +68,7 @@ pub struct Account {
 #[derive(Clone, PartialEq, Eq)]
 pub enum AccountSecret {
     /// A [`crate::sealed::SealedSecret`] envelope: the only form
-    /// [`crate::Store::create_account`] writes.
+    /// [`crate::AccountRepo::create_account`] writes.
     Sealed(Vec<u8>),
     /// In clear, in a zeroizing buffer: after unsealing, or read from a row
     /// written before sealing existed (migrated on the edge's first start).

@@ -94,5 +94,16 @@ impl PostgresStore {
     const STAGES_AGG_FN: &'static str = "string_agg";
 }
 
-crate::sql::impl_store!(PostgresStore, Postgres);
-crate::domain_keys::impl_domain_keys!(PostgresStore);
+/// The store type and sqlx database that `sql/repos/` is compiled against
+/// here.
+type SqlStore = PostgresStore;
+type Db = Postgres;
+
+/// Every store trait implemented for [`PostgresStore`]: the files of
+/// `sql/repos/`, compiled once per backend (see [`crate::sql`]).
+#[allow(
+    clippy::duplicate_mod,
+    reason = "compiled once per backend on purpose: each copy is checked against its own sqlx database"
+)]
+#[path = "sql/repos/mod.rs"]
+mod repos;

@@ -120,8 +120,19 @@ fn connect_options(url: &str) -> Result<SqliteConnectOptions> {
         .pragma("secure_delete", "ON"))
 }
 
-crate::sql::impl_store!(SqliteStore, Sqlite);
-crate::domain_keys::impl_domain_keys!(SqliteStore);
+/// The store type and sqlx database that `sql/repos/` is compiled against
+/// here.
+type SqlStore = SqliteStore;
+type Db = Sqlite;
+
+/// Every store trait implemented for [`SqliteStore`]: the files of
+/// `sql/repos/`, compiled once per backend (see [`crate::sql`]).
+#[allow(
+    clippy::duplicate_mod,
+    reason = "compiled once per backend on purpose: each copy is checked against its own sqlx database"
+)]
+#[path = "sql/repos/mod.rs"]
+mod repos;
 
 #[cfg(test)]
 mod tests {
