@@ -4,7 +4,7 @@
 //! the domain (a missing key, a taken alias, a key in the wrong state) is
 //! decided in this file and nowhere else.
 
-use keymesh_store::{Conflict, KeyState, QuotaKind, StoreError};
+use keymesh_store::{Conflict, KeyState, QuotaKind, SecretState, StoreError};
 
 use crate::vault::VaultError;
 
@@ -74,6 +74,47 @@ pub enum Error {
     /// gone): a bug or a racing administrator, never a caller's mistake.
     #[error("invariant broken: {0}")]
     Invariant(&'static str),
+    /// A key id outside the key-id grammar (a secret's `kms_key_id`).
+    #[error("invalid key id")]
+    InvalidKeyId,
+    /// CSMS: no secret with this name in the project.
+    #[error("secret not found")]
+    SecretNotFound,
+    /// CSMS: a version, stage, tag or secret (addressed by id) that does not
+    /// exist.
+    #[error("resource not found")]
+    ResourceNotFound,
+    /// CSMS: the secret is pending deletion (no values, no changes).
+    #[error("secret pending deletion")]
+    SecretPendingDeletion,
+    /// CSMS: the secret must be enabled.
+    #[error("secret not enabled")]
+    SecretNotEnabled,
+    /// CSMS: deletion is already scheduled.
+    #[error("secret already pending deletion")]
+    SecretAlreadyPendingDeletion,
+    /// CSMS: restore of a secret that is not pending deletion.
+    #[error("secret not pending deletion")]
+    SecretNotPendingDeletion,
+    /// CSMS: SYSCURRENT and SYSPREVIOUS belong to the service.
+    #[error("protected stage")]
+    ProtectedStage,
+    /// CSMS: a recovery window outside 7..=30 days.
+    #[error("recovery window out of range")]
+    InvalidRecoveryWindow,
+    /// CSMS: an `expire_time` before now or after year 9999.
+    #[error("expire time out of range")]
+    InvalidExpireTime,
+    /// CSMS: a secret description over 2048 bytes.
+    #[error("invalid secret description")]
+    InvalidSecretDescription,
+    /// CSMS: a backup blob that is not an authentic backup of a secret.
+    #[error("invalid backup blob")]
+    InvalidBackup,
+    /// CSMS: a password request that leaves no characters, or requires more
+    /// character types than its length.
+    #[error("invalid password policy")]
+    InvalidPasswordPolicy,
     /// The store failed (unreachable, corrupt) or answered something the
     /// domain has no cause for.
     #[error("store error")]
@@ -96,6 +137,16 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The error for using a secret in `state` where ENABLED is required.
+    pub fn secret_unusable(state: SecretState) -> Self {
+        match state {
+            SecretState::PendingDelete => Self::SecretPendingDeletion,
+            _ => Self::SecretNotEnabled,
+        }
+    }
+}
+
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
@@ -105,6 +156,7 @@ impl From<StoreError> for Error {
             StoreError::Quota(q) => Self::Quota(q),
             StoreError::GrantKeyMismatch => Self::GrantKeyMismatch,
             StoreError::WrongState { current } => Self::unusable(current),
+            StoreError::WrongSecretState { current } => Self::secret_unusable(current),
             e => Self::Store(e),
         }
     }

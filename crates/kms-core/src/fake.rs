@@ -10,10 +10,14 @@ use ring::rand::{SecureRandom as _, SystemRandom};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use crate::vault::{DataKey, DataKeyPair, KeyPairSpec, Sealed, Vault, VaultError, WrappedKey};
+use crate::vault::{
+    DataKey, DataKeyPair, KeyCheck, KeyPairSpec, Sealed, Vault, VaultError, WrappedKey,
+};
 
 /// Label the fake domain key answers to.
 pub const FAKE_DOMAIN_KEY: &str = "fake-domain-key";
+/// The check value the fake domain key reports (it is not a real KCV).
+pub const FAKE_KCV: &str = "fa4ec0de00000000";
 const TAG_LEN: usize = 16;
 
 /// The fake vault. `Debug` shows nothing of the key.
@@ -185,5 +189,14 @@ impl Vault for FakeVault {
 
     async fn random(&self, _deadline: Instant, len: u32) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         Ok(Zeroizing::new(random(&self.rng, len as usize)?))
+    }
+
+    async fn domain_key_checks(&self, label: &str) -> Vec<(String, KeyCheck)> {
+        let answer = if label == FAKE_DOMAIN_KEY {
+            KeyCheck::Kcv(FAKE_KCV.to_owned())
+        } else {
+            KeyCheck::Missing
+        };
+        vec![("fake".to_owned(), answer)]
     }
 }

@@ -16,20 +16,32 @@
 //! `From<StoreError>` is the only place store outcomes get a meaning; ids
 //! are minted in [`ids`].
 //!
+//! Beside the keys: [`csms::SecretService`] (CSMS secrets, versions and
+//! stages, secret tags, values sealed under a CMK through the crypto
+//! service, backups, random passwords), [`accounts::AccountService`]
+//! (access keys and token subjects, account secret keys sealed by the
+//! vault), [`purge`] (destroying keys and secrets whose waiting period has
+//! ended, [`Kms::purge_due`]) and [`domain_check`] (the domain key's check
+//! value held against the store's record at start).
+//!
 //! The store records the edge renders are re-exported here, so the edge's
 //! handlers name this crate only.
 
+pub mod accounts;
 pub mod aliases;
 pub mod blob;
 pub mod cache;
 pub mod clock;
 pub mod crypto;
+pub mod csms;
+pub mod domain_check;
 pub mod error;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod grants;
 pub mod ids;
 pub mod keys;
+pub mod purge;
 pub mod tags;
 #[cfg(test)]
 mod tests;
@@ -42,6 +54,11 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use vault::{Vault, VaultError};
 
+/// The CSMS and account records the edge renders or passes through.
+pub use keymesh_store::{
+    Account, AccountSecret, Keyset, Role, SecretQuotas, SecretRecord, SecretState, SecretVersion,
+    StageRecord,
+};
 /// Store records and types the edge renders or passes through.
 pub use keymesh_store::{
     AliasRecord, Conflict, GrantRecord, KeyFilter, KeyRecord, KeyState, Material, Page, QuotaKind,
@@ -54,6 +71,9 @@ pub struct KmsConfig {
     pub quotas: Quotas,
     /// How long the read-through cache keeps an entry (zero: no caching).
     pub cache_ttl: Duration,
+    /// CSMS limits: secrets per project, versions, stages and tags per
+    /// secret.
+    pub secret_quotas: SecretQuotas,
 }
 
 /// The KMS domain: one service per aggregate, each over the narrow store
@@ -65,6 +85,11 @@ pub struct Kms {
     pub grants: grants::GrantService,
     pub tags: tags::TagService,
     pub crypto: crypto::CryptoService,
+    /// CSMS secrets, versions, stages and secret tags.
+    pub secrets: csms::SecretService,
+    /// Accounts, token subjects' roles and sealed account secret keys.
+    pub accounts: accounts::AccountService,
+    purger: purge::Purger,
     vault: Arc<dyn Vault>,
     clock: Arc<dyn Clock>,
     cache: Arc<cache::Cache>,
@@ -87,6 +112,7 @@ impl Kms {
             Arc::clone(&cache),
             quotas,
         );
+        let crypto = crypto::CryptoService::new(Arc::clone(&vault), keys.clone());
         Self {
             aliases: aliases::AliasService::new(
                 store.clone(),
@@ -100,14 +126,29 @@ impl Kms {
                 quotas,
                 keys.clone(),
             ),
-            tags: tags::TagService::new(store, quotas, keys.clone()),
-            crypto: crypto::CryptoService::new(Arc::clone(&vault), keys.clone()),
+            tags: tags::TagService::new(store.clone(), quotas, keys.clone()),
+            secrets: csms::SecretService::new(
+                &store,
+                keys.clone(),
+                crypto.clone(),
+                Arc::clone(&clock),
+                config.secret_quotas,
+            ),
+            accounts: accounts::AccountService::new(&store, Arc::clone(&vault), Arc::clone(&clock)),
+            purger: purge::Purger::new(&store),
+            crypto,
             keys,
             vault,
             clock,
             cache,
             quotas,
         }
+    }
+
+    /// Destroy every key and secret whose waiting period ended by `now_ms`
+    /// ([`purge`]).
+    pub async fn purge_due(&self, now_ms: i64) -> Result<purge::Purged> {
+        self.purger.purge_due(now_ms).await
     }
 
     /// Milliseconds since the epoch, from the injected clock.

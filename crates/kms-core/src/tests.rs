@@ -38,7 +38,11 @@ async fn world_with(quotas: Quotas, cache_ttl: Duration) -> World {
         store,
         Arc::new(FakeVault::new().unwrap()),
         clock.clone(),
-        KmsConfig { quotas, cache_ttl },
+        KmsConfig {
+            quotas,
+            cache_ttl,
+            secret_quotas: keymesh_store::SecretQuotas::default(),
+        },
     );
     World {
         kms,

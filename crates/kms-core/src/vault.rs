@@ -86,6 +86,16 @@ pub enum VaultError {
     Incomplete,
 }
 
+/// What one member of the vault (a crypto-worker) says about the domain
+/// key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// Its key check value (lower-case hex).
+    Kcv(String),
+    /// No usable key under the label on its HSM.
+    Missing,
+}
+
 /// Operations on key material. Plaintext handed back is in zeroizing
 /// buffers.
 #[async_trait::async_trait]
@@ -142,4 +152,9 @@ pub trait Vault: Send + Sync + std::fmt::Debug {
 
     /// `len` random bytes from the vault's generator.
     async fn random(&self, deadline: Instant, len: u32) -> Result<Zeroizing<Vec<u8>>, VaultError>;
+
+    /// Ask every member of the vault, once, for the check value of the
+    /// domain key `label`: the answers that came, by member (members that
+    /// did not answer in time are left out).
+    async fn domain_key_checks(&self, label: &str) -> Vec<(String, KeyCheck)>;
 }

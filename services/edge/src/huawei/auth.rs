@@ -6,10 +6,11 @@
 //! account's role (looked up through the account cache, so deleting or
 //! downgrading the account revokes the token within the cache TTL).
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::request::Parts;
-use keymesh_store::Role;
+use keymesh_kms_core::Role;
 
 use super::Huawei;
 use super::codes;
@@ -90,7 +91,7 @@ async fn by_token(h: &Huawei, token: &str, route: &Route) -> Result<Caller, ApiE
     let account_role = match h.kms.cache().subject(project, &claims.sub) {
         Some(r) => r,
         None => {
-            let r = h.store.user_role(project, &claims.sub).await?;
+            let r = h.kms.accounts.user_role(project, &claims.sub).await?;
             h.kms.cache().put_subject(project, &claims.sub, r);
             r
         }
@@ -169,7 +170,12 @@ async fn signed(h: &Huawei, parts: &Parts, body: &[u8], route: &Route) -> Result
                 return Err(ApiError::Throttled);
             }
             // Unsealed through a worker; the clear SK lives only in the cache.
-            let a = super::sealing::load_account(h, deadline_of(parts, h), &ak).await?;
+            let a = h
+                .kms
+                .accounts
+                .load(&ak, deadline_of(parts, h))
+                .await?
+                .map(Arc::new);
             h.kms.cache().put_account(&ak, a.clone());
             a
         }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use keymesh_store::{Quotas, SecretQuotas};
+use keymesh_kms_core::{Quotas, SecretQuotas};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -244,7 +244,7 @@ pub enum StoreUrlError {
     BadFileContent { path: PathBuf },
 }
 
-/// The schemes `keymesh_store::open` accepts (checked early so a typo is a
+/// The schemes the store's `open` accepts (checked early so a typo is a
 /// configuration error, not a failed start).
 fn store_scheme_ok(url: &str) -> bool {
     url.starts_with("sqlite:") || url.starts_with("postgres")

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
-use keymesh_kms_core::{Error as DomainError, QuotaKind, StoreError, VaultError};
+use keymesh_kms_core::{Conflict, Error as DomainError, QuotaKind, StoreError, VaultError};
 use keymesh_proto::crypto::v1::{ErrorInfo, ErrorReason};
 use prost::Message as _;
 
@@ -314,6 +314,8 @@ impl From<DomainError> for ApiError {
             D::InvalidAlias | D::AliasNotFound => Self::Invalid(codes::KMS_1101),
             D::InvalidDescription => Self::Invalid(codes::KMS_1103),
             D::InvalidPendingDays => Self::Invalid(codes::KMS_1401),
+            D::Conflict(Conflict::SecretName) => Self::Invalid(codes::CSMS_0101),
+            D::Conflict(Conflict::VersionId) => Self::Invalid(codes::CSMS_0102),
             D::DuplicateAlias | D::Conflict(_) => Self::DuplicateAlias,
             D::Quota(q) => Self::Quota(q),
             D::GrantNotFound => Self::GrantNotFound,
@@ -321,6 +323,19 @@ impl From<DomainError> for ApiError {
             D::NotRetiringPrincipal => Self::NoAccess,
             D::TagNotFound => Self::TagNotFound,
             D::Ciphertext => Self::Ciphertext,
+            D::InvalidKeyId => Self::InvalidKeyId,
+            D::SecretNotFound => Self::SecretNotFound,
+            D::ResourceNotFound => Self::ResourceNotFound,
+            D::SecretPendingDeletion => Self::Invalid(codes::CSMS_0103),
+            D::SecretNotEnabled => Self::Invalid(codes::CSMS_0109),
+            D::SecretAlreadyPendingDeletion => Self::Invalid(codes::CSMS_0107),
+            D::SecretNotPendingDeletion => Self::Invalid(codes::CSMS_0108),
+            D::ProtectedStage => Self::Invalid(codes::CSMS_0105),
+            D::InvalidRecoveryWindow
+            | D::InvalidExpireTime
+            | D::InvalidSecretDescription
+            | D::InvalidBackup
+            | D::InvalidPasswordPolicy => Self::Invalid(codes::CSMS_0002),
             D::Random | D::Invariant(_) => Self::Internal,
             D::Store(e) => Self::Store(e),
             D::Vault(e) => e.into(),

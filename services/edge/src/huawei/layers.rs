@@ -241,7 +241,7 @@ async fn authenticate(
         }
     };
     seen.caller = Some(Arc::clone(&caller));
-    if route.op.writes() && caller.role == keymesh_store::Role::ReadOnly {
+    if route.op.writes() && caller.role == keymesh_kms_core::Role::ReadOnly {
         return Err(ApiError::ReadOnly.into());
     }
     Ok(caller)

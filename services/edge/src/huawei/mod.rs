@@ -14,7 +14,6 @@ pub mod auth;
 pub mod codes;
 pub mod config;
 pub mod csms;
-pub mod domain_check;
 pub mod error;
 pub mod json;
 pub mod kms;
@@ -33,8 +32,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keymesh_common::reload::Reloadable;
-use keymesh_kms_core::{Kms, KmsConfig};
-use keymesh_store::{SecretQuotas, Store};
+use keymesh_kms_core::{Kms, KmsConfig, domain_check};
+use keymesh_store::Store;
 
 use crate::state::AppState;
 pub use config::HuaweiConfig;
@@ -47,20 +46,15 @@ pub struct Huawei {
     /// Workers, limiter and metrics, shared with the XKS dialect.
     pub app: Arc<AppState>,
     pub config: HuaweiConfig,
-    /// The KMS domain: keys, aliases, grants, tags, crypto; it owns the
-    /// clock, the quotas and the read-through cache.
+    /// The KMS domain: keys, aliases, grants, tags, crypto, CSMS secrets,
+    /// accounts and the purge; it owns the store, the clock, the quotas and
+    /// the read-through cache.
     pub kms: Kms,
-    pub secret_quotas: SecretQuotas,
-    /// The store, for what has not moved into the domain yet (CSMS,
-    /// accounts, sealing, purge).
-    pub store: Arc<dyn Store>,
     /// X-Auth-Token public keys, reloaded when the file changes.
     pub tokens: Option<Arc<Reloadable<keymesh_huawei_auth::token::TokenVerifier>>>,
     /// Issuer and maximum TTL every token is checked against.
     pub token_policy: keymesh_huawei_auth::token::Policy,
     pub signatures: keymesh_huawei_auth::sdk_hmac::Verifier,
-    /// The account seal key, read or created on first need.
-    pub seal_key: sealing::SealKeyCell,
 }
 
 impl std::fmt::Debug for Huawei {
@@ -85,10 +79,16 @@ impl Huawei {
         let store = keymesh_store::open(&url)
             .await
             .map_err(|e| anyhow::anyhow!("huawei store: {e}"))?;
+        // The domain key the workers hold must be the one the store's
+        // material is wrapped under (the domain's check, asked of every
+        // worker through the vault).
+        let workers =
+            vault::WorkerVault::new(Arc::clone(&app.workers), config.domain_key_label.clone());
         domain_check::verify(
-            &app.workers,
-            &config.domain_key_label,
+            &workers,
             store.as_ref(),
+            &SystemClock,
+            &config.domain_key_label,
             domain_check::START_WAIT,
         )
         .await?;
@@ -125,12 +125,13 @@ impl Huawei {
             config.domain_key_label.clone(),
         ));
         let kms = Kms::new(
-            Arc::clone(&store),
+            store,
             vault,
             clock,
             KmsConfig {
                 quotas: config.quotas.into(),
                 cache_ttl: Duration::from_millis(config.cache_ttl_ms),
+                secret_quotas: config.quotas.into(),
             },
         );
         let token_policy = keymesh_huawei_auth::token::Policy {
@@ -140,13 +141,10 @@ impl Huawei {
         Ok(Arc::new(Self {
             app,
             kms,
-            secret_quotas: config.quotas.into(),
             config,
-            store,
             tokens,
             token_policy,
             signatures,
-            seal_key: sealing::SealKeyCell::default(),
         }))
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use keymesh_kms_core::Material;
 use keymesh_kms_core::vault::{
-    DataKey, DataKeyPair, KeyPairSpec, Sealed, Vault, VaultError, WrappedKey,
+    DataKey, DataKeyPair, KeyCheck, KeyPairSpec, Sealed, Vault, VaultError, WrappedKey,
 };
 use keymesh_proto::crypto::v1 as pb;
 use keymesh_proto::crypto::v1::key_vault_client::KeyVaultClient;
@@ -291,6 +291,42 @@ impl Vault for WorkerVault {
             )
             .await?;
         Ok(wipe(r.random))
+    }
+
+    async fn domain_key_checks(&self, label: &str) -> Vec<(String, KeyCheck)> {
+        let members = self.workers.members();
+        let asked = futures_util::future::join_all(members.iter().map(|w| async {
+            ask(w.channel(), label)
+                .await
+                .map(|a| (w.endpoint.clone(), a))
+        }))
+        .await;
+        asked.into_iter().flatten().collect()
+    }
+}
+
+/// One worker's answer budget for the domain key check.
+const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What one worker says about the domain key (`None`: no answer in time).
+async fn ask(channel: Channel, label: &str) -> Option<KeyCheck> {
+    let mut req = tonic::Request::new(pb::GetDomainKeyCheckRequest {
+        label: label.to_owned(),
+    });
+    req.set_timeout(ASK_TIMEOUT);
+    let answer = tokio::time::timeout(
+        ASK_TIMEOUT,
+        KeyVaultClient::new(channel).get_domain_key_check(req),
+    )
+    .await;
+    match answer {
+        Ok(Ok(r)) => Some(KeyCheck::Kcv(r.into_inner().kcv)),
+        Ok(Err(s)) if s.code() == tonic::Code::FailedPrecondition => Some(KeyCheck::Missing),
+        Ok(Err(s)) => {
+            tracing::debug!(code = ?s.code(), error = %s.message(), "domain key check failed");
+            None
+        }
+        Err(_) => None,
     }
 }
 

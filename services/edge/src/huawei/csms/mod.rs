@@ -3,6 +3,12 @@
 //! customer master key through the same `KeyVault` path as encrypt-data
 //! (the secret's `kms_key_id`, or the project's `csms/default` key created
 //! on first use); the store only ever holds ciphertext.
+//!
+//! Each handler parses its typed request (the field rules and their codes),
+//! makes one call into the domain's [`SecretService`](keymesh_kms_core::csms::SecretService)
+//! (`Huawei::kms.secrets`) and renders the answer; the business rules
+//! (states, stages, quotas, sealing) and every store outcome's meaning live
+//! in `keymesh-kms-core`.
 
 pub mod password;
 pub mod secrets;
@@ -11,7 +17,7 @@ pub mod values;
 pub mod versions;
 
 use bytes::Bytes;
-use keymesh_store::{SecretRecord, SecretState, StoreError};
+use keymesh_kms_core::SecretRecord;
 use serde_json::{Value, json};
 
 use super::codes;
@@ -57,30 +63,6 @@ pub fn secs(ms: i64) -> i64 {
     ms.div_euclid(1000)
 }
 
-/// A store failure in a CSMS request: a missing row is the secret (by
-/// name) unless the caller says otherwise.
-pub fn store_err(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::SecretNotFound,
-        StoreError::Conflict(keymesh_store::Conflict::SecretName) => {
-            ApiError::Invalid(codes::CSMS_0101)
-        }
-        StoreError::Conflict(keymesh_store::Conflict::VersionId) => {
-            ApiError::Invalid(codes::CSMS_0102)
-        }
-        StoreError::WrongSecretState { current } => unusable(current),
-        e => e.into(),
-    }
-}
-
-/// The error for using a secret in `state` where ENABLED is required.
-pub fn unusable(state: SecretState) -> ApiError {
-    match state {
-        SecretState::PendingDelete => ApiError::Invalid(codes::CSMS_0103),
-        _ => ApiError::Invalid(codes::CSMS_0109),
-    }
-}
-
 /// The `{secret_name}` path parameter (CSMS.0002 outside the name grammar).
 pub fn path_name<'a>(c: &Ctx<'a>) -> Result<&'a str, ApiError> {
     let name = c.route.secret.as_deref().ok_or(ApiError::Internal)?;
@@ -90,24 +72,11 @@ pub fn path_name<'a>(c: &Ctx<'a>) -> Result<&'a str, ApiError> {
 
 /// `^[a-zA-Z0-9_-]{1,64}$` (CSMS.0002).
 pub fn check_name(name: &str) -> Result<(), ApiError> {
-    let ok = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
+    if keymesh_kms_core::csms::is_name(name) {
         Ok(())
     } else {
         Err(ApiError::Invalid(codes::CSMS_0002))
     }
-}
-
-/// The secret named by the path, in the caller's project (CSMS.0106).
-pub async fn load(c: &Ctx<'_>, name: &str) -> Result<SecretRecord, ApiError> {
-    c.h.store
-        .get_secret(&c.caller.project_id, name)
-        .await
-        .map_err(store_err)?
-        .ok_or(ApiError::SecretNotFound)
 }
 
 /// The secret object of every secret-returning answer (§7: integer times).

@@ -1,186 +1,56 @@
-//! generate-password: a random password from the printable ASCII classes
-//! the request leaves in (lower case, upper case, digits, the 32 ASCII
-//! punctuation characters, optionally the space), minus
-//! `exclude_characters`. Characters come from the operating system's CSPRNG
-//! (ring's `SystemRandom`) by rejection sampling, so every character of the
-//! pool is equally likely (no modulo bias). The password only ever lives in
-//! zeroizing buffers, the answer included: hyper drops the response body
-//! after writing it, which wipes it.
+//! generate-password: the request's fields, typed, for the domain's
+//! password generator (`keymesh_kms_core::csms::password`: printable ASCII
+//! from the classes left in, uniform draws from the OS CSPRNG). The
+//! password only ever lives in zeroizing buffers, the answer included:
+//! hyper drops the response body after writing it, which wipes it.
 
 use bytes::Bytes;
-use ring::rand::{SecureRandom, SystemRandom};
+use keymesh_kms_core::csms::password::{DEFAULT_LENGTH, LENGTHS, PasswordRequest, Policy};
 use serde::Serialize;
-use zeroize::Zeroizing;
 
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
 use crate::huawei::kms::Ctx;
 
-/// Password length when the request names none.
-const DEFAULT_LENGTH: usize = 32;
-/// Accepted lengths (CSMS.0002 outside).
-const LENGTHS: std::ops::RangeInclusive<i64> = 8..=1024;
-
-const LOWER: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
-const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-const DIGITS: &[u8] = b"0123456789";
-const PUNCTUATION: &[u8] = b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
-const SPACE: &[u8] = b" ";
-
 const INVALID: ApiError = ApiError::Invalid(codes::CSMS_0002);
 
-/// A validated request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Options {
-    length: usize,
-    /// The character classes left in, each minus `exclude_characters`;
-    /// classes emptied by the exclusions are dropped.
-    classes: Vec<Vec<u8>>,
-    /// Whether the last class is the space (never a required type).
-    space: bool,
-    require_each: bool,
-}
-
-impl Options {
-    fn parse(raw: &[u8]) -> Result<Self, ApiError> {
-        let b = Body::parse(
-            raw,
-            &[
-                "password_policy_name",
-                "length",
-                "exclude_characters",
-                "exclude_lowercase",
-                "exclude_uppercase",
-                "exclude_numbers",
-                "exclude_punctuation",
-                "include_space",
-                "require_each_included_type",
-            ],
-        )?;
-        // Accepted for compatibility; keymesh has no password policies.
-        b.str("password_policy_name")?;
-        let length = match b.int("length", codes::CSMS_0002)? {
-            None => DEFAULT_LENGTH,
-            Some(n) if LENGTHS.contains(&n) => usize::try_from(n).map_err(|_| INVALID)?,
-            Some(_) => return Err(INVALID),
-        };
-        let exclude = b.str("exclude_characters")?.unwrap_or("");
-        let flag = |name| Ok::<_, ApiError>(b.bool(name)?.unwrap_or(false));
-        let space = flag("include_space")? && !exclude.contains(' ');
-        let mut classes: Vec<Vec<u8>> = Vec::with_capacity(5);
-        for (class, excluded) in [
-            (LOWER, flag("exclude_lowercase")?),
-            (UPPER, flag("exclude_uppercase")?),
-            (DIGITS, flag("exclude_numbers")?),
-            (PUNCTUATION, flag("exclude_punctuation")?),
-        ] {
-            let left: Vec<u8> = class
-                .iter()
-                .copied()
-                .filter(|&c| !exclude.contains(char::from(c)))
-                .collect();
-            if !excluded && !left.is_empty() {
-                classes.push(left);
-            }
-        }
-        if space {
-            classes.push(SPACE.to_vec());
-        }
-        let o = Self {
-            length,
-            classes,
-            space,
-            require_each: flag("require_each_included_type")?,
-        };
-        if o.classes.is_empty() || (o.require_each && o.required().len() > o.length) {
-            return Err(INVALID);
-        }
-        Ok(o)
-    }
-
-    /// The classes a `require_each_included_type` password holds one of:
-    /// the letter, digit and punctuation classes left in. The space is an
-    /// allowed character, not a type (as in the AWS API this one mirrors).
-    fn required(&self) -> &[Vec<u8>] {
-        let n = self.classes.len() - usize::from(self.space);
-        &self.classes[..n]
-    }
-}
-
-/// Uniform random indices from the OS CSPRNG, drawn from a zeroizing
-/// buffer (its bytes decide the password).
-struct Draw {
-    rng: SystemRandom,
-    buf: Zeroizing<[u8; 256]>,
-    pos: usize,
-}
-
-impl Draw {
-    fn new() -> Self {
-        Self {
-            rng: SystemRandom::new(),
-            buf: Zeroizing::new([0; 256]),
-            pos: 256,
-        }
-    }
-
-    fn u16(&mut self) -> Result<u16, ApiError> {
-        if self.pos + 2 > self.buf.len() {
-            self.rng
-                .fill(&mut self.buf[..])
-                .map_err(|_| ApiError::Internal)?;
-            self.pos = 0;
-        }
-        let v = u16::from_le_bytes([self.buf[self.pos], self.buf[self.pos + 1]]);
-        self.pos += 2;
-        Ok(v)
-    }
-
-    /// A uniform index in `0..n` (`n` in 1..=65536): 16-bit draws at or
-    /// above the largest multiple of `n` are rejected, so no index is
-    /// favoured.
-    fn below(&mut self, n: usize) -> Result<usize, ApiError> {
-        const SPAN: usize = 1 << 16;
-        if !(1..=SPAN).contains(&n) {
-            return Err(ApiError::Internal);
-        }
-        let zone = SPAN - SPAN % n;
-        loop {
-            let x = usize::from(self.u16()?);
-            if x < zone {
-                return Ok(x % n);
-            }
-        }
-    }
-
-    fn pick(&mut self, from: &[u8]) -> Result<u8, ApiError> {
-        Ok(from[self.below(from.len())?])
-    }
-}
-
-/// The password for `o`: with `require_each`, one character of each
-/// required class, the rest from the whole pool, then a uniform
-/// Fisher-Yates shuffle so the required characters sit anywhere.
-fn password(o: &Options) -> Result<Zeroizing<Vec<u8>>, ApiError> {
-    let pool: Vec<u8> = o.classes.concat();
-    let mut d = Draw::new();
-    let mut pw = Zeroizing::new(Vec::with_capacity(o.length));
-    if o.require_each {
-        for class in o.required() {
-            pw.push(d.pick(class)?);
-        }
-    }
-    while pw.len() < o.length {
-        pw.push(d.pick(&pool)?);
-    }
-    if o.require_each {
-        for i in (1..pw.len()).rev() {
-            let j = d.below(i + 1)?;
-            pw.swap(i, j);
-        }
-    }
-    Ok(pw)
+/// The typed request; `length` is checked first (CSMS.0002), before the
+/// flags' types.
+fn parse(raw: &[u8]) -> Result<PasswordRequest, ApiError> {
+    let b = Body::parse(
+        raw,
+        &[
+            "password_policy_name",
+            "length",
+            "exclude_characters",
+            "exclude_lowercase",
+            "exclude_uppercase",
+            "exclude_numbers",
+            "exclude_punctuation",
+            "include_space",
+            "require_each_included_type",
+        ],
+    )?;
+    // Accepted for compatibility; keymesh has no password policies.
+    b.str("password_policy_name")?;
+    let length = match b.int("length", codes::CSMS_0002)? {
+        None => DEFAULT_LENGTH,
+        Some(n) if LENGTHS.contains(&n) => usize::try_from(n).map_err(|_| INVALID)?,
+        Some(_) => return Err(INVALID),
+    };
+    let exclude_characters = b.str("exclude_characters")?.unwrap_or("").to_owned();
+    let flag = |name| Ok::<_, ApiError>(b.bool(name)?.unwrap_or(false));
+    Ok(PasswordRequest {
+        length,
+        exclude_characters,
+        include_space: flag("include_space")?,
+        exclude_lowercase: flag("exclude_lowercase")?,
+        exclude_uppercase: flag("exclude_uppercase")?,
+        exclude_numbers: flag("exclude_numbers")?,
+        exclude_punctuation: flag("exclude_punctuation")?,
+        require_each_included_type: flag("require_each_included_type")?,
+    })
 }
 
 #[derive(Serialize)]
@@ -191,8 +61,7 @@ struct Answer<'a> {
 /// The answer to a request body: `{"password": "..."}` in a zeroizing
 /// buffer of its exact size (`crate::http::zeroizing`).
 fn answer(raw: &[u8]) -> Result<Bytes, ApiError> {
-    let o = Options::parse(raw)?;
-    let pw = password(&o)?;
+    let pw = Policy::new(&parse(raw)?)?.generate()?;
     let text = std::str::from_utf8(&pw).map_err(|_| ApiError::Internal)?;
     crate::http::zeroizing::json(&Answer { password: text }).map_err(|_| ApiError::Internal)
 }
@@ -206,6 +75,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::huawei::error::Dialect;
+    use keymesh_kms_core::csms::password::{DIGITS, LOWER, PUNCTUATION, UPPER};
 
     fn generated(body: &str) -> String {
         let out = answer(body.as_bytes()).unwrap();
@@ -304,14 +174,6 @@ mod tests {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
             );
         }
-        // The space is allowed, not required; a class emptied by the
-        // exclusions is not required either.
-        let o = Options::parse(
-            br#"{"require_each_included_type": true, "include_space": true, "exclude_characters": "0123456789"}"#,
-        )
-        .unwrap();
-        assert_eq!(o.required().len(), 3);
-        assert_eq!(o.classes.len(), 4);
     }
 
     #[test]
@@ -328,22 +190,5 @@ mod tests {
             ),
             "CSMS.0002"
         );
-    }
-
-    #[test]
-    fn indices_are_uniform_enough() {
-        // 60000 draws over 3 buckets (65536 is not a multiple of 3, so a
-        // modulo would favour bucket 0 by 1 in 21845: too small to see;
-        // this checks the rejection path returns in range and spreads).
-        let mut d = Draw::new();
-        let mut seen = [0u32; 3];
-        for _ in 0..60000 {
-            seen[d.below(3).unwrap()] += 1;
-        }
-        for n in seen {
-            assert!((18000..22000).contains(&n), "{seen:?}");
-        }
-        assert!(d.below(0).is_err());
-        assert_eq!(d.below(1).unwrap(), 0);
     }
 }

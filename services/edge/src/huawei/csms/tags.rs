@@ -10,10 +10,10 @@
 //! (CSMS.0103) but can still be read.
 
 use bytes::Bytes;
-use keymesh_store::{SecretRecord, SecretState, StoreError};
+use keymesh_kms_core::csms::tags::TagChange;
 use serde_json::json;
 
-use super::{secret_json, store_err};
+use super::secret_json;
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
@@ -113,47 +113,21 @@ fn check_sequence(b: &Body) -> Result<(), ApiError> {
     }
 }
 
-/// A store failure on a tag path: the secret is addressed by id, so a
-/// missing row (the secret or a tag) is CSMS.0005, not the by-name
-/// CSMS.0106.
-fn by_id(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::ResourceNotFound,
-        e => store_err(e),
-    }
-}
-
 /// The `{secret_id}` path segment.
 fn path_id<'r>(c: &Ctx<'r>) -> Result<&'r str, ApiError> {
     // The router sets it for every tag path; its absence is a routing bug.
     c.route.secret.as_deref().ok_or(ApiError::Internal)
 }
 
-/// The addressed secret exists in the project (CSMS.0005) and may change
-/// (CSMS.0103 while pending deletion).
-async fn writable(c: &Ctx<'_>, id: &str) -> Result<SecretRecord, ApiError> {
-    let s =
-        c.h.store
-            .get_secret_by_id(&c.caller.project_id, id)
-            .await
-            .map_err(by_id)?
-            .ok_or(ApiError::ResourceNotFound)?;
-    if s.state == SecretState::PendingDelete {
-        return Err(ApiError::Invalid(codes::CSMS_0103));
-    }
-    Ok(s)
-}
-
 pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = path_id(c)?;
     Body::parse(c.body, &["tag"])?;
     let tag = tagging::create_body(c.body, &RULES)?;
-    writable(c, id).await?;
     // Upsert; Quota(SecretTags) → CSMS.0002.
-    c.h.store
-        .put_secret_tags(&c.caller.project_id, id, &[tag], &c.h.secret_quotas)
-        .await
-        .map_err(by_id)?;
+    c.h.kms
+        .secrets
+        .change_tags(&c.caller.project_id, id, TagChange::Put(vec![tag]))
+        .await?;
     Ok(ok(json!({})))
 }
 
@@ -161,19 +135,15 @@ pub async fn batch(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = path_id(c)?;
     let b = Body::parse(c.body, BATCH_FIELDS)?;
     check_sequence(&b)?;
-    let batch = tagging::parse_batch(&b, &RULES)?;
-    writable(c, id).await?;
-    let p = &c.caller.project_id;
-    let done = match batch {
-        Batch::Create(tags) => {
-            c.h.store
-                .put_secret_tags(p, id, &tags, &c.h.secret_quotas)
-                .await
-        }
+    let change = match tagging::parse_batch(&b, &RULES)? {
+        Batch::Create(tags) => TagChange::Put(tags),
         // All or nothing: a tag key the secret lacks → CSMS.0005.
-        Batch::Delete(keys) => c.h.store.delete_secret_tags(p, id, &keys).await,
+        Batch::Delete(keys) => TagChange::Delete(keys),
     };
-    done.map_err(by_id)?;
+    c.h.kms
+        .secrets
+        .change_tags(&c.caller.project_id, id, change)
+        .await?;
     Ok(ok(json!({})))
 }
 
@@ -181,22 +151,17 @@ pub async fn delete(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = path_id(c)?;
     let tag = c.route.param.clone().ok_or(ApiError::Internal)?;
     check_tag_key(&tag)?;
-    writable(c, id).await?;
-    c.h.store
-        .delete_secret_tags(&c.caller.project_id, id, &[tag])
-        .await
-        .map_err(by_id)?;
+    c.h.kms
+        .secrets
+        .change_tags(&c.caller.project_id, id, TagChange::Delete(vec![tag]))
+        .await?;
     Ok(ok(json!({})))
 }
 
 pub async fn show(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let id = path_id(c)?;
     // NotFound (the secret, in this project) → CSMS.0005.
-    let tags =
-        c.h.store
-            .secret_tags(&c.caller.project_id, id)
-            .await
-            .map_err(by_id)?;
+    let tags = c.h.kms.secrets.tags(&c.caller.project_id, id).await?;
     Ok(ok(json!({
         "tags": tags_json(&tags),
         "sys_tags": [],
@@ -204,11 +169,7 @@ pub async fn show(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
 }
 
 pub async fn list_project(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
-    let tags =
-        c.h.store
-            .project_secret_tags(&c.caller.project_id)
-            .await
-            .map_err(store_err)?;
+    let tags = c.h.kms.secrets.project_tags(&c.caller.project_id).await?;
     Ok(ok(json!({ "tags": project_tags_json(&tags) })))
 }
 
@@ -217,10 +178,10 @@ pub async fn resource_instances(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     check_sequence(&b)?;
     let s = tagging::parse_search(&b, &RULES)?;
     let page =
-        c.h.store
-            .find_secrets_by_tags(&c.caller.project_id, &s.filter, s.offset, s.limit)
-            .await
-            .map_err(store_err)?;
+        c.h.kms
+            .secrets
+            .find_by_tags(&c.caller.project_id, &s.filter, s.offset, s.limit)
+            .await?;
     Ok(ok(search_answer(&s, &page, |(secret, tags)| {
         let mut resource =
             resource_json(&secret.secret_id, secret_json(secret), &secret.name, tags);
@@ -235,7 +196,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::huawei::error::Dialect;
-    use keymesh_store::{Tag, TagFilter};
+    use keymesh_kms_core::{Tag, TagFilter};
     use serde_json::Value;
 
     fn code<T: std::fmt::Debug>(r: Result<T, ApiError>) -> &'static str {
