@@ -96,19 +96,7 @@ impl AppState {
             config.limiter_failure_policy,
             config.limiter_max_lease,
         );
-        // The worker pool's prober also probes the limiter replicas, and its
-        // readiness needs one of them.
-        let workers = Arc::new(WorkerPool::with_tls(
-            &config.workers,
-            limiter.clone(),
-            worker_tls,
-        )?);
-        for task in workers.start(
-            Duration::from_secs(1),
-            Duration::from_millis(config.worker_resolve_interval_ms),
-        ) {
-            tasks.own(task);
-        }
+        let workers = crate::mesh::start(&config, worker_tls, &limiter, &tasks)?;
         let verifier = Verifier {
             max_skew: Duration::from_secs(config.max_skew_secs),
             regions: config.regions.clone(),
@@ -124,6 +112,12 @@ impl AppState {
             metrics,
             tasks,
         }))
+    }
+
+    /// `/readyz`: at least one limiter replica serving (a lost replica only
+    /// moves its keys to another) and at least one worker admitted.
+    pub fn ready(&self) -> bool {
+        self.limiter.ready() && self.workers.ready()
     }
 
     /// Stop every background task: the owned ones, then the worker health

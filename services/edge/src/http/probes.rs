@@ -39,7 +39,7 @@ async fn ok() -> &'static str {
 }
 
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    if state.workers.ready() {
+    if state.ready() {
         "ready\n".into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()

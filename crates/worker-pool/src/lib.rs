@@ -1,4 +1,8 @@
-//! The crypto-worker pool as the edge sees it.
+//! keymesh worker pool: the edge's client of the crypto-workers, as the
+//! edge sees them. It knows nothing of the edge: its settings come as a
+//! [`PoolConfig`] (built from `edge.toml`), and each REST dialect names its
+//! failures through [`PoolError`]. Readiness ([`WorkerPool::ready`]) is the
+//! pool's own; the edge combines it with its other dependencies.
 //!
 //! * **Membership.** `workers` entries are static URLs or
 //!   `dns+http://name:port`: every A/AAAA record of `name` is a worker (a
@@ -41,7 +45,6 @@ mod tests;
 pub use balance::Worker;
 pub use call::{PoolError, grpc};
 pub use channel::{GrpcClientTls, channel, channel_with};
-pub use discovery::Source;
-pub(crate) use discovery::serving;
-pub use pool::{FleetMember, WorkerPool};
+pub use discovery::{PROBE_TIMEOUT, Source, serving};
+pub use pool::{FleetMember, PoolConfig, WorkerPool};
 pub use rpc::{Retry, WorkerRpc, is_transport_failure, never_sent};

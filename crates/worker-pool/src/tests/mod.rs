@@ -7,20 +7,18 @@ use std::time::Duration;
 
 use keymesh_proto::crypto::v1::crypto_worker_client::CryptoWorkerClient;
 
-use super::*;
-use crate::limiter::LimiterClient;
+use crate::*;
 
 fn pool(urls: &[&str]) -> Arc<WorkerPool> {
-    let urls: Vec<String> = urls.iter().map(|s| (*s).to_owned()).collect();
-    let limiter = LimiterClient::new(
-        vec![(
-            "http://127.0.0.1:1".into(),
-            channel("http://127.0.0.1:1").unwrap(),
-        )],
-        crate::limiter::FailurePolicy::Open,
-        64,
-    );
-    Arc::new(WorkerPool::new(&urls, limiter).unwrap())
+    Arc::new(
+        WorkerPool::new(PoolConfig {
+            workers: urls.iter().map(|s| (*s).to_owned()).collect(),
+            probe_interval: Duration::from_secs(1),
+            resolve_interval: Duration::from_secs(5),
+            tls: None,
+        })
+        .unwrap(),
+    )
 }
 
 #[test]

@@ -13,8 +13,9 @@ use tonic_health::pb::health_client::HealthClient;
 use super::balance::Worker;
 use super::pool::WorkerPool;
 
-/// How long a health probe may take before the worker counts as down.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a health probe may take before the worker (or any other gRPC
+/// peer probed the same way) counts as down.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pause before re-opening a health Watch that ended or failed.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
 
@@ -57,7 +58,7 @@ impl Source {
 }
 
 /// One `grpc.health.v1` Check: SERVING within `timeout`.
-pub(crate) async fn serving(channel: Channel, timeout: Duration) -> bool {
+pub async fn serving(channel: Channel, timeout: Duration) -> bool {
     let mut client = HealthClient::new(channel);
     let mut req = tonic::Request::new(HealthCheckRequest {
         service: String::new(),
@@ -70,30 +71,25 @@ pub(crate) async fn serving(channel: Channel, timeout: Duration) -> bool {
 }
 
 impl WorkerPool {
-    /// Probe every worker and every limiter replica once.
+    /// Probe every worker once.
     pub async fn probe(&self) {
         let members = self.members.load_full();
         let checks = members
             .iter()
             .map(|w| serving(w.channel.clone(), PROBE_TIMEOUT));
-        let (results, ()) = tokio::join!(
-            futures_util::future::join_all(checks),
-            self.limiter.probe(PROBE_TIMEOUT)
-        );
+        let results = futures_util::future::join_all(checks).await;
         for (w, ok) in members.iter().zip(results) {
             self.set_serving(w, ok, "health check");
         }
     }
 
-    /// Start the background tasks: the prober (every `probe_every`), the DNS
-    /// resolver (every `resolve_every`, only with DNS sources) and one health
-    /// Watch per worker. The caller owns the returned prober and resolver
-    /// and stops them with [`WorkerPool::stop`] (which ends the watches).
-    pub fn start(
-        self: &Arc<Self>,
-        probe_every: Duration,
-        resolve_every: Duration,
-    ) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Start the background tasks: the prober (every `probe_interval`), the
+    /// DNS resolver (every `resolve_interval`, only with DNS sources) and
+    /// one health Watch per worker. The caller owns the returned prober and
+    /// resolver and stops them with [`WorkerPool::stop`] (which ends the
+    /// watches).
+    pub fn start(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let (probe_every, resolve_every) = (self.probe_interval, self.resolve_interval);
         for w in self.members.load().iter() {
             self.watch(w);
         }
