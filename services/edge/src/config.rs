@@ -132,6 +132,21 @@ pub struct TlsConfig {
     pub client_subject_cn: Option<String>,
 }
 
+impl TlsConfig {
+    /// What the listener's acceptor is built from (mTLS needs both the CA
+    /// and the CN; `validate` refuses one without the other).
+    pub fn files(&self) -> keymesh_http_server::tls::TlsFiles<'_> {
+        keymesh_http_server::tls::TlsFiles {
+            cert_file: &self.cert_file,
+            key_file: &self.key_file,
+            client: self
+                .client_ca_file
+                .as_deref()
+                .zip(self.client_subject_cn.as_deref()),
+        }
+    }
+}
+
 mod defaults {
     use std::net::{Ipv4Addr, SocketAddr};
     pub fn listen() -> SocketAddr {

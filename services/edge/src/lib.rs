@@ -62,7 +62,7 @@ pub async fn serve_with(
     let tls = config
         .tls
         .as_ref()
-        .map(http::tls::server_config)
+        .map(|t| http::tls::server_config(&t.files()))
         .transpose()?;
     tracing::info!(
         addr = %listeners.main.local_addr()?,
