@@ -16,6 +16,7 @@ pub mod tasks;
 pub mod xks;
 
 #[cfg(test)]
+#[path = "tests/check_order.rs"]
 mod check_order;
 
 use std::future::Future;
