@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keymesh_tests::errors::{assert_error_shape, assert_xks_error};
 use keymesh_tests::xks::model::*;
@@ -1523,6 +1523,26 @@ async fn futures_join<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
 
 // ---------------------------------------------------------------- policy
 
+/// How many times the edge has logged that it rejected the policy file (the
+/// reloader's "reload failed; keeping previous version", naming the file).
+fn policy_reload_failures(m: &Mesh) -> usize {
+    let policy = m.policy_file.display().to_string();
+    m.log_files()
+        .iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("edge"))
+        })
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|log| {
+            log.lines()
+                .filter(|l| l.contains("reload failed") && l.contains(&policy))
+                .count()
+        })
+        .sum()
+}
+
 #[tokio::test]
 async fn policy_allow_deny_and_hot_reload() {
     let m = mesh();
@@ -1620,10 +1640,19 @@ async fn policy_allow_deny_and_hot_reload() {
         "AccessDeniedException",
     );
 
-    // A broken policy file must not open the gates or crash the edge.
+    // A broken policy file must not open the gates or crash the edge. First
+    // wait for proof that the watcher read it (its rejection in the edge's
+    // log), so the check below cannot pass against a watcher that never ran.
+    let before = policy_reload_failures(m);
     m.write_policy("this is [not toml").unwrap();
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_millis(500) {
+    poll_async(
+        "the broken policy read and rejected",
+        Duration::from_secs(10),
+        || async { (policy_reload_failures(m) > before).then_some(()) },
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
         let r = c
             .get_key_metadata(KEY_TOGGLE, &GetKeyMetadataRequest::default())
             .await
@@ -1633,7 +1662,6 @@ async fn policy_allow_deny_and_hot_reload() {
             403,
             "a broken policy file must keep the last good policy"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(m.edge_alive());
     m.write_policy(POL_ALLOW).unwrap();

@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use super::balance::Worker;
 use super::pool::WorkerPool;
 use super::rpc::{WorkerRpc, is_transport_failure};
+use super::worker::Worker;
 
 /// A retry needs at least this much budget left to be worth sending.
 const RETRY_FLOOR: Duration = Duration::from_millis(5);

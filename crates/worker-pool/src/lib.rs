@@ -1,13 +1,14 @@
 //! keymesh worker pool: the edge's client of the crypto-workers, as the
 //! edge sees them. It knows nothing of the edge: its settings come as a
 //! [`PoolConfig`] (built from `edge.toml`), and each REST dialect names its
-//! failures through [`PoolError`]. Readiness ([`WorkerPool::ready`]) is the
-//! pool's own; the edge combines it with its other dependencies.
+//! failures through [`PoolError`]. Its readiness
+//! ([`WorkerPool::any_admitted`]) is its own; the edge combines it with
+//! its other dependencies'.
 //!
 //! * **Membership.** `workers` entries are static URLs or
 //!   `dns+http://name:port`: every A/AAAA record of `name` is a worker (a
 //!   Kubernetes headless Service), re-resolved every
-//!   `worker_resolve_interval_ms`. The members live in an [`ArcSwap`]
+//!   `worker_resolve_interval_ms`. The members live in an `ArcSwap`
 //!   snapshot, so the request path never takes a lock.
 //! * **Health.** Every member is probed with `grpc.health.v1` Check each
 //!   second (catches a hung worker) and watched with Watch (a SIGTERMed
@@ -28,23 +29,28 @@
 //!   state-changing one would be retried only when it provably never left
 //!   the edge ([`WorkerRpc::retry`] decides, in one place).
 //!
-//! One file per seam: [`channel`] dials, [`discovery`] finds and probes
-//! the members, [`balance`] picks one and ejects the dead, [`call`] sends
-//! with shedding and one retry, [`rpc`] classifies what may be retried, and
-//! [`pool`] holds the members and answers readiness.
+//! One file per seam, with no cycles: [`channel`](mod@channel) dials,
+//! [`source`] says where workers come from, [`worker`] keeps one worker's
+//! load, [`pool`] holds the members, [`discovery`] finds and probes them,
+//! [`balance`] picks one and ejects the dead, [`call`] sends with shedding
+//! and one retry, and [`rpc`] classifies what may be retried.
 
-mod balance;
-mod call;
-mod channel;
-mod discovery;
-mod pool;
-mod rpc;
+pub mod balance;
+pub mod call;
+pub mod channel;
+pub mod discovery;
+pub mod pool;
+pub mod rpc;
+pub mod source;
 #[cfg(test)]
 mod tests;
+pub mod worker;
 
-pub use balance::Worker;
 pub use call::{PoolError, grpc};
 pub use channel::{GrpcClientTls, channel, channel_with};
-pub use discovery::{PROBE_TIMEOUT, Source, serving};
+pub use discovery::PROBE_TIMEOUT;
 pub use pool::{FleetMember, PoolConfig, WorkerPool};
 pub use rpc::{Retry, WorkerRpc, is_transport_failure, never_sent};
+pub use source::Source;
+pub use source::serving;
+pub use worker::Worker;

@@ -12,9 +12,9 @@ use keymesh_proto::crypto::v1::{GetHealthRequest, GetHealthResponse, HealthStatu
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::balance::Worker;
 use super::channel::GrpcClientTls;
-use super::discovery::Source;
+use super::source::Source;
+use super::worker::Worker;
 
 /// What the pool is told (the edge builds it from `edge.toml`).
 #[derive(Debug, Clone)]
@@ -127,8 +127,9 @@ impl WorkerPool {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The pool's part of `/readyz`: at least one worker admitted.
-    pub fn ready(&self) -> bool {
+    /// At least one worker admitted (the pool's half of readiness,
+    /// combined with the limiter's in `AppState::ready`).
+    pub fn any_admitted(&self) -> bool {
         !self.admitted.load().is_empty()
     }
 

@@ -1,8 +1,20 @@
-//! keymesh edge: the HTTP(S) front door.
-//!
-//! It authenticates AWS KMS (SigV4, optional mTLS), validates XKS requests,
-//! applies per-key-store policy and quotas, and translates each operation
-//! into a gRPC call to a crypto-worker. It holds no key material.
+//! keymesh edge: the HTTP(S) front door of the product, holding no key
+//! material. It speaks two dialects on one listener: the AWS XKS proxy API
+//! ([`xks`]: SigV4 per key store, the secondary-authorization policy, the
+//! XKS wire table) for AWS KMS, and the Huawei-Cloud-compatible KMS and
+//! CSMS APIs ([`huawei`]: SDK-HMAC or `X-Auth-Token`, key, secret, grant,
+//! alias and tag state in the durable store `keymesh-store`, the KMS wire
+//! table). [`app`] routes a request to its dialect; each dialect is one
+//! explicit pipeline (route → deadline → body limit → authenticate →
+//! tenant → rate limit → handler) ending in the shared rescue step, over the
+//! HTTP plumbing in [`http`] (listener, TLS, bounded body, probes, abuse
+//! budgets). Every cryptographic operation is a gRPC call to a crypto-worker
+//! through the worker pool in [`mesh`] (discovery, health, balancing,
+//! shedding, one retry), and every quota check goes through the leased
+//! rate-limiter client in [`limiter`]. XKS key stores and their credentials
+//! are the hot-reloaded [`keystores`] file; [`config`] is the typed,
+//! validated configuration; [`state`] holds what every request shares and
+//! [`tasks`] the background tasks, which [`serve`] stops when it returns.
 
 pub mod app;
 pub mod config;
@@ -16,8 +28,7 @@ pub mod tasks;
 pub mod xks;
 
 #[cfg(test)]
-#[path = "tests/check_order.rs"]
-mod check_order;
+mod tests;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -96,7 +96,18 @@ impl AppState {
             config.limiter_failure_policy,
             config.limiter_max_lease,
         );
-        let workers = crate::mesh::start(&config, worker_tls, &limiter, &tasks)?;
+        // Readiness needs a limiter replica serving: probed on the workers'
+        // one-second rhythm, with the same timeout.
+        let prober = limiter.clone();
+        tasks.own(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                prober.probe(crate::mesh::PROBE_TIMEOUT).await;
+            }
+        }));
+        let workers = crate::mesh::start(&config, worker_tls, &tasks)?;
         let verifier = Verifier {
             max_skew: Duration::from_secs(config.max_skew_secs),
             regions: config.regions.clone(),
@@ -117,7 +128,7 @@ impl AppState {
     /// `/readyz`: at least one limiter replica serving (a lost replica only
     /// moves its keys to another) and at least one worker admitted.
     pub fn ready(&self) -> bool {
-        self.limiter.ready() && self.workers.ready()
+        self.limiter.ready() && self.workers.any_admitted()
     }
 
     /// Stop every background task: the owned ones, then the worker health
@@ -125,5 +136,13 @@ impl AppState {
     pub fn stop(&self) {
         self.tasks.stop();
         self.workers.stop();
+    }
+}
+
+/// A state dropped without [`AppState::stop`] (a test's, or one whose
+/// server failed to start) still ends its tasks and health watches.
+impl Drop for AppState {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -1,8 +1,7 @@
-//! The cause of a 5xx, for the audit line. Each dialect's one mapping table
-//! (`error.rs`, `huawei/error.rs`) attaches a [`Cause`] to every 5xx
-//! response it builds, rendered from the error's `#[source]` chain; the
-//! dialect's audit layer writes it into the request's one audit line. The
-//! caller never sees it (5xx bodies say little).
+//! The cause of a 5xx, for the log and the audit line: rendered from the
+//! error's `#[source]` chain by the rescue step both dialects end in
+//! (`http::rescue`), which logs it once and writes it into the request's
+//! one audit line. The caller never sees it (5xx bodies say little).
 //!
 //! Without secrets: edge errors carry no request data (their messages are
 //! static), worker failures are rendered from the status code, reason and

@@ -146,6 +146,11 @@ pub fn member<'a>(v: &'a Value, name: &str) -> Result<Option<&'a str>, ApiError>
     }
 }
 
+/// A JSON body for a successful answer.
+pub fn ok(v: Value) -> bytes::Bytes {
+    bytes::Bytes::from(v.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -285,8 +285,3 @@ async fn handler(
         Op::Csms(op) => super::csms::dispatch(ctx, op).await,
     }
 }
-
-/// A JSON body for a successful answer.
-pub fn ok(v: serde_json::Value) -> Bytes {
-    Bytes::from(v.to_string())
-}

@@ -5,7 +5,7 @@
 //! translates; key state lives in the durable store (`keymesh-store`) and
 //! every operation on key material is one `KeyVault` call to a
 //! crypto-worker, where CMKs exist in clear only inside the HSM. The request
-//! pipeline ([`service`]) mirrors the XKS one: observe → deadline → body
+//! pipeline ([`layers::service`]) mirrors the XKS one: observe → deadline → body
 //! limit → route → authenticate → rate limit → handler.
 
 pub mod auth;

@@ -21,23 +21,24 @@ use crate::http::abuse::Peer;
 use crate::huawei::{Huawei, SystemClock};
 use crate::state::AppState;
 
-const PREFIX: &str = "/ks/kms/xks/v1";
+pub(super) const PREFIX: &str = "/ks/kms/xks/v1";
 const AKID: &str = "XKSDIGESTEXAMPLEKEY2345";
 const SECRET: &str = "jFwF3w1r9GU1GwUr5hsYypKAi780VUCOv2GW/jKbMYs=";
 const HOST: &str = "xks.test";
 
 /// A fresh directory per test (tests run in parallel in one process).
-fn dir(name: &str) -> PathBuf {
+pub(super) fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("keymesh-order-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
 /// State with one key store at [`PREFIX`]; `extra` is more edge config.
-fn state(dir: &Path, extra: &str) -> Arc<AppState> {
+pub(super) fn state(dir: &Path, extra: &str) -> Arc<AppState> {
     let keystores = dir.join("keystores.json");
     let file = serde_json::json!({"keystores": [{
         "uri_path": PREFIX,
+        "key_ids": ["k1"],
         "credentials": [{"access_key_id": AKID, "secret_access_key": SECRET}],
     }]});
     std::fs::write(&keystores, file.to_string()).unwrap();
@@ -51,7 +52,7 @@ fn state(dir: &Path, extra: &str) -> Arc<AppState> {
 
 /// The SigV4 headers (`authorization`, `x-amz-date`) for a POST of `body`
 /// to `path`, signed now with the key store's credentials.
-fn sigv4(path: &str, body: &[u8]) -> Vec<(String, String)> {
+pub(super) fn sigv4(path: &str, body: &[u8]) -> Vec<(String, String)> {
     use aws_sigv4::http_request::{
         PercentEncodingMode, SignableBody, SignableRequest, SigningSettings, sign,
     };
@@ -83,7 +84,12 @@ fn sigv4(path: &str, body: &[u8]) -> Vec<(String, String)> {
 }
 
 /// A request from one fixed source address (the per-source budgets key on it).
-fn request(method: Method, path: &str, body: &[u8], headers: &[(String, String)]) -> Request<Body> {
+pub(super) fn request(
+    method: Method,
+    path: &str,
+    body: &[u8],
+    headers: &[(String, String)],
+) -> Request<Body> {
     let mut b = Request::builder()
         .method(method)
         .uri(path)
@@ -106,7 +112,7 @@ async fn answer(router: &axum::Router, req: Request<Body>) -> (StatusCode, serde
     (status, serde_json::from_slice(&body).unwrap_or_default())
 }
 
-async fn xks(router: &axum::Router, req: Request<Body>) -> (u16, String) {
+pub(super) async fn xks(router: &axum::Router, req: Request<Body>) -> (u16, String) {
     let (status, body) = answer(router, req).await;
     (
         status.as_u16(),
@@ -175,6 +181,48 @@ async fn kms(router: &axum::Router, req: Request<Body>) -> (u16, String) {
     )
 }
 
+/// The Huawei dialects over a fresh SQLite store holding one full-role
+/// account of user `u1` in project `p1`, and an `X-Auth-Token` for it.
+async fn huawei(d: &Path, st: &Arc<AppState>) -> (axum::Router, String) {
+    use keymesh_huawei_auth::token;
+    let (private, public) = token::keygen().unwrap();
+    let keys = d.join("token.pem");
+    std::fs::write(&keys, public).unwrap();
+    // A fresh database per call: each one creates the same account.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let db = d.join(format!("kms-{n}.db"));
+    let _ = std::fs::remove_file(&db);
+    let url = format!("sqlite://{}", db.display());
+    let store = keymesh_store::open(&url).await.unwrap();
+    store
+        .create_account(&keymesh_store::Account {
+            access_key: "CHECKORDERAK".into(),
+            secret: keymesh_store::AccountSecret::Sealed(vec![0; 32]),
+            project_id: "p1".into(),
+            user_id: "u1".into(),
+            role: keymesh_store::Role::Full,
+            created_ms: 0,
+        })
+        .await
+        .unwrap();
+    let hw: crate::huawei::HuaweiConfig = toml::from_str(&format!(
+        "store_url = {url:?}\nmax_body_bytes = 4096\ntoken_public_key_file = {:?}\n",
+        keys.display().to_string()
+    ))
+    .unwrap();
+    let h = Huawei::with_store(Arc::clone(st), hw, store, Arc::new(SystemClock)).unwrap();
+    let claims = token::Claims::new(
+        "u1",
+        Some("p1".into()),
+        token::Role::Full,
+        SystemTime::now(),
+        std::time::Duration::from_secs(3600),
+    );
+    let token = token::issue(&private, &claims).unwrap();
+    (app(Arc::clone(st), Some(h)), token)
+}
+
 #[tokio::test]
 async fn huawei_checks_run_in_the_documented_order() {
     let d = dir("kms");
@@ -182,12 +230,7 @@ async fn huawei_checks_run_in_the_documented_order() {
         &d,
         "[abuse]\nunauthenticated_per_source_per_sec = 1\nunauthenticated_per_source_burst = 1\n",
     );
-    let url = format!("sqlite://{}/kms.db", d.display());
-    let store = keymesh_store::open(&url).await.unwrap();
-    let hw: crate::huawei::HuaweiConfig =
-        toml::from_str(&format!("store_url = {url:?}\nmax_body_bytes = 4096\n")).unwrap();
-    let h = Huawei::with_store(Arc::clone(&st), hw, store, Arc::new(SystemClock)).unwrap();
-    let router = app(Arc::clone(&st), Some(h));
+    let (router, token) = huawei(&d, &st).await;
     let describe = "/v1.0/p1/kms/describe-key";
     let post = |path: &str, body: &[u8]| request(Method::POST, path, body, &[]);
 
@@ -208,6 +251,20 @@ async fn huawei_checks_run_in_the_documented_order() {
     assert_eq!(r, (403, "KMS.0301".into()));
     let (status, _) = kms(&router, post(describe, b"{")).await;
     assert_eq!(status, 429);
+    // Authenticated: the quota (limiter unreachable, failing open) passes,
+    // and the body is validated: 400 KMS.0202.
+    let auth = [("x-auth-token".to_owned(), token)];
+    let r = kms(&router, request(Method::POST, describe, b"{", &auth)).await;
+    assert_eq!(r, (400, "KMS.0202".into()));
+    st.stop();
+
+    // With the limiter failing closed, the quota step answers (503
+    // KMS.0104) before the body is validated.
+    let st = state(&d, "limiter_failure_policy = \"closed\"\n");
+    let (router, token) = huawei(&d, &st).await;
+    let auth = [("x-auth-token".to_owned(), token)];
+    let r = kms(&router, request(Method::POST, describe, b"{", &auth)).await;
+    assert_eq!(r, (503, "KMS.0104".into()));
     st.stop();
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -2,10 +2,7 @@
 //! and latency. Never plaintext, key material, secrets or signatures: only
 //! the fields named here are ever logged.
 
-use std::borrow::Cow;
 use std::time::Duration;
-
-use super::handlers::RequestMetadata;
 
 #[derive(Debug, Default, Clone)]
 pub struct Audit {
@@ -20,19 +17,7 @@ pub struct Audit {
     pub cause: Option<String>,
 }
 
-fn owned(v: &Option<Cow<'_, str>>) -> Option<String> {
-    // ARNs are at most 2048 chars; cap what one log line can carry.
-    v.as_deref().map(|s| s.chars().take(2048).collect())
-}
-
 impl Audit {
-    pub fn metadata(&mut self, md: &RequestMetadata<'_>) {
-        self.kms_request_id = owned(&md.kms_request_id);
-        self.kms_operation = owned(&md.kms_operation);
-        self.principal = owned(&md.aws_principal_arn);
-        self.kms_key_arn = owned(&md.kms_key_arn);
-    }
-
     #[allow(clippy::too_many_arguments)]
     pub fn log(
         &self,

@@ -1,6 +1,6 @@
 //! The XKS request pipeline, outermost first (see [`service`] for why each
 //! step sits where it does). The route is parsed once, the key store looked
-//! up once, and what the steps learn travels in one typed [`Ctx`]; each step
+//! up once, and what the steps learn travels in one typed `Ctx`; each step
 //! either passes on or fails with an [`XksError`], and [`service`] turns the
 //! outcome into the answer in one place (the wire mapping lives only in
 //! `error.rs`), through the shared rescue step that logs every 5xx once.

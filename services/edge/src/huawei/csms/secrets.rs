@@ -13,9 +13,9 @@ use super::{check_name, load, path_name, secret_json, store_err};
 use crate::huawei::blob::{Blob, Kind};
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
+use crate::huawei::json::ok;
 use crate::huawei::json::{Body, query_params};
 use crate::huawei::kms::{Ctx, crypto, keys};
-use crate::huawei::layers::ok;
 
 /// Days a secret may wait for deletion (CSMS.0002 outside).
 const RECOVERY_DAYS: std::ops::RangeInclusive<i64> = 7..=30;

@@ -17,8 +17,8 @@ use super::{secret_json, store_err};
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
+use crate::huawei::json::ok;
 use crate::huawei::kms::Ctx;
-use crate::huawei::layers::ok;
 use crate::huawei::tagging::{
     self, BATCH_FIELDS, Batch, SEARCH_FIELDS, TagRules, project_tags_json, resource_json,
     search_answer, tags_json,

@@ -14,9 +14,9 @@ use super::values::{self, SecretValue};
 use super::{load, path_name, secs, store_err, unusable};
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
+use crate::huawei::json::ok;
 use crate::huawei::json::{Body, query_params};
 use crate::huawei::kms::Ctx;
-use crate::huawei::layers::ok;
 
 /// Stages one request may attach.
 const MAX_STAGES: usize = 12;

@@ -15,7 +15,7 @@ use crate::huawei::Huawei;
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
-use crate::huawei::layers::ok;
+use crate::huawei::json::ok;
 
 /// Page size of list-aliases when the caller sends no `limit`.
 const DEFAULT_LIMIT: u64 = 1000;

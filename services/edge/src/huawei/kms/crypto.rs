@@ -18,7 +18,7 @@ use crate::huawei::blob::{self, Blob, Kind};
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
-use crate::huawei::layers::ok;
+use crate::huawei::json::ok;
 use crate::huawei::vault;
 
 /// Largest plaintext of encrypt-data (bytes after UTF-8 encoding).

@@ -17,7 +17,7 @@ use crate::huawei::blob::{self, Blob, Kind};
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
-use crate::huawei::layers::ok;
+use crate::huawei::json::ok;
 use crate::huawei::vault;
 
 /// Data key lengths in bytes (1..=1024, i.e. 8..=8192 bits).

@@ -14,7 +14,7 @@ use super::keys::{check_sequence, key_id_field};
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
-use crate::huawei::layers::ok;
+use crate::huawei::json::ok;
 
 /// The operations a grant may name (the wire names of §9).
 pub const OPERATIONS: &[&str] = &[

@@ -13,7 +13,7 @@ use crate::huawei::cache::KeyEntry;
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
-use crate::huawei::layers::ok;
+use crate::huawei::json::ok;
 use crate::huawei::vault;
 
 /// Days a key may wait for deletion (KMS.1401).

@@ -9,7 +9,7 @@ use super::keys::check_sequence;
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
-use crate::huawei::layers::ok;
+use crate::huawei::json::ok;
 use crate::huawei::vault;
 
 /// gen-random: `random_data_length` bits, 8..=8192 and a multiple of 8

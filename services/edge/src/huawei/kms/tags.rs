@@ -17,7 +17,7 @@ use super::keys::{check_sequence, key_id, key_json};
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
-use crate::huawei::layers::ok;
+use crate::huawei::json::ok;
 use crate::huawei::tagging::{
     self, BATCH_FIELDS, SEARCH_FIELDS, TagRules, project_tags_json, resource_json, search_answer,
     tags_json,
