@@ -93,7 +93,7 @@ pub struct Config {
     /// The Huawei-compatible KMS dialect; absent = XKS only.
     pub huawei: Option<crate::huawei::config::HuaweiConfig>,
     /// Budgets for callers not yet authenticated and per-connection HTTP
-    /// limits (default: see `abuse.rs`).
+    /// limits (default: see `keymesh_http_server::abuse`).
     #[serde(default)]
     pub abuse: crate::http::abuse::AbuseConfig,
 }
