@@ -42,8 +42,6 @@ pub mod discovery;
 pub mod pool;
 pub mod rpc;
 pub mod source;
-#[cfg(test)]
-mod tests;
 pub mod worker;
 
 pub use call::{PoolError, grpc};
@@ -54,3 +52,6 @@ pub use rpc::{Retry, WorkerRpc, is_transport_failure, never_sent};
 pub use source::Source;
 pub use source::serving;
 pub use worker::Worker;
+
+#[cfg(test)]
+mod tests;

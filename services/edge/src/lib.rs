@@ -27,9 +27,6 @@ pub mod state;
 pub mod tasks;
 pub mod xks;
 
-#[cfg(test)]
-mod tests;
-
 use std::future::Future;
 use std::sync::Arc;
 
@@ -142,3 +139,6 @@ impl Drop for StopOnDrop {
         self.0.stop();
     }
 }
+
+#[cfg(test)]
+mod tests;
