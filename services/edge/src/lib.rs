@@ -26,9 +26,6 @@ pub mod state;
 pub mod tasks;
 pub mod xks;
 
-#[cfg(test)]
-mod tests;
-
 use std::future::Future;
 use std::sync::Arc;
 
@@ -73,7 +70,7 @@ pub async fn serve_with(
     let tls = config
         .tls
         .as_ref()
-        .map(http::tls::server_config)
+        .map(|t| http::tls::server_config(&t.files()))
         .transpose()?;
     tracing::info!(
         addr = %listeners.main.local_addr()?,
@@ -141,3 +138,6 @@ impl Drop for StopOnDrop {
         self.0.stop();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -110,16 +110,10 @@ impl AppState {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                prober.probe(crate::mesh::discovery::PROBE_TIMEOUT).await;
+                prober.probe(crate::mesh::PROBE_TIMEOUT).await;
             }
         }));
-        let workers = Arc::new(WorkerPool::with_tls(&config.workers, worker_tls)?);
-        for task in workers.start(
-            Duration::from_secs(1),
-            Duration::from_millis(config.worker_resolve_interval_ms),
-        ) {
-            tasks.own(task);
-        }
+        let workers = crate::mesh::start(&config, worker_tls, &tasks)?;
         let verifier = Verifier {
             max_skew: Duration::from_secs(config.max_skew_secs),
             regions: config.regions.clone(),

@@ -1,18 +1,17 @@
 //! HTTP plumbing shared by both dialects and the admin listener: the
-//! listener itself ([`server`], TLS in [`tls`]), the per-source and
-//! pre-authentication budgets ([`abuse`]), bounded body buffering ([`body`]),
-//! the probes ([`probes`]), the one rescue step that logs every 5xx with
-//! its cause ([`rescue`], rendered by [`cause`]), zeroizing JSON answers
-//! ([`zeroizing`]) and the request [`Deadline`]. Nothing here knows a dialect's wire table.
+//! dialect-independent machinery from crate `keymesh-http-server`
+//! (re-exported: the listener [`server`], TLS in [`tls`], the per-source and
+//! pre-authentication budgets [`abuse`], bounded body buffering [`body`],
+//! zeroizing JSON answers [`zeroizing`]), and what needs this edge: the
+//! probes ([`probes`]), the one rescue step that logs every 5xx with its
+//! cause ([`rescue`], rendered by [`cause`]) and the request [`Deadline`].
+//! Nothing here knows a dialect's wire table.
 
-pub mod abuse;
-pub mod body;
 pub mod cause;
 pub mod probes;
 pub mod rescue;
-pub mod server;
-pub mod tls;
-pub mod zeroizing;
+
+pub use keymesh_http_server::{abuse, body, server, tls, zeroizing};
 
 use axum::body::Body;
 use axum::response::Response;

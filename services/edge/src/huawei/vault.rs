@@ -59,35 +59,42 @@ impl WorkerVault {
         self.workers
             .call(op, deadline, msg, |ch, r| send(KeyVaultClient::new(ch), r))
             .await
+            .map_err(|PoolFailure(e)| e)
     }
 }
 
-impl PoolError for VaultError {
+/// A [`VaultError`] as the pool builds it (the pool's error trait and the
+/// domain's error type both live in other crates, hence the wrapper).
+struct PoolFailure(VaultError);
+
+impl PoolError for PoolFailure {
     fn no_worker() -> Self {
-        Self::Failed(Box::new(WorkerFailure::NoWorker))
+        Self(VaultError::Failed(Box::new(WorkerFailure::NoWorker)))
     }
     fn shed() -> Self {
-        Self::Throttled
+        Self(VaultError::Throttled)
     }
     /// A crypto-worker failure by its machine-readable reason.
     fn from_status(status: &tonic::Status) -> Self {
         use tonic::Code as G;
         match status.code() {
-            G::DeadlineExceeded | G::Cancelled => return Self::Timeout,
+            G::DeadlineExceeded | G::Cancelled => return Self(VaultError::Timeout),
             G::Unavailable | G::Unknown => {
-                return Self::Failed(Box::new(WorkerFailure::from(status)));
+                return Self(VaultError::Failed(Box::new(WorkerFailure::from(status))));
             }
             _ => {}
         }
-        match ErrorInfo::decode(status.details())
-            .map(|i| i.reason())
-            .unwrap_or(ErrorReason::Unspecified)
-        {
-            ErrorReason::InvalidCiphertext => Self::Ciphertext,
-            ErrorReason::HsmBusy => Self::Throttled,
-            ErrorReason::InvalidArgument => Self::InvalidArgument,
-            _ => Self::Failed(Box::new(WorkerFailure::from(status))),
-        }
+        Self(
+            match ErrorInfo::decode(status.details())
+                .map(|i| i.reason())
+                .unwrap_or(ErrorReason::Unspecified)
+            {
+                ErrorReason::InvalidCiphertext => VaultError::Ciphertext,
+                ErrorReason::HsmBusy => VaultError::Throttled,
+                ErrorReason::InvalidArgument => VaultError::InvalidArgument,
+                _ => VaultError::Failed(Box::new(WorkerFailure::from(status))),
+            },
+        )
     }
 }
 
@@ -359,7 +366,7 @@ mod tests {
             status(G::Internal, ErrorReason::HsmFailure),
         ];
         for s in cases {
-            let via_vault = ApiError::from(<VaultError as PoolError>::from_status(&s));
+            let via_vault = ApiError::from(<PoolFailure as PoolError>::from_status(&s).0);
             let direct = ApiError::from_worker(&s);
             for d in [Dialect::Kms, Dialect::Csms] {
                 assert_eq!(via_vault.wire(d), direct.wire(d), "{s:?}");
@@ -370,9 +377,9 @@ mod tests {
                 crate::http::cause::Cause::of(&direct).0
             );
         }
-        let shed = ApiError::from(<VaultError as PoolError>::shed());
+        let shed = ApiError::from(<PoolFailure as PoolError>::shed().0);
         assert_eq!(shed.wire(Dialect::Kms).code, "APIGW.0308");
-        let none = ApiError::from(<VaultError as PoolError>::no_worker());
+        let none = ApiError::from(<PoolFailure as PoolError>::no_worker().0);
         assert!(matches!(none, ApiError::Worker(WorkerFailure::NoWorker)));
     }
 }

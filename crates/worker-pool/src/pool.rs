@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use keymesh_proto::crypto::v1::{GetHealthRequest, GetHealthResponse, HealthStatus};
@@ -14,6 +15,19 @@ use tokio::time::Instant;
 use super::channel::GrpcClientTls;
 use super::source::Source;
 use super::worker::Worker;
+
+/// What the pool is told (the edge builds it from `edge.toml`).
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// The `workers` entries: static URLs or `dns+http://name:port`.
+    pub workers: Vec<String>,
+    /// How often every member is probed with a health Check.
+    pub probe_interval: Duration,
+    /// How often the DNS sources are re-resolved (and a lookup's timeout).
+    pub resolve_interval: Duration,
+    /// Service mTLS for every worker channel; `None` dials in plaintext.
+    pub tls: Option<GrpcClientTls>,
+}
 
 pub struct WorkerPool {
     pub(super) sources: Vec<Source>,
@@ -28,6 +42,8 @@ pub struct WorkerPool {
     pub(super) book: Mutex<Book>,
     pub(super) rng: AtomicU64,
     pub(super) epoch: Instant,
+    pub(super) probe_interval: Duration,
+    pub(super) resolve_interval: Duration,
     /// Service mTLS for every worker channel, discovered ones included.
     pub(super) tls: Option<GrpcClientTls>,
 }
@@ -61,15 +77,16 @@ pub struct FleetMember {
 impl WorkerPool {
     /// The pool with its static workers (admitted optimistically, so a fresh
     /// edge does not refuse traffic for a probe interval); DNS sources are
-    /// resolved by the task [`WorkerPool::start`] spawns.
-    pub fn new(entries: &[String]) -> anyhow::Result<Self> {
-        Self::with_tls(entries, None)
-    }
-
-    /// [`WorkerPool::new`], dialing every worker over mutual TLS when `tls`
-    /// is given.
-    pub fn with_tls(entries: &[String], tls: Option<GrpcClientTls>) -> anyhow::Result<Self> {
-        let sources = entries
+    /// resolved by the task [`WorkerPool::start`] spawns. Every worker is
+    /// dialled over mutual TLS when `config.tls` is given.
+    pub fn new(config: PoolConfig) -> anyhow::Result<Self> {
+        let PoolConfig {
+            workers,
+            probe_interval,
+            resolve_interval,
+            tls,
+        } = config;
+        let sources = workers
             .iter()
             .map(|e| Source::parse(e).map_err(|m| anyhow::anyhow!("workers: {m}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -90,6 +107,8 @@ impl WorkerPool {
             book: Mutex::new(Book::default()),
             rng: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
             epoch: Instant::now(),
+            probe_interval,
+            resolve_interval,
             tls,
         })
     }

@@ -1,7 +1,7 @@
 //! An HTTP(S) listener: accept, optional TLS handshake, HTTP/1.1 or HTTP/2
 //! (auto-detected; ALPN with TLS), graceful drain on shutdown. What it serves
-//! is a router from `app.rs`: the whole app on the main listener, the probes
-//! alone on the admin listener.
+//! is the caller's router (the edge: the whole app on the main listener,
+//! the probes alone on the admin listener).
 
 use std::sync::Arc;
 use std::time::Duration;

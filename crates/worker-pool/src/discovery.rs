@@ -13,7 +13,8 @@ use super::pool::WorkerPool;
 use super::source::{Source, serving};
 use super::worker::Worker;
 
-/// How long a health probe may take before the worker counts as down.
+/// How long a health probe may take before the worker (or any other gRPC
+/// peer probed the same way) counts as down.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pause before re-opening a health Watch that ended or failed.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
@@ -31,15 +32,13 @@ impl WorkerPool {
         }
     }
 
-    /// Start the background tasks: the prober (every `probe_every`), the DNS
-    /// resolver (every `resolve_every`, only with DNS sources) and one health
-    /// Watch per worker. The caller owns the returned prober and resolver
-    /// and stops them with [`WorkerPool::stop`] (which ends the watches).
-    pub fn start(
-        self: &Arc<Self>,
-        probe_every: Duration,
-        resolve_every: Duration,
-    ) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Start the background tasks: the prober (every `probe_interval`), the
+    /// DNS resolver (every `resolve_interval`, only with DNS sources) and
+    /// one health Watch per worker. The caller owns the returned prober and
+    /// resolver and stops them with [`WorkerPool::stop`] (which ends the
+    /// watches).
+    pub fn start(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let (probe_every, resolve_every) = (self.probe_interval, self.resolve_interval);
         for w in self.members.load().iter() {
             self.watch(w);
         }

@@ -7,11 +7,18 @@ use std::time::Duration;
 
 use keymesh_proto::crypto::v1::crypto_worker_client::CryptoWorkerClient;
 
-use super::*;
+use crate::*;
 
 fn pool(urls: &[&str]) -> Arc<WorkerPool> {
-    let urls: Vec<String> = urls.iter().map(|s| (*s).to_owned()).collect();
-    Arc::new(WorkerPool::new(&urls).unwrap())
+    Arc::new(
+        WorkerPool::new(PoolConfig {
+            workers: urls.iter().map(|s| (*s).to_owned()).collect(),
+            probe_interval: Duration::from_secs(1),
+            resolve_interval: Duration::from_secs(5),
+            tls: None,
+        })
+        .unwrap(),
+    )
 }
 
 #[test]

@@ -1,4 +1,9 @@
-//! The crypto-worker pool as the edge sees it.
+//! keymesh worker pool: the edge's client of the crypto-workers, as the
+//! edge sees them. It knows nothing of the edge: its settings come as a
+//! [`PoolConfig`] (built from `edge.toml`), and each REST dialect names its
+//! failures through [`PoolError`]. Its readiness
+//! ([`WorkerPool::any_admitted`]) is its own; the edge combines it with
+//! its other dependencies'.
 //!
 //! * **Membership.** `workers` entries are static URLs or
 //!   `dns+http://name:port`: every A/AAAA record of `name` is a worker (a
@@ -37,14 +42,16 @@ pub mod discovery;
 pub mod pool;
 pub mod rpc;
 pub mod source;
-#[cfg(test)]
-mod tests;
 pub mod worker;
 
 pub use call::{PoolError, grpc};
 pub use channel::{GrpcClientTls, channel, channel_with};
-pub use pool::{FleetMember, WorkerPool};
+pub use discovery::PROBE_TIMEOUT;
+pub use pool::{FleetMember, PoolConfig, WorkerPool};
 pub use rpc::{Retry, WorkerRpc, is_transport_failure, never_sent};
 pub use source::Source;
-pub(crate) use source::serving;
+pub use source::serving;
 pub use worker::Worker;
+
+#[cfg(test)]
+mod tests;

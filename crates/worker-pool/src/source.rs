@@ -47,7 +47,7 @@ impl Source {
 }
 
 /// One `grpc.health.v1` Check: SERVING within `timeout`.
-pub(crate) async fn serving(channel: Channel, timeout: Duration) -> bool {
+pub async fn serving(channel: Channel, timeout: Duration) -> bool {
     let mut client = HealthClient::new(channel);
     let mut req = tonic::Request::new(HealthCheckRequest {
         service: String::new(),

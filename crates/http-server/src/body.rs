@@ -2,7 +2,7 @@
 //! layers: every signature check hashes the exact body bytes, so the body
 //! is read in full first, but never more than the dialect's limit, never
 //! past the deadline, and never more than the edge-wide budget of bytes
-//! held for callers not yet authenticated ([`crate::http::abuse`]).
+//! held for callers not yet authenticated ([`crate::abuse`]).
 
 use axum::response::Response;
 use bytes::Bytes;
