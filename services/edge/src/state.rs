@@ -14,8 +14,8 @@ use crate::keystores::Keystores;
 use crate::mesh::{GrpcClientTls, WorkerPool, channel_with};
 use crate::tasks::Tasks;
 use crate::xks::policy::PolicyFile;
-use crate::xks::sigv4::Verifier;
 use keymesh_limiter_client::{LimiterClient, Transport};
+use keymesh_xks_auth::Verifier;
 
 pub struct AppState {
     pub config: Config,

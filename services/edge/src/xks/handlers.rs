@@ -525,7 +525,13 @@ pub fn authenticate(
 ) -> Result<String, XksError> {
     state
         .verifier
-        .verify(parts, body, keystore, SystemTime::now())
+        .verify(
+            parts,
+            body,
+            |id| keystore.secret_for(id).map(|s| s.expose()),
+            SystemTime::now(),
+        )
+        .map_err(XksError::from_signature)
 }
 
 /// Only `application/json` (parameters allowed) or no content type at all.

@@ -1,8 +1,9 @@
 //! The AWS XKS proxy API (`/{prefix}/kms/xks/v1/...`): routes and handlers
 //! ([`handlers`]), the one wire-error table ([`error`]), the tower stack
-//! ([`layers`]), SigV4 against each key store's credentials ([`sigv4`]), the
-//! secondary-authorization policy ([`policy`], [`glob`]), AAD binding
-//! ([`aad`]) and the audit line ([`audit`]). Key stores themselves are
+//! ([`layers`]), the secondary-authorization policy ([`policy`], [`glob`]),
+//! AAD binding ([`aad`]) and the audit line ([`audit`]). SigV4 against each
+//! key store's credentials is [`keymesh_xks_auth`], its failures mapped by
+//! [`error`]. Key stores themselves are
 //! [`crate::keystores`].
 
 pub mod aad;
@@ -12,4 +13,3 @@ pub mod glob;
 pub mod handlers;
 pub mod layers;
 pub mod policy;
-pub mod sigv4;
