@@ -21,7 +21,14 @@
 //! pattern (`"*"`, written by keymeshctl before key stores were isolated) is
 //! valid in the file; whether it matches is the edge's decision
 //! (`allow_wildcard_keystores`).
+//!
+//! [`Keystores`] is the lookup view the edge serves from: by URI path, then
+//! by access key id, and which keys a store serves ([`Keystore::allows_key`]:
+//! its patterns, as [`crate::glob`] reads them, and never an internal label,
+//! whatever the patterns say; anything else is answered exactly like a
+//! missing key).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use base64::Engine as _;
@@ -30,6 +37,7 @@ use keymesh_common::labels;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomic;
+use crate::glob::glob_match;
 
 /// Unix mode of files holding secrets (the key-stores file, a console
 /// configuration): readable by their owner only.
@@ -287,6 +295,91 @@ pub fn write(path: &Path, file: &KeystoresFile) -> anyhow::Result<()> {
     write_atomic(path, &file.to_json()?, Some(SECRET_FILE_MODE))
 }
 
+/// The lookup view of the file: by URI path, then by access key id.
+#[derive(Debug, Default)]
+pub struct Keystores {
+    by_path: HashMap<String, Keystore>,
+}
+
+#[derive(Debug)]
+pub struct Keystore {
+    pub uri_path: String,
+    key_ids: Vec<String>,
+    credentials: HashMap<String, Secret>,
+}
+
+impl Keystore {
+    pub fn secret_for(&self, access_key_id: &str) -> Option<&Secret> {
+        self.credentials.get(access_key_id)
+    }
+
+    /// Whether this key store serves `key_id`. Internal labels never match,
+    /// whatever the patterns say: isolation must not rest on every pattern
+    /// being written carefully.
+    pub fn allows_key(&self, key_id: &str) -> bool {
+        !labels::is_reserved(key_id) && self.key_ids.iter().any(|p| glob_match(p, key_id))
+    }
+}
+
+impl Keystores {
+    /// The file with catch-all patterns inert (the default).
+    pub fn parse(bytes: &[u8]) -> anyhow::Result<Self> {
+        Self::parse_with(bytes, false, |_, _| {})
+    }
+
+    /// The file; catch-all patterns (`"*"`) match only when
+    /// `allow_wildcard` (edge.toml `allow_wildcard_keystores`). Either way
+    /// `on_catch_all(uri_path, pattern)` hears of the first one in each
+    /// store that has one, so the edge can name it in a warning at start and
+    /// every reload.
+    pub fn parse_with(
+        bytes: &[u8],
+        allow_wildcard: bool,
+        mut on_catch_all: impl FnMut(&str, &str),
+    ) -> anyhow::Result<Self> {
+        let mut file = KeystoresFile::parse(bytes)?;
+        for ks in &mut file.keystores {
+            let Some(p) = ks.key_ids.iter().find(|p| is_catch_all(p)) else {
+                continue;
+            };
+            on_catch_all(&ks.uri_path, p);
+            if !allow_wildcard {
+                ks.key_ids.retain(|p| !is_catch_all(p));
+            }
+        }
+        Ok(Self::from(file))
+    }
+
+    pub fn get(&self, uri_path: &str) -> Option<&Keystore> {
+        self.by_path.get(uri_path)
+    }
+}
+
+impl From<KeystoresFile> for Keystores {
+    fn from(file: KeystoresFile) -> Self {
+        let by_path = file
+            .keystores
+            .into_iter()
+            .map(|ks| {
+                let credentials = ks
+                    .credentials
+                    .into_iter()
+                    .map(|c| (c.access_key_id, c.secret_access_key))
+                    .collect();
+                (
+                    ks.uri_path.clone(),
+                    Keystore {
+                        uri_path: ks.uri_path,
+                        key_ids: ks.key_ids,
+                        credentials,
+                    },
+                )
+            })
+            .collect();
+        Self { by_path }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -414,5 +507,46 @@ mod tests {
             v["XksProxyAuthenticationCredential"]["RawSecretAccessKey"],
             c.secret_access_key.expose()
         );
+    }
+
+    #[test]
+    fn a_store_serves_only_its_keys() {
+        let k = Keystores::parse(store(r#"["k1","ledger-*"]"#).as_bytes()).unwrap();
+        let a = k.get("/a/kms/xks/v1").unwrap();
+        assert!(a.allows_key("k1"));
+        assert!(a.allows_key("ledger-7"));
+        assert!(!a.allows_key("k2"));
+        // No key_ids: no key.
+        let b = k.get("/b/kms/xks/v1").unwrap();
+        assert!(!b.allows_key("k1"));
+    }
+
+    #[test]
+    fn catch_all_needs_the_opt_in_and_never_reaches_internal_labels() {
+        for p in [r#"["*"]"#, r#"["**"]"#, r#"["?*"]"#] {
+            let off = Keystores::parse(store(p).as_bytes()).unwrap();
+            assert!(!off.get("/a/kms/xks/v1").unwrap().allows_key("k1"), "{p}");
+            let mut heard = Vec::new();
+            let on = Keystores::parse_with(store(p).as_bytes(), true, |ks, pat| {
+                heard.push((ks.to_owned(), pat.to_owned()));
+            })
+            .unwrap();
+            assert_eq!(heard.len(), 1, "{p}");
+            assert_eq!(heard[0].0, "/a/kms/xks/v1");
+            let a = on.get("/a/kms/xks/v1").unwrap();
+            assert!(a.allows_key("k1"), "{p}");
+            for internal in ["keymesh-domain-v1", "keymesh-health-check", "keymesh-x"] {
+                assert!(!a.allows_key(internal), "{p} {internal}");
+            }
+        }
+        // Patterns with a literal part are not catch-alls and need no opt-in,
+        // but still never match internal labels.
+        let k = Keystores::parse_with(store(r#"["*-v1","k*"]"#).as_bytes(), false, |ks, _| {
+            panic!("{ks} has no catch-all")
+        })
+        .unwrap();
+        let a = k.get("/a/kms/xks/v1").unwrap();
+        assert!(a.allows_key("x-v1") && a.allows_key("k2"));
+        assert!(!a.allows_key("keymesh-domain-v1"));
     }
 }

@@ -7,8 +7,11 @@
 //! this crate rather than on each other:
 //!
 //! * [`keystores`]: `keystores.json`, the edge's XKS key stores (SigV4
-//!   credentials and the key ids each store serves), with its validation and
-//!   the atomic, private rewrite `keymeshctl credential|key assign` does.
+//!   credentials and the key ids each store serves), with its validation,
+//!   the atomic, private rewrite `keymeshctl credential|key assign` does, and
+//!   the lookup view ([`keystores::Keystores`]) that says which store serves
+//!   a URI path and which keys it serves.
+//! * [`glob`]: what a `*`/`?` pattern in `key_ids` matches.
 //! * [`key_status`]: `key-status.json`, the keys an operator disabled,
 //!   written by `keymeshctl key enable|disable` and polled by every worker.
 //! * [`atomic`]: [`write_atomic`], the one way these files are replaced
@@ -17,6 +20,7 @@
 //!   largest lease one rate-limiter `Acquire` may ask for.
 
 pub mod atomic;
+pub mod glob;
 pub mod key_status;
 pub mod keystores;
 pub mod limits;

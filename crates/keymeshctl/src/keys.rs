@@ -163,7 +163,10 @@ fn edit_assignments(
         }
     }
     if let Some(args) = hsm {
-        let literal: Vec<&String> = ids.iter().filter(|i| !i.contains(['*', '?'])).collect();
+        let literal: Vec<&String> = ids
+            .iter()
+            .filter(|i| !keymesh_contracts::glob::is_pattern(i))
+            .collect();
         if !literal.is_empty() {
             let session = user_session(args)?;
             for id in literal {

@@ -7,15 +7,15 @@ use std::time::Duration;
 use keymesh_common::grpc_tls::{GrpcTls, GrpcTlsFiles, MeshTls};
 use keymesh_common::mesh_identity::AllowedPeers;
 use keymesh_common::reload::Reloadable;
+use keymesh_contracts::keystores::Keystores;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
-use crate::keystores::Keystores;
 use crate::mesh::{GrpcClientTls, WorkerPool, channel_with};
 use crate::tasks::Tasks;
 use crate::xks::policy::PolicyFile;
-use crate::xks::sigv4::Verifier;
 use keymesh_limiter_client::{LimiterClient, Transport};
+use keymesh_xks_auth::Verifier;
 
 pub struct AppState {
     pub config: Config,
@@ -48,7 +48,7 @@ impl AppState {
         let reload = Duration::from_millis(config.reload_interval_ms);
         let allow_wildcard = config.allow_wildcard_keystores;
         let keystores = Reloadable::load(&config.keystores_file, move |b: &[u8]| {
-            Keystores::parse_with(b, allow_wildcard)
+            crate::keystores::load(b, allow_wildcard)
         })?;
         tasks.own(keystores.spawn_watch(reload));
         let policy = match &config.policy_file {

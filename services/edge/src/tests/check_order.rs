@@ -63,7 +63,7 @@ pub(super) fn sigv4(path: &str, body: &[u8]) -> Vec<(String, String)> {
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
         .region("us-east-1")
-        .name(crate::xks::sigv4::SERVICE)
+        .name(keymesh_xks_auth::SERVICE)
         .time(SystemTime::now())
         .settings(settings)
         .build()

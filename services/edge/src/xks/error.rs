@@ -106,6 +106,18 @@ impl XksError {
         resp
     }
 
+    /// Map a failed SigV4 verification: 401 with the verifier's
+    /// (deliberately vague) message, or 500 when the verifier itself broke.
+    /// A named function, not `From`: the pool's generic `?` conversions
+    /// infer their error type from `XksError`'s one `From` impl.
+    pub fn from_signature(e: keymesh_xks_auth::VerifyError) -> Self {
+        use keymesh_xks_auth::VerifyError;
+        match e {
+            VerifyError::Rejected(message) => Self::Authentication(message),
+            VerifyError::Internal => Self::Internal,
+        }
+    }
+
     /// Map a crypto-worker gRPC failure by its machine-readable reason.
     pub fn from_worker(status: &tonic::Status) -> Self {
         use tonic::Code;

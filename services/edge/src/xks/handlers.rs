@@ -23,10 +23,9 @@ use super::aad;
 use super::audit::Audit;
 use super::error::XksError;
 use super::policy::{Effect, Subject};
-use crate::keystores::Keystore;
 use crate::mesh::WorkerRpc;
 use crate::state::AppState;
-use keymesh_contracts::keystores::XKS_SUFFIX;
+use keymesh_contracts::keystores::{Keystore, XKS_SUFFIX};
 use keymesh_limiter_client::Decision;
 use keymesh_proto::crypto::v1::crypto_worker_client::CryptoWorkerClient;
 
@@ -525,7 +524,13 @@ pub fn authenticate(
 ) -> Result<String, XksError> {
     state
         .verifier
-        .verify(parts, body, keystore, SystemTime::now())
+        .verify(
+            parts,
+            body,
+            |id| keystore.secret_for(id).map(|s| s.expose()),
+            SystemTime::now(),
+        )
+        .map_err(XksError::from_signature)
 }
 
 /// Only `application/json` (parameters allowed) or no content type at all.

@@ -25,8 +25,8 @@ use crate::http::abuse::Peer;
 use crate::http::body::{BodyError, Bounded, closes_connection, declared_length, read_bounded};
 use crate::http::json_response;
 use crate::http::rescue::rescue;
-use crate::keystores::Keystore;
 use crate::state::AppState;
+use keymesh_contracts::keystores::Keystore;
 
 /// The XKS API as one tower service. The steps, outermost first:
 ///

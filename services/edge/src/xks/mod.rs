@@ -1,15 +1,15 @@
 //! The AWS XKS proxy API (`/{prefix}/kms/xks/v1/...`): routes and handlers
 //! ([`handlers`]), the one wire-error table ([`error`]), the tower stack
-//! ([`layers`]), SigV4 against each key store's credentials ([`sigv4`]), the
-//! secondary-authorization policy ([`policy`], [`glob`]), AAD binding
-//! ([`aad`]) and the audit line ([`audit`]). Key stores themselves are
+//! ([`layers`]), the secondary-authorization policy ([`policy`], its patterns
+//! as [`keymesh_contracts::glob`] reads them), AAD binding ([`aad`]) and the
+//! audit line ([`audit`]). SigV4 against each key store's credentials is
+//! [`keymesh_xks_auth`], its failures mapped by [`error`]. Key stores
+//! themselves are [`keymesh_contracts::keystores`], loaded by
 //! [`crate::keystores`].
 
 pub mod aad;
 pub mod audit;
 pub mod error;
-pub mod glob;
 pub mod handlers;
 pub mod layers;
 pub mod policy;
-pub mod sigv4;

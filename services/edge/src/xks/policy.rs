@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use super::glob::glob_match;
+use keymesh_contracts::glob::glob_match;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

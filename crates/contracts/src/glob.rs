@@ -1,4 +1,8 @@
-//! `*` / `?` wildcard matching for key-id lists and policy rules.
+//! `*` / `?` wildcard matching: what a pattern in a key store's `key_ids`
+//! (see [`crate::keystores`]) means, and the same matcher the edge's XKS
+//! secondary-authorization policy rules use. One implementation, so the
+//! edge serving a key and keymeshctl assigning it agree on what a pattern
+//! names.
 
 /// Whole-string match; `*` matches any run (also empty), `?` one character.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
@@ -24,9 +28,14 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
+/// Whether `s` has a wildcard, i.e. names keys by pattern rather than by id.
+pub fn is_pattern(s: &str) -> bool {
+    s.contains(['*', '?'])
+}
+
 #[cfg(test)]
 mod tests {
-    use super::glob_match;
+    use super::{glob_match, is_pattern};
 
     #[test]
     fn wildcards() {
@@ -45,5 +54,6 @@ mod tests {
         assert!(glob_match("a*b*c", "aXXbYYc"));
         assert!(!glob_match("a*b*c", "aXXbYY"));
         assert!(glob_match("exact", "exact"));
+        assert!(is_pattern("ledger-*") && is_pattern("k?") && !is_pattern("k1"));
     }
 }
