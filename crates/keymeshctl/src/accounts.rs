@@ -7,7 +7,7 @@
 //! from `account create` (the operator hands it to the client, as with
 //! `credential create`). `account list` never shows secrets.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use crate::clock::now_ms;
 
 use clap::{Subcommand, ValueEnum};
 use keymesh_huawei_auth::sdk_hmac::generate_credentials;
@@ -112,12 +112,6 @@ pub fn check_ids(project: Option<&str>, user: &str) -> anyhow::Result<()> {
         anyhow::bail!("invalid --user {user:?}: 1 to 64 characters of a-zA-Z0-9");
     }
     Ok(())
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn rfc3339(ms: i64) -> String {

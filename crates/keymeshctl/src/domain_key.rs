@@ -16,7 +16,8 @@ use keymesh_pkcs11::args::HsmArgs;
 use keymesh_pkcs11::{keys, wrap};
 use keymesh_store::Store;
 
-use crate::accounts::{now_ms, open};
+use crate::accounts::open;
+use crate::clock::now_ms;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DomainKeyCommand {

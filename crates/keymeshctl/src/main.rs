@@ -12,6 +12,7 @@
 
 mod accounts;
 mod auth_token;
+mod clock;
 mod credentials;
 mod domain_key;
 mod keys;

@@ -46,7 +46,7 @@ impl Sealer {
                     name: sealed::ACCOUNT_SEAL_KEY.to_owned(),
                     wrapping_key: domain_key.to_owned(),
                     wrapped,
-                    created_ms: crate::accounts::now_ms(),
+                    created_ms: crate::clock::now_ms(),
                 };
                 store.put_seal_key_if_missing(&fresh).await?
             }

@@ -263,7 +263,7 @@ impl Config {
             ));
         }
         for w in &self.workers {
-            if let Err(e) = crate::mesh::Source::parse(w) {
+            if let Err(e) = keymesh_worker_pool::Source::parse(w) {
                 errors.push(format!("workers: {e}"));
             }
         }

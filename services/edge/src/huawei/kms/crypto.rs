@@ -22,6 +22,12 @@ const MAX_PLAINTEXT: usize = 4096;
 /// Largest `additional_authenticated_data` (bytes).
 const MAX_AAD: usize = 128;
 
+/// A data-key `cipher_text`: hex of a blob (KMS.2201 otherwise).
+pub fn hex_blob(s: &str) -> Result<Blob, ApiError> {
+    let raw = hex::decode(s).map_err(|_| ApiError::Invalid(codes::KMS_2201))?;
+    Blob::decode(&raw).ok_or(ApiError::Invalid(codes::KMS_2201))
+}
+
 /// `additional_authenticated_data` (≤ 128 bytes, else KMS.0208).
 pub fn user_aad(b: &Body, name: &'static str) -> Result<Vec<u8>, ApiError> {
     match b.str(name)? {
@@ -173,7 +179,7 @@ pub async fn re_encrypt(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     let datakey_len = b.int("datakey_cipher_length", codes::KMS_2202)?;
     let (blob, kind) = match datakey_len {
         Some(n) => {
-            let blob = super::datakeys::hex_blob(text)?;
+            let blob = hex_blob(text)?;
             if usize::try_from(n).ok() != Some(blob.ciphertext.len()) {
                 return Err(ApiError::Invalid(codes::KMS_2204));
             }

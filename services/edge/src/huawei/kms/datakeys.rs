@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use super::Ctx;
 use super::crypto::{open, seal, symmetric_only, user_aad};
 use super::keys::{self, check_sequence};
-use crate::huawei::blob::{Blob, Kind};
+use crate::huawei::blob::Kind;
 use crate::huawei::codes;
 use crate::huawei::error::ApiError;
 use crate::huawei::json::Body;
@@ -22,12 +22,6 @@ use crate::huawei::json::ok;
 /// Data key lengths in bytes (1..=1024, i.e. 8..=8192 bits).
 const DATAKEY_BYTES: std::ops::RangeInclusive<i64> = 1..=1024;
 const DIGEST_LEN: usize = 32;
-
-/// A data-key `cipher_text`: hex of a blob (KMS.2201 otherwise).
-pub fn hex_blob(s: &str) -> Result<Blob, ApiError> {
-    let raw = hex::decode(s).map_err(|_| ApiError::Invalid(codes::KMS_2201))?;
-    Blob::decode(&raw).ok_or(ApiError::Invalid(codes::KMS_2201))
-}
 
 /// Bits → bytes for `datakey_length` (KMS.1901 range, KMS.1903 multiple of 8).
 fn datakey_bytes(bits: i64) -> Result<u32, ApiError> {
@@ -154,7 +148,7 @@ pub async fn decrypt(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     if !DATAKEY_BYTES.contains(&len) {
         return Err(ApiError::Invalid(codes::KMS_2202));
     }
-    let blob = hex_blob(text)?;
+    let blob = super::crypto::hex_blob(text)?;
     if blob.key_id != id {
         return Err(ApiError::Invalid(codes::KMS_2201));
     }
