@@ -29,6 +29,16 @@
 //!   state-changing one would be retried only when it provably never left
 //!   the edge ([`WorkerRpc::retry`] decides, in one place).
 //!
+//! Why not tower's `balance::p2c` + `discover` + `retry` + `load_shed`: the
+//! pool's decisions need what those layers do not carry — shedding compares
+//! a worker's expected queue wait with *this request's* remaining deadline
+//! (tower's load-shed only sees `poll_ready`), the retry must know whether
+//! the RPC may have reached the HSM ([`WorkerRpc::retry`]), and health
+//! Watch streams eject members between requests. Wrapping them in tower
+//! services would still need these three pieces hand-written, plus a boxed
+//! service per call on the hot path; a measured comparison of the two is
+//! not part of this change (see bench/REPORT.md for the pool's own cost).
+//!
 //! One file per seam, with no cycles: [`channel`](mod@channel) dials,
 //! [`source`] says where workers come from, [`worker`] keeps one worker's
 //! load, [`pool`] holds the members, [`discovery`] finds and probes them,
