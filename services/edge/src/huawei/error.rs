@@ -14,8 +14,9 @@ use keymesh_proto::crypto::v1::{ErrorInfo, ErrorReason};
 use prost::Message as _;
 
 use super::codes::{self, Code};
-use crate::http::cause::{Cause, WorkerFailure};
+use crate::http::cause::Cause;
 use crate::mesh::PoolError;
+use keymesh_worker_pool::WorkerFailure;
 
 /// 401 for a missing, malformed, stale or wrong SDK-HMAC-SHA256 signature
 /// (the table has no code for it; Huawei's gateway answers APIGW.0301).
