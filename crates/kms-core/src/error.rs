@@ -64,6 +64,9 @@ pub enum Error {
     /// The tag key is not on the key.
     #[error("tag not found")]
     TagNotFound,
+    /// A tag request breaks a rule of [`crate::tags`].
+    #[error("tag rule broken: {0:?}")]
+    Tag(crate::tags::TagRule),
     /// The ciphertext does not parse or is not authentic.
     #[error("ciphertext not authentic")]
     Ciphertext,

@@ -7,11 +7,13 @@
 //! quotas, and holds one service per aggregate: [`keys::KeyService`] (the
 //! key state machine, default keys, the read-through [`cache`]),
 //! [`aliases::AliasService`], [`grants::GrantService`],
-//! [`tags::TagService`] and [`crypto::CryptoService`] (encrypt, decrypt,
+//! [`tags::TagService`] (with the tag request rules both dialects share)
+//! and [`crypto::CryptoService`] (encrypt, decrypt,
 //! re-encrypt, data keys and key pairs, sealed into the self-describing
 //! ciphertexts of [`blob`]). Every operation on key material goes through
-//! the [`vault::Vault`] trait (the edge implements it over its
-//! crypto-worker pool; [`fake::FakeVault`] serves tests); time comes from
+//! the [`vault::Vault`] trait, a port this crate owns (its production
+//! adapter is crate `keymesh-keyvault-client`, over the crypto-worker
+//! pool; [`fake::FakeVault`] serves tests); time comes from
 //! the injected [`clock::Clock`]. Failures are one [`error::Error`], whose
 //! `From<StoreError>` is the only place store outcomes get a meaning; ids
 //! are minted in [`ids`].

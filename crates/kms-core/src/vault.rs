@@ -1,7 +1,8 @@
 //! The [`Vault`]: every operation on key material the KMS and CSMS need,
 //! behind one trait so the domain never sees how material is protected.
-//! In production the edge implements it over its crypto-worker pool (one
-//! `KeyVault` RPC per call, CMKs in clear only inside the HSM); tests use
+//! In production crate `keymesh-keyvault-client` implements it over the
+//! crypto-worker pool (one `KeyVault` RPC per call, CMKs in clear only
+//! inside the HSM); tests use
 //! the in-process [`crate::fake::FakeVault`].
 //!
 //! Material travels wrapped ([`Material`]: the key wrapped under an

@@ -43,12 +43,14 @@
 //! [`source`] says where workers come from, [`worker`] keeps one worker's
 //! load, [`pool`] holds the members, [`discovery`] finds and probes them,
 //! [`balance`] picks one and ejects the dead, [`call`] sends with shedding
-//! and one retry, and [`rpc`] classifies what may be retried.
+//! and one retry, [`rpc`] classifies what may be retried, and [`failure`]
+//! types what went wrong ([`WorkerFailure`]).
 
 pub mod balance;
 pub mod call;
 pub mod channel;
 pub mod discovery;
+pub mod failure;
 pub mod pool;
 pub mod rpc;
 pub mod source;
@@ -57,6 +59,7 @@ pub mod worker;
 pub use call::{PoolError, grpc};
 pub use channel::{GrpcClientTls, channel, channel_with};
 pub use discovery::PROBE_TIMEOUT;
+pub use failure::WorkerFailure;
 pub use pool::{FleetMember, PoolConfig, WorkerPool};
 pub use rpc::{Retry, WorkerRpc, is_transport_failure, never_sent};
 pub use source::Source;

@@ -4,13 +4,11 @@
 //! one audit line. The caller never sees it (5xx bodies say little).
 //!
 //! Without secrets: edge errors carry no request data (their messages are
-//! static), worker failures are rendered from the status code, reason and
+//! static), worker failures (`keymesh_worker_pool::WorkerFailure`) are
+//! rendered from the status code, reason and
 //! message only (never its details or metadata; the worker's messages name
 //! no key material and say only "HSM failure" for internal errors), and
 //! store errors by their display, which names no row values.
-
-use keymesh_proto::crypto::v1::{ErrorInfo, ErrorReason};
-use prost::Message as _;
 
 /// Longest cause one audit line carries.
 const MAX_CAUSE: usize = 512;
@@ -39,37 +37,13 @@ impl Cause {
     }
 }
 
-/// Why a crypto-worker call failed without a wire-specific reason.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerFailure {
-    /// No worker is known at all.
-    #[error("no crypto-worker available")]
-    NoWorker,
-    /// The worker (or the transport to it) answered this status.
-    #[error("crypto-worker call failed: {code:?} {reason:?}: {message}")]
-    Status {
-        code: tonic::Code,
-        reason: ErrorReason,
-        message: String,
-    },
-}
-
-impl From<&tonic::Status> for WorkerFailure {
-    fn from(s: &tonic::Status) -> Self {
-        Self::Status {
-            code: s.code(),
-            reason: ErrorInfo::decode(s.details())
-                .map(|i| i.reason())
-                .unwrap_or(ErrorReason::Unspecified),
-            message: s.message().chars().take(200).collect(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use keymesh_proto::crypto::v1::{ErrorInfo, ErrorReason};
+    use keymesh_worker_pool::WorkerFailure;
+    use prost::Message as _;
 
     #[derive(Debug, thiserror::Error)]
     #[error("outer")]

@@ -9,13 +9,15 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
+use keymesh_kms_core::tags::TagRule;
 use keymesh_kms_core::{Conflict, Error as DomainError, QuotaKind, StoreError, VaultError};
 use keymesh_proto::crypto::v1::{ErrorInfo, ErrorReason};
 use prost::Message as _;
 
 use super::codes::{self, Code};
-use crate::http::cause::{Cause, WorkerFailure};
+use crate::http::cause::Cause;
 use crate::mesh::PoolError;
+use keymesh_worker_pool::WorkerFailure;
 
 /// 401 for a missing, malformed, stale or wrong SDK-HMAC-SHA256 signature
 /// (the table has no code for it; Huawei's gateway answers APIGW.0301).
@@ -322,6 +324,16 @@ impl From<DomainError> for ApiError {
             D::GrantKeyMismatch => Self::GrantKeyMismatch,
             D::NotRetiringPrincipal => Self::NoAccess,
             D::TagNotFound => Self::TagNotFound,
+            // KMS codes; CSMS answers every one as CSMS.0002 (csms_wire).
+            D::Tag(r) => Self::Invalid(match r {
+                TagRule::EmptyBatch => codes::KMS_0401,
+                TagRule::TooMany => codes::KMS_0407,
+                TagRule::DuplicateKey => codes::KMS_0412,
+                TagRule::TooManyValues => codes::KMS_0413,
+                TagRule::DuplicateValue => codes::KMS_0414,
+                TagRule::BadMatchValue => codes::KMS_0402,
+                TagRule::RepeatedMatch => codes::KMS_0415,
+            }),
             D::Ciphertext => Self::Ciphertext,
             D::InvalidKeyId => Self::InvalidKeyId,
             D::SecretNotFound => Self::SecretNotFound,

@@ -5,7 +5,8 @@
 //! translates; the business rules live in the KMS domain layer
 //! (`keymesh-kms-core`, held as [`Huawei::kms`]) over the durable store,
 //! and every operation on key material is one `KeyVault` call to a
-//! crypto-worker ([`vault::WorkerVault`], the domain's vault), where CMKs
+//! crypto-worker ([`WorkerVault`], the domain's vault, from crate
+//! `keymesh-keyvault-client`), where CMKs
 //! exist in clear only inside the HSM. The request pipeline ([`layers::service`])
 //! mirrors the XKS one: observe → deadline → body limit → route →
 //! authenticate → rate limit → handler.
@@ -22,8 +23,8 @@ pub mod purge;
 pub mod route;
 pub mod sealing;
 pub mod tagging;
-pub mod vault;
 
+pub use keymesh_keyvault_client::WorkerVault;
 pub use keymesh_kms_core::{Clock, SystemClock};
 /// The ciphertext format and the read-through cache are the domain's.
 pub use keymesh_kms_core::{blob, cache};
@@ -82,8 +83,7 @@ impl Huawei {
         // The domain key the workers hold must be the one the store's
         // material is wrapped under (the domain's check, asked of every
         // worker through the vault).
-        let workers =
-            vault::WorkerVault::new(Arc::clone(&app.workers), config.domain_key_label.clone());
+        let workers = WorkerVault::new(Arc::clone(&app.workers), config.domain_key_label.clone());
         domain_check::verify(
             &workers,
             store.as_ref(),
@@ -120,7 +120,7 @@ impl Huawei {
         let signatures = keymesh_huawei_auth::sdk_hmac::Verifier {
             max_skew: Duration::from_secs(config.max_skew_secs),
         };
-        let vault = Arc::new(vault::WorkerVault::new(
+        let vault = Arc::new(WorkerVault::new(
             Arc::clone(&app.workers),
             config.domain_key_label.clone(),
         ));

@@ -3,10 +3,14 @@
 //! (`/v1/{project_id}/csms/...tags`). Both take the same bodies (one
 //! `{key, value}`, a create/delete batch, a `resource_instances` filter of
 //! tags and `resource_name` matches) but differ in the character rules and
-//! in the published code for each violation, so the parsers take a
-//! [`TagRules`] naming them and each dialect keeps one constant. The
-//! answers share their shape too ([`search_answer`], [`resource_json`]).
+//! in the published code for each malformed request, so the parsers take a
+//! [`TagRules`] naming them and each dialect keeps one constant. The rules
+//! on what a request may ask for (sizes, repeats, the name match) are the
+//! domain's (`keymesh_kms_core::tags`), called here where each applies; the
+//! wire table maps their errors per dialect. The answers share their shape
+//! too ([`search_answer`], [`resource_json`]).
 
+use keymesh_kms_core::tags as tag_rules;
 use keymesh_kms_core::{Page, Tag, TagFilter};
 use serde_json::{Map, Value, json};
 
@@ -21,19 +25,9 @@ pub struct TagRules {
     pub check_key: fn(&str) -> Result<(), ApiError>,
     /// A tag value's length and characters.
     pub check_value: fn(&str) -> Result<(), ApiError>,
-    /// Tags one batch may carry.
-    pub max_batch: usize,
     /// An `action` outside the allowed ones.
     pub bad_action: Code,
-    /// A batch with an empty `tags` list.
-    pub empty_batch: Code,
-    /// A batch above `max_batch`, or a filter above [`MAX_FILTER_KEYS`].
-    pub too_many: Code,
-    /// A tag key given twice in one batch or filter.
-    pub duplicate_key: Code,
-    /// A filter entry with more than [`MAX_FILTER_VALUES`] values.
-    pub too_many_values: Code,
-    /// A filter entry without a key, or with a value given twice.
+    /// A filter entry without a key.
     pub bad_filter_entry: Code,
     /// `limit` outside 1..=1000 or not an integer.
     pub bad_limit: Code,
@@ -47,20 +41,9 @@ pub struct TagRules {
     pub offset_on_count: Option<Code>,
     /// A `matches[].key` other than `resource_name`.
     pub bad_match_key: Code,
-    /// A `matches[].value` too long (or empty, unless `empty_match`).
-    pub bad_match_value: Code,
-    /// `resource_name` matched twice.
-    pub repeated_match: Code,
     /// An empty `matches[].value` is allowed and matches every name.
     pub empty_match: bool,
 }
-
-/// Tag keys, and values per key, in a `resource_instances` filter: the
-/// documented "up to 10" of both dialects.
-pub const MAX_FILTER_KEYS: usize = 10;
-pub const MAX_FILTER_VALUES: usize = 10;
-/// `matches[].value` length in characters (both dialects).
-pub const MAX_MATCH_VALUE: usize = 255;
 
 /// The members a batch body may carry.
 pub const BATCH_FIELDS: &[&str] = &["tags", "action", "sequence"];
@@ -111,8 +94,7 @@ pub enum Batch {
 }
 
 /// `action` (absent → `Missing`, unknown → `bad_action`) and `tags` (absent
-/// → `Missing`, empty → `empty_batch`, above `max_batch` → `too_many`, a
-/// key given twice, whose outcome would depend on order → `duplicate_key`).
+/// → `Missing`, then the domain's batch size and repeated key rules).
 pub fn parse_batch(b: &Body, rules: &TagRules) -> Result<Batch, ApiError> {
     let create = match b.req("action")? {
         "create" => true,
@@ -120,18 +102,11 @@ pub fn parse_batch(b: &Body, rules: &TagRules) -> Result<Batch, ApiError> {
         _ => return Err(ApiError::Invalid(rules.bad_action)),
     };
     let list = b.array("tags")?.ok_or(ApiError::Missing("tags"))?;
-    if list.is_empty() {
-        return Err(ApiError::Invalid(rules.empty_batch));
-    }
-    if list.len() > rules.max_batch {
-        return Err(ApiError::Invalid(rules.too_many));
-    }
+    tag_rules::check_batch_size(list.len())?;
     let mut tags: Vec<Tag> = Vec::with_capacity(list.len());
     for v in list {
         let t = parse_tag(v, rules)?;
-        if tags.iter().any(|x| x.key == t.key) {
-            return Err(ApiError::Invalid(rules.duplicate_key));
-        }
+        tag_rules::check_new_key(tags.iter().map(|x| x.key.as_str()), &t.key)?;
         tags.push(t);
     }
     Ok(if create {
@@ -208,43 +183,34 @@ pub fn parse_search(b: &Body, rules: &TagRules) -> Result<Search, ApiError> {
     })
 }
 
-/// `tags[] {key, values}`: at most [`MAX_FILTER_KEYS`] entries (`too_many`),
-/// each with a key (`bad_filter_entry` absent, tag key rules otherwise) not
-/// seen before (`duplicate_key`), and at most [`MAX_FILTER_VALUES`]
-/// (`too_many_values`) distinct (`bad_filter_entry`) values under the tag
-/// value rules. No values means any value.
+/// `tags[] {key, values}`: the domain's filter size, then for each entry a
+/// key (`bad_filter_entry` absent, tag key grammar otherwise) not seen
+/// before, and values under the domain's count rule, each under the tag
+/// value grammar and given once. No values means any value.
 pub fn parse_filter_tags(
     list: &[Value],
     rules: &TagRules,
 ) -> Result<Vec<(String, Vec<String>)>, ApiError> {
-    if list.len() > MAX_FILTER_KEYS {
-        return Err(ApiError::Invalid(rules.too_many));
-    }
+    tag_rules::check_filter_size(list.len())?;
     let mut out: Vec<(String, Vec<String>)> = Vec::with_capacity(list.len());
     for v in list {
         let m = object(v, &["key", "values"])?;
         let key = member(v, "key")?.ok_or(ApiError::Invalid(rules.bad_filter_entry))?;
         (rules.check_key)(key)?;
-        if out.iter().any(|(k, _)| k == key) {
-            return Err(ApiError::Invalid(rules.duplicate_key));
-        }
+        tag_rules::check_new_key(out.iter().map(|(k, _)| k.as_str()), key)?;
         let values = match m.get("values") {
             None | Some(Value::Null) => &[][..],
             Some(Value::Array(a)) => a.as_slice(),
             Some(_) => return Err(ApiError::MalformedJson("an array field has another type")),
         };
-        if values.len() > MAX_FILTER_VALUES {
-            return Err(ApiError::Invalid(rules.too_many_values));
-        }
+        tag_rules::check_filter_values(values.len())?;
         let mut vals: Vec<String> = Vec::with_capacity(values.len());
         for x in values {
             let Value::String(s) = x else {
                 return Err(ApiError::MalformedJson("a tag value is not a string"));
             };
             (rules.check_value)(s)?;
-            if vals.contains(s) {
-                return Err(ApiError::Invalid(rules.bad_filter_entry));
-            }
+            tag_rules::check_new_value(&vals, s)?;
             vals.push(s.clone());
         }
         out.push((key.to_owned(), vals));
@@ -253,10 +219,9 @@ pub fn parse_filter_tags(
 }
 
 /// `matches[] {key, value}`: the only key is `resource_name`
-/// (`bad_match_key`), given once (`repeated_match`), with a value of at most
-/// [`MAX_MATCH_VALUE`] characters, non-empty unless `empty_match`
-/// (`bad_match_value`). An empty list, or an allowed empty value, matches
-/// everything.
+/// (`bad_match_key`), then the domain's match value rule (empty allowed per
+/// `empty_match`) and given once. An empty list, or an allowed empty
+/// value, matches everything.
 pub fn parse_matches(list: &[Value], rules: &TagRules) -> Result<Option<String>, ApiError> {
     let mut name = None;
     let mut seen = false;
@@ -266,12 +231,8 @@ pub fn parse_matches(list: &[Value], rules: &TagRules) -> Result<Option<String>,
             return Err(ApiError::Invalid(rules.bad_match_key));
         }
         let value = member(v, "value")?.unwrap_or("");
-        if (value.is_empty() && !rules.empty_match) || value.chars().count() > MAX_MATCH_VALUE {
-            return Err(ApiError::Invalid(rules.bad_match_value));
-        }
-        if seen {
-            return Err(ApiError::Invalid(rules.repeated_match));
-        }
+        tag_rules::check_match_value(value, rules.empty_match)?;
+        tag_rules::check_first_match(seen)?;
         seen = true;
         name = Some(value.to_owned()).filter(|v| !v.is_empty());
     }

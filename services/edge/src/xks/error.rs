@@ -12,8 +12,8 @@ use http::{HeaderValue, StatusCode, header};
 use keymesh_proto::crypto::v1::{ErrorInfo, ErrorReason};
 use prost::Message as _;
 
-use crate::http::cause::WorkerFailure;
 use crate::mesh::PoolError;
+use keymesh_worker_pool::WorkerFailure;
 
 /// Why a request failed, in the edge's terms.
 #[derive(Debug, thiserror::Error)]

@@ -30,10 +30,6 @@ const MAX_KEY: usize = 128;
 const MAX_VALUE: usize = 255;
 /// Tag keys with this prefix are the cloud's system tags.
 const SYSTEM_PREFIX: &str = "_sys_";
-/// Tags one batch may carry: the default per-secret quota, so a batch can
-/// set every tag of a secret at once.
-const MAX_BATCH: usize = 20;
-
 const INVALID: ApiError = ApiError::Invalid(codes::CSMS_0002);
 
 /// The CSMS tag grammar for the shared parsers: every violation is the one
@@ -43,20 +39,13 @@ const INVALID: ApiError = ApiError::Invalid(codes::CSMS_0002);
 pub const RULES: TagRules = TagRules {
     check_key: check_tag_key,
     check_value: check_tag_value,
-    max_batch: MAX_BATCH,
     bad_action: codes::CSMS_0002,
-    empty_batch: codes::CSMS_0002,
-    too_many: codes::CSMS_0002,
-    duplicate_key: codes::CSMS_0002,
-    too_many_values: codes::CSMS_0002,
     bad_filter_entry: codes::CSMS_0002,
     bad_limit: codes::CSMS_0002,
     bad_offset: codes::CSMS_0002,
     action_required: true,
     offset_on_count: None,
     bad_match_key: codes::CSMS_0002,
-    bad_match_value: codes::CSMS_0002,
-    repeated_match: codes::CSMS_0002,
     // Only "max length 255" is documented; an empty fuzzy value matches
     // every name.
     empty_match: true,
@@ -339,7 +328,7 @@ mod tests {
         ] {
             assert_eq!(code(batch(bad)), "CSMS.0002", "{bad}");
         }
-        let many: Vec<Value> = (0..=MAX_BATCH)
+        let many: Vec<Value> = (0..=keymesh_kms_core::tags::MAX_BATCH)
             .map(|i| json!({"key": format!("k{i}")}))
             .collect();
         let raw = json!({"action": "create", "tags": many}).to_string();

@@ -24,20 +24,11 @@ use crate::huawei::tagging::{
 
 pub use crate::huawei::tagging::{Batch, Search};
 
-/// Tags one batch may carry (KMS.0407): the default per-key quota, so a
-/// batch can set every tag of a key at once.
-const MAX_BATCH: usize = 20;
-
 /// The KMS tag grammar and codes for the shared parsers.
 pub const RULES: TagRules = TagRules {
     check_key: check_tag_key,
     check_value: check_tag_value,
-    max_batch: MAX_BATCH,
     bad_action: codes::KMS_0404,
-    empty_batch: codes::KMS_0401,
-    too_many: codes::KMS_0407,
-    duplicate_key: codes::KMS_0412,
-    too_many_values: codes::KMS_0413,
     bad_filter_entry: codes::KMS_0414,
     bad_limit: codes::KMS_1601,
     bad_offset: codes::KMS_0417,
@@ -45,8 +36,6 @@ pub const RULES: TagRules = TagRules {
     // The published "Offset is not required."
     offset_on_count: Some(codes::KMS_0418),
     bad_match_key: codes::KMS_0403,
-    bad_match_value: codes::KMS_0402,
-    repeated_match: codes::KMS_0415,
     empty_match: false,
 };
 
@@ -105,7 +94,8 @@ pub async fn create(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
 }
 
 /// `action` (KMS.0204 absent, KMS.0404 unknown) and `tags` (KMS.0204
-/// absent, KMS.0401 empty, KMS.0407 above [`MAX_BATCH`], KMS.0412 for a key
+/// absent, KMS.0401 empty, KMS.0407 above
+/// [`MAX_BATCH`](keymesh_kms_core::tags::MAX_BATCH), KMS.0412 for a key
 /// given twice, whose outcome would depend on order).
 pub fn parse_batch(b: &Body) -> Result<Batch, ApiError> {
     tagging::parse_batch(b, &RULES)
@@ -288,7 +278,7 @@ mod tests {
             ))),
             "KMS.0412"
         );
-        let many: Vec<Value> = (0..=MAX_BATCH)
+        let many: Vec<Value> = (0..=keymesh_kms_core::tags::MAX_BATCH)
             .map(|i| json!({"key": format!("k{i}")}))
             .collect();
         let raw = json!({"action": "create", "tags": many}).to_string();

@@ -1,9 +1,16 @@
-//! The edge's [`Vault`]: every KMS operation on key material as one
-//! `KeyVault` RPC through the shared worker pool (P2C balancing, deadline
-//! as grpc-timeout, shedding, one retry on another worker as
+//! keymesh KeyVault client: the adapter that gives the KMS domain its
+//! key-material port. In hexagonal terms `keymesh-kms-core` owns the port
+//! ([`keymesh_kms_core::Vault`], with its [`VaultError`]) and this crate is
+//! one adapter for it: [`WorkerVault`] sends every operation as one
+//! `KeyVault` RPC through the crypto-worker pool
+//! ([`keymesh_worker_pool::WorkerPool`]: P2C balancing, deadline as
+//! grpc-timeout, shedding, one retry on another worker as
 //! [`WorkerRpc::retry`] allows). Plaintext handed back by a worker is kept
-//! in zeroizing buffers. Worker failures become [`VaultError`]s here, by
-//! their machine-readable reason; the wire table maps those.
+//! in zeroizing buffers. Worker failures become [`VaultError`]s here
+//! ([`PoolFailure`]), by their machine-readable reason; the edge's wire
+//! table maps those, so neither the domain nor this crate knows a wire code.
+//! The proto conversions are private to this one file: the crate is a
+//! single seam.
 
 use std::sync::Arc;
 
@@ -23,8 +30,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
-use crate::http::cause::WorkerFailure;
-use crate::mesh::{PoolError, WorkerPool, WorkerRpc};
+use keymesh_worker_pool::{PoolError, WorkerFailure, WorkerPool, WorkerRpc};
 
 /// The crypto-worker pool as the domain's vault.
 #[derive(Debug)]
@@ -35,6 +41,8 @@ pub struct WorkerVault {
 }
 
 impl WorkerVault {
+    /// The vault over `workers`, wrapping new material under the HSM key
+    /// labelled `domain_key_label`.
     pub fn new(workers: Arc<WorkerPool>, domain_key_label: String) -> Self {
         Self {
             workers,
@@ -65,7 +73,10 @@ impl WorkerVault {
 
 /// A [`VaultError`] as the pool builds it (the pool's error trait and the
 /// domain's error type both live in other crates, hence the wrapper).
-struct PoolFailure(VaultError);
+/// Public so the edge can prove a worker failure reaches its wire table
+/// with the codes it had when handlers called the pool themselves.
+#[derive(Debug)]
+pub struct PoolFailure(pub VaultError);
 
 impl PoolError for PoolFailure {
     fn no_worker() -> Self {
@@ -341,7 +352,6 @@ async fn ask(channel: Channel, label: &str) -> Option<KeyCheck> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::huawei::error::{ApiError, Dialect};
 
     fn status(code: tonic::Code, reason: ErrorReason) -> tonic::Status {
         let info = ErrorInfo {
@@ -350,36 +360,103 @@ mod tests {
         tonic::Status::with_details(code, "x", info.encode_to_vec().into())
     }
 
-    /// A worker failure reaches the wire through the vault exactly as it
-    /// did when handlers called the pool themselves (`ApiError::from_worker`).
-    #[test]
-    fn worker_failures_keep_their_wire_codes() {
-        use tonic::Code as G;
-        let cases = [
-            status(G::DeadlineExceeded, ErrorReason::Unspecified),
-            status(G::Cancelled, ErrorReason::Unspecified),
-            status(G::Unavailable, ErrorReason::Unspecified),
-            status(G::Unknown, ErrorReason::Unspecified),
-            status(G::InvalidArgument, ErrorReason::InvalidCiphertext),
-            status(G::ResourceExhausted, ErrorReason::HsmBusy),
-            status(G::InvalidArgument, ErrorReason::InvalidArgument),
-            status(G::Internal, ErrorReason::HsmFailure),
-        ];
-        for s in cases {
-            let via_vault = ApiError::from(<PoolFailure as PoolError>::from_status(&s).0);
-            let direct = ApiError::from_worker(&s);
-            for d in [Dialect::Kms, Dialect::Csms] {
-                assert_eq!(via_vault.wire(d), direct.wire(d), "{s:?}");
-            }
-            // The 5xx cause (the source chain) is the same too.
-            assert_eq!(
-                crate::http::cause::Cause::of(&via_vault).0,
-                crate::http::cause::Cause::of(&direct).0
-            );
+    fn vault_error(s: &tonic::Status) -> VaultError {
+        <PoolFailure as PoolError>::from_status(s).0
+    }
+
+    fn worker_failure(e: VaultError) -> WorkerFailure {
+        match e {
+            VaultError::Failed(src) => *src.downcast::<WorkerFailure>().unwrap(),
+            other => panic!("not a worker failure: {other:?}"),
         }
-        let shed = ApiError::from(<PoolFailure as PoolError>::shed().0);
-        assert_eq!(shed.wire(Dialect::Kms).code, "APIGW.0308");
-        let none = ApiError::from(<PoolFailure as PoolError>::no_worker().0);
-        assert!(matches!(none, ApiError::Worker(WorkerFailure::NoWorker)));
+    }
+
+    /// Timeouts, HSM pressure and the caller's own mistakes keep their
+    /// domain meaning; everything else is a typed worker failure.
+    #[test]
+    fn statuses_become_vault_errors_by_reason() {
+        use tonic::Code as G;
+        let s = status(G::DeadlineExceeded, ErrorReason::Unspecified);
+        assert!(matches!(vault_error(&s), VaultError::Timeout));
+        let s = status(G::Cancelled, ErrorReason::HsmBusy);
+        assert!(matches!(vault_error(&s), VaultError::Timeout));
+        let s = status(G::InvalidArgument, ErrorReason::InvalidCiphertext);
+        assert!(matches!(vault_error(&s), VaultError::Ciphertext));
+        let s = status(G::ResourceExhausted, ErrorReason::HsmBusy);
+        assert!(matches!(vault_error(&s), VaultError::Throttled));
+        let s = status(G::InvalidArgument, ErrorReason::InvalidArgument);
+        assert!(matches!(vault_error(&s), VaultError::InvalidArgument));
+        // Unavailable/Unknown are transport trouble whatever the reason says.
+        let s = status(G::Unavailable, ErrorReason::InvalidCiphertext);
+        assert!(matches!(
+            worker_failure(vault_error(&s)),
+            WorkerFailure::Status {
+                code: G::Unavailable,
+                reason: ErrorReason::InvalidCiphertext,
+                ..
+            }
+        ));
+        let s = status(G::Internal, ErrorReason::HsmFailure);
+        assert!(matches!(
+            worker_failure(vault_error(&s)),
+            WorkerFailure::Status {
+                code: G::Internal,
+                reason: ErrorReason::HsmFailure,
+                ..
+            }
+        ));
+        // No details at all: unspecified reason, still a worker failure.
+        let s = tonic::Status::internal("boom");
+        assert!(matches!(
+            worker_failure(vault_error(&s)),
+            WorkerFailure::Status {
+                reason: ErrorReason::Unspecified,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn shed_and_no_worker() {
+        assert!(matches!(
+            <PoolFailure as PoolError>::shed().0,
+            VaultError::Throttled
+        ));
+        assert!(matches!(
+            worker_failure(<PoolFailure as PoolError>::no_worker().0),
+            WorkerFailure::NoWorker
+        ));
+    }
+
+    #[test]
+    fn proto_conversions() {
+        assert!(matches!(from_wire(None), Err(VaultError::Incomplete)));
+        let s = Sealed {
+            iv: Bytes::from_static(b"iv"),
+            ciphertext: Bytes::from_static(b"ct"),
+            tag: Bytes::from_static(b"tag"),
+        };
+        let back = from_wire(Some(to_wire(s))).unwrap();
+        assert_eq!(
+            (&back.iv[..], &back.ciphertext[..], &back.tag[..]),
+            (&b"iv"[..], &b"ct"[..], &b"tag"[..])
+        );
+        assert_eq!(
+            spec_to_wire(KeyPairSpec::EcSecp256k1),
+            pb::KeyPairSpec::EcSecp256k1
+        );
+        assert_eq!(spec_to_wire(KeyPairSpec::Rsa3072), pb::KeyPairSpec::Rsa3072);
+        let m = Material {
+            key_id: "k".into(),
+            version: 1,
+            wrapping_key: "dk".into(),
+            wrapped: vec![1, 2, 3],
+            created_ms: 0,
+        };
+        let w = wrapped(&m);
+        assert_eq!(
+            (w.wrapping_key.as_str(), &w.wrapped[..]),
+            ("dk", &[1u8, 2, 3][..])
+        );
     }
 }
