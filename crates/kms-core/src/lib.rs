@@ -48,6 +48,8 @@ pub mod tags;
 #[cfg(test)]
 mod tests;
 pub mod vault;
+#[cfg(test)]
+mod world;
 
 use std::sync::Arc;
 use std::time::Duration;

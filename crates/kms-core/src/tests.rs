@@ -4,59 +4,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use keymesh_store::{KeyFilter, KeyState, QuotaKind, Quotas, Tag};
-use tokio::time::Instant;
 
+use crate::KmsConfig;
 use crate::blob::{Blob, Kind};
-use crate::clock::ManualClock;
 use crate::error::Error;
-use crate::fake::FakeVault;
 use crate::grants::NewGrant;
 use crate::keys::{NewKey, Origin};
-use crate::{Kms, KmsConfig};
-
-const P: &str = "project1";
-const NOW: i64 = 1_700_000_000_000;
-const DAY_MS: i64 = 86_400_000;
-
-struct World {
-    kms: Kms,
-    clock: Arc<ManualClock>,
-    _dir: tempfile::TempDir,
-}
+use crate::world::{self, DAY_MS, NOW, P, World, deadline, world};
 
 async fn world_with(quotas: Quotas, cache_ttl: Duration) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/kms.db", dir.path().display());
-    let store = keymesh_store::open(&url).await.unwrap();
-    let clock = Arc::new(ManualClock::new(NOW));
-    let kms = Kms::new(
-        store,
-        Arc::new(FakeVault::new().unwrap()),
-        clock.clone(),
-        KmsConfig {
-            quotas,
-            cache_ttl,
-            secret_quotas: keymesh_store::SecretQuotas::default(),
-        },
-    );
-    World {
-        kms,
-        clock,
-        _dir: dir,
-    }
-}
-
-async fn world() -> World {
-    world_with(Quotas::default(), Duration::ZERO).await
-}
-
-fn deadline() -> Instant {
-    Instant::now() + Duration::from_secs(5)
+    world::world_with(KmsConfig {
+        quotas,
+        cache_ttl,
+        ..world::config()
+    })
+    .await
 }
 
 fn new_key(alias: &str, origin: Origin) -> NewKey {

@@ -4,60 +4,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use keymesh_store::{Conflict, QuotaKind, Quotas, SecretQuotas, SecretState, Tag};
-use tokio::time::Instant;
+use keymesh_store::{Conflict, QuotaKind, SecretQuotas, SecretState, Tag};
 use zeroize::Zeroizing;
 
 use super::secrets::{NewSecret, SecretUpdate};
 use super::tags::TagChange;
 use super::versions::NewVersion;
 use super::{SYSCURRENT, SYSPREVIOUS, SecretValue};
-use crate::clock::ManualClock;
+use crate::KmsConfig;
 use crate::error::Error;
-use crate::fake::FakeVault;
-use crate::{Kms, KmsConfig};
-
-const P: &str = "project1";
-const NOW: i64 = 1_700_000_000_000;
-const DAY_MS: i64 = 86_400_000;
-
-struct World {
-    kms: Kms,
-    clock: Arc<ManualClock>,
-    _dir: tempfile::TempDir,
-}
+use crate::world::{self, DAY_MS, NOW, P, World, deadline, world};
 
 async fn world_with(secret_quotas: SecretQuotas) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/csms.db", dir.path().display());
-    let store = keymesh_store::open(&url).await.unwrap();
-    let clock = Arc::new(ManualClock::new(NOW));
-    let kms = Kms::new(
-        store,
-        Arc::new(FakeVault::new().unwrap()),
-        clock.clone(),
-        KmsConfig {
-            quotas: Quotas::default(),
-            cache_ttl: Duration::ZERO,
-            secret_quotas,
-        },
-    );
-    World {
-        kms,
-        clock,
-        _dir: dir,
-    }
-}
-
-async fn world() -> World {
-    world_with(SecretQuotas::default()).await
-}
-
-fn deadline() -> Instant {
-    Instant::now() + Duration::from_secs(5)
+    world::world_with(KmsConfig {
+        secret_quotas,
+        ..world::config()
+    })
+    .await
 }
 
 fn text(s: &str) -> SecretValue {
