@@ -23,6 +23,24 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline(pub Instant);
 
+/// How a request failed on the way to its handler, in either dialect: the
+/// dialect's error, and whether the connection must close (a body refused
+/// unread).
+#[derive(Debug)]
+pub struct Refused<E> {
+    pub error: E,
+    pub close: bool,
+}
+
+impl<E> From<E> for Refused<E> {
+    fn from(error: E) -> Self {
+        Self {
+            error,
+            close: false,
+        }
+    }
+}
+
 /// A JSON response (XKS-12: every response, errors included, is JSON).
 pub fn json_response(status: StatusCode, body: Bytes) -> Response {
     let mut r = Response::new(Body::from(body));

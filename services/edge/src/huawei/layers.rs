@@ -74,21 +74,8 @@ struct Seen {
     key_id: Option<String>,
 }
 
-/// How a request failed: the error, and whether the connection must close
-/// (a body refused unread).
-struct Refused {
-    error: ApiError,
-    close: bool,
-}
-
-impl From<ApiError> for Refused {
-    fn from(error: ApiError) -> Self {
-        Self {
-            error,
-            close: false,
-        }
-    }
-}
+/// How a request failed on the way to its handler.
+type Refused = crate::http::Refused<ApiError>;
 
 /// Request id, span, audit line and metrics for every Huawei request; the
 /// rescue step.

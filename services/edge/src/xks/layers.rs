@@ -71,21 +71,8 @@ struct Ctx<'a> {
     deadline: Instant,
 }
 
-/// How a request failed: the error, and whether the connection must close
-/// (a body refused unread).
-struct Refused {
-    error: XksError,
-    close: bool,
-}
-
-impl From<XksError> for Refused {
-    fn from(error: XksError) -> Self {
-        Self {
-            error,
-            close: false,
-        }
-    }
-}
+/// How a request failed on the way to its handler.
+type Refused = crate::http::Refused<XksError>;
 
 /// Span, audit line and metrics for every XKS request; the rescue step.
 async fn observe(state: &Arc<AppState>, req: Request) -> Response {
