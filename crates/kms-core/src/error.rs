@@ -66,7 +66,7 @@ pub enum Error {
     TagNotFound,
     /// A tag request breaks a rule of [`crate::tags`].
     #[error("tag rule broken: {0:?}")]
-    Tag(crate::tags::TagRule),
+    Tag(TagRule),
     /// The ciphertext does not parse or is not authentic.
     #[error("ciphertext not authentic")]
     Ciphertext,
@@ -172,4 +172,24 @@ impl From<VaultError> for Error {
             e => Self::Vault(e),
         }
     }
+}
+
+/// A broken tag request rule (each dialect has its code for each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagRule {
+    /// A batch with an empty tag list.
+    EmptyBatch,
+    /// A batch above [`MAX_BATCH`](crate::tags::MAX_BATCH) or a filter above [`MAX_FILTER_KEYS`](crate::tags::MAX_FILTER_KEYS).
+    TooMany,
+    /// A tag key given twice in one batch or filter: the outcome would
+    /// depend on order.
+    DuplicateKey,
+    /// A filter entry above [`MAX_FILTER_VALUES`](crate::tags::MAX_FILTER_VALUES) values.
+    TooManyValues,
+    /// A filter entry naming one value twice.
+    DuplicateValue,
+    /// A `resource_name` match value too long, or empty where not allowed.
+    BadMatchValue,
+    /// `resource_name` matched twice.
+    RepeatedMatch,
 }

@@ -28,25 +28,7 @@ pub const MAX_FILTER_VALUES: usize = 10;
 /// `matches[].value` length in characters (both dialects).
 pub const MAX_MATCH_VALUE: usize = 255;
 
-/// A broken tag request rule (each dialect has its code for each).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TagRule {
-    /// A batch with an empty tag list.
-    EmptyBatch,
-    /// A batch above [`MAX_BATCH`] or a filter above [`MAX_FILTER_KEYS`].
-    TooMany,
-    /// A tag key given twice in one batch or filter: the outcome would
-    /// depend on order.
-    DuplicateKey,
-    /// A filter entry above [`MAX_FILTER_VALUES`] values.
-    TooManyValues,
-    /// A filter entry naming one value twice.
-    DuplicateValue,
-    /// A `resource_name` match value too long, or empty where not allowed.
-    BadMatchValue,
-    /// `resource_name` matched twice.
-    RepeatedMatch,
-}
+pub use crate::error::TagRule;
 
 fn rule(ok: bool, broken: TagRule) -> Result<()> {
     if ok { Ok(()) } else { Err(Error::Tag(broken)) }
