@@ -13,7 +13,7 @@
 //! ciphertexts of [`blob`]). Every operation on key material goes through
 //! the [`vault::Vault`] trait, a port this crate owns (its production
 //! adapter is crate `keymesh-keyvault-client`, over the crypto-worker
-//! pool; [`fake::FakeVault`] serves tests); time comes from
+//! pool; `fake::FakeVault` serves tests); time comes from
 //! the injected [`clock::Clock`]. Failures are one [`error::Error`], whose
 //! `From<StoreError>` is the only place store outcomes get a meaning; ids
 //! are minted in [`ids`].

@@ -3,7 +3,7 @@
 //! In production crate `keymesh-keyvault-client` implements it over the
 //! crypto-worker pool (one `KeyVault` RPC per call, CMKs in clear only
 //! inside the HSM); tests use
-//! the in-process [`crate::fake::FakeVault`].
+//! the in-process `crate::fake::FakeVault`.
 //!
 //! Material travels wrapped ([`Material`]: the key wrapped under an
 //! HSM-resident domain key); every call takes the request deadline so the
