@@ -7,7 +7,7 @@
 //! name: the CN check sits inside the verifier, so a wrong CN aborts the
 //! handshake rather than failing a request later (XKS-72).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -18,18 +18,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
-
-/// The listener's certificate and, for mutual TLS, who may connect.
-#[derive(Debug, Clone, Copy)]
-pub struct TlsFiles<'a> {
-    /// PEM certificate chain, leaf first.
-    pub cert_file: &'a Path,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_file: &'a Path,
-    /// mTLS: the PEM CA bundle client chains must end at, and the subject
-    /// CN the client's leaf must carry. `None`: no client certificate asked.
-    pub client: Option<(&'a Path, &'a str)>,
-}
+use serde::Deserialize;
 
 /// The ring provider restricted to the XKS cipher suites.
 fn provider() -> Arc<CryptoProvider> {
@@ -62,13 +51,28 @@ fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
         .ok_or_else(|| anyhow::anyhow!("{}: no PEM private key", path.display()))
 }
 
-/// The rustls configuration of a listener serving `files`.
-pub fn server_config(files: &TlsFiles<'_>) -> anyhow::Result<Arc<ServerConfig>> {
+/// `[tls]` of the edge configuration: the listener's certificate and,
+/// for mTLS, the client CA and the subject CN it must carry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA bundle for client certificates (enables mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// Required client subject CN (required with client_ca_file).
+    pub client_subject_cn: Option<String>,
+}
+
+/// The rustls configuration of a listener serving `cfg`.
+pub fn server_config(cfg: &TlsConfig) -> anyhow::Result<Arc<ServerConfig>> {
     let provider = provider();
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
-    let builder = match files.client {
-        Some((ca, cn)) => {
+    let builder = match (&cfg.client_ca_file, &cfg.client_subject_cn) {
+        (Some(ca), Some(cn)) => {
             let mut roots = RootCertStore::empty();
             for c in read_certs(ca)? {
                 roots.add(c)?;
@@ -77,13 +81,13 @@ pub fn server_config(files: &TlsFiles<'_>) -> anyhow::Result<Arc<ServerConfig>> 
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build()?;
             builder.with_client_cert_verifier(Arc::new(SubjectCnVerifier {
                 inner,
-                cn: cn.to_owned(),
+                cn: cn.clone(),
             }))
         }
-        None => builder.with_no_client_auth(),
+        _ => builder.with_no_client_auth(),
     };
     let mut config =
-        builder.with_single_cert(read_certs(files.cert_file)?, read_key(files.key_file)?)?;
+        builder.with_single_cert(read_certs(&cfg.cert_file)?, read_key(&cfg.key_file)?)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

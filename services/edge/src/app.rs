@@ -15,7 +15,7 @@ use axum::body::Body;
 use http::Request;
 use tower::Service;
 
-use crate::http::probes::{admin, probes};
+use crate::http::probes::{self, Health};
 use crate::huawei::Huawei;
 use crate::state::AppState;
 
@@ -44,6 +44,23 @@ pub fn app(state: Arc<AppState>, huawei: Option<Arc<Huawei>>) -> Router {
         }
     });
     front.fallback_service(dialects)
+}
+
+/// The probes over the state's readiness.
+pub fn probes(state: Arc<AppState>) -> Router {
+    probes::probes(health(state))
+}
+
+/// The admin router (probes and `/metrics`) over the state.
+pub fn admin(state: Arc<AppState>) -> Router {
+    probes::admin(health(state))
+}
+
+fn health(state: Arc<AppState>) -> Health {
+    Health {
+        metrics: state.metrics.clone(),
+        ready: Arc::new(move || state.ready()),
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::http::tls::TlsConfig;
 use crate::limiter::FailurePolicy;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,34 +118,6 @@ pub struct GrpcTlsConfig {
     /// The same for rate-limiters (default ["spiffe://keymesh/rate-limiter"]).
     #[serde(default = "defaults::limiter_identities")]
     pub limiter_identities: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM certificate chain, leaf first.
-    pub cert_file: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_file: PathBuf,
-    /// PEM CA bundle for client certificates (enables mTLS).
-    pub client_ca_file: Option<PathBuf>,
-    /// Required client subject CN (required with client_ca_file).
-    pub client_subject_cn: Option<String>,
-}
-
-impl TlsConfig {
-    /// What the listener's acceptor is built from (mTLS needs both the CA
-    /// and the CN; `validate` refuses one without the other).
-    pub fn files(&self) -> keymesh_http_server::tls::TlsFiles<'_> {
-        keymesh_http_server::tls::TlsFiles {
-            cert_file: &self.cert_file,
-            key_file: &self.key_file,
-            client: self
-                .client_ca_file
-                .as_deref()
-                .zip(self.client_subject_cn.as_deref()),
-        }
-    }
 }
 
 mod defaults {

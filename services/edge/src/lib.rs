@@ -71,7 +71,7 @@ pub async fn serve_with(
     let tls = config
         .tls
         .as_ref()
-        .map(|t| http::tls::server_config(&t.files()))
+        .map(http::tls::server_config)
         .transpose()?;
     tracing::info!(
         addr = %listeners.main.local_addr()?,
@@ -100,7 +100,7 @@ pub async fn serve_with(
     let admin = match listeners.admin {
         Some(admin) => {
             tracing::info!(addr = %admin.local_addr()?, "admin listener (probes, metrics)");
-            let admin_app = http::probes::admin(Arc::clone(&state));
+            let admin_app = app::admin(Arc::clone(&state));
             Some(tokio::spawn(http::server::serve(
                 admin_app,
                 admin,

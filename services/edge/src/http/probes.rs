@@ -1,8 +1,8 @@
 //! The unauthenticated probes (`/ping`, `/livez`, `/readyz`) and the admin
 //! router (probes plus `/metrics`). Load balancers, kubelet and scrapers
 //! cannot sign, so nothing here is behind a dialect's stack; `/readyz`
-//! answers from the state's combined readiness (a worker admitted and a
-//! limiter replica serving).
+//! answers from the readiness the composition hands in ([`Health`]: in the
+//! edge, a worker admitted and a limiter replica serving).
 
 use std::sync::Arc;
 
@@ -11,26 +11,33 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::StatusCode;
+use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::state::AppState;
+/// What the probes report: readiness, asked on every `/readyz`, and the
+/// metrics handle `/metrics` renders (none: an empty page).
+#[derive(Clone)]
+pub struct Health {
+    pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    pub metrics: Option<PrometheusHandle>,
+}
 
 /// Probes. No SigV4 (XKS-80): load balancers cannot sign.
-pub fn probes(state: Arc<AppState>) -> Router {
+pub fn probes(health: Health) -> Router {
     Router::new()
         .route("/ping", get(ok))
         .route("/livez", get(ok))
         .route("/readyz", get(ready))
-        .with_state(state)
+        .with_state(health)
 }
 
 /// The admin listener: probes and `/metrics` (scrapers cannot sign either).
 /// Anything else is a plain 404, so it never exposes the XKS API without
 /// its authentication.
-pub fn admin(state: Arc<AppState>) -> Router {
-    probes(Arc::clone(&state)).merge(
+pub fn admin(health: Health) -> Router {
+    probes(health.clone()).merge(
         Router::new()
             .route("/metrics", get(metrics))
-            .with_state(state),
+            .with_state(health),
     )
 }
 
@@ -38,16 +45,16 @@ async fn ok() -> &'static str {
     "ok\n"
 }
 
-async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready() {
+async fn ready(State(health): State<Health>) -> Response {
+    if (health.ready)() {
         "ready\n".into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> String {
-    state
+async fn metrics(State(health): State<Health>) -> String {
+    health
         .metrics
         .as_ref()
         .map(|m| m.render())
