@@ -229,6 +229,25 @@ async fn every_claimed_code_matches_the_table() {
         "pending: update",
     );
 
+    // A mistyped field on a secret that does not exist (or is pending
+    // deletion): the secret is reported first, as it always was.
+    s.expect(
+        "CSMS.0106",
+        c.json(
+            "PUT",
+            &format!("secrets/{}", name()),
+            &json!({ "kms_key_id": 7 }),
+        )
+        .await,
+        "missing secret before a mistyped field",
+    );
+    s.expect(
+        "CSMS.0103",
+        c.json("PUT", &format!("secrets/{n}"), &json!({ "description": 7 }))
+            .await,
+        "pending secret before a mistyped field",
+    );
+
     // Stage quota: 12 per secret, SYSCURRENT included.
     let q = name();
     c.create_text(&q, "x").await.ok();

@@ -160,9 +160,15 @@ pub async fn update(c: &mut Ctx<'_>) -> Result<Bytes, ApiError> {
     check_unserved_settings(&b)?;
     // The description's length is the domain's rule, checked after the
     // secret and its key (the order the codes have always come in).
+    let (kms_key_id, description) = (b.str("kms_key_id"), b.str("description"));
+    if kms_key_id.is_err() || description.is_err() {
+        // A missing or unusable secret has always been reported before a
+        // mistyped field: only this error path pays the extra read.
+        c.h.kms.secrets.enabled(&c.caller.project_id, name).await?;
+    }
     let u = SecretUpdate {
-        kms_key_id: b.str("kms_key_id")?.map(str::to_owned),
-        description: b.str("description")?.map(str::to_owned),
+        kms_key_id: kms_key_id?.map(str::to_owned),
+        description: description?.map(str::to_owned),
     };
     let s =
         c.h.kms
