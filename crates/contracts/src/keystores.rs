@@ -2,7 +2,7 @@
 //! each with its own SigV4 credentials and key namespace.
 //!
 //! Written by `keymeshctl credential ...` and `keymeshctl key
-//! create|assign|unassign` ([`write`]: validated, atomic, mode 0600), and
+//! create|assign|unassign` ([`write()`]: validated, atomic, mode 0600), and
 //! hot-reloaded by the edge (file watch or SIGHUP), which builds its lookup
 //! view from [`KeystoresFile`], so credentials rotate and keys move without a
 //! restart:

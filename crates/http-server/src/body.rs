@@ -55,7 +55,7 @@ pub struct Bounded {
 }
 
 /// A body refused as too large may be left unread (a declared length over
-/// the limit, or more than [`DRAIN_CAP`] sent): hyper then closes the HTTP/1.1
+/// the limit, or more than `DRAIN_CAP` sent): hyper then closes the HTTP/1.1
 /// connection after the answer. Saying so in the answer stops a keep-alive
 /// client from sending its next request into the closing socket. HTTP/2
 /// forbids the header and resets just the stream, so it is left out there.
@@ -74,7 +74,7 @@ pub fn closes_connection(mut resp: Response, version: http::Version) -> Response
 /// grows. A declared length above `max` is refused at once: the client may
 /// never send those bytes, and waiting for them would hold the connection
 /// to the deadline. A body found oversized (or over budget) while reading is
-/// released and the rest drained up to [`DRAIN_CAP`], so an HTTP/1.1 client
+/// released and the rest drained up to `DRAIN_CAP`, so an HTTP/1.1 client
 /// still sending reads the refusal instead of a reset connection.
 pub async fn read_bounded(
     mut body: axum::body::Body,

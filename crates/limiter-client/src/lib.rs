@@ -55,7 +55,7 @@ use tonic::transport::Channel;
 
 /// Longest a limiter round trip may take: past this the replica is treated as
 /// unavailable, so a slow replica costs a request at most 50 ms (and a refill
-/// that falls through to the next replica at most [`REFILL_BUDGET`]).
+/// that falls through to the next replica at most `REFILL_BUDGET`).
 pub const RPC_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// After a limiter failure, how long a bucket answers by policy without
@@ -435,7 +435,7 @@ impl LimiterClient {
 
     /// Ask the bucket's replicas in HRW order, skipping those known to be
     /// down (unless all are: the probe may lag a restart), until one answers
-    /// or [`REFILL_BUDGET`] / the request deadline runs out. A replica that
+    /// or `REFILL_BUDGET` / the request deadline runs out. A replica that
     /// fails in transport is marked down at once; the prober re-admits it.
     async fn acquire_routed(
         &self,

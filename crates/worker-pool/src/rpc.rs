@@ -159,7 +159,7 @@ pub fn is_transport_failure(status: &tonic::Status) -> bool {
 /// connection attempt (tonic: UNAVAILABLE with a `tonic::ConnectError` in the
 /// source chain, the TCP connect failed before any byte of the request was
 /// written), a request hyper never handed to the connection, or a stream the
-/// worker refused unprocessed (see [`h2_refused`]). Anything else (a reset,
+/// worker refused unprocessed (see `h2_refused`). Anything else (a reset,
 /// an I/O error, EOF) may have happened after the worker received it.
 pub fn never_sent(status: &tonic::Status) -> bool {
     match status.code() {

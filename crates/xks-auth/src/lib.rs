@@ -1,5 +1,7 @@
-//! Authentication for the AWS XKS proxy API: SigV4 verification of a
-//! request against the credentials of the key store it addresses (spec §9).
+//! Authentication and authorization for the AWS XKS proxy API: SigV4
+//! verification of a request against the credentials of the key store it
+//! addresses (spec §9), and the secondary-authorization policy over
+//! `requestMetadata` ([`policy`], spec §11).
 //!
 //! The sibling of `keymesh-huawei-auth`, and like it free of any HTTP
 //! framework and of the edge: the caller hands over the request head, the
@@ -14,6 +16,8 @@
 //! exactly the `SignedHeaders`, and compare signatures in constant time.
 //! Failure messages are deliberately vague: they never say which part was
 //! wrong in a way that helps a forger, and never echo a signature.
+
+pub mod policy;
 
 use std::time::{Duration, SystemTime};
 

@@ -7,7 +7,7 @@
 //! HSM time is recorded per operation and outcome, and failures become a
 //! status with an `ErrorInfo` reason in one place ([`crate::error`]).
 //! Plaintext is zeroized where the worker owns it: request buffers (best
-//! effort, [`wipe`]), intermediate plaintext (ReEncrypt), generated data
+//! effort, `wipe`), intermediate plaintext (ReEncrypt), generated data
 //! keys and private keys.
 
 use std::sync::Arc;

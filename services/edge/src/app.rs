@@ -1,5 +1,5 @@
 //! The edge's HTTP application, in two routers: the unauthenticated probes
-//! ([`probes`]), and the dialects behind their explicit tower stacks
+//! ([`probes()`]), and the dialects behind their explicit tower stacks
 //! ([`crate::xks::layers::service`], [`crate::huawei::layers::service`]).
 //! The main listener serves both ([`app`]); the optional admin listener
 //! (`admin_listen`) serves only the probes and `/metrics` ([`admin`]), in

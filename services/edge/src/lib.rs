@@ -1,20 +1,24 @@
 //! keymesh edge: the HTTP(S) front door of the product, holding no key
-//! material. It speaks two dialects on one listener: the AWS XKS proxy API
-//! ([`xks`]: SigV4 per key store, the secondary-authorization policy, the
-//! XKS wire table) for AWS KMS, and the Huawei-Cloud-compatible KMS and
-//! CSMS APIs ([`huawei`]: SDK-HMAC or `X-Auth-Token`, key, secret, grant,
-//! alias and tag state in the durable store `keymesh-store`, the KMS wire
-//! table). [`app`] routes a request to its dialect; each dialect is one
-//! explicit pipeline (route → deadline → body limit → authenticate →
-//! tenant → rate limit → handler) ending in the shared rescue step, over the
-//! HTTP plumbing in [`http`] (listener, TLS, bounded body, probes, abuse
-//! budgets). Every cryptographic operation is a gRPC call to a crypto-worker
-//! through the worker pool in [`mesh`] (discovery, health, balancing,
-//! shedding, one retry), and every quota check goes through the leased
-//! rate-limiter client in [`limiter`]. XKS key stores and their credentials
-//! are the hot-reloaded [`keystores`] file; [`config`] is the typed,
-//! validated configuration; [`state`] holds what every request shares and
-//! [`tasks`] the background tasks, which [`serve`] stops when it returns.
+//! material and no business rules — it translates. It speaks two dialects
+//! on one listener: the AWS XKS proxy API ([`xks`]: SigV4 per key store and
+//! the secondary-authorization policy from `keymesh-xks-auth`, the XKS wire
+//! table, calls to the workers' `CryptoWorker`) for AWS KMS, and the
+//! Huawei-Cloud-compatible KMS and CSMS APIs ([`huawei`]: SDK-HMAC or
+//! `X-Auth-Token`, typed requests, one call into the domain layer
+//! `keymesh-kms-core` — which owns key, secret, grant, alias, tag and
+//! account rules over `keymesh-store` and reaches the workers' `KeyVault`
+//! through `keymesh-keyvault-client` — and the KMS/CSMS wire table). [`app`]
+//! routes a request to its dialect; each dialect is one explicit pipeline
+//! (route → deadline → body limit → authenticate → tenant → rate limit →
+//! handler) ending in the shared rescue step ([`http`], over
+//! `keymesh-http-server`: listener, TLS, bounded body, abuse budgets,
+//! probes). [`mesh`] builds the crypto-worker pool (`keymesh-worker-pool`:
+//! discovery, health, balancing, shedding, one retry); quota checks go
+//! through the leased client `keymesh-limiter-client`. XKS key stores are the
+//! hot-reloaded file [`keystores`] loads (`keymesh-contracts`); [`config`] is
+//! the typed, validated configuration; [`state`] holds what every request
+//! shares and [`tasks`] the background tasks, which [`serve`] stops when it
+//! returns.
 
 pub mod app;
 pub mod config;

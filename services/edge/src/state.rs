@@ -13,9 +13,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::config::Config;
 use crate::mesh::{GrpcClientTls, WorkerPool, channel_with};
 use crate::tasks::Tasks;
-use crate::xks::policy::PolicyFile;
 use keymesh_limiter_client::{LimiterClient, Transport};
 use keymesh_xks_auth::Verifier;
+use keymesh_xks_auth::policy::PolicyFile;
 
 pub struct AppState {
     pub config: Config,

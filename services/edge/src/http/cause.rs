@@ -19,7 +19,7 @@ pub struct Cause(pub String);
 
 impl Cause {
     /// `e` and its sources, outermost first, joined by ": " (printable
-    /// ASCII, at most [`MAX_CAUSE`] characters).
+    /// ASCII, at most `MAX_CAUSE` characters).
     pub fn of(e: &(dyn std::error::Error + 'static)) -> Self {
         let mut out = e.to_string();
         let mut next = e.source();

@@ -22,12 +22,12 @@ use zeroize::Zeroizing;
 use super::aad;
 use super::audit::Audit;
 use super::error::XksError;
-use super::policy::{Effect, Subject};
 use crate::mesh::WorkerRpc;
 use crate::state::AppState;
 use keymesh_contracts::keystores::{Keystore, XKS_SUFFIX};
 use keymesh_limiter_client::Decision;
 use keymesh_proto::crypto::v1::crypto_worker_client::CryptoWorkerClient;
+use keymesh_xks_auth::policy::{Effect, Subject};
 
 /// The four operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
