@@ -5,8 +5,8 @@
 //! sessions, and initialises new tokens; [`args`] holds the flags that name
 //! module, token and PIN. [`keys`] reads, finds, copies and creates customer
 //! key objects; [`wrap`] owns the domain key and wraps and unwraps customer
-//! master keys under it; [`aead`] is AES-256-GCM on a session. [`mac`] keeps
-//! HMAC keys wrapped the same way, computing MACs on unwrapped session
+//! master keys under it; [`aead`] is AES-256-GCM on a session. [`mac`] and
+//! [`pair`] keep HMAC keys and asymmetric private keys wrapped the same way,
 //! computing MACs and signatures on unwrapped session objects. Every failure
 //! is a cause in [`error`], where `CKR_*` is mapped once and where the one
 //! re-login / handle-eviction decision ([`error::recovery`]) lives.
@@ -20,6 +20,7 @@ pub mod backend;
 pub mod error;
 pub mod keys;
 pub mod mac;
+pub mod pair;
 pub mod token;
 pub mod wrap;
 
