@@ -16,14 +16,16 @@ use std::time::Instant;
 use bytes::Bytes;
 use keymesh_pkcs11::Error as HsmError;
 use keymesh_pkcs11::aead;
+use keymesh_pkcs11::mac::{self, MacAlg};
 use keymesh_pkcs11::wrap::{self, VAULT_KEY_ID, WrappedKeyRef};
 use keymesh_proto::crypto::v1::key_vault_server::KeyVault;
 use keymesh_proto::crypto::v1::{
     GenerateDataKeyPairRequest, GenerateDataKeyPairResponse, GenerateDataKeyRequest,
-    GenerateDataKeyResponse, GenerateKeyRequest, GenerateKeyResponse, GenerateRandomRequest,
-    GenerateRandomResponse, GetDomainKeyCheckRequest, GetDomainKeyCheckResponse, ReEncryptRequest,
-    ReEncryptResponse, Sealed, VaultDecryptRequest, VaultDecryptResponse, VaultEncryptRequest,
-    VaultEncryptResponse, WrappedKey,
+    GenerateDataKeyResponse, GenerateKeyRequest, GenerateKeyResponse, GenerateMacKeyRequest,
+    GenerateMacKeyResponse, GenerateMacRequest, GenerateMacResponse, GenerateRandomRequest,
+    GenerateRandomResponse, GetDomainKeyCheckRequest, GetDomainKeyCheckResponse, MacAlgorithm,
+    ReEncryptRequest, ReEncryptResponse, Sealed, VaultDecryptRequest, VaultDecryptResponse,
+    VaultEncryptRequest, VaultEncryptResponse, VerifyMacRequest, VerifyMacResponse, WrappedKey,
 };
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
@@ -117,6 +119,51 @@ fn generated_len(length: u32) -> Result<usize, Error> {
         return Err(Error::InvalidArgument("length must be 1..=1024 bytes"));
     }
     usize::try_from(length).map_err(|_| Error::InvalidArgument("length must be 1..=1024 bytes"))
+}
+
+/// The HMAC algorithm of a request; UNSPECIFIED and unknown values are
+/// refused.
+fn mac_alg(algorithm: i32) -> Result<MacAlg, Error> {
+    match MacAlgorithm::try_from(algorithm) {
+        Ok(MacAlgorithm::HmacSha256) => Ok(MacAlg::HmacSha256),
+        Ok(MacAlgorithm::HmacSha384) => Ok(MacAlg::HmacSha384),
+        Ok(MacAlgorithm::HmacSha512) => Ok(MacAlg::HmacSha512),
+        Ok(MacAlgorithm::Unspecified) | Err(_) => {
+            Err(Error::InvalidArgument("unsupported MAC algorithm"))
+        }
+    }
+}
+
+/// An HMAC key size of GenerateMacKey, checked before the pool is asked
+/// (the pkcs11 crate checks again).
+fn mac_key_bits(bits: u32) -> Result<u32, Error> {
+    if mac::HMAC_KEY_BITS.contains(&bits) {
+        Ok(bits)
+    } else {
+        Err(Error::InvalidArgument(
+            "HMAC key size must be 256, 384 or 512 bits",
+        ))
+    }
+}
+
+/// Refuse an algorithm whose hash is longer than the key in `wrapped`.
+///
+/// Why here: SoftHSM2 (and the HMAC_256/384/512 key specs) want a key at
+/// least as long as the hash output, and the HSM says so only as
+/// CKR_KEY_SIZE_RANGE from C_SignInit, which would reach the caller as an
+/// HSM failure. RFC 5649 output is 8 bytes longer than the key padded to 8
+/// bytes, so the blob length tells the key length. Blobs shorter than the
+/// smallest HMAC key's (256 bits: 40 bytes) are left to the HSM, which
+/// rejects them as invalid key material.
+fn check_mac_key_len(wrapped: &Wrapped, alg: MacAlg) -> Result<(), Error> {
+    const MIN_BLOB: usize = 8 + 32;
+    let len = wrapped.wrapped.len();
+    if len >= MIN_BLOB && len - 8 < alg.tag_len() {
+        return Err(Error::InvalidArgument(
+            "the MAC algorithm needs a longer key (HMAC_256 keys: HMAC-SHA-256 only)",
+        ));
+    }
+    Ok(())
 }
 
 /// Seal `plaintext` under the unwrapped key `key`. `verify`: decrypt the
@@ -446,6 +493,108 @@ impl KeyVault for VaultService {
         .await;
         reply(result)
     }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn generate_mac_key(
+        &self,
+        request: Request<GenerateMacKeyRequest>,
+    ) -> Result<Response<GenerateMacKeyResponse>, Status> {
+        let deadline = deadline_of(&request);
+        let GenerateMacKeyRequest {
+            mut wrapping_key,
+            bits,
+        } = request.into_inner();
+        if wrapping_key.is_empty() {
+            wrapping_key = self.domain_key.to_string();
+        }
+        let result = async {
+            check_wrapping_key(&wrapping_key)?;
+            let bits = mac_key_bits(bits)?;
+            let job_label = wrapping_key.clone();
+            let wrapped = self
+                .pool
+                .run(deadline, move |ctx| {
+                    let started = Instant::now();
+                    // HMAC keys are not cached by the AES key cache (its
+                    // unwrap template is AES): each use unwraps into a
+                    // session object destroyed after the call.
+                    let wrapped = ctx.with_session(|s, _| {
+                        Ok(mac::generate_wrapped_secret(s, &job_label, bits)?)
+                    });
+                    metrics::record_hsm("vault_generate_mac_key", started, &wrapped);
+                    wrapped
+                })
+                .await?;
+            Ok(GenerateMacKeyResponse {
+                key: Some(WrappedKey {
+                    wrapping_key,
+                    wrapped: wrapped.into(),
+                }),
+            })
+        }
+        .await;
+        reply(result)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn generate_mac(
+        &self,
+        request: Request<GenerateMacRequest>,
+    ) -> Result<Response<GenerateMacResponse>, Status> {
+        let deadline = deadline_of(&request);
+        let GenerateMacRequest {
+            key,
+            algorithm,
+            message,
+        } = request.into_inner();
+        let result = async {
+            let key = Wrapped::from_proto(key, "key is missing")?;
+            let alg = mac_alg(algorithm)?;
+            check_mac_key_len(&key, alg)?;
+            self.pool
+                .run(deadline, move |ctx| {
+                    let started = Instant::now();
+                    let tag =
+                        ctx.with_session(|s, _| Ok(mac::mac(s, key.as_ref(), alg, &message)?));
+                    metrics::record_hsm("vault_generate_mac", started, &tag);
+                    tag
+                })
+                .await
+        }
+        .await;
+        reply(result.map(|tag| GenerateMacResponse { mac: tag.into() }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn verify_mac(
+        &self,
+        request: Request<VerifyMacRequest>,
+    ) -> Result<Response<VerifyMacResponse>, Status> {
+        let deadline = deadline_of(&request);
+        let VerifyMacRequest {
+            key,
+            algorithm,
+            message,
+            mac: tag,
+        } = request.into_inner();
+        let result = async {
+            let key = Wrapped::from_proto(key, "key is missing")?;
+            let alg = mac_alg(algorithm)?;
+            check_mac_key_len(&key, alg)?;
+            self.pool
+                .run(deadline, move |ctx| {
+                    let started = Instant::now();
+                    let valid = ctx.with_session(|s, _| {
+                        Ok(mac::verify_mac(s, key.as_ref(), alg, &message, &tag)?)
+                    });
+                    metrics::record_hsm("vault_verify_mac", started, &valid);
+                    valid
+                })
+                .await
+        }
+        .await;
+        reply(result.map(|valid| VerifyMacResponse { valid }))
+    }
 }
 
 #[cfg(test)]
@@ -463,6 +612,31 @@ mod tests {
             generated_len(1025),
             Err(Error::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn mac_arguments() {
+        assert_eq!(
+            mac_alg(MacAlgorithm::HmacSha384 as i32).unwrap(),
+            MacAlg::HmacSha384
+        );
+        assert!(matches!(mac_alg(0), Err(Error::InvalidArgument(_))));
+        assert!(matches!(mac_alg(99), Err(Error::InvalidArgument(_))));
+        assert_eq!(mac_key_bits(512).unwrap(), 512);
+        assert!(matches!(mac_key_bits(128), Err(Error::InvalidArgument(_))));
+        let blob = |len: usize| Wrapped {
+            label: "keymesh-domain-test".into(),
+            wrapped: vec![0; len].into(),
+        };
+        // HMAC_256 (40-byte blob): SHA-256 only; HMAC_512: every hash.
+        assert!(check_mac_key_len(&blob(40), MacAlg::HmacSha256).is_ok());
+        assert!(matches!(
+            check_mac_key_len(&blob(40), MacAlg::HmacSha384),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(check_mac_key_len(&blob(72), MacAlg::HmacSha384).is_ok());
+        // Too short to be any HMAC key: the HSM's call (invalid key material).
+        assert!(check_mac_key_len(&blob(16), MacAlg::HmacSha512).is_ok());
     }
 
     #[test]
