@@ -36,8 +36,9 @@ mod child {
     use keymesh_proto::crypto::v1::key_vault_client::KeyVaultClient;
     use keymesh_proto::crypto::v1::{
         ErrorReason, GenerateDataKeyPairRequest, GenerateDataKeyRequest, GenerateKeyRequest,
-        GenerateRandomRequest, KeyPairSpec, ReEncryptRequest, Sealed, VaultDecryptRequest,
-        VaultEncryptRequest, WrappedKey,
+        GenerateMacKeyRequest, GenerateMacRequest, GenerateRandomRequest, KeyPairSpec,
+        MacAlgorithm, ReEncryptRequest, Sealed, VaultDecryptRequest, VaultEncryptRequest,
+        VerifyMacRequest, WrappedKey,
     };
     use ring::signature::{self, KeyPair as _};
     use tonic::Code;
@@ -78,6 +79,7 @@ mod child {
             data_keys(&mut c, &mut c2).await;
             data_key_pairs(&mut c, &session).await;
             random(&mut c).await;
+            macs(&mut c, &mut c2).await;
             domain_key_checks(&mut c, &mut c2, ctx.clone(), dir).await;
             cache_bounds(&admin, &session).await;
 
@@ -786,6 +788,199 @@ mod child {
         // No key pair halves are left behind on the HSM.
         assert!(vault_objects(session, ObjectClass::PRIVATE_KEY).is_empty());
         assert!(vault_objects(session, ObjectClass::PUBLIC_KEY).is_empty());
+    }
+
+    async fn generate_mac_key(c: &mut Client, bits: u32) -> WrappedKey {
+        c.generate_mac_key(GenerateMacKeyRequest {
+            wrapping_key: String::new(),
+            bits,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap()
+    }
+
+    fn mac_req(key: &WrappedKey, alg: MacAlgorithm, msg: &[u8]) -> GenerateMacRequest {
+        GenerateMacRequest {
+            key: Some(key.clone()),
+            algorithm: alg as i32,
+            message: msg.to_vec().into(),
+        }
+    }
+
+    async fn mac(c: &mut Client, key: &WrappedKey, alg: MacAlgorithm, msg: &[u8]) -> Vec<u8> {
+        c.generate_mac(mac_req(key, alg, msg))
+            .await
+            .unwrap()
+            .into_inner()
+            .mac
+            .to_vec()
+    }
+
+    fn verify_req(key: &WrappedKey, alg: MacAlgorithm, msg: &[u8], tag: &[u8]) -> VerifyMacRequest {
+        VerifyMacRequest {
+            key: Some(key.clone()),
+            algorithm: alg as i32,
+            message: msg.to_vec().into(),
+            mac: tag.to_vec().into(),
+        }
+    }
+
+    async fn verify(
+        c: &mut Client,
+        key: &WrappedKey,
+        alg: MacAlgorithm,
+        msg: &[u8],
+        tag: &[u8],
+    ) -> bool {
+        c.verify_mac(verify_req(key, alg, msg, tag))
+            .await
+            .unwrap()
+            .into_inner()
+            .valid
+    }
+
+    /// GenerateMacKey / GenerateMac / VerifyMac: HMAC keys generated in the
+    /// HSM and kept wrapped; tags stable per key and message on any worker,
+    /// distinct across keys; a tampered tag or message does not verify.
+    async fn macs(c: &mut Client, c2: &mut Client) {
+        use MacAlgorithm::{HmacSha256, HmacSha384, HmacSha512};
+
+        let key = generate_mac_key(c, 256).await;
+        assert_eq!(key.wrapping_key, DOMAIN);
+        let other = generate_mac_key(c, 256).await;
+        assert_ne!(key.wrapped, other.wrapped);
+
+        let msg = b"the message";
+        let tag = mac(c, &key, HmacSha256, msg).await;
+        assert_eq!(tag.len(), 32);
+        // Stable for the same key and message, on this worker and another.
+        assert_eq!(mac(c, &key, HmacSha256, msg).await, tag);
+        assert_eq!(mac(c2, &key, HmacSha256, msg).await, tag);
+        // Different across keys, messages and algorithms.
+        assert_ne!(mac(c, &other, HmacSha256, msg).await, tag);
+        assert_ne!(mac(c, &key, HmacSha256, b"another message").await, tag);
+        // An empty message has a MAC too.
+        assert_eq!(mac(c, &key, HmacSha256, b"").await.len(), 32);
+
+        assert!(verify(c, &key, HmacSha256, msg, &tag).await);
+        assert!(verify(c2, &key, HmacSha256, msg, &tag).await);
+        let mut tampered = tag.clone();
+        tampered[31] ^= 1;
+        assert!(!verify(c, &key, HmacSha256, msg, &tampered).await);
+        assert!(!verify(c, &key, HmacSha256, b"the messagE", &tag).await);
+        assert!(!verify(c, &other, HmacSha256, msg, &tag).await);
+        assert!(!verify(c, &key, HmacSha256, msg, &tag[..16]).await);
+
+        // A key serves hashes up to its own length.
+        let k512 = generate_mac_key(c, 512).await;
+        for (alg, len) in [(HmacSha256, 32), (HmacSha384, 48), (HmacSha512, 64)] {
+            let t = mac(c, &k512, alg, msg).await;
+            assert_eq!(t.len(), len);
+            assert!(verify(c2, &k512, alg, msg, &t).await);
+        }
+        let k384 = generate_mac_key(c, 384).await;
+        let t = mac(c, &k384, HmacSha384, msg).await;
+        assert!(verify(c, &k384, HmacSha384, msg, &t).await);
+        assert!(!verify(c, &k512, HmacSha384, msg, &t).await);
+        for (k, alg) in [(&key, HmacSha384), (&key, HmacSha512), (&k384, HmacSha512)] {
+            expect_err(
+                c.generate_mac(mac_req(k, alg, msg)).await,
+                Code::InvalidArgument,
+                ErrorReason::InvalidArgument,
+            );
+            expect_err(
+                c.verify_mac(verify_req(k, alg, msg, &tag)).await,
+                Code::InvalidArgument,
+                ErrorReason::InvalidArgument,
+            );
+        }
+
+        // Bad sizes and algorithms.
+        for bits in [0, 128, 255, 1024] {
+            expect_err(
+                c.generate_mac_key(GenerateMacKeyRequest {
+                    wrapping_key: String::new(),
+                    bits,
+                })
+                .await,
+                Code::InvalidArgument,
+                ErrorReason::InvalidArgument,
+            );
+        }
+        for alg in [0, 99] {
+            let mut req = mac_req(&key, HmacSha256, msg);
+            req.algorithm = alg;
+            expect_err(
+                c.generate_mac(req).await,
+                Code::InvalidArgument,
+                ErrorReason::InvalidArgument,
+            );
+            let mut req = verify_req(&key, HmacSha256, msg, &tag);
+            req.algorithm = alg;
+            expect_err(
+                c.verify_mac(req).await,
+                Code::InvalidArgument,
+                ErrorReason::InvalidArgument,
+            );
+        }
+        expect_err(
+            c.generate_mac(GenerateMacRequest::default()).await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidArgument,
+        );
+
+        // Only domain keys wrap HMAC keys.
+        for label in ["no-such-domain-key", "customer-key"] {
+            expect_err(
+                c.generate_mac_key(GenerateMacKeyRequest {
+                    wrapping_key: label.into(),
+                    bits: 256,
+                })
+                .await,
+                Code::FailedPrecondition,
+                ErrorReason::WrappingKeyMissing,
+            );
+            let missing = WrappedKey {
+                wrapping_key: label.into(),
+                ..key.clone()
+            };
+            expect_err(
+                c.generate_mac(mac_req(&missing, HmacSha256, msg)).await,
+                Code::FailedPrecondition,
+                ErrorReason::WrappingKeyMissing,
+            );
+        }
+
+        // Corrupted, truncated or foreign key material.
+        let mut corrupted = key.wrapped.to_vec();
+        corrupted[17] ^= 0x80;
+        let corrupted = WrappedKey {
+            wrapped: corrupted.into(),
+            ..key.clone()
+        };
+        let truncated = WrappedKey {
+            wrapped: key.wrapped.slice(..16),
+            ..key.clone()
+        };
+        let under_other = WrappedKey {
+            wrapping_key: OTHER_DOMAIN.into(),
+            ..key.clone()
+        };
+        for bad in [&corrupted, &truncated, &under_other] {
+            expect_err(
+                c.generate_mac(mac_req(bad, HmacSha256, msg)).await,
+                Code::InvalidArgument,
+                ErrorReason::InvalidKeyMaterial,
+            );
+            expect_err(
+                c.verify_mac(verify_req(bad, HmacSha256, msg, &tag)).await,
+                Code::InvalidArgument,
+                ErrorReason::InvalidKeyMaterial,
+            );
+        }
     }
 
     async fn random(c: &mut Client) {
