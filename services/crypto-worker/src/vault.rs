@@ -1,6 +1,7 @@
 //! `keymesh.crypto.v1.KeyVault`: customer master keys that live outside the
 //! HSM, wrapped under the domain key ([`crate::wrapped`]), and the data keys,
-//! data key pairs and random bytes made with them.
+//! data key pairs and random bytes made with them; HMAC keys and signing key
+//! pairs (`signing`) kept wrapped the same way.
 //!
 //! Like [`crate::service`]: requests are validated here, every HSM call runs
 //! as one job on a session thread of the pool under the caller's deadline,
@@ -23,9 +24,11 @@ use keymesh_proto::crypto::v1::{
     GenerateDataKeyPairRequest, GenerateDataKeyPairResponse, GenerateDataKeyRequest,
     GenerateDataKeyResponse, GenerateKeyRequest, GenerateKeyResponse, GenerateMacKeyRequest,
     GenerateMacKeyResponse, GenerateMacRequest, GenerateMacResponse, GenerateRandomRequest,
-    GenerateRandomResponse, GetDomainKeyCheckRequest, GetDomainKeyCheckResponse, MacAlgorithm,
-    ReEncryptRequest, ReEncryptResponse, Sealed, VaultDecryptRequest, VaultDecryptResponse,
-    VaultEncryptRequest, VaultEncryptResponse, VerifyMacRequest, VerifyMacResponse, WrappedKey,
+    GenerateRandomResponse, GenerateSigningKeyPairRequest, GenerateSigningKeyPairResponse,
+    GetDomainKeyCheckRequest, GetDomainKeyCheckResponse, MacAlgorithm, ReEncryptRequest,
+    ReEncryptResponse, Sealed, SignRequest, SignResponse, VaultDecryptRequest,
+    VaultDecryptResponse, VaultEncryptRequest, VaultEncryptResponse, VerifyMacRequest,
+    VerifyMacResponse, WrappedKey,
 };
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
@@ -35,6 +38,8 @@ use crate::keypair::{self, PairSpec};
 use crate::metrics;
 use crate::pool::Pool;
 use crate::service::{deadline_of, reply, wipe};
+
+mod signing;
 
 /// Longest data key and random string, in bytes.
 pub const MAX_GENERATED_LEN: u32 = 1024;
@@ -594,6 +599,19 @@ impl KeyVault for VaultService {
         }
         .await;
         reply(result.map(|valid| VerifyMacResponse { valid }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn generate_signing_key_pair(
+        &self,
+        request: Request<GenerateSigningKeyPairRequest>,
+    ) -> Result<Response<GenerateSigningKeyPairResponse>, Status> {
+        self.generate_signing_key_pair_rpc(request).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn sign(&self, request: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
+        self.sign_rpc(request).await
     }
 }
 
