@@ -36,9 +36,10 @@ mod child {
     use keymesh_proto::crypto::v1::key_vault_client::KeyVaultClient;
     use keymesh_proto::crypto::v1::{
         ErrorReason, GenerateDataKeyPairRequest, GenerateDataKeyRequest, GenerateKeyRequest,
-        GenerateMacKeyRequest, GenerateMacRequest, GenerateRandomRequest, KeyPairSpec,
-        MacAlgorithm, ReEncryptRequest, Sealed, VaultDecryptRequest, VaultEncryptRequest,
-        VerifyMacRequest, WrappedKey,
+        GenerateMacKeyRequest, GenerateMacRequest, GenerateRandomRequest,
+        GenerateSigningKeyPairRequest, GenerateSigningKeyPairResponse, KeyPairSpec, MacAlgorithm,
+        ReEncryptRequest, Sealed, SignAlgorithm, SignRequest, SigningKeySpec, VaultDecryptRequest,
+        VaultEncryptRequest, VerifyMacRequest, WrappedKey,
     };
     use ring::signature::{self, KeyPair as _};
     use tonic::Code;
@@ -80,6 +81,7 @@ mod child {
             data_key_pairs(&mut c, &session).await;
             random(&mut c).await;
             macs(&mut c, &mut c2).await;
+            signing(&mut c, &mut c2, &session).await;
             domain_key_checks(&mut c, &mut c2, ctx.clone(), dir).await;
             cache_bounds(&admin, &session).await;
 
@@ -977,6 +979,197 @@ mod child {
             );
             expect_err(
                 c.verify_mac(verify_req(bad, HmacSha256, msg, &tag)).await,
+                Code::InvalidArgument,
+                ErrorReason::InvalidKeyMaterial,
+            );
+        }
+    }
+
+    async fn signing_pair(c: &mut Client, spec: SigningKeySpec) -> GenerateSigningKeyPairResponse {
+        c.generate_signing_key_pair(GenerateSigningKeyPairRequest {
+            wrapping_key: String::new(),
+            spec: spec as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+    }
+
+    fn sign_req(
+        key: &WrappedKey,
+        spec: SigningKeySpec,
+        alg: SignAlgorithm,
+        digest: &[u8],
+    ) -> SignRequest {
+        SignRequest {
+            key: Some(key.clone()),
+            spec: spec as i32,
+            algorithm: alg as i32,
+            digest: digest.to_vec().into(),
+        }
+    }
+
+    async fn sign(
+        c: &mut Client,
+        key: &WrappedKey,
+        spec: SigningKeySpec,
+        alg: SignAlgorithm,
+        digest: &[u8],
+    ) -> Vec<u8> {
+        c.sign(sign_req(key, spec, alg, digest))
+            .await
+            .unwrap()
+            .into_inner()
+            .signature
+            .to_vec()
+    }
+
+    /// The subjectPublicKey bits of a DER SPKI: what ring verifies with (an
+    /// uncompressed EC point, or a PKCS#1 RSAPublicKey).
+    fn public_key_bits(spki_der: &[u8]) -> Vec<u8> {
+        let spki = spki::SubjectPublicKeyInfoRef::from_der(spki_der).unwrap();
+        spki.subject_public_key.raw_bytes().to_vec()
+    }
+
+    /// GenerateSigningKeyPair / Sign: the private key comes back only
+    /// wrapped; signatures from any worker verify with ring against the
+    /// returned SPKI, and not for another message or a tampered digest.
+    async fn signing(c: &mut Client, c2: &mut Client, session: &Session) {
+        use SignAlgorithm::{EcdsaSha256, RsassaPkcs1V15Sha256, RsassaPssSha256};
+        use SigningKeySpec::{EcP256, Rsa2048};
+
+        let msg = b"a message to sign";
+        let digest = ring::digest::digest(&ring::digest::SHA256, msg);
+        let digest = digest.as_ref();
+        let mut tampered = digest.to_vec();
+        tampered[0] ^= 1;
+
+        let ec = signing_pair(c, EcP256).await;
+        let key = ec.private_key.clone().unwrap();
+        assert_eq!(key.wrapping_key, DOMAIN);
+        let spki = spki::SubjectPublicKeyInfoRef::from_der(&ec.public_key_spki_der).unwrap();
+        assert_eq!(spki.algorithm.oid.to_string(), "1.2.840.10045.2.1");
+        let public = public_key_bits(&ec.public_key_spki_der);
+        let verifier =
+            signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, &public);
+        for client in [&mut *c, &mut *c2] {
+            let sig = sign(client, &key, EcP256, EcdsaSha256, digest).await;
+            verifier.verify(msg, &sig).unwrap();
+            assert!(verifier.verify(b"another message", &sig).is_err());
+        }
+        let sig = sign(c, &key, EcP256, EcdsaSha256, &tampered).await;
+        assert!(verifier.verify(msg, &sig).is_err());
+        // Another pair's key does not verify it.
+        let other = signing_pair(c, EcP256).await;
+        let other_public = public_key_bits(&other.public_key_spki_der);
+        let sig = sign(c, &key, EcP256, EcdsaSha256, digest).await;
+        assert!(
+            signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, &other_public)
+                .verify(msg, &sig)
+                .is_err()
+        );
+
+        // RSA-2048 (slow lane): PKCS#1 v1.5 and PSS.
+        let rsa = signing_pair(c, Rsa2048).await;
+        let rsa_key = rsa.private_key.clone().unwrap();
+        let rsa_public = public_key_bits(&rsa.public_key_spki_der);
+        for (alg, verifying) in [
+            (
+                RsassaPkcs1V15Sha256,
+                &signature::RSA_PKCS1_2048_8192_SHA256 as &dyn signature::VerificationAlgorithm,
+            ),
+            (RsassaPssSha256, &signature::RSA_PSS_2048_8192_SHA256),
+        ] {
+            let verifier = signature::UnparsedPublicKey::new(verifying, &rsa_public);
+            let sig = sign(c2, &rsa_key, Rsa2048, alg, digest).await;
+            assert_eq!(sig.len(), 256);
+            verifier.verify(msg, &sig).unwrap();
+            let sig = sign(c, &rsa_key, Rsa2048, alg, &tampered).await;
+            assert!(verifier.verify(msg, &sig).is_err());
+        }
+        // Generation leaves no key objects behind.
+        assert!(vault_objects(session, ObjectClass::PRIVATE_KEY).is_empty());
+        assert!(vault_objects(session, ObjectClass::PUBLIC_KEY).is_empty());
+
+        // Bad specs, algorithms and digests.
+        for spec in [0, 99] {
+            expect_err(
+                c.generate_signing_key_pair(GenerateSigningKeyPairRequest {
+                    wrapping_key: String::new(),
+                    spec,
+                })
+                .await,
+                Code::InvalidArgument,
+                ErrorReason::InvalidArgument,
+            );
+            let mut req = sign_req(&key, EcP256, EcdsaSha256, digest);
+            req.spec = spec;
+            expect_err(
+                c.sign(req).await,
+                Code::InvalidArgument,
+                ErrorReason::InvalidArgument,
+            );
+        }
+        for (k, spec, alg, d) in [
+            (&key, EcP256, SignAlgorithm::Unspecified, digest),
+            (&key, EcP256, RsassaPssSha256, digest),
+            (&rsa_key, Rsa2048, EcdsaSha256, digest),
+            (&key, EcP256, EcdsaSha256, &digest[..31]),
+            (&key, EcP256, SignAlgorithm::EcdsaSha384, digest),
+        ] {
+            expect_err(
+                c.sign(sign_req(k, spec, alg, d)).await,
+                Code::InvalidArgument,
+                ErrorReason::InvalidArgument,
+            );
+        }
+        expect_err(
+            c.sign(SignRequest::default()).await,
+            Code::InvalidArgument,
+            ErrorReason::InvalidArgument,
+        );
+
+        // Only domain keys wrap signing keys.
+        for label in ["no-such-domain-key", "customer-key"] {
+            expect_err(
+                c.generate_signing_key_pair(GenerateSigningKeyPairRequest {
+                    wrapping_key: label.into(),
+                    spec: EcP256 as i32,
+                })
+                .await,
+                Code::FailedPrecondition,
+                ErrorReason::WrappingKeyMissing,
+            );
+            let missing = WrappedKey {
+                wrapping_key: label.into(),
+                ..key.clone()
+            };
+            expect_err(
+                c.sign(sign_req(&missing, EcP256, EcdsaSha256, digest))
+                    .await,
+                Code::FailedPrecondition,
+                ErrorReason::WrappingKeyMissing,
+            );
+        }
+
+        // Corrupted, truncated or foreign key material.
+        let mut corrupted = key.wrapped.to_vec();
+        corrupted[17] ^= 0x80;
+        let corrupted = WrappedKey {
+            wrapped: corrupted.into(),
+            ..key.clone()
+        };
+        let truncated = WrappedKey {
+            wrapped: key.wrapped.slice(..32),
+            ..key.clone()
+        };
+        let under_other = WrappedKey {
+            wrapping_key: OTHER_DOMAIN.into(),
+            ..key.clone()
+        };
+        for bad in [&corrupted, &truncated, &under_other] {
+            expect_err(
+                c.sign(sign_req(bad, EcP256, EcdsaSha256, digest)).await,
                 Code::InvalidArgument,
                 ErrorReason::InvalidKeyMaterial,
             );
