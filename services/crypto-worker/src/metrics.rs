@@ -89,6 +89,14 @@ pub fn record_hsm<T>(op: &'static str, started: Instant, result: &Result<T, Erro
         .record(started.elapsed().as_secs_f64());
 }
 
+/// Run `f` (one operation's HSM work) and record it as `op`.
+pub fn timed<T>(op: &'static str, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    let started = Instant::now();
+    let result = f();
+    record_hsm(op, started, &result);
+    result
+}
+
 /// The sizes of the session pool, fixed at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSizes {

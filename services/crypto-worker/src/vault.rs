@@ -456,14 +456,13 @@ impl KeyVault for VaultService {
             let len = generated_len(request.get_ref().length)?;
             self.pool
                 .run(deadline, move |ctx| {
-                    let started = Instant::now();
-                    let random = ctx.with_session(|s, _| {
-                        let mut random = vec![0u8; len];
-                        s.generate_random_slice(&mut random).map_err(Error::hsm)?;
-                        Ok(Bytes::from(random))
-                    });
-                    metrics::record_hsm("vault_generate_random", started, &random);
-                    random
+                    metrics::timed("vault_generate_random", || {
+                        ctx.with_session(|s, _| {
+                            let mut random = vec![0u8; len];
+                            s.generate_random_slice(&mut random).map_err(Error::hsm)?;
+                            Ok(Bytes::from(random))
+                        })
+                    })
                 })
                 .await
         }
@@ -487,10 +486,9 @@ impl KeyVault for VaultService {
             let kcv = self
                 .pool
                 .run(deadline, move |ctx| {
-                    let started = Instant::now();
-                    let kcv = ctx.with_session(|s, _| Ok(wrap::domain_key_check(s, &job_label)?));
-                    metrics::record_hsm("vault_domain_key_check", started, &kcv);
-                    kcv
+                    metrics::timed("vault_domain_key_check", || {
+                        ctx.with_session(|s, _| Ok(wrap::domain_key_check(s, &job_label)?))
+                    })
                 })
                 .await?;
             Ok(GetDomainKeyCheckResponse { label, kcv })
@@ -558,11 +556,9 @@ impl KeyVault for VaultService {
             check_mac_key_len(&key, alg)?;
             self.pool
                 .run(deadline, move |ctx| {
-                    let started = Instant::now();
-                    let tag =
-                        ctx.with_session(|s, _| Ok(mac::mac(s, key.as_ref(), alg, &message)?));
-                    metrics::record_hsm("vault_generate_mac", started, &tag);
-                    tag
+                    metrics::timed("vault_generate_mac", || {
+                        ctx.with_session(|s, _| Ok(mac::mac(s, key.as_ref(), alg, &message)?))
+                    })
                 })
                 .await
         }
@@ -588,12 +584,11 @@ impl KeyVault for VaultService {
             check_mac_key_len(&key, alg)?;
             self.pool
                 .run(deadline, move |ctx| {
-                    let started = Instant::now();
-                    let valid = ctx.with_session(|s, _| {
-                        Ok(mac::verify_mac(s, key.as_ref(), alg, &message, &tag)?)
-                    });
-                    metrics::record_hsm("vault_verify_mac", started, &valid);
-                    valid
+                    metrics::timed("vault_verify_mac", || {
+                        ctx.with_session(|s, _| {
+                            Ok(mac::verify_mac(s, key.as_ref(), alg, &message, &tag)?)
+                        })
+                    })
                 })
                 .await
         }

@@ -101,11 +101,9 @@ impl VaultService {
             let spec = signing_spec(spec)?;
             let job_label = wrapping_key.clone();
             let job = move |ctx: &mut crate::pool::SessionCtx| {
-                let started = Instant::now();
-                let made =
-                    ctx.with_session(|s, _| Ok(pair::generate_wrapped_pair(s, &job_label, spec)?));
-                metrics::record_hsm("vault_generate_signing_key_pair", started, &made);
-                made
+                metrics::timed("vault_generate_signing_key_pair", || {
+                    ctx.with_session(|s, _| Ok(pair::generate_wrapped_pair(s, &job_label, spec)?))
+                })
             };
             // RSA generation holds its session for up to seconds: the slow
             // lane, as for GenerateDataKeyPair. EC pairs take about a
