@@ -804,6 +804,27 @@ mod child {
         .unwrap()
     }
 
+    /// A wrapped key made unusable three ways: one bit flipped, cut to
+    /// `truncate_to` bytes, and named under another domain key.
+    fn unusable_blobs(key: &WrappedKey, truncate_to: usize) -> [WrappedKey; 3] {
+        let mut corrupted = key.wrapped.to_vec();
+        corrupted[17] ^= 0x80;
+        [
+            WrappedKey {
+                wrapped: corrupted.into(),
+                ..key.clone()
+            },
+            WrappedKey {
+                wrapped: key.wrapped.slice(..truncate_to),
+                ..key.clone()
+            },
+            WrappedKey {
+                wrapping_key: OTHER_DOMAIN.into(),
+                ..key.clone()
+            },
+        ]
+    }
+
     fn mac_req(key: &WrappedKey, alg: MacAlgorithm, msg: &[u8]) -> GenerateMacRequest {
         GenerateMacRequest {
             key: Some(key.clone()),
@@ -957,21 +978,7 @@ mod child {
         }
 
         // Corrupted, truncated or foreign key material.
-        let mut corrupted = key.wrapped.to_vec();
-        corrupted[17] ^= 0x80;
-        let corrupted = WrappedKey {
-            wrapped: corrupted.into(),
-            ..key.clone()
-        };
-        let truncated = WrappedKey {
-            wrapped: key.wrapped.slice(..16),
-            ..key.clone()
-        };
-        let under_other = WrappedKey {
-            wrapping_key: OTHER_DOMAIN.into(),
-            ..key.clone()
-        };
-        for bad in [&corrupted, &truncated, &under_other] {
+        for bad in &unusable_blobs(&key, 16) {
             expect_err(
                 c.generate_mac(mac_req(bad, HmacSha256, msg)).await,
                 Code::InvalidArgument,
@@ -1153,21 +1160,7 @@ mod child {
         }
 
         // Corrupted, truncated or foreign key material.
-        let mut corrupted = key.wrapped.to_vec();
-        corrupted[17] ^= 0x80;
-        let corrupted = WrappedKey {
-            wrapped: corrupted.into(),
-            ..key.clone()
-        };
-        let truncated = WrappedKey {
-            wrapped: key.wrapped.slice(..32),
-            ..key.clone()
-        };
-        let under_other = WrappedKey {
-            wrapping_key: OTHER_DOMAIN.into(),
-            ..key.clone()
-        };
-        for bad in [&corrupted, &truncated, &under_other] {
+        for bad in &unusable_blobs(&key, 32) {
             expect_err(
                 c.sign(sign_req(bad, EcP256, EcdsaSha256, digest)).await,
                 Code::InvalidArgument,
